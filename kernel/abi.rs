@@ -1,0 +1,156 @@
+// SPDX-License-Identifier: GPL-2.0
+//! The fanout ABI: the one definition of everything a program exchanges with
+//! the module besides plain `read`/`write`/`poll` bytes.
+//!
+//! This file is compiled into the kernel module (`kernel/fanout.rs`) and into
+//! the userspace library (`libbaf`), so the two can never disagree. It uses
+//! only `core`. `ABI.md` in this folder explains it in prose.
+//!
+//! Compatibility rule: fields are only ever appended to the structs below, and
+//! `ABI_VERSION` grows when they are. A struct's size is part of its ioctl
+//! number, so an old binary keeps getting the layout it was built with.
+
+/// Grows whenever anything in this file changes meaning or grows.
+pub const ABI_VERSION: u32 = 1;
+
+/// The ioctl "type" byte of every fanout ioctl.
+pub const IOC_TYPE: u32 = 0xBA;
+
+const IOC_NRSHIFT: u32 = 0;
+const IOC_TYPESHIFT: u32 = 8;
+const IOC_SIZESHIFT: u32 = 16;
+const IOC_DIRSHIFT: u32 = 30;
+const IOC_WRITE: u32 = 1;
+const IOC_READ: u32 = 2;
+
+/// `_IOC(dir, IOC_TYPE, nr, size)` as the kernel's generic ioctl encoding
+/// (x86, arm64, riscv) computes it.
+pub const fn ioc(dir: u32, nr: u32, size: usize) -> u32 {
+    (dir << IOC_DIRSHIFT)
+        | (IOC_TYPE << IOC_TYPESHIFT)
+        | (nr << IOC_NRSHIFT)
+        | ((size as u32) << IOC_SIZESHIFT)
+}
+
+/// Set this file's read flags (`FLAG_*`). Argument: pointer to a `u32`.
+pub const IOC_SET_FLAGS: u32 = ioc(IOC_WRITE, 1, core::mem::size_of::<u32>());
+/// Move this file's read cursor. Argument: pointer to a [`Seek`]; on success
+/// `Seek::arg` is overwritten with the sequence number now next to be read.
+pub const IOC_SEEK: u32 = ioc(IOC_READ | IOC_WRITE, 2, core::mem::size_of::<Seek>());
+/// Describe this open file and its topic. Argument: pointer to an [`Info`].
+pub const IOC_INFO: u32 = ioc(IOC_READ, 3, core::mem::size_of::<Info>());
+
+/// Read flag: every record comes with a [`RecordHeader`] (record mode).
+pub const FLAG_RECORD: u32 = 1 << 0;
+/// Read flag: a read that finds this file lapped fails once with `EPIPE`
+/// (after counting the loss and moving to the oldest buffered record).
+pub const FLAG_STRICT: u32 = 1 << 1;
+/// Every flag this ABI version knows; others are refused with `EINVAL`.
+pub const FLAGS_ALL: u32 = FLAG_RECORD | FLAG_STRICT;
+
+/// [`Seek::whence`]: the oldest record still buffered.
+pub const SEEK_OLDEST: u32 = 0;
+/// [`Seek::whence`]: the last `arg` records (fewer if fewer are buffered).
+pub const SEEK_LAST: u32 = 1;
+/// [`Seek::whence`]: the record with sequence number `arg`; `ERANGE` if it is
+/// no longer (or not yet) buffered.
+pub const SEEK_SEQ: u32 = 2;
+/// [`Seek::whence`]: skip everything buffered; read only what comes next.
+pub const SEEK_NOW: u32 = 3;
+
+/// Argument of [`IOC_SEEK`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Seek {
+    /// One of the `SEEK_*` values.
+    pub whence: u32,
+    /// Must be zero.
+    pub reserved: u32,
+    /// A count (`SEEK_LAST`) or a sequence number (`SEEK_SEQ`); on return,
+    /// the sequence number of the next record this file will read.
+    pub arg: u64,
+}
+
+/// Result of [`IOC_INFO`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Info {
+    /// [`ABI_VERSION`] of the running module.
+    pub abi_version: u32,
+    /// This file's read flags (`FLAG_*`).
+    pub flags: u32,
+    /// Ring size of the topic, in bytes.
+    pub ring_size: u64,
+    /// Largest record, in bytes; a longer `write()` is split into records
+    /// of this size.
+    pub record_max: u32,
+    /// Size of [`RecordHeader`] as this module writes it.
+    pub header_size: u32,
+    /// Sequence number this file reads next.
+    pub cursor_seq: u64,
+    /// Sequence number of the oldest record still buffered.
+    pub oldest_seq: u64,
+    /// Sequence number the next record written will get.
+    pub next_seq: u64,
+    /// Records this open file has lost to overrun.
+    pub lost: u64,
+    /// Records lost by all readers of the topic, ever.
+    pub topic_lost: u64,
+}
+
+/// In record mode every record a `read()` returns starts with this header,
+/// filled in by the kernel; the payload follows, then zero padding up to the
+/// next multiple of 8 bytes ([`record_span`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RecordHeader {
+    /// Payload length in bytes.
+    pub len: u32,
+    /// Reserved for the kernel; zero in this ABI version.
+    pub flags: u32,
+    /// Sequence number: 0 for a topic's first record, then +1 each record.
+    pub seq: u64,
+    /// `CLOCK_MONOTONIC` time of the write, in nanoseconds.
+    pub timestamp_ns: u64,
+    /// Writer's process id in the reader's pid namespace; 0 if not visible.
+    pub pid: u32,
+    /// Writer's user id in the reader's user namespace.
+    pub uid: u32,
+}
+
+/// Size of [`RecordHeader`].
+pub const RECORD_HEADER_SIZE: usize = core::mem::size_of::<RecordHeader>();
+
+/// Bytes one record of `len` payload bytes takes in a record-mode read:
+/// header plus payload, rounded up to 8.
+pub const fn record_span(len: usize) -> usize {
+    (RECORD_HEADER_SIZE + len + 7) & !7
+}
+
+impl RecordHeader {
+    /// The header as the bytes `read()` delivers (native endian).
+    pub fn to_bytes(&self) -> [u8; RECORD_HEADER_SIZE] {
+        let mut b = [0u8; RECORD_HEADER_SIZE];
+        b[0..4].copy_from_slice(&self.len.to_ne_bytes());
+        b[4..8].copy_from_slice(&self.flags.to_ne_bytes());
+        b[8..16].copy_from_slice(&self.seq.to_ne_bytes());
+        b[16..24].copy_from_slice(&self.timestamp_ns.to_ne_bytes());
+        b[24..28].copy_from_slice(&self.pid.to_ne_bytes());
+        b[28..32].copy_from_slice(&self.uid.to_ne_bytes());
+        b
+    }
+
+    /// Parses a header from the first [`RECORD_HEADER_SIZE`] bytes of `b`.
+    pub fn from_bytes(b: &[u8]) -> Option<Self> {
+        let u32_at = |i: usize| Some(u32::from_ne_bytes(b.get(i..i + 4)?.try_into().ok()?));
+        let u64_at = |i: usize| Some(u64::from_ne_bytes(b.get(i..i + 8)?.try_into().ok()?));
+        Some(Self {
+            len: u32_at(0)?,
+            flags: u32_at(4)?,
+            seq: u64_at(8)?,
+            timestamp_ns: u64_at(16)?,
+            pid: u32_at(24)?,
+            uid: u32_at(28)?,
+        })
+    }
+}

@@ -1,0 +1,33 @@
+//! Shared code of the baf tools.
+//!
+//! [`abi`] is the kernel module's own ABI file, compiled here unchanged, and
+//! [`device`] wraps a topic's character device in safe Rust.
+
+#[path = "../../kernel/abi.rs"]
+pub mod abi;
+pub mod device;
+
+#[cfg(test)]
+#[path = "../../kernel/ring.rs"]
+mod ring;
+#[cfg(test)]
+mod ring_tests;
+
+use std::path::PathBuf;
+
+/// Where topic nodes live: `$BAF_DEV_DIR`, or `/dev/baf`.
+pub fn dev_dir() -> PathBuf {
+    std::env::var_os("BAF_DEV_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/dev/baf"))
+}
+
+/// The device path of a topic: a name is looked up under [`dev_dir`]; a path
+/// (starting with `/` or `.`) is used as it is.
+pub fn topic_path(topic: &str) -> PathBuf {
+    if topic.starts_with('/') || topic.starts_with('.') {
+        PathBuf::from(topic)
+    } else {
+        dev_dir().join(topic)
+    }
+}
