@@ -129,7 +129,7 @@ pub const fn record_span(len: usize) -> usize {
 
 impl RecordHeader {
     /// The header as the bytes `read()` delivers (native endian).
-    pub fn to_bytes(&self) -> [u8; RECORD_HEADER_SIZE] {
+    pub fn to_bytes(self) -> [u8; RECORD_HEADER_SIZE] {
         let mut b = [0u8; RECORD_HEADER_SIZE];
         b[0..4].copy_from_slice(&self.len.to_ne_bytes());
         b[4..8].copy_from_slice(&self.flags.to_ne_bytes());

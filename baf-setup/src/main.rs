@@ -19,7 +19,10 @@ enum Command {
 }
 
 fn status() -> Result<()> {
-    println!("{:<16} {:>10} {:>10} {:>12}", "DEVICE", "RING", "RECORD_MAX", "NEXT_SEQ");
+    println!(
+        "{:<16} {:>10} {:>10} {:>12}",
+        "DEVICE", "RING", "RECORD_MAX", "NEXT_SEQ"
+    );
     let mut entries: Vec<_> = std::fs::read_dir("/dev")
         .context("cannot list /dev")?
         .filter_map(|e| e.ok())
@@ -28,7 +31,9 @@ fn status() -> Result<()> {
     entries.sort_by_key(|e| e.file_name());
     for e in entries {
         let topic = baf::device::Topic::open(&e.path(), false, true)?;
-        let info = topic.info().with_context(|| format!("querying {}", e.path().display()))?;
+        let info = topic
+            .info()
+            .with_context(|| format!("querying {}", e.path().display()))?;
         println!(
             "{:<16} {:>10} {:>10} {:>12}",
             e.file_name().to_string_lossy(),

@@ -151,8 +151,14 @@ fn rejects_bad_sizes_and_lengths() {
     assert_eq!(Ring::new(vec![0u8; 3000]).err(), Some(RingError::BadSize));
     assert_eq!(Ring::new(vec![0u8; 512]).err(), Some(RingError::BadSize));
     let mut ring = Ring::new(vec![0u8; 1024]).unwrap();
-    assert_eq!(ring.append(&[], Stamp::default()), Err(RingError::BadLength));
-    assert_eq!(ring.append(&[0; 257], Stamp::default()), Err(RingError::BadLength));
+    assert_eq!(
+        ring.append(&[], Stamp::default()),
+        Err(RingError::BadLength)
+    );
+    assert_eq!(
+        ring.append(&[0; 257], Stamp::default()),
+        Err(RingError::BadLength)
+    );
     assert!(ring.append(&[0; 256], Stamp::default()).is_ok());
 }
 

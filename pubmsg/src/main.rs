@@ -25,7 +25,11 @@ fn run(args: Args) -> Result<()> {
     let mut line = Vec::new();
     loop {
         line.clear();
-        if stdin.read_until(b'\n', &mut line).context("reading stdin")? == 0 {
+        if stdin
+            .read_until(b'\n', &mut line)
+            .context("reading stdin")?
+            == 0
+        {
             return Ok(());
         }
         // One write per line: the device keeps each write whole.

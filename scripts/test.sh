@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Every test: style and lint checks, host unit/property tests, the VM suite
+# on our debug kernel, and a self-test of the VM harness. Installs what it
+# needs first. Ends with one summary line "N passed, N failed".
+set -uo pipefail
+. "$(dirname "$0")/lib.sh"
+cd "$REPO"
+
+passed=0 failed=0
+results=()
+step() { # NAME COMMAND...: a check that passes when the command exits 0
+  local name=$1; shift
+  say "$name"
+  if "$@"; then passed=$((passed + 1)); results+=("ok      $name")
+  else failed=$((failed + 1)); results+=("FAILED  $name"); fi
+}
+
+bash scripts/deps.sh || die "installing dependencies failed"
+
+step "cargo fmt --check" cargo fmt --all --check
+step "cargo clippy --all-targets -D warnings" cargo clippy --quiet --all-targets -- -D warnings
+kernel_fmt() {
+  local src; src=$(ls -d "$CACHE"/src/linux-source-*/ | tail -n1)
+  rustfmt --check --edition 2021 --config-path "$src/.rustfmt.toml" kernel/fanout.rs
+}
+
+# Host tests: count cargo's own results into the summary.
+say "cargo test (host)"
+cargo test --quiet --workspace 2>&1 | tee "$CACHE/host-tests.log"
+host_rc=${PIPESTATUS[0]}
+host_passed=$(grep -oE '[0-9]+ passed' "$CACHE/host-tests.log" | awk '{s+=$1} END {print s+0}')
+host_failed=$(grep -oE '[0-9]+ failed' "$CACHE/host-tests.log" | awk '{s+=$1} END {print s+0}')
+passed=$((passed + host_passed)); failed=$((failed + host_failed))
+if [ "$host_rc" != 0 ] && [ "$host_failed" = 0 ]; then failed=$((failed + 1)); results+=("FAILED  cargo test (exit $host_rc)"); fi
+results+=("        host tests: $host_passed passed, $host_failed failed")
+
+# The VM suite (it also builds the kernel, the module with clippy, and the
+# static test programs).
+say "VM test suite"
+bash tests/vm.sh --scenario tests 2>&1 | tee "$CACHE/vm-tests.log"
+vm_rc=${PIPESTATUS[0]}
+vm_line=$(grep -E '^vm \(tests' "$CACHE/vm-tests.log" | tail -n1)
+vm_passed=$(echo "$vm_line" | grep -oE '[0-9]+ passed' | grep -oE '[0-9]+' || echo 0)
+vm_failed=$(echo "$vm_line" | grep -oE '[0-9]+ failed' | grep -oE '[0-9]+' || echo 0)
+[ "$vm_rc" != 0 ] && [ "${vm_failed:-0}" = 0 ] && vm_failed=1
+passed=$((passed + ${vm_passed:-0})); failed=$((failed + ${vm_failed:-0}))
+results+=("        VM tests: ${vm_passed:-0} passed, ${vm_failed:-0} failed")
+
+step "kernel code rustfmt --check" kernel_fmt
+
+# The harness must fail when the kernel warns, even though every test in that
+# run passes: load the module with its test-only WARN parameter.
+harness_catches_warn() {
+  local out
+  if out=$(bash tests/vm.sh --scenario warn --timeout 300 2>&1); then
+    echo "$out" | tail -n 20; echo "the harness passed a run with a kernel WARNING"; return 1
+  fi
+  echo "$out" | grep -q 'FAILED  vm: kernel splat' || { echo "$out" | tail -n 20; return 1; }
+}
+step "the VM harness fails a run whose kernel WARNs" harness_catches_warn
+
+echo
+printf '%s\n' "${results[@]}"
+echo "$passed passed, $failed failed"
+[ "$failed" = 0 ]

@@ -1,0 +1,15 @@
+# Result helpers for the VM scripts (busybox sh). Every result is one line
+# "BAF-TEST ok NAME" or "BAF-TEST FAILED NAME", which tests/vm.sh counts.
+t_ok() { echo "BAF-TEST ok $*"; }
+t_fail() { echo "BAF-TEST FAILED $*"; }
+# check NAME COMMAND...: runs the command, passes if it exits 0.
+check() {
+  name=$1; shift
+  if out=$("$@" 2>&1); then t_ok "$name"; else echo "$out"; t_fail "$name"; fi
+}
+# wait_for SECONDS COMMAND...: polls until the command succeeds.
+wait_for() {
+  n=$(($1 * 10)); shift
+  while [ $n -gt 0 ]; do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; n=$((n - 1)); done
+  return 1
+}

@@ -1,0 +1,78 @@
+# The VM test suite (busybox sh, sourced by /init). Shell tests cover module
+# loading and the tools; /bin/fanout-tests covers the device ABI in depth.
+
+# --- module parameters are checked, with a clear message -------------------
+bad_param() { # PARAMS... : insmod must fail and dmesg must say why
+  if insmod /lib/fanout.ko "$@" 2>/dev/null; then rmmod fanout; return 1; fi
+  dmesg | tail -n 5 | grep -q "fanout: .*${1%%=*}=" || { dmesg | tail -n 5; return 1; }
+}
+check "insmod refuses ring_size=1000 (not a power of two)" bad_param ring_size=1000
+check "insmod refuses ring_size=1073741824 (too large)" bad_param ring_size=1073741824
+check "insmod refuses record_max=100 (below 4096)" bad_param record_max=100
+check "insmod refuses record_max above ring_size/4" bad_param record_max=32768
+check "insmod refuses devices=65" bad_param devices=65
+
+# --- load, nodes ---------------------------------------------------------------
+check "insmod fanout.ko devices=4 ring_size=262144" insmod /lib/fanout.ko devices=4 ring_size=262144
+nodes_ok() {
+  for i in 0 1 2 3; do [ -c /dev/fanout$i ] || return 1; done
+  [ "$(stat -c %a /dev/fanout0)" = 660 ]
+}
+check "/dev/fanout0..3 exist as char devices, mode 0660" nodes_ok
+
+# --- a write is read back by every open reader ----------------------------
+two_readers() {
+  cat /dev/fanout0 > /tmp/r1 & p1=$!
+  cat /dev/fanout0 > /tmp/r2 & p2=$!
+  sleep 0.3
+  printf 'hello\n' > /dev/fanout0
+  printf 'world\n' > /dev/fanout0
+  wait_for 5 grep -q world /tmp/r1 && wait_for 5 grep -q world /tmp/r2
+  kill $p1 $p2; wait $p1 $p2 2>/dev/null
+  [ "$(cat /tmp/r1)" = "$(printf 'hello\nworld')" ] && cmp /tmp/r1 /tmp/r2
+}
+check "write then read: two readers get the same bytes" two_readers
+
+# --- the device ABI in depth ---------------------------------------------------
+/bin/fanout-tests /dev/fanout1 /dev/fanout2 /dev/fanout3
+
+# --- the tools on the real device ---------------------------------------------
+tools_pubsub() {
+  submsg /dev/fanout0 > /tmp/s1 & p1=$!
+  submsg /dev/fanout0 > /tmp/s2 & p2=$!
+  sleep 0.3
+  seq 1 1000 | pubmsg /dev/fanout0
+  wait_for 10 grep -qx 1000 /tmp/s1 && wait_for 10 grep -qx 1000 /tmp/s2
+  kill $p1 $p2; wait $p1 $p2 2>/dev/null
+  seq 1 1000 > /tmp/want
+  cmp /tmp/want /tmp/s1 && cmp /tmp/want /tmp/s2
+}
+check "seq 1 1000 | pubmsg reaches two submsg readers in order" tools_pubsub
+head_one() {
+  rm -f /tmp/sub.rc
+  (submsg /dev/fanout0 2>/tmp/sub.err; echo $? > /tmp/sub.rc) | head -1 > /tmp/h &
+  sleep 0.3
+  echo first > /dev/fanout0
+  wait_for 5 grep -q first /tmp/h || return 1
+  echo second > /dev/fanout0 # submsg finds its stdout closed
+  wait_for 5 test -s /tmp/sub.rc || return 1
+  [ "$(cat /tmp/sub.rc)" = 0 ] && ! [ -s /tmp/sub.err ] && [ "$(cat /tmp/h)" = first ]
+}
+check "submsg | head -1 ends quietly with status 0" head_one
+
+# --- users' own tests (tests/vm.sh --extra DIR) ------------------------------
+for t in /extra/*; do
+  [ -x "$t" ] || continue
+  if PATH=/bin "$t"; then t_ok "extra: ${t#/extra/}"; else t_fail "extra: ${t#/extra/} (exit $?)"; fi
+done
+
+# --- unload ------------------------------------------------------------------------
+rmmod_busy() {
+  exec 3</dev/fanout0
+  if rmmod fanout 2>/dev/null; then exec 3<&-; return 1; fi
+  exec 3<&-
+}
+check "rmmod is refused while a topic is open" rmmod_busy
+check "rmmod succeeds once closed" rmmod fanout
+check "the nodes are gone after rmmod" sh -c '! [ -e /dev/fanout0 ]'
+check "insmod again after rmmod" sh -c 'insmod /lib/fanout.ko && rmmod fanout'
