@@ -71,13 +71,16 @@ list="$run/initramfs.list"
 
 # --- boot -------------------------------------------------------------------
 log="$run/serial.log"
+# loglevel=5: the console shows every message of warning level or worse.
+# `quiet` would hide WARN and lockdep reports, which print at warning level
+# (the harness self-test caught exactly that).
 accel=${BAF_ACCEL:-tcg}
 say "booting the $variant kernel ($accel), scenario '$scenario'"
 start=$(date +%s)
 set +e
 timeout --foreground "$timeout" qemu-system-x86_64 -accel "$accel" -cpu max -smp 2 -m 1G \
   -kernel "$kbuild/arch/x86/boot/bzImage" -initrd "$run/initramfs.cpio.gz" \
-  -append "console=ttyS0 panic=-1 quiet baf.scenario=$scenario" \
+  -append "console=ttyS0 panic=-1 loglevel=5 baf.scenario=$scenario" \
   -display none -monitor none -serial "file:$log" -no-reboot
 qemu_rc=$?
 set -e
