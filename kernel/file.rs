@@ -32,6 +32,16 @@ use kernel::{
 /// A read copies at most this much (or one whole record, if larger) per call.
 const READ_CHUNK: usize = 64 * 1024;
 
+// Our hand-written ioctl encoding in `abi.rs` (shared with userspace) must
+// be the kernel's own.
+const _: () = {
+    use kernel::ioctl::{_IOR, _IOW, _IOWR};
+    assert!(abi::IOC_SET_FLAGS == _IOW::<u32>(abi::IOC_TYPE, 1));
+    assert!(abi::IOC_SEEK == _IOWR::<abi::Seek>(abi::IOC_TYPE, 2));
+    assert!(abi::IOC_INFO == _IOR::<abi::Info>(abi::IOC_TYPE, 3));
+    assert!(abi::RECORD_HEADER_SIZE == 32);
+};
+
 // SAFETY: `Seek` is `repr(C)`, made of integers with no padding (u32, u32,
 // u64), so every byte pattern is a valid value.
 unsafe impl kernel::transmute::FromBytes for abi::Seek {}

@@ -3,7 +3,7 @@
 # real device; print each result and a summary line; exit non-zero on any
 # failure, a kernel splat, or a VM that does not finish.
 #
-#   tests/vm.sh [--scenario tests|demo|warn|hang] [--extra DIR]
+#   tests/vm.sh [--scenario tests|demo|bench|warn|hang] [--extra DIR]
 #               [--kernel debug|bench] [--timeout SECONDS]
 #
 # --extra DIR: every executable in DIR (static binary or busybox-sh script)
@@ -56,7 +56,7 @@ list="$run/initramfs.list"
   echo "file /init $REPO/tests/vm/init 755 0 0"
   for f in "$REPO"/tests/vm/*.sh; do echo "file /tests/$(basename "$f") $f 644 0 0"; done
   echo "file /lib/fanout.ko $moddir/fanout.ko 644 0 0"
-  for b in pubmsg submsg baf-setup fanout-tests; do echo "file /bin/$b $bins/$b 755 0 0"; done
+  for b in pubmsg submsg baf-setup fanout-tests fanout-bench; do echo "file /bin/$b $bins/$b 755 0 0"; done
   printf 'root:x:0:0:root:/root:/bin/sh\nbaf-user:x:1000:1000::/tmp:/bin/sh\n' > "$run/passwd"
   printf 'root:x:0:\nbaf:x:900:\nbaf-user:x:1000:\n' > "$run/group"
   echo "file /etc/passwd $run/passwd 644 0 0"

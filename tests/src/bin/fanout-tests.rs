@@ -201,6 +201,38 @@ impl Payloads for Vec<Rec> {
     }
 }
 
+fn huge_write_is_taken_whole(cx: &Ctx) -> Result<()> {
+    // 8 MiB in one write(): 32 times the ring. The writer never blocks; the
+    // ring keeps the newest records, each whole.
+    let r = nb_reader(&cx.a)?;
+    r.set_flags(abi::FLAG_RECORD)?;
+    let before = r.info()?.next_seq;
+    let data: Vec<u8> = (0..8usize << 20).map(|i| (i / RECORD_MAX) as u8).collect();
+    put(&writer(&cx.a)?, &data)?;
+    let after = r.info()?.next_seq;
+    ensure!(
+        after - before == (data.len() / RECORD_MAX) as u64,
+        "{} records for 8 MiB",
+        after - before
+    );
+    let recs = drain(&r)?;
+    let last = recs.last().context("nothing kept")?;
+    ensure!(
+        last.0.seq == after - 1,
+        "last record {} != {}",
+        last.0.seq,
+        after - 1
+    );
+    for (h, p) in &recs {
+        let k = (h.seq - before) as usize;
+        ensure!(
+            p.len() == RECORD_MAX && p.iter().all(|&b| b == k as u8),
+            "record {k} is not chunk {k} of the write"
+        );
+    }
+    Ok(())
+}
+
 fn odd_sizes_round_trip(cx: &Ctx) -> Result<()> {
     let r = nb_reader(&cx.a)?;
     r.set_flags(abi::FLAG_RECORD)?;
@@ -913,6 +945,10 @@ fn main() {
         (
             "a large write is split into record_max records",
             large_write_is_split_into_records,
+        ),
+        (
+            "an 8 MiB write is taken whole, newest records kept",
+            huge_write_is_taken_whole,
         ),
         ("odd sizes round-trip exactly", odd_sizes_round_trip),
         (
