@@ -40,6 +40,105 @@ pub const IOC_SEEK: u32 = ioc(IOC_READ | IOC_WRITE, 2, core::mem::size_of::<Seek
 /// Describe this open file and its topic. Argument: pointer to an [`Info`].
 pub const IOC_INFO: u32 = ioc(IOC_READ, 3, core::mem::size_of::<Info>());
 
+/// Claim the topic's publisher lock for this open file (no argument):
+/// `EBUSY` while another open file holds it. The lock is released when the
+/// file that holds it is closed, so it dies with its process.
+pub const IOC_CLAIM_PUBLISHER: u32 = ioc(0, 4, 0);
+
+/// Control device: create a topic. Argument: pointer to a [`TopicSpec`].
+/// Returns 1 when created, 0 when it already existed with the same settings.
+pub const IOC_CREATE: u32 = ioc(IOC_WRITE, 0x10, core::mem::size_of::<TopicSpec>());
+/// Control device: remove a topic. Argument: pointer to a [`TopicName`].
+pub const IOC_REMOVE: u32 = ioc(IOC_WRITE, 0x11, core::mem::size_of::<TopicName>());
+
+/// Longest topic name, in bytes.
+pub const NAME_MAX: usize = 64;
+
+/// A topic name as the control ioctls take it: NUL-padded bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TopicName {
+    /// The name, then at least one NUL.
+    pub bytes: [u8; NAME_MAX + 8],
+}
+
+impl TopicName {
+    /// Packs `name`; `None` if it is too long to pack.
+    pub fn new(name: &[u8]) -> Option<Self> {
+        let mut bytes = [0u8; NAME_MAX + 8];
+        bytes.get_mut(..name.len())?.copy_from_slice(name);
+        (name.len() < bytes.len()).then_some(Self { bytes })
+    }
+
+    /// The name up to the first NUL.
+    pub fn as_bytes(&self) -> &[u8] {
+        let end = self
+            .bytes
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(self.bytes.len());
+        self.bytes.get(..end).unwrap_or_default()
+    }
+}
+
+/// Argument of [`IOC_CREATE`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TopicSpec {
+    /// The topic name; see [`check_name`].
+    pub name: TopicName,
+    /// Ring size in bytes (a power of two); 0 for the module's default.
+    pub ring_size: u64,
+    /// Largest record in bytes; 0 for a quarter of the ring.
+    pub record_max: u32,
+    /// Permission bits of the node (at most 0o777).
+    pub mode: u32,
+    /// Owner of the node. Without `CAP_CHOWN`, only the caller's own
+    /// effective uid is accepted.
+    pub uid: u32,
+    /// Group of the node. Without `CAP_CHOWN`, only one of the caller's
+    /// groups is accepted.
+    pub gid: u32,
+}
+
+/// Why a topic name is refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NameError {
+    /// Empty, or an empty level (`a//b`, leading or trailing `/`).
+    Empty,
+    /// Longer than [`NAME_MAX`] bytes.
+    TooLong,
+    /// A level that is `.` or `..`.
+    DotLevel,
+    /// A byte outside `[A-Za-z0-9._-]` and `/`.
+    BadChar(u8),
+}
+
+/// Checks a topic name: 1 to [`NAME_MAX`] bytes of `[A-Za-z0-9._-]`, with
+/// optional `/`-separated levels, none empty, `.` or `..`.
+pub fn check_name(name: &[u8]) -> Result<(), NameError> {
+    if name.is_empty() {
+        return Err(NameError::Empty);
+    }
+    if name.len() > NAME_MAX {
+        return Err(NameError::TooLong);
+    }
+    for level in name.split(|&b| b == b'/') {
+        match level {
+            [] => return Err(NameError::Empty),
+            b"." | b".." => return Err(NameError::DotLevel),
+            _ => {}
+        }
+        if let Some(&b) = level
+            .iter()
+            .find(|&&b| !(b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-'))
+        {
+            return Err(NameError::BadChar(b));
+        }
+    }
+    Ok(())
+}
+
 /// Read flag: every record comes with a [`RecordHeader`] (record mode).
 pub const FLAG_RECORD: u32 = 1 << 0;
 /// Read flag: a read that finds this file lapped fails once with `EPIPE`

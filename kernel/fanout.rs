@@ -11,15 +11,18 @@
 //! `provenance.rs` (writer pid/uid/time), `file.rs` (an open file's
 //! operations), `fops.rs` (the unsafe `file_operations` glue).
 
-use kernel::{prelude::*, str::CString};
+use kernel::{bindings, prelude::*, str::CString};
 
 // `abi.rs` and `ring.rs` are also compiled into the userspace library, where
 // their items are public API; here they are crate-internal.
 #[allow(unreachable_pub, dead_code)]
 mod abi;
+mod chardev;
+mod control;
 mod file;
 mod fops;
 mod provenance;
+mod registry;
 #[allow(unreachable_pub)]
 mod ring;
 mod topic;
@@ -43,6 +46,10 @@ module! {
             default: 0,
             description: "Largest record in bytes, 4096 to ring_size/4; 0 means ring_size/4",
         },
+        control_gid: u32 {
+            default: 0,
+            description: "Group owning /dev/baf-control (mode 0660): its members may create and remove topics",
+        },
         selftest_warn: bool {
             default: false,
             description: "Test only: WARN once at load, to prove the test harness catches kernel warnings",
@@ -51,17 +58,15 @@ module! {
 }
 
 const MAX_DEVICES: u32 = 64;
-const RING_MIN: u32 = 16 * 1024;
-const RING_MAX: u32 = 64 * 1024 * 1024;
-const RECORD_MIN: u32 = 4096;
-/// Mode of the static device nodes: owner and group only, never world.
-const STATIC_MODE: u16 = 0o660;
+/// Mode of the static device nodes and of the control node: owner and group
+/// only, never world.
+const NODE_MODE: u16 = 0o660;
 
 /// Validated module parameters.
 struct Params {
     devices: u32,
-    ring_size: usize,
-    record_max: usize,
+    ring_size: u64,
+    record_max: u64,
 }
 
 impl Params {
@@ -73,26 +78,38 @@ impl Params {
             pr_err!("devices={devices} is too many: at most {MAX_DEVICES}\n");
             return Err(EINVAL);
         }
-        if !ring.is_power_of_two() || !(RING_MIN..=RING_MAX).contains(&ring) {
-            pr_err!("ring_size={ring} must be a power of two from {RING_MIN} to {RING_MAX}\n");
+        let Ok((ring_size, record_max)) =
+            registry::check_sizes(u64::from(ring), u64::from(record), 0)
+        else {
+            if !u64::from(ring).is_power_of_two()
+                || !(registry::RING_MIN..=registry::RING_MAX).contains(&u64::from(ring))
+            {
+                pr_err!(
+                    "ring_size={ring} must be a power of two from {} to {}\n",
+                    registry::RING_MIN,
+                    registry::RING_MAX
+                );
+            } else {
+                pr_err!(
+                    "record_max={record} must be from {} to ring_size/4 ({})\n",
+                    registry::RECORD_MIN,
+                    ring / 4
+                );
+            }
             return Err(EINVAL);
-        }
-        let quarter = ring / 4;
-        let record = if record == 0 { quarter } else { record };
-        if !(RECORD_MIN..=quarter).contains(&record) {
-            pr_err!("record_max={record} must be from {RECORD_MIN} to ring_size/4 ({quarter})\n");
-            return Err(EINVAL);
-        }
+        };
         Ok(Self {
             devices,
-            ring_size: ring as usize,
-            record_max: record as usize,
+            ring_size,
+            record_max,
         })
     }
 }
 
 struct FanoutModule {
-    _devices: KVec<Pin<KBox<fops::Registration>>>,
+    // Dropped in this order, after `drop` below has removed every topic.
+    _control: chardev::NodeHandle,
+    _region: chardev::Region,
 }
 
 impl kernel::Module for FanoutModule {
@@ -101,21 +118,57 @@ impl kernel::Module for FanoutModule {
             kernel::warn_on!(true);
         }
         let p = Params::from_module()?;
-        let mut devices = KVec::with_capacity(p.devices as usize, GFP_KERNEL)?;
+        // SAFETY: Called once, here, before anything uses the registry.
+        unsafe { registry::TOPICS.init() };
+        let region = chardev::Region::new(&fops::CONTROL_FOPS.0, &fops::TOPIC_FOPS.0)?;
+        let control = chardev::Node::add(
+            region.major(),
+            chardev::NodeSpec {
+                kind: chardev::Kind::Control,
+                minor: 0,
+                name: CString::try_from_fmt(fmt!("baf-control"))?,
+                path: CString::try_from_fmt(fmt!("baf-control"))?,
+                mode: NODE_MODE,
+                uid: bindings::kuid_t { val: 0 },
+                gid: bindings::kgid_t {
+                    val: module_parameters::control_gid.value(),
+                },
+            },
+        )?;
+        registry::TOPICS.lock().set_major(region.major());
+        // From here on, an error drops `this`, which removes what was made.
+        let this = Self {
+            _control: control,
+            _region: region,
+        };
         for i in 0..p.devices {
-            let topic = topic::Topic::new(p.ring_size, p.record_max)?;
             let name = CString::try_from_fmt(fmt!("fanout{i}"))?;
-            devices.push(
-                fops::Registration::register(name, STATIC_MODE, topic)?,
-                GFP_KERNEL,
+            let path = CString::try_from_fmt(fmt!("fanout{i}"))?;
+            registry::TOPICS.lock().create(
+                name.to_bytes(),
+                path,
+                registry::Settings {
+                    ring_size: p.ring_size,
+                    record_max: p.record_max,
+                    mode: NODE_MODE,
+                    uid: 0,
+                    gid: 0,
+                },
             )?;
         }
         pr_info!(
-            "{} topics, ring {} bytes, records up to {} bytes\n",
+            "{} static topics, ring {} bytes, records up to {} bytes\n",
             p.devices,
             p.ring_size,
             p.record_max
         );
-        Ok(Self { _devices: devices })
+        Ok(this)
+    }
+}
+
+impl Drop for FanoutModule {
+    fn drop(&mut self) {
+        // Topic nodes go before the control node and the region.
+        registry::TOPICS.lock().clear();
     }
 }

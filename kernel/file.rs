@@ -344,6 +344,7 @@ impl OpenFile {
                 // A reader of this file sleeping in `read` re-checks.
                 self.topic.wake.notify_all();
             }
+            abi::IOC_CLAIM_PUBLISHER => self.topic.claim_publisher(self.holder_id())?,
             abi::IOC_INFO => {
                 let info = self.info();
                 UserSlice::new(ptr, size_of::<abi::Info>())
@@ -353,6 +354,11 @@ impl OpenFile {
             _ => return Err(ENOTTY),
         }
         Ok(0)
+    }
+
+    /// This file's identity for the publisher lock: its (pinned) address.
+    fn holder_id(&self) -> usize {
+        core::ptr::from_ref(self) as usize
     }
 
     fn info(&self) -> abi::Info {
@@ -418,6 +424,7 @@ impl OpenFile {
 #[pinned_drop]
 impl PinnedDrop for OpenFile {
     fn drop(self: Pin<&mut Self>) {
+        self.topic.release_publisher(self.holder_id());
         let stats = &self.topic.stats;
         if self.can_read {
             stats.readers.fetch_sub(1, Relaxed);

@@ -1,25 +1,25 @@
 // SPDX-License-Identifier: GPL-2.0
-//! The thin unsafe layer: a misc device whose `file_operations` are ours.
+//! The thin unsafe layer for file operations: the tables for topic nodes and
+//! for the control node.
 //!
 //! The kernel crate's `MiscDevice` trait has no `poll`, so, like the Rust
-//! Binder driver, we write the `file_operations` table ourselves. Each entry
-//! recovers the file's [`OpenFile`] and calls its safe method; all the logic
-//! lives in `file.rs`.
+//! Binder driver, we write the `file_operations` tables ourselves. Each entry
+//! recovers its file's state and calls a safe method; the logic lives in
+//! `file.rs` (topics) and `control.rs`.
 
+use crate::chardev::minor_of;
 use crate::file::OpenFile;
-use crate::topic::Topic;
-use kernel::ffi::{c_int, c_long, c_uint, c_ulong};
+use crate::registry::TOPICS;
 use kernel::{
     bindings,
-    error::to_result,
+    ffi::{c_int, c_long, c_uint, c_ulong},
     fs::File,
     iov::{IovIterDest, IovIterSource},
     module::this_module,
     prelude::*,
     seq_file::SeqFile,
-    str::CString,
-    sync::{poll::PollTable, Arc},
-    types::{ForeignOwnable, Opaque},
+    sync::poll::PollTable,
+    types::ForeignOwnable,
 };
 
 type Private = Pin<KBox<OpenFile>>;
@@ -28,77 +28,13 @@ type Private = Pin<KBox<OpenFile>>;
 /// `preadv2(..., RWF_NOWAIT)` and io_uring.
 const IOCB_NOWAIT: c_int = 0x8;
 
-/// A registered device node for a topic.
-///
-/// # Invariants
-///
-/// `misc` is registered with `misc_register` from `register` until `drop`.
-#[pin_data(PinnedDrop)]
-pub(crate) struct Registration {
-    #[pin]
-    misc: Opaque<bindings::miscdevice>,
-    topic: Arc<Topic>,
-    _name: CString,
-}
-
-// SAFETY: `misc` is only touched by `misc_register`/`misc_deregister`, which
-// may run on any thread; the other fields are `Send`.
-unsafe impl Send for Registration {}
-// SAFETY: No `&self` method mutates anything.
-unsafe impl Sync for Registration {}
-
-impl Registration {
-    /// Registers `/dev/<name>` (mode `mode`) for `topic`.
-    pub(crate) fn register(name: CString, mode: u16, topic: Arc<Topic>) -> Result<Pin<KBox<Self>>> {
-        let name_ptr = name.as_char_ptr();
-        KBox::try_pin_init(
-            try_pin_init!(Self {
-                topic,
-                _name: name,
-                misc <- Opaque::try_ffi_init(move |slot: *mut bindings::miscdevice| {
-                    // SAFETY: All-zero is a valid `struct miscdevice` (plain
-                    // data, null pointers and an empty list head that
-                    // `misc_register` initializes).
-                    let mut misc: bindings::miscdevice = unsafe { core::mem::zeroed() };
-                    misc.minor = bindings::MISC_DYNAMIC_MINOR as c_int;
-                    misc.name = name_ptr;
-                    misc.fops = &FOPS.0;
-                    misc.mode = mode;
-                    // SAFETY: `slot` is valid for writes (pin-init contract).
-                    unsafe { slot.write(misc) };
-                    // SAFETY: `slot` holds an initialized miscdevice in pinned
-                    // memory that is deregistered in `drop` before it is freed;
-                    // `name_ptr` points into `_name`'s heap buffer, which lives
-                    // as long as the registration.
-                    to_result(unsafe { bindings::misc_register(slot) })
-                }),
-            }),
-            GFP_KERNEL,
-        )
-    }
-
-    /// The topic behind this node.
-    #[allow(dead_code)] // Used once topics can be removed at run time.
-    pub(crate) fn topic(&self) -> &Arc<Topic> {
-        &self.topic
-    }
-}
-
-#[pinned_drop]
-impl PinnedDrop for Registration {
-    fn drop(self: Pin<&mut Self>) {
-        // SAFETY: Registered since `register` by the type invariant.
-        // `misc_deregister` takes `misc_mtx`, so no `fanout_open` is using
-        // `self` after it returns.
-        unsafe { bindings::misc_deregister(self.misc.get()) };
-    }
-}
-
-struct Fops(bindings::file_operations);
-// SAFETY: The table is never written after its constant initialization.
+/// A `file_operations` table in a `static`.
+pub(crate) struct Fops(pub(crate) bindings::file_operations);
+// SAFETY: The tables are never written after their constant initialization.
 unsafe impl Sync for Fops {}
 
-static FOPS: Fops = Fops(bindings::file_operations {
+/// File operations of topic nodes.
+pub(crate) static TOPIC_FOPS: Fops = Fops(bindings::file_operations {
     owner: this_module::<crate::LocalModule>().as_ptr(),
     open: Some(fanout_open),
     release: Some(fanout_release),
@@ -113,16 +49,26 @@ static FOPS: Fops = Fops(bindings::file_operations {
     ..unsafe { core::mem::zeroed() }
 });
 
+/// File operations of the control node: only ioctls.
+pub(crate) static CONTROL_FOPS: Fops = Fops(bindings::file_operations {
+    owner: this_module::<crate::LocalModule>().as_ptr(),
+    open: Some(control_open),
+    unlocked_ioctl: Some(control_ioctl),
+    #[cfg(CONFIG_COMPAT)]
+    compat_ioctl: bindings::compat_ptr_ioctl,
+    // SAFETY: As above.
+    ..unsafe { core::mem::zeroed() }
+});
+
 /// # Safety
-/// Called by `misc_open` with `misc_mtx` held and `private_data` set to the
-/// `struct miscdevice` of one of our [`Registration`]s.
+/// Called by `chrdev_open` for a node of our topic minors.
 unsafe extern "C" fn fanout_open(inode: *mut bindings::inode, raw: *mut bindings::file) -> c_int {
-    // SAFETY: `misc_open` stored our miscdevice in `private_data`; it is the
-    // `misc` field of a `Registration` (`Opaque` is `repr(transparent)`), and
-    // `misc_mtx`, held by our caller, keeps it registered and alive.
-    let reg = unsafe {
-        let misc = (*raw).private_data.cast::<Opaque<bindings::miscdevice>>();
-        &*kernel::container_of!(misc, Registration, misc)
+    // SAFETY: `inode` is the valid inode being opened.
+    let minor = unsafe { minor_of(inode) };
+    // A removed topic is gone from the registry before its node is: an open
+    // that races with removal gets ENODEV, never a dying topic's pointer.
+    let Some(topic) = TOPICS.lock().by_minor(minor) else {
+        return ENODEV.to_errno();
     };
     // SAFETY: `inode` and `raw` are the valid inode and file being opened.
     unsafe { bindings::stream_open(inode, raw) };
@@ -132,7 +78,7 @@ unsafe extern "C" fn fanout_open(inode: *mut bindings::inode, raw: *mut bindings
     let mode = file.flags() & kernel::fs::file::flags::O_ACCMODE;
     let can_read = mode != kernel::fs::file::flags::O_WRONLY;
     let can_write = mode != kernel::fs::file::flags::O_RDONLY;
-    match OpenFile::open(reg.topic.clone(), can_read, can_write) {
+    match OpenFile::open(topic, can_read, can_write) {
         Ok(of) => {
             // SAFETY: We own `private_data` of our files from now on; every
             // other entry point reads it back as `Private`.
@@ -236,4 +182,22 @@ unsafe extern "C" fn fanout_show_fdinfo(m: *mut bindings::seq_file, raw: *mut bi
     // SAFETY: `m` is valid and ours for the duration of this call.
     let m = unsafe { SeqFile::from_raw(m) };
     of.show_fdinfo(m);
+}
+
+/// # Safety
+/// Called by `chrdev_open` for the control node.
+unsafe extern "C" fn control_open(inode: *mut bindings::inode, raw: *mut bindings::file) -> c_int {
+    // SAFETY: `inode` and `raw` are the valid inode and file being opened.
+    unsafe { bindings::stream_open(inode, raw) }
+}
+
+/// # Safety
+/// `raw` is an open file of the control node.
+unsafe extern "C" fn control_ioctl(raw: *mut bindings::file, cmd: c_uint, arg: c_ulong) -> c_long {
+    // SAFETY: `raw` is valid for this call, with no fdget_pos region active.
+    let file = unsafe { File::from_raw_file(raw) };
+    match crate::control::ioctl(file, cmd, arg) {
+        Ok(n) => n as c_long,
+        Err(e) => e.to_errno() as c_long,
+    }
 }

@@ -11,7 +11,7 @@ use kernel::{
     new_poll_condvar, new_spinlock,
     prelude::*,
     sync::{
-        atomic::{Atomic, Relaxed},
+        atomic::{Atomic, Full, Relaxed},
         poll::PollCondVar,
         Arc, SpinLock,
     },
@@ -60,6 +60,8 @@ pub(crate) struct Topic {
     /// Largest record in bytes.
     pub(crate) record_max: usize,
     pub(crate) stats: Stats,
+    /// Identity of the open file holding the publisher lock; 0 when free.
+    publisher: Atomic<usize>,
 }
 
 impl Topic {
@@ -76,6 +78,7 @@ impl Topic {
                 wake <- new_poll_condvar!("fanout_wake"),
                 record_max,
                 stats: Stats::new(),
+                publisher: Atomic::new(0),
             }),
             GFP_KERNEL,
         )
@@ -97,8 +100,22 @@ impl Topic {
         Ok(())
     }
 
+    /// Takes the publisher lock for `holder` (non-zero); `EBUSY` if another
+    /// holder has it.
+    pub(crate) fn claim_publisher(&self, holder: usize) -> Result {
+        match self.publisher.cmpxchg(0, holder, Full) {
+            Ok(_) => Ok(()),
+            Err(h) if h == holder => Ok(()),
+            Err(_) => Err(EBUSY),
+        }
+    }
+
+    /// Releases the publisher lock if `holder` has it.
+    pub(crate) fn release_publisher(&self, holder: usize) {
+        let _ = self.publisher.cmpxchg(holder, 0, Full);
+    }
+
     /// Marks the topic removed and wakes everyone waiting on it.
-    #[allow(dead_code)] // Used once topics can be removed at run time.
     pub(crate) fn kill(&self) {
         self.state.lock().dead = true;
         self.wake.notify_all();

@@ -1,0 +1,48 @@
+// SPDX-License-Identifier: GPL-2.0
+//! The control device, `/dev/baf-control`: create and remove topics.
+//!
+//! Whoever can open the node for writing may use it (it is root's, mode
+//! 0660, group `control_gid`), so "who may create topics" is ordinary file
+//! permission: root, or a group given the node. A non-root caller can give a
+//! new topic only to itself and its own groups (as with chown).
+
+use crate::abi::{self, TopicName, TopicSpec};
+use crate::registry::{self, TOPICS};
+use kernel::{
+    fs::{file::flags, File},
+    prelude::*,
+    uaccess::{UserPtr, UserSlice},
+};
+
+// SAFETY: `TopicName` is a byte array: every bit pattern is valid.
+unsafe impl kernel::transmute::FromBytes for TopicName {}
+// SAFETY: `TopicSpec` is `repr(C)`: a 72-byte name then u64, 4 x u32, with no
+// padding, so every bit pattern is a valid value.
+unsafe impl kernel::transmute::FromBytes for TopicSpec {}
+
+/// The ioctls of the control device.
+pub(crate) fn ioctl(file: &File, cmd: u32, arg: usize) -> Result<isize> {
+    if file.flags() & flags::O_ACCMODE == flags::O_RDONLY {
+        return Err(EBADF);
+    }
+    let ptr = UserPtr::from_addr(arg);
+    match cmd {
+        abi::IOC_CREATE => {
+            let spec: TopicSpec = UserSlice::new(ptr, size_of::<TopicSpec>())
+                .reader()
+                .read()?;
+            let default_ring = u64::from(crate::module_parameters::ring_size.value());
+            let created = registry::create_from_user(&spec, default_ring)?;
+            Ok(isize::from(created))
+        }
+        abi::IOC_REMOVE => {
+            let name: TopicName = UserSlice::new(ptr, size_of::<TopicName>())
+                .reader()
+                .read()?;
+            abi::check_name(name.as_bytes()).map_err(|_| EINVAL)?;
+            TOPICS.lock().remove(name.as_bytes())?;
+            Ok(0)
+        }
+        _ => Err(ENOTTY),
+    }
+}

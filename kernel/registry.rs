@@ -1,0 +1,196 @@
+// SPDX-License-Identifier: GPL-2.0
+//! The topics that exist: created and removed at run time through the
+//! control device (and at load for the static `fanoutN` topics), found by
+//! minor number when a node is opened.
+//!
+//! One global mutex orders every create, remove and open lookup, so a name
+//! is either fully there (topic, minor, device node) or not at all.
+
+use crate::abi::{self, NameError, TopicSpec};
+use crate::chardev::{Kind, Node, NodeHandle, NodeSpec, MINORS};
+use crate::topic::Topic;
+use kernel::{bindings, prelude::*, str::CString, sync::Arc, task::Kuid};
+
+/// Largest and smallest ring, and smallest record limit.
+pub(crate) const RING_MIN: u64 = 16 * 1024;
+pub(crate) const RING_MAX: u64 = 64 * 1024 * 1024;
+pub(crate) const RECORD_MIN: u64 = 4096;
+
+/// The settings a topic was created with; a second create must match.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Settings {
+    pub(crate) ring_size: u64,
+    pub(crate) record_max: u64,
+    pub(crate) mode: u16,
+    pub(crate) uid: u32,
+    pub(crate) gid: u32,
+}
+
+struct Entry {
+    name: CString,
+    minor: u32,
+    topic: Arc<Topic>,
+    settings: Settings,
+    // Held for its `Drop`, which removes the device node; it is the last
+    // field, so the node goes after the topic is killed (see `remove`).
+    _node: NodeHandle,
+}
+
+pub(crate) struct Registry {
+    /// Major number of our nodes; 0 until the module has registered it.
+    major: u32,
+    entries: KVVec<Entry>,
+}
+
+kernel::sync::global_lock! {
+    // SAFETY: `init` is called in the module initializer, before any use.
+    pub(crate) unsafe(uninit) static TOPICS: Mutex<Registry> = Registry {
+        major: 0,
+        entries: KVVec::new(),
+    };
+}
+
+/// Checks ring size and record limit (0 picks the defaults).
+pub(crate) fn check_sizes(ring: u64, record: u64, default_ring: u64) -> Result<(u64, u64)> {
+    let ring = if ring == 0 { default_ring } else { ring };
+    if !ring.is_power_of_two() || !(RING_MIN..=RING_MAX).contains(&ring) {
+        return Err(EINVAL);
+    }
+    let record = if record == 0 { ring / 4 } else { record };
+    if !(RECORD_MIN..=ring / 4).contains(&record) {
+        return Err(EINVAL);
+    }
+    Ok((ring, record))
+}
+
+fn name_error(e: NameError) -> Error {
+    match e {
+        NameError::TooLong => ENAMETOOLONG,
+        _ => EINVAL,
+    }
+}
+
+impl Registry {
+    /// Sets the major number of all nodes; called once at load.
+    pub(crate) fn set_major(&mut self, major: u32) {
+        self.major = major;
+    }
+
+    /// The topic behind `minor`, if it exists.
+    pub(crate) fn by_minor(&self, minor: u32) -> Option<Arc<Topic>> {
+        self.entries
+            .iter()
+            .find(|e| e.minor == minor)
+            .map(|e| e.topic.clone())
+    }
+
+    /// Creates topic `name` at devtmpfs `path`. Returns `false` when it
+    /// already exists with the same settings (`EEXIST` if they differ).
+    pub(crate) fn create(&mut self, name: &[u8], path: CString, s: Settings) -> Result<bool> {
+        if let Some(e) = self.entries.iter().find(|e| e.name.to_bytes() == name) {
+            return if e.settings == s {
+                Ok(false)
+            } else {
+                Err(EEXIST)
+            };
+        }
+        if self.major == 0 {
+            return Err(ENODEV);
+        }
+        let minor = (1..MINORS)
+            .find(|m| self.entries.iter().all(|e| e.minor != *m))
+            .ok_or(ENOSPC)?;
+        let topic = Topic::new(s.ring_size as usize, s.record_max as usize)?;
+        let cname = CString::try_from_fmt(fmt!("{}", kernel::str::BStr::from_bytes(name)))?;
+        let node = Node::add(
+            self.major,
+            NodeSpec {
+                kind: Kind::Topic(topic.clone()),
+                minor,
+                name: CString::try_from_fmt(fmt!("{}", kernel::str::BStr::from_bytes(name)))?,
+                path,
+                mode: s.mode,
+                uid: bindings::kuid_t { val: s.uid },
+                gid: bindings::kgid_t { val: s.gid },
+            },
+        )?;
+        self.entries.push(
+            Entry {
+                name: cname,
+                minor,
+                topic,
+                settings: s,
+                _node: node,
+            },
+            GFP_KERNEL,
+        )?;
+        Ok(true)
+    }
+
+    /// Removes topic `name`: wakes its readers and writers, removes the node.
+    /// Open files keep the topic's memory until they are closed.
+    pub(crate) fn remove(&mut self, name: &[u8]) -> Result {
+        let i = self
+            .entries
+            .iter()
+            .position(|e| e.name.to_bytes() == name)
+            .ok_or(ENOENT)?;
+        let e = self.entries.remove(i)?;
+        e.topic.kill();
+        drop(e);
+        Ok(())
+    }
+
+    /// Removes every topic (module unload).
+    pub(crate) fn clear(&mut self) {
+        while let Some(e) = self.entries.pop() {
+            e.topic.kill();
+        }
+        self.major = 0;
+    }
+}
+
+/// `IOC_CREATE` on the control device, for the current task.
+pub(crate) fn create_from_user(spec: &TopicSpec, default_ring: u64) -> Result<bool> {
+    let name = spec.name.as_bytes();
+    abi::check_name(name).map_err(name_error)?;
+    let (ring_size, record_max) =
+        check_sizes(spec.ring_size, u64::from(spec.record_max), default_ring)?;
+    let mode = u16::try_from(spec.mode)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .ok_or(EINVAL)?;
+    // SAFETY: These helpers only read the current task's credentials.
+    let (ns, euid) = unsafe { (bindings::current_user_ns(), Kuid::current_euid().into_raw()) };
+    // SAFETY: `ns` is the current task's own user namespace.
+    let (uid, gid) = unsafe {
+        (
+            bindings::make_kuid(ns, spec.uid),
+            bindings::make_kgid(ns, spec.gid),
+        )
+    };
+    if uid.val == u32::MAX || gid.val == u32::MAX {
+        // Not mapped in the caller's user namespace.
+        return Err(EINVAL);
+    }
+    // Without CAP_CHOWN, a topic can only be given to oneself and one's own
+    // groups, as with chown(2).
+    // SAFETY: `capable` and `in_group_p` only read the current credentials.
+    let may_chown = unsafe { bindings::capable(bindings::CAP_CHOWN as i32) };
+    // SAFETY: As above.
+    if !may_chown && (uid.val != euid.val || unsafe { bindings::in_group_p(gid) } == 0) {
+        return Err(EPERM);
+    }
+    let path = CString::try_from_fmt(fmt!("baf/{}", kernel::str::BStr::from_bytes(name)))?;
+    TOPICS.lock().create(
+        name,
+        path,
+        Settings {
+            ring_size,
+            record_max,
+            mode,
+            uid: uid.val,
+            gid: gid.val,
+        },
+    )
+}
