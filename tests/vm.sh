@@ -25,12 +25,14 @@ done
 
 bash "$REPO/scripts/deps.sh"
 kbuild=$(bash "$REPO/scripts/kernel.sh" "$variant")
-run="$CACHE/run-$scenario"
-rm -rf "$run" && mkdir -p "$run"
+# A fresh directory per run, so runs can go on side by side; kept when the
+# run fails, for inspection.
+mkdir -p "$CACHE/runs"
+run=$(mktemp -d "$CACHE/runs/$scenario.XXXXXX")
 
 # --- the module, built outside the repo against our kernel ----------------
-moddir="$CACHE/module-$variant"
-rm -rf "$moddir" && mkdir -p "$moddir"
+moddir="$run/module"
+mkdir -p "$moddir"
 cp "$REPO"/kernel/*.rs "$REPO"/kernel/Kbuild "$moddir"/
 say "building fanout.ko (with clippy)"
 make -s -C "$kbuild" M="$moddir" LLVM=-19 CLIPPY=1 modules 2>&1 | tee "$run/module-build.log" >&2
@@ -112,4 +114,9 @@ for p in "${problems[@]+"${problems[@]}"}"; do
   failed=$((failed + 1))
 done
 echo "vm ($scenario, ${elapsed}s): $passed passed, $failed failed"
-[ "$failed" = 0 ] && [ "$passed" -gt 0 ]
+if [ "$failed" = 0 ] && [ "$passed" -gt 0 ]; then
+  rm -rf "$run"
+else
+  echo "(run directory kept: $run)"
+  exit 1
+fi

@@ -64,6 +64,18 @@ impl Topic {
         Ok(s.arg)
     }
 
+    /// Takes the topic's publisher lock for this open file: `EBUSY` while
+    /// another open file holds it. Closing the file (or exiting) releases it.
+    pub fn claim_publisher(&self) -> io::Result<()> {
+        // SAFETY: this ioctl takes no argument.
+        let rc = unsafe { libc::ioctl(self.file.as_raw_fd(), abi::IOC_CLAIM_PUBLISHER as _, 0) };
+        if rc < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    }
+
     /// Describes this open file and its topic.
     pub fn info(&self) -> io::Result<abi::Info> {
         let mut info = abi::Info::default();

@@ -1,10 +1,14 @@
 //! Shared code of the baf tools.
 //!
-//! [`abi`] is the kernel module's own ABI file, compiled here unchanged, and
-//! [`device`] wraps a topic's character device in safe Rust.
+//! [`abi`] is the kernel module's own ABI file, compiled here unchanged;
+//! [`device`] wraps a topic's character device in safe Rust; [`control`]
+//! creates, removes and lists topics; [`cli`] gives the tools their exit
+//! codes and one-line errors.
 
 #[path = "../../kernel/abi.rs"]
 pub mod abi;
+pub mod cli;
+pub mod control;
 pub mod device;
 
 #[cfg(test)]

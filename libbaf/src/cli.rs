@@ -1,0 +1,110 @@
+//! What the three tools share at the edge: exit codes and one-line errors.
+
+use std::fmt;
+
+/// Classes of failure, each with its own exit code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// Bad arguments or input (exit 2, as clap uses for usage errors).
+    Usage,
+    /// No such topic, or no module (exit 3).
+    NoTopic,
+    /// Permission denied (exit 4).
+    Permission,
+    /// The topic already has a publisher (exit 5).
+    Busy,
+}
+
+impl Failure {
+    /// The process exit code.
+    pub fn code(self) -> i32 {
+        match self {
+            Failure::Usage => 2,
+            Failure::NoTopic => 3,
+            Failure::Permission => 4,
+            Failure::Busy => 5,
+        }
+    }
+
+    /// Tags `err` with this class.
+    pub fn wrap(self, err: anyhow::Error) -> anyhow::Error {
+        err.context(Tag(self))
+    }
+}
+
+/// Marker context carrying a [`Failure`]; printed as nothing.
+#[derive(Debug)]
+struct Tag(Failure);
+
+impl fmt::Display for Tag {
+    fn fmt(&self, _: &mut fmt::Formatter<'_>) -> fmt::Result {
+        Ok(())
+    }
+}
+
+/// The exit code for `err`: a tagged [`Failure`], else one guessed from an
+/// OS error inside it, else 1.
+pub fn exit_code(err: &anyhow::Error) -> i32 {
+    if let Some(Tag(f)) = err.downcast_ref::<Tag>() {
+        return f.code();
+    }
+    for cause in err.chain() {
+        if let Some(e) = cause.downcast_ref::<std::io::Error>() {
+            match e.kind() {
+                std::io::ErrorKind::NotFound => return Failure::NoTopic.code(),
+                std::io::ErrorKind::PermissionDenied => return Failure::Permission.code(),
+                _ => {}
+            }
+            if e.raw_os_error() == Some(libc::EBUSY) {
+                return Failure::Busy.code();
+            }
+        }
+    }
+    1
+}
+
+/// The one line a user sees for `err` (the tags left out).
+pub fn message(err: &anyhow::Error) -> String {
+    err.chain()
+        .map(|c| c.to_string())
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>()
+        .join(": ")
+}
+
+/// Runs a tool's main function: on error prints `TOOL: message` on one line
+/// and exits with the error's code. Never shows a backtrace.
+pub fn run(tool: &str, f: impl FnOnce() -> anyhow::Result<()>) -> ! {
+    match f() {
+        Ok(()) => std::process::exit(0),
+        Err(e) => {
+            eprintln!("{tool}: {}", message(&e));
+            std::process::exit(exit_code(&e))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tagged_failures_keep_their_code_and_hide_the_tag() {
+        let e = Failure::Busy.wrap(anyhow::anyhow!("topic t already has a publisher"));
+        assert_eq!(exit_code(&e), 5);
+        assert_eq!(message(&e), "topic t already has a publisher");
+        let e = e.context("publishing to t");
+        assert_eq!(exit_code(&e), 5);
+        assert_eq!(message(&e), "publishing to t: topic t already has a publisher");
+    }
+
+    #[test]
+    fn os_errors_map_to_codes() {
+        let e = anyhow::Error::new(std::io::Error::from(std::io::ErrorKind::PermissionDenied))
+            .context("cannot open /dev/baf/t");
+        assert_eq!(exit_code(&e), 4);
+        let e = anyhow::Error::new(std::io::Error::from_raw_os_error(libc::ENOENT));
+        assert_eq!(exit_code(&e), 3);
+        assert_eq!(exit_code(&anyhow::anyhow!("other")), 1);
+    }
+}
