@@ -170,5 +170,13 @@ impl Drop for FanoutModule {
     fn drop(&mut self) {
         // Topic nodes go before the control node and the region.
         registry::TOPICS.lock().clear();
+        // No file is open (the module could not unload otherwise), so every
+        // topic must be gone now.
+        let live = topic::LIVE.load(kernel::sync::atomic::Relaxed);
+        if live != 0 {
+            pr_err!("{live} topics leaked at unload\n");
+        } else {
+            pr_info!("unloaded, no topic left\n");
+        }
     }
 }

@@ -46,8 +46,12 @@ impl Stats {
     }
 }
 
+/// Topics alive right now (made and not yet freed). Checked at unload: a
+/// topic still alive then is a leak, reported in the kernel log.
+pub(crate) static LIVE: Atomic<i64> = Atomic::new(0);
+
 /// One topic.
-#[pin_data]
+#[pin_data(PinnedDrop)]
 pub(crate) struct Topic {
     /// The ring and the dead flag. A spinlock: it is held only for memory
     /// copies inside the kernel, never across user memory access or sleep.
@@ -72,7 +76,7 @@ impl Topic {
         // Zero-filled, so no stale kernel memory can ever reach a reader.
         let buf = KVVec::from_elem(0u8, ring_size, GFP_KERNEL)?;
         let ring = Ring::new(buf).map_err(|_: RingError| EINVAL)?;
-        Arc::pin_init(
+        let topic = Arc::pin_init(
             pin_init!(Self {
                 state <- new_spinlock!(State { ring, dead: false }, "fanout_topic"),
                 wake <- new_poll_condvar!("fanout_wake"),
@@ -81,7 +85,9 @@ impl Topic {
                 publisher: Atomic::new(0),
             }),
             GFP_KERNEL,
-        )
+        )?;
+        LIVE.add(1, Relaxed);
+        Ok(topic)
     }
 
     /// Appends one record (1..=`record_max` bytes) and wakes the readers.
@@ -119,5 +125,12 @@ impl Topic {
     pub(crate) fn kill(&self) {
         self.state.lock().dead = true;
         self.wake.notify_all();
+    }
+}
+
+#[pinned_drop]
+impl PinnedDrop for Topic {
+    fn drop(self: Pin<&mut Self>) {
+        LIVE.fetch_sub(1, Relaxed);
     }
 }

@@ -12,7 +12,7 @@
 set -euo pipefail
 . "$(dirname "$0")/../scripts/lib.sh"
 
-scenario=tests extra="" variant=debug timeout=900
+scenario=tests extra="" variant=debug timeout=600
 while [ $# -gt 0 ]; do
   case "$1" in
     --scenario) scenario=$2; shift 2 ;;

@@ -1,57 +1,208 @@
-//! `baf-setup`: manage topics. Topic management arrives with dynamic topics;
-//! for now it reports what the running module provides.
+//! `baf-setup`: create, remove, apply and show baf topics.
 
-use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
+use anyhow::Result;
+use baf::cli::Failure;
+use baf_setup::{TopicArgs, TEST_TOPIC};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
-/// Create, remove and show baf topics.
+/// Create, remove and show baf topics (/dev/baf/<topic>).
 #[derive(Parser)]
-#[command(version, after_help = "Examples:\n  baf-setup status")]
-struct Args {
+#[command(
+    version,
+    after_help = "Examples:
+  baf-setup create sensors                      # /dev/baf/sensors, 0660, group baf
+  baf-setup create robot/arm --size 1M --mode 0640 --group robots
+  baf-setup apply --topics sensors,robot/arm    # exactly these (plus baf-test)
+  baf-setup apply --file /etc/baf/topics
+  baf-setup status --json
+  baf-setup remove sensors
+
+Exit codes: 0 ok, 1 other error, 2 usage, 3 no such topic or no module, 4 no permission."
+)]
+struct Cli {
     #[command(subcommand)]
     command: Command,
 }
 
-#[derive(Subcommand)]
-enum Command {
-    /// Show each fanout device and its ring state.
-    Status,
+#[derive(Args)]
+struct Settings {
+    /// Ring size in bytes (a power of two, 16K to 64M; K and M suffixes);
+    /// default: the module's ring_size.
+    #[arg(long, value_parser = baf_setup::parse_size)]
+    size: Option<u64>,
+    /// Largest record in bytes (4K to a quarter of the ring); default: a
+    /// quarter of the ring.
+    #[arg(long, value_parser = baf_setup::parse_size)]
+    record_max: Option<u64>,
+    /// Node permission bits, octal [default: 0660].
+    #[arg(long, value_parser = baf_setup::parse_mode)]
+    mode: Option<u32>,
+    /// Node owner (name or uid) [default: you].
+    #[arg(long)]
+    owner: Option<String>,
+    /// Node group (name or gid) [default: baf if it exists, else yours].
+    #[arg(long)]
+    group: Option<String>,
 }
 
-fn status() -> Result<()> {
-    println!(
-        "{:<16} {:>10} {:>10} {:>12}",
-        "DEVICE", "RING", "RECORD_MAX", "NEXT_SEQ"
-    );
-    let mut entries: Vec<_> = std::fs::read_dir("/dev")
-        .context("cannot list /dev")?
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().starts_with("fanout"))
-        .collect();
-    entries.sort_by_key(|e| e.file_name());
-    for e in entries {
-        let topic = baf::device::Topic::open(&e.path(), false, true)?;
-        let info = topic
-            .info()
-            .with_context(|| format!("querying {}", e.path().display()))?;
-        println!(
-            "{:<16} {:>10} {:>10} {:>12}",
-            e.file_name().to_string_lossy(),
-            info.ring_size,
-            info.record_max,
-            info.next_seq
-        );
+impl Settings {
+    fn args(&self) -> Result<TopicArgs> {
+        let record_max = match self.record_max {
+            None => 0,
+            Some(r) => u32::try_from(r)
+                .map_err(|_| Failure::Usage.wrap(anyhow::anyhow!("--record-max is too large")))?,
+        };
+        Ok(TopicArgs {
+            size: self.size.unwrap_or(0),
+            record_max,
+            mode: self.mode,
+            owner: self.owner.clone(),
+            group: self.group.clone(),
+        })
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a topic; succeeds if it exists with the same settings.
+    Create {
+        /// Topic name: 1-64 of [A-Za-z0-9._-], levels separated by '/'.
+        name: String,
+        #[command(flatten)]
+        settings: Settings,
+    },
+    /// Remove a topic: its readers see end of file, writers get ENODEV.
+    /// Removing a topic that does not exist succeeds.
+    Remove {
+        /// Topic name.
+        name: String,
+    },
+    /// Make the set of topics exactly this one (static /dev/fanoutN
+    /// topics are left alone); baf-test is always included unless
+    /// --no-test-topic.
+    Apply {
+        /// Topic names (also comma-separated).
+        #[arg(value_delimiter = ',')]
+        names: Vec<String>,
+        /// Topic names, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        topics: Vec<String>,
+        /// A file with one topic a line: NAME [size=B] [record_max=B]
+        /// [mode=OCTAL] [group=G] [owner=U]; '#' starts a comment; '-' is
+        /// stdin.
+        #[arg(long)]
+        file: Option<String>,
+        /// Do not add the baf-test topic.
+        #[arg(long)]
+        no_test_topic: bool,
+        /// Defaults for topics that do not set their own.
+        #[command(flatten)]
+        settings: Settings,
+    },
+    /// Show every topic with its counters.
+    Status {
+        /// One JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List topic names, one a line.
+    List,
+    /// Print a man page or shell completions to stdout.
+    #[command(hide = true)]
+    Generate {
+        /// man, bash, zsh, fish, elvish or powershell.
+        what: String,
+    },
+}
+
+fn generate(what: &str) -> Result<()> {
+    let mut cmd = Cli::command();
+    let mut out = std::io::stdout();
+    if what == "man" {
+        return Ok(clap_mangen::Man::new(cmd).render(&mut out)?);
+    }
+    let shell: clap_complete::Shell = what.parse().map_err(|_| {
+        Failure::Usage.wrap(anyhow::anyhow!(
+            "unknown kind {what:?}: man, bash, zsh, fish, elvish, powershell"
+        ))
+    })?;
+    clap_complete::generate(shell, &mut cmd, "baf-setup", &mut out);
+    Ok(())
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Create { name, settings } => match baf_setup::create(&name, &settings.args()?)? {
+            baf::control::Created::New => {
+                eprintln!("created {}", baf::control::node_of(&name).display())
+            }
+            baf::control::Created::Existed => eprintln!("{name} already exists"),
+        },
+        Command::Remove { name } => {
+            if !baf_setup::remove(&name)? {
+                eprintln!("{name} does not exist (nothing to do)");
+            }
+        }
+        Command::Apply {
+            names,
+            topics,
+            file,
+            no_test_topic,
+            settings,
+        } => {
+            let defaults = settings.args()?;
+            let mut wanted = match &file {
+                Some(f) => baf_setup::parse_topic_file(&baf_setup::read_file(f)?)?,
+                None => Default::default(),
+            };
+            for n in names.into_iter().chain(topics).filter(|n| !n.is_empty()) {
+                wanted.entry(n).or_insert_with(|| defaults.clone());
+            }
+            for args in wanted.values_mut() {
+                // File lines inherit the command-line defaults they leave out.
+                if args.size == 0 {
+                    args.size = defaults.size;
+                }
+                if args.record_max == 0 {
+                    args.record_max = defaults.record_max;
+                }
+                args.mode = args.mode.or(defaults.mode);
+                args.owner = args.owner.clone().or(defaults.owner.clone());
+                args.group = args.group.clone().or(defaults.group.clone());
+            }
+            if !no_test_topic {
+                wanted.entry(TEST_TOPIC.to_string()).or_insert(defaults);
+            }
+            let done = baf_setup::apply(&wanted)?;
+            for (what, names) in [
+                ("created", &done.created),
+                ("recreated (settings changed)", &done.recreated),
+                ("removed", &done.removed),
+            ] {
+                if !names.is_empty() {
+                    eprintln!("{what}: {}", names.join(", "));
+                }
+            }
+        }
+        Command::Status { json } => {
+            let rows = baf_setup::rows()?;
+            if json {
+                println!("{}", baf_setup::json(&rows));
+            } else {
+                print!("{}", baf_setup::table(&rows));
+            }
+        }
+        Command::List => {
+            for t in baf::control::list()? {
+                println!("{}", t.name);
+            }
+        }
+        Command::Generate { what } => generate(&what)?,
     }
     Ok(())
 }
 
 fn main() {
-    let args = Args::parse();
-    let result = match args.command {
-        Command::Status => status(),
-    };
-    if let Err(e) = result {
-        eprintln!("baf-setup: {e:#}");
-        std::process::exit(1);
-    }
+    let cli = Cli::parse();
+    baf::cli::run("baf-setup", || run(cli))
 }

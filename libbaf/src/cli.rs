@@ -63,6 +63,13 @@ pub fn exit_code(err: &anyhow::Error) -> i32 {
     1
 }
 
+/// The OS error number inside `err`, if any.
+pub fn errno(err: &anyhow::Error) -> Option<i32> {
+    err.chain()
+        .find_map(|c| c.downcast_ref::<std::io::Error>())
+        .and_then(|e| e.raw_os_error())
+}
+
 /// The one line a user sees for `err` (the tags left out).
 pub fn message(err: &anyhow::Error) -> String {
     err.chain()
@@ -95,7 +102,10 @@ mod tests {
         assert_eq!(message(&e), "topic t already has a publisher");
         let e = e.context("publishing to t");
         assert_eq!(exit_code(&e), 5);
-        assert_eq!(message(&e), "publishing to t: topic t already has a publisher");
+        assert_eq!(
+            message(&e),
+            "publishing to t: topic t already has a publisher"
+        );
     }
 
     #[test]

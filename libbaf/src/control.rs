@@ -162,24 +162,26 @@ pub fn remove(name: &str) -> Result<()> {
         .map_err(|e| explain_errno(e, name, "remove"))
 }
 
+/// Says what a control ioctl's errno means; the OS error stays the cause,
+/// so callers can still test it with [`crate::cli::errno`].
 fn explain_errno(e: anyhow::Error, name: &str, what: &str) -> anyhow::Error {
-    let Some(errno) = e.downcast_ref::<io::Error>().and_then(|e| e.raw_os_error()) else {
-        return e;
+    let (class, msg) = match crate::cli::errno(&e) {
+        Some(libc::EEXIST) => (
+            Failure::Usage,
+            format!("topic {name:?} already exists with other settings: remove it first (baf-setup remove {name})"),
+        ),
+        Some(libc::ENOENT) => (Failure::NoTopic, format!("topic {name:?} does not exist")),
+        Some(libc::EPERM) => (
+            Failure::Permission,
+            format!("cannot {what} topic {name:?} with that owner or group: only root may give topics to others"),
+        ),
+        Some(libc::EINVAL) => (
+            Failure::Usage,
+            format!("cannot {what} topic {name:?}: the size must be a power of two from 16K to 64M, record_max from 4K to a quarter of it, the mode at most 0777"),
+        ),
+        _ => return e.context(format!("cannot {what} topic {name:?}")),
     };
-    match errno {
-        libc::EEXIST => Failure::Usage.wrap(anyhow::anyhow!(
-            "topic {name:?} already exists with other settings: remove it first (baf-setup remove {name})"
-        )),
-        libc::ENOENT => Failure::NoTopic.wrap(anyhow::anyhow!("topic {name:?} does not exist")),
-        libc::EPERM => Failure::Permission.wrap(anyhow::anyhow!(
-            "cannot {what} topic {name:?} with that owner or group: only root may give topics to others"
-        )),
-        libc::EINVAL => Failure::Usage.wrap(anyhow::anyhow!(
-            "cannot {what} topic {name:?}: size must be a power of two from 16384 to 67108864, record_max from 4096 to a quarter of it, mode at most 0777"
-        )),
-        libc::ENOSPC => anyhow::anyhow!("cannot {what} topic {name:?}: too many topics"),
-        _ => e.context(format!("cannot {what} topic {name:?}")),
-    }
+    class.wrap(e.context(msg))
 }
 
 /// One topic as the kernel reports it in sysfs.

@@ -13,7 +13,7 @@ check "insmod refuses record_max above ring_size/4" bad_param record_max=32768
 check "insmod refuses devices=65" bad_param devices=65
 
 # --- load, nodes ---------------------------------------------------------------
-check "insmod fanout.ko devices=4 ring_size=262144" insmod /lib/fanout.ko devices=4 ring_size=262144
+check "insmod fanout.ko devices=4 ring_size=262144 control_gid=900" insmod /lib/fanout.ko devices=4 ring_size=262144 control_gid=900
 nodes_ok() {
   for i in 0 1 2 3; do [ -c /dev/fanout$i ] || return 1; done
   [ "$(stat -c %a /dev/fanout0)" = 660 ]
@@ -35,6 +35,9 @@ check "write then read: two readers get the same bytes" two_readers
 
 # --- the device ABI in depth ---------------------------------------------------
 /bin/fanout-tests /dev/fanout1 /dev/fanout2 /dev/fanout3
+
+# --- named topics, permissions, stats, baf-setup ------------------------------
+. /tests/topics.sh
 
 # --- the tools on the real device ---------------------------------------------
 tools_pubsub() {
@@ -73,6 +76,6 @@ rmmod_busy() {
   exec 3<&-
 }
 check "rmmod is refused while a topic is open" rmmod_busy
-check "rmmod succeeds once closed" rmmod fanout
+check "rmmod succeeds once closed, with no topic leaked" sh -c 'rmmod fanout && dmesg | tail -n 3 | grep -q "fanout: unloaded, no topic left"'
 check "the nodes are gone after rmmod" sh -c '! [ -e /dev/fanout0 ]'
 check "insmod again after rmmod" sh -c 'insmod /lib/fanout.ko && rmmod fanout'

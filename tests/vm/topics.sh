@@ -1,0 +1,81 @@
+# Named topics, permissions, stats and baf-setup (busybox sh, sourced by
+# suite.sh with the module loaded as control_gid=900, the gid of group baf).
+# baf-user (uid 1000) starts outside group baf.
+
+as_user() { su baf-user -s /bin/sh -c "$*"; }
+
+check "/dev/baf-control is root:baf 0660" sh -c '[ -c /dev/baf-control ] && [ "$(stat -c "%a %U %G" /dev/baf-control)" = "660 root baf" ]'
+
+check "baf-setup create: /dev/baf/sensors, 0660 root:baf" sh -c 'baf-setup create sensors && [ -c /dev/baf/sensors ] && [ "$(stat -c "%a %U %G" /dev/baf/sensors)" = "660 root baf" ]'
+check "create again with the same settings succeeds" baf-setup create sensors
+exit_is() { # CODE COMMAND...: the command fails with exactly that exit code
+  want=$1; shift
+  "$@" >/tmp/out 2>&1; rc=$?
+  [ "$rc" = "$want" ] || { echo "exit $rc, want $want:"; cat /tmp/out; return 1; }
+  [ "$(wc -l < /tmp/out)" -le 1 ] || { echo "more than one line:"; cat /tmp/out; return 1; }
+}
+check "create with other settings fails (exit 2, one line)" exit_is 2 baf-setup create sensors --size 1M
+check "levels become directories: /dev/baf/robot/arm/joint1" sh -c 'baf-setup create robot/arm/joint1 --mode 0640 && [ "$(stat -c %a /dev/baf/robot/arm/joint1)" = 640 ]'
+for bad in 'a//b' '../x' 'x y' 'a/./b' '/lead' 'trail/' "$(printf 'ctl\001')" \
+           'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa'; do
+  check "bad name '$bad' is refused (exit 2)" exit_is 2 baf-setup create "$bad"
+done
+check "ring size 1000 is refused (exit 2)" exit_is 2 baf-setup create odd --size 1000
+check "ring size 1G is refused (exit 2)" exit_is 2 baf-setup create huge --size 1024M
+check "a 1 MiB topic with 8 KiB records" sh -c 'baf-setup create big --size 1M --record-max 8K && [ "$(cat /sys/class/baf/big/ring_size)" = 1048576 ] && [ "$(cat /sys/class/baf/big/record_max)" = 8192 ]'
+
+# --- permissions -------------------------------------------------------------
+check "a user outside the group cannot read a topic" exit_is 1 as_user 'cat /dev/baf/sensors'
+check "a user outside the group cannot write a topic" sh -c '! as_user "echo x > /dev/baf/sensors" 2>/dev/null'
+check "a user outside the group cannot create topics (exit 4)" exit_is 4 as_user 'baf-setup create mine'
+sed -i 's/^baf:x:900:$/baf:x:900:baf-user/' /etc/group
+granted() {
+  # Background jobs get their own stdio, so they cannot hold check's pipe.
+  su baf-user -s /bin/sh -c 'exec cat /dev/baf/sensors > /tmp/user-read' </dev/null >/dev/null 2>&1 & p=$!
+  sleep 0.5
+  as_user 'echo from-user > /dev/baf/sensors' || return 1
+  wait_for 5 grep -q from-user /tmp/user-read; rc=$?
+  kill $p 2>/dev/null; wait $p 2>/dev/null; return $rc
+}
+check "in group baf the user can read and write" granted
+own_topic() { as_user 'baf-setup create mine' && [ "$(stat -c '%U %G' /dev/baf/mine)" = "baf-user baf" ]; }
+check "in group baf the user can create a topic of their own" own_topic
+check "but cannot give one to root (exit 4)" exit_is 4 as_user 'baf-setup create theirs --owner root'
+check "and can remove topics" as_user 'baf-setup remove mine'
+sed -i 's/^baf:x:900:baf-user$/baf:x:900:/' /etc/group
+
+# --- stats in sysfs and in baf-setup status -------------------------------------
+stats() {
+  s=/sys/class/baf/sensors
+  before=$(cat $s/records) bytes_before=$(cat $s/bytes)
+  cat /dev/baf/sensors </dev/null >/dev/null 2>&1 & p=$!
+  sleep 0.3
+  for i in 1 2 3; do echo "reading $i" > /dev/baf/sensors; done
+  ok=1
+  [ "$(cat $s/name)" = sensors ] || ok=0
+  [ "$(cat $s/records)" = $((before + 3)) ] || ok=0
+  [ "$(cat $s/bytes)" = $((bytes_before + 30)) ] || ok=0
+  [ "$(cat $s/next_seq)" = $((before + 3)) ] || ok=0
+  [ "$(cat $s/readers)" = 1 ] || ok=0
+  [ "$(cat $s/ring_size)" = 262144 ] || ok=0
+  kill $p; wait $p 2>/dev/null
+  [ $ok = 1 ] || { grep . $s/*; return 1; }
+  wait_for 5 sh -c "[ \$(cat $s/readers) = 0 ]"
+}
+check "sysfs stats: records, bytes, readers, seq, ring size" stats
+status_table() {
+  n=$(cat /sys/class/baf/sensors/records)
+  baf-setup status > /tmp/st || return 1
+  grep -q "^sensors .* $n .*/dev/baf/sensors 0660 root:baf\$" /tmp/st && grep -q "^robot/arm/joint1 " /tmp/st && grep -q "^fanout0 " /tmp/st || { cat /tmp/st; return 1; }
+}
+check "baf-setup status lists every topic" status_table
+baf-setup status
+check "baf-setup status --json" sh -c 'baf-setup status --json > /tmp/j && grep -q "\"name\":\"sensors\"" /tmp/j && grep -q "\"node\":\"/dev/baf/sensors\"" /tmp/j && grep -q "\"records\":$(cat /sys/class/baf/sensors/records)," /tmp/j'
+
+# --- apply -----------------------------------------------------------------------
+check "apply --topics makes exactly that set (plus baf-test)" sh -c 'baf-setup apply --topics sensors,t1,t2 && [ "$(baf-setup list | grep -v ^fanout | tr "\n" " ")" = "baf-test sensors t1 t2 " ]'
+check "apply is idempotent" sh -c 'baf-setup apply --topics sensors,t1,t2 2>/tmp/err && ! [ -s /tmp/err ]'
+printf '# topics\nt1 size=32K\nt3 mode=0600 group=root\n' > /tmp/topics
+check "apply --file with settings, --no-test-topic" sh -c 'baf-setup apply --file /tmp/topics --no-test-topic && [ "$(baf-setup list | grep -v ^fanout | tr "\n" " ")" = "t1 t3 " ] && [ "$(cat /sys/class/baf/t1/ring_size)" = 32768 ] && [ "$(stat -c "%a %G" /dev/baf/t3)" = "600 root" ]'
+check "remove of a missing topic is fine" baf-setup remove no-such-topic
+baf-setup apply --no-test-topic
