@@ -18,6 +18,7 @@ step() { # NAME COMMAND...: a check that passes when the command exits 0
 bash scripts/deps.sh || die "installing dependencies failed"
 
 step "cargo fmt --check" cargo fmt --all --check
+step "Nix: offline checks of the flake and the NixOS module" bash scripts/nix-check.sh
 step "cargo clippy --all-targets -D warnings" cargo clippy --quiet --all-targets -- -D warnings
 kernel_fmt() {
   local src; src=$(ls -d "$CACHE"/src/linux-source-*/ | tail -n1)

@@ -1,0 +1,237 @@
+# NixOS module of baf: loads fanout.ko and creates the declared topics at boot.
+#
+# Options live under baf.services.baf-setup, as in the original baf. They do
+# not touch nixpkgs' services.fanout / linuxPackages.fanout, which are the
+# unrelated C module of the same name (the two cannot be loaded together).
+{
+  config,
+  lib,
+  pkgs,
+  ...
+}:
+
+let
+  cfg = config.baf.services.baf-setup;
+  inherit (lib) types;
+
+  isPowerOfTwo = n: n > 0 && builtins.bitAnd n (n - 1) == 0;
+
+  ringSize =
+    types.addCheck (types.ints.between 16384 67108864) isPowerOfTwo
+    // {
+      description = "power of two from 16384 to 67108864 (16 KiB to 64 MiB)";
+    };
+
+  # A topic name: 1-64 of [A-Za-z0-9._-] in all, optionally in "/"-separated levels.
+  validName =
+    name:
+    let
+      levels = lib.splitString "/" name;
+    in
+    builtins.stringLength name <= 64
+    && builtins.match "[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*" name != null
+    && !(lib.any (l: l == "." || l == "..") levels);
+
+  topicOptions = {
+    options = {
+      bufferSize = lib.mkOption {
+        type = ringSize;
+        default = cfg.bufferSize;
+        defaultText = lib.literalExpression "config.baf.services.baf-setup.bufferSize";
+        example = 1048576;
+        description = "Ring buffer size of this topic, in bytes.";
+      };
+      recordMax = lib.mkOption {
+        type = types.nullOr types.ints.positive;
+        default = null;
+        example = 16384;
+        description = ''
+          Largest record of this topic, in bytes: from 4096 to a quarter of
+          {option}`bufferSize`. `null` leaves it to the kernel, which uses a
+          quarter of the ring.
+        '';
+      };
+      mode = lib.mkOption {
+        type = types.strMatching "0?[0-7]{3}";
+        default = "0660";
+        example = "0640";
+        description = "Permission bits of the topic's node {file}`/dev/baf/<name>`.";
+      };
+      group = lib.mkOption {
+        type = types.str;
+        default = "baf";
+        example = "sensors";
+        description = ''
+          Group owning the topic's node. Its members may read and write the
+          topic (with the default mode). The group must exist.
+        '';
+      };
+      owner = lib.mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "sensord";
+        description = "User owning the topic's node; `null` means root.";
+      };
+    };
+  };
+
+  # Both forms of `topics` as one attribute set of settings.
+  topics =
+    if builtins.isList cfg.topics then
+      lib.genAttrs cfg.topics (_: {
+        inherit (cfg) bufferSize;
+        recordMax = null;
+        mode = "0660";
+        group = "baf";
+        owner = null;
+      })
+    else
+      cfg.topics;
+
+  topicLine =
+    name: t:
+    lib.concatStringsSep " " (
+      [
+        name
+        "size=${toString t.bufferSize}"
+      ]
+      ++ lib.optional (t.recordMax != null) "record_max=${toString t.recordMax}"
+      ++ [
+        "mode=${t.mode}"
+        "group=${t.group}"
+      ]
+      ++ lib.optional (t.owner != null) "owner=${t.owner}"
+    );
+
+  udevRules = pkgs.writeTextFile {
+    name = "baf-udev-rules";
+    destination = "/lib/udev/rules.d/99-baf.rules";
+    text = builtins.readFile ./99-baf.rules;
+  };
+in
+{
+  options.baf.services.baf-setup = {
+    enable = lib.mkEnableOption "baf, publish/subscribe topics as kernel character devices (fanout.ko)";
+
+    topics = lib.mkOption {
+      type = types.either (types.listOf types.str) (types.attrsOf (types.submodule topicOptions));
+      default = [ ];
+      example = lib.literalExpression ''
+        {
+          sensors = { bufferSize = 1048576; };
+          "robot/arm/joint1" = { mode = "0640"; group = "robot"; };
+        }
+      '';
+      description = ''
+        Topics to create at boot, as {file}`/dev/baf/<name>`: either a list of
+        names (each with the default size, mode 0660 and group `baf`) or an
+        attribute set from name to settings. A name is 1-64 of
+        `[A-Za-z0-9._-]`, optionally in `/`-separated levels.
+
+        The set is exact: {command}`baf-setup apply` also removes topics that
+        are not declared here, including ones made at run time, whenever the
+        service starts (at boot, and on a switch that changes this option).
+      '';
+    };
+
+    bufferSize = lib.mkOption {
+      type = ringSize;
+      default = 65536;
+      example = 262144;
+      description = ''
+        Default ring buffer size of a topic, in bytes. It is also the module
+        parameter `ring_size`, the size of topics made at run time.
+      '';
+    };
+
+    testTopic = lib.mkOption {
+      type = types.bool;
+      default = true;
+      description = ''
+        Whether to also create the `baf-test` topic, for debugging, as the
+        original baf always did.
+      '';
+    };
+
+    package = lib.mkOption {
+      type = types.package;
+      default = pkgs.callPackage ./tools.nix { };
+      defaultText = lib.literalExpression "pkgs.callPackage ./tools.nix { }";
+      description = "Package providing {command}`baf-setup`, {command}`pubmsg` and {command}`submsg`.";
+    };
+
+    kernelModulePackage = lib.mkOption {
+      type = types.package;
+      default = config.boot.kernelPackages.callPackage ./fanout.nix { };
+      defaultText = lib.literalExpression "config.boot.kernelPackages.callPackage ./fanout.nix { }";
+      description = ''
+        Package providing {file}`fanout.ko`. It must be built for
+        {option}`boot.kernelPackages`, which must be a Rust-enabled kernel,
+        6.12 or newer.
+      '';
+    };
+  };
+
+  config = lib.mkIf cfg.enable {
+    assertions = [
+      {
+        assertion = !(config.services.fanout.enable or false);
+        message = "baf.services.baf-setup and services.fanout both provide a kernel module named fanout; enable only one.";
+      }
+    ]
+    ++ lib.mapAttrsToList (name: _: {
+      assertion = validName name;
+      message = "baf topic name `${name}' is invalid: use 1-64 of [A-Za-z0-9._-], optionally in /-separated levels, no `.' or `..' level.";
+    }) topics
+    ++ lib.mapAttrsToList (name: t: {
+      assertion = t.recordMax == null || (t.recordMax >= 4096 && t.recordMax <= t.bufferSize / 4);
+      message = "baf topic `${name}': recordMax must be from 4096 to bufferSize/4 (${toString (t.bufferSize / 4)}).";
+    }) topics;
+
+    boot.extraModulePackages = [ cfg.kernelModulePackage ];
+    boot.kernelModules = [ "fanout" ];
+    # Named topics only: no static /dev/fanoutN devices.
+    boot.extraModprobeConfig = ''
+      options fanout devices=0 ring_size=${toString cfg.bufferSize}
+    '';
+
+    users.groups.baf = { };
+    services.udev.packages = [ udevRules ];
+
+    environment.etc."baf/topics".text = ''
+      # Generated by NixOS from baf.services.baf-setup.topics; do not edit.
+      # NAME [size=BYTES] [record_max=BYTES] [mode=OCTAL] [group=NAME] [owner=USER]
+      ${lib.concatStringsSep "\n" (lib.mapAttrsToList topicLine topics)}
+    '';
+
+    environment.systemPackages = [ cfg.package ];
+
+    systemd.services.baf-setup = {
+      description = "Create the baf topics declared in /etc/baf/topics";
+      wantedBy = [ "multi-user.target" ];
+      after = [
+        "systemd-modules-load.service"
+        "systemd-udev-trigger.service"
+      ];
+      restartTriggers = [ config.environment.etc."baf/topics".source ];
+      serviceConfig = {
+        Type = "oneshot";
+        RemainAfterExit = true;
+        ExecStart = lib.escapeShellArgs (
+          [
+            (lib.getExe' cfg.package "baf-setup")
+            "apply"
+            "--file"
+            "/etc/baf/topics"
+          ]
+          ++ lib.optional (!cfg.testTopic) "--no-test-topic"
+        );
+        # Root is needed to give topics their owner; nothing else is.
+        ProtectSystem = "strict";
+        ProtectHome = true;
+        PrivateNetwork = true;
+        NoNewPrivileges = true;
+      };
+    };
+  };
+}

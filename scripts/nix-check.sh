@@ -1,0 +1,201 @@
+#!/usr/bin/env bash
+# Offline checks of the Nix side of baf (flake.nix, flake.lock, nixos/).
+#
+# What needs no network: parsing, the lock's shape, that the lock matches
+# flake.nix's inputs, and lazy evaluation that does not need nixpkgs. What
+# needs Nix with network (nixpkgs itself) is listed in nixos/README.md:
+# `nix flake check`, the VM test, the builds.
+#
+# Runs as root on Debian bookworm: installs Debian's nix-bin (Nix 2.8) when
+# nix-instantiate is missing. Writes nothing in the repository. Prints
+# "ok   NAME" or "FAIL NAME" per check; exits 1 if any check failed.
+set -uo pipefail
+
+cd "$(dirname "$0")/.." || exit 1
+
+passes=0 failures=0
+ok() {
+  printf 'ok   %s\n' "$1"
+  passes=$((passes + 1))
+}
+fail() {
+  printf 'FAIL %s\n' "$1"
+  [ -n "${2:-}" ] && printf '%s\n' "$2" | sed 's/^/     /'
+  failures=$((failures + 1))
+}
+# check NAME COMMAND...: runs COMMAND, shows its output only when it fails.
+check() {
+  local name=$1 out
+  shift
+  if out=$("$@" 2>&1); then ok "$name"; else fail "$name" "$out"; fi
+}
+
+if ! command -v nix-instantiate >/dev/null 2>&1; then
+  export DEBIAN_FRONTEND=noninteractive
+  if apt-get install -y --no-install-recommends nix-bin >/tmp/nix-check-apt.log 2>&1 ||
+    { apt-get update >>/tmp/nix-check-apt.log 2>&1 &&
+      apt-get install -y --no-install-recommends nix-bin >>/tmp/nix-check-apt.log 2>&1; }; then
+    ok "install nix-bin"
+  else
+    fail "install nix-bin" "$(tail -n 5 /tmp/nix-check-apt.log)"
+    echo "nix-check: 0 passed, 1 failed"
+    exit 1
+  fi
+fi
+
+# A throwaway HOME and no build users: Debian's nix.conf names the group
+# nixbld, which a bare nix-bin install does not create, and nothing here builds.
+scratch=$(mktemp -d)
+trap 'rm -rf "$scratch"' EXIT
+export HOME="$scratch/home" XDG_CACHE_HOME="$scratch/cache"
+mkdir -p "$HOME"
+export NIX_CONFIG=$'build-users-group =\nexperimental-features = nix-command flakes'
+
+nix_files=(flake.nix nixos/*.nix)
+
+# 1. Every Nix file parses.
+for f in "${nix_files[@]}"; do
+  check "parse $f" nix-instantiate --parse "$f"
+done
+
+# 2. The lock's shape: version 7, every input locked to a full GitHub rev
+#    with an SRI sha256 narHash and an integer lastModified.
+check "flake.lock shape" python3 - <<'EOF'
+import json, re, sys
+lock = json.load(open("flake.lock"))
+errors = []
+if lock.get("version") != 7:
+    errors.append(f"version is {lock.get('version')!r}, want 7")
+root = lock.get("root")
+nodes = lock.get("nodes", {})
+if root not in nodes:
+    errors.append("root node missing")
+others = {k: v for k, v in nodes.items() if k != root}
+if not others:
+    errors.append("no input is locked")
+for name, node in others.items():
+    l = node.get("locked", {})
+    if l.get("type") != "github":
+        errors.append(f"{name}: type {l.get('type')!r}, want 'github'")
+    if not re.fullmatch(r"[0-9a-f]{40}", str(l.get("rev", ""))):
+        errors.append(f"{name}: rev {l.get('rev')!r} is not 40 hex digits")
+    if not re.fullmatch(r"sha256-[A-Za-z0-9+/]{43}=", str(l.get("narHash", ""))):
+        errors.append(f"{name}: narHash {l.get('narHash')!r} is not an SRI sha256")
+    if type(l.get("lastModified")) is not int:
+        errors.append(f"{name}: lastModified {l.get('lastModified')!r} is not an integer")
+    if not (l.get("owner") and l.get("repo")):
+        errors.append(f"{name}: owner/repo missing")
+for e in errors:
+    print(e)
+sys.exit(1 if errors else 0)
+EOF
+
+# 3. The lock matches flake.nix's inputs. Nix 2.8 checks that itself: with
+#    --no-update-lock-file it refuses a lock that flake.nix's inputs would
+#    change. It reads only flake.nix and flake.lock, so they are copied to a
+#    scratch directory: a git flake would ignore files not yet committed, and
+#    path:. would copy target/ into the store. Locked inputs are not fetched.
+mkdir -p "$scratch/flake"
+cp flake.nix flake.lock "$scratch/flake/"
+check "flake.lock matches flake.nix (nix flake metadata --offline)" \
+  timeout 120 nix flake metadata --offline --no-update-lock-file "path:$scratch/flake"
+# The same agreement spelled out, so that a mismatch says what differs
+# (with no network, Nix's own refusal above reads as a failed download).
+nix-instantiate --eval --strict --json --expr '(import ./flake.nix).inputs' \
+  >"$scratch/inputs.json" 2>"$scratch/inputs.err" || cp "$scratch/inputs.err" "$scratch/inputs.json"
+check "flake.nix inputs agree with flake.lock's root inputs" python3 - "$scratch/inputs.json" <<'EOF'
+import json, sys
+inputs = json.load(open(sys.argv[1]))
+lock = json.load(open("flake.lock"))
+nodes = lock["nodes"]
+root = nodes[lock["root"]].get("inputs", {})
+errors = []
+if sorted(inputs) != sorted(root):
+    errors.append(f"flake.nix inputs {sorted(inputs)} != flake.lock root inputs {sorted(root)}")
+for name, spec in inputs.items():
+    url = spec.get("url", "")
+    kind, _, rest = url.partition(":")
+    parts = rest.split("/")
+    want = {"type": kind, "owner": parts[0] if parts else None,
+            "repo": parts[1] if len(parts) > 1 else None}
+    if len(parts) > 2:
+        want["ref"] = parts[2]
+    node = nodes.get(root.get(name, ""), {})
+    if node.get("original") != want:
+        errors.append(f"{name}: flake.nix says {url}, flake.lock's original is {node.get('original')}")
+for e in errors:
+    print(e)
+sys.exit(1 if errors else 0)
+EOF
+
+# 4. Lazy evaluation that needs no nixpkgs.
+eval_true() { # eval_true NAME EXPR: EXPR must evaluate to true
+  local name=$1 out
+  if out=$(nix-instantiate --eval --strict --expr "$2" 2>&1) && [ "$out" = true ]; then
+    ok "$name"
+  else
+    fail "$name" "$out"
+  fi
+}
+eval_true "flake outputs is a function of self and nixpkgs" \
+  'builtins.functionArgs (import ./flake.nix).outputs == { self = false; nixpkgs = false; }'
+eval_true "nixos/module.nix is a NixOS module function" \
+  'let f = import ./nixos/module.nix; in builtins.isFunction f
+     && builtins.all (a: builtins.hasAttr a (builtins.functionArgs f)) [ "config" "lib" "pkgs" ]'
+eval_true "nixos/fanout.nix takes a kernel package set's arguments" \
+  'builtins.attrNames (builtins.functionArgs (import ./nixos/fanout.nix)) == [ "kernel" "kernelModuleMakeFlags" "lib" ]'
+eval_true "nixos/tools.nix takes lib and rustPlatform" \
+  'builtins.attrNames (builtins.functionArgs (import ./nixos/tools.nix)) == [ "lib" "rustPlatform" ]'
+eval_true "nixos/test.nix and module-check.nix take pkgs" \
+  'builtins.functionArgs (import ./nixos/test.nix) == { pkgs = false; }
+     && builtins.functionArgs (import ./nixos/module-check.nix) == { pkgs = false; }'
+# The flake's outputs, evaluated against a stand-in for nixpkgs that has only
+# the two lib functions flake.nix calls: the attribute names are lazy, so this
+# shows the output tree without nixpkgs.
+eval_true "flake output names" '
+  let
+    stub = {
+      lib = {
+        genAttrs = names: f: builtins.listToAttrs (map (name: { inherit name; value = f name; }) names);
+        optionalAttrs = cond: attrs: if cond then attrs else { };
+      };
+      legacyPackages = { };
+    };
+    out = (import ./flake.nix).outputs { self = out; nixpkgs = stub; };
+    names = builtins.attrNames;
+    systems = [ "aarch64-linux" "x86_64-linux" ];
+  in
+  names out == [ "checks" "devShells" "nixosModules" "overlays" "packages" ]
+  && names out.packages == systems
+  && names out.packages.x86_64-linux == [ "baf-tools" "default" "fanout" ]
+  && names out.checks.x86_64-linux == [ "baf-tools" "fanout" "module" "vm-test" ]
+  && names out.checks.aarch64-linux == [ "baf-tools" "fanout" "module" ]
+  && names out.devShells.x86_64-linux == [ "default" ]
+  && builtins.isFunction out.overlays.default
+  && builtins.isFunction out.nixosModules.default'
+
+# 5. The tools' source filter lists every Cargo workspace member.
+check "nixos/tools.nix covers the Cargo workspace" python3 - <<'EOF'
+import re, sys, tomllib
+members = tomllib.load(open("Cargo.toml", "rb"))["workspace"]["members"]
+src = open("nixos/tools.nix").read()
+missing = [m for m in members
+           if not re.search(r"\.\./" + re.escape(m) + r"(/|\s)", src)]
+for m in missing:
+    print(f"workspace member {m} is not in nixos/tools.nix's fileset")
+sys.exit(1 if missing else 0)
+EOF
+
+# 6. The udev rule gives the control device to group baf and leaves the
+#    topic nodes (owned as the kernel made them) alone.
+check "nixos/99-baf.rules" python3 - <<'EOF'
+import sys
+rules = [l.strip() for l in open("nixos/99-baf.rules") if l.strip() and not l.lstrip().startswith("#")]
+want = ['KERNEL=="baf-control", GROUP="baf", MODE="0660"']
+if rules != want:
+    print(f"rules are {rules!r}, want {want!r}")
+    sys.exit(1)
+EOF
+
+echo "nix-check: $passes passed, $failures failed"
+[ "$failures" -eq 0 ]
