@@ -14,6 +14,7 @@ apt_packages=(
 )
 
 need_apt=0
+[ -f /etc/apt/sources.list.d/baf-backports.sources ] || need_apt=1
 for p in "${apt_packages[@]}" qemu-system-x86; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need_apt=1
 done
