@@ -471,10 +471,10 @@ fn record_headers_carry_provenance(cx: &Ctx) -> Result<()> {
     r.set_flags(abi::FLAG_RECORD)?;
     let t0 = monotonic_ns();
     // A child that becomes uid 1000 writes two records.
+    let path = c_path(&cx.a)?;
     // SAFETY: the child only calls async-signal-safe functions before _exit.
     let child = unsafe { libc::fork() };
     if child == 0 {
-        let path = std::ffi::CString::new(cx.a.as_os_str().as_encoded_bytes()).unwrap_or_default();
         // SAFETY: plain syscalls on valid arguments in the forked child.
         unsafe {
             let fd = libc::open(path.as_ptr(), libc::O_WRONLY);
@@ -798,6 +798,19 @@ fn bad_user_pointers_give_efault(cx: &Ctx) -> Result<()> {
     Ok(())
 }
 
+/// A pipe, for a forked child to report through: `[read end, write end]`.
+fn pipe() -> Result<[i32; 2]> {
+    let mut fds = [0; 2];
+    // SAFETY: creating a pipe into a valid array.
+    ensure!(unsafe { libc::pipe(fds.as_mut_ptr()) } == 0, "pipe");
+    Ok(fds)
+}
+
+/// `path` for raw syscalls in a forked child (which must not allocate).
+fn c_path(path: &Path) -> Result<std::ffi::CString> {
+    Ok(std::ffi::CString::new(path.as_os_str().as_encoded_bytes())?)
+}
+
 fn errno_now() -> i32 {
     io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
@@ -827,10 +840,8 @@ fn pid_and_uid_follow_the_readers_namespaces(cx: &Ctx) -> Result<()> {
     put(&w, b"from the host")?;
     let r = nb_reader(&cx.a)?;
     r.set_flags(abi::FLAG_RECORD)?;
-    let mut fds = [0; 2];
-    // SAFETY: creating a pipe into a valid array.
-    ensure!(unsafe { libc::pipe(fds.as_mut_ptr()) } == 0, "pipe");
-    let path = std::ffi::CString::new(cx.a.as_os_str().as_encoded_bytes())?;
+    let fds = pipe()?;
+    let path = c_path(&cx.a)?;
     // SAFETY: the child only makes raw syscalls and exits.
     let child = unsafe { libc::fork() };
     if child == 0 {
@@ -1000,10 +1011,8 @@ fn publisher_lock_dies_with_its_holder(cx: &Ctx) -> Result<()> {
         .context("claim after the holder closed")?;
     drop(second);
     // A child process takes it, says so through a pipe, and is killed.
-    let mut fds = [0; 2];
-    // SAFETY: creating a pipe into a valid array.
-    ensure!(unsafe { libc::pipe(fds.as_mut_ptr()) } == 0, "pipe");
-    let path = std::ffi::CString::new(cx.a.as_os_str().as_encoded_bytes())?;
+    let fds = pipe()?;
+    let path = c_path(&cx.a)?;
     // SAFETY: the child only makes raw syscalls, then waits to be killed.
     let child = unsafe { libc::fork() };
     if child == 0 {
