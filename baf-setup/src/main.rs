@@ -110,24 +110,10 @@ enum Command {
     /// Print a man page or shell completions to stdout.
     #[command(hide = true)]
     Generate {
-        /// man, bash, zsh, fish, elvish or powershell.
-        what: String,
+        /// What to print.
+        #[arg(value_enum)]
+        what: baf::cli::Generate,
     },
-}
-
-fn generate(what: &str) -> Result<()> {
-    let mut cmd = Cli::command();
-    let mut out = std::io::stdout();
-    if what == "man" {
-        return Ok(clap_mangen::Man::new(cmd).render(&mut out)?);
-    }
-    let shell: clap_complete::Shell = what.parse().map_err(|_| {
-        Failure::Usage.wrap(anyhow::anyhow!(
-            "unknown kind {what:?}: man, bash, zsh, fish, elvish, powershell"
-        ))
-    })?;
-    clap_complete::generate(shell, &mut cmd, "baf-setup", &mut out);
-    Ok(())
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -197,12 +183,12 @@ fn run(cli: Cli) -> Result<()> {
                 println!("{}", t.name);
             }
         }
-        Command::Generate { what } => generate(&what)?,
+        Command::Generate { what } => baf::cli::generate(Cli::command(), what)?,
     }
     Ok(())
 }
 
 fn main() {
-    let cli = Cli::parse();
+    let cli: Cli = baf::cli::parse("baf-setup");
     baf::cli::run("baf-setup", || run(cli))
 }

@@ -1,4 +1,5 @@
-//! What the three tools share at the edge: exit codes and one-line errors.
+//! What the three tools share at the edge: exit codes, one-line errors,
+//! command-line parsing, and generated man pages and completions.
 
 use std::fmt;
 
@@ -88,6 +89,74 @@ pub fn run(tool: &str, f: impl FnOnce() -> anyhow::Result<()>) -> ! {
             eprintln!("{tool}: {}", message(&e));
             std::process::exit(exit_code(&e))
         }
+    }
+}
+
+/// Parses the command line of `tool`. `--help` and `--version` print and
+/// exit 0; any usage error is one line and exit code 2 (clap's own message
+/// would be several lines).
+pub fn parse<P: clap::Parser>(tool: &str) -> P {
+    P::try_parse().unwrap_or_else(|e| {
+        use clap::error::ErrorKind;
+        match e.kind() {
+            ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => e.exit(),
+            _ => {
+                eprintln!("{tool}: {} (see {tool} --help)", one_line(&e));
+                std::process::exit(Failure::Usage.code())
+            }
+        }
+    })
+}
+
+/// Clap's message without its usage and tips, on one line.
+pub fn one_line(e: &clap::Error) -> String {
+    let text = e.render().to_string();
+    let main = text.split("\n\n").next().unwrap_or_default();
+    let main = main.strip_prefix("error: ").unwrap_or(main);
+    main.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// What `--generate` (or `baf-setup generate`) prints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Generate {
+    /// A man page (roff).
+    Man,
+    /// bash completions.
+    Bash,
+    /// zsh completions.
+    Zsh,
+    /// fish completions.
+    Fish,
+    /// elvish completions.
+    Elvish,
+    /// PowerShell completions.
+    Powershell,
+}
+
+/// Prints a man page or completions for `cmd` to stdout.
+pub fn generate(mut cmd: clap::Command, what: Generate) -> anyhow::Result<()> {
+    use std::io::Write;
+    // Rendered in memory first: the completion generators panic on a write
+    // error, and a closed stdout (`| head`) is no reason for a panic.
+    let mut text = Vec::new();
+    let name = cmd.get_name().to_string();
+    let shell = match what {
+        Generate::Man => None,
+        Generate::Bash => Some(clap_complete::Shell::Bash),
+        Generate::Zsh => Some(clap_complete::Shell::Zsh),
+        Generate::Fish => Some(clap_complete::Shell::Fish),
+        Generate::Elvish => Some(clap_complete::Shell::Elvish),
+        Generate::Powershell => Some(clap_complete::Shell::PowerShell),
+    };
+    match shell {
+        None => clap_mangen::Man::new(cmd).render(&mut text)?,
+        Some(shell) => clap_complete::generate(shell, &mut cmd, name, &mut text),
+    }
+    match std::io::stdout().lock().write_all(&text) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
     }
 }
 

@@ -252,15 +252,20 @@ pub fn list() -> Result<Vec<TopicStatus>> {
     Ok(out)
 }
 
-/// The device node of a listed topic: `/dev/fanoutN` for the static ones,
-/// else under [`crate::dev_dir`].
+/// The device node of topic `name`, as the kernel named it (the `DEVNAME`
+/// of its sysfs `uevent`: `/dev/baf/<name>`, or `/dev/fanoutN` for the
+/// static topics); for a topic the kernel does not list, where it would be:
+/// under [`crate::dev_dir`].
 pub fn node_of(name: &str) -> PathBuf {
-    let is_static = name
-        .strip_prefix("fanout")
-        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
-    if is_static {
-        Path::new("/dev").join(name)
-    } else {
-        crate::dev_dir().join(name)
-    }
+    let uevent = Path::new(SYSFS_CLASS)
+        .join(name.replace('/', "!"))
+        .join("uevent");
+    std::fs::read_to_string(uevent)
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("DEVNAME="))
+                .map(|dev| Path::new("/dev").join(dev))
+        })
+        .unwrap_or_else(|| crate::dev_dir().join(name))
 }

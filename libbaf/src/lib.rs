@@ -10,6 +10,8 @@ pub mod abi;
 pub mod cli;
 pub mod control;
 pub mod device;
+pub mod frame;
+pub mod pattern;
 
 #[cfg(test)]
 #[path = "../../kernel/ring.rs"]

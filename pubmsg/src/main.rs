@@ -1,46 +1,154 @@
-//! `pubmsg TOPIC`: publish stdin to a topic, one record per line.
+//! `pubmsg TOPIC`: publish stdin to a baf topic (command line; the work is
+//! in the library, `lib.rs`).
 
-use anyhow::{Context, Result};
-use clap::Parser;
-use std::io::{BufRead, Write};
+use baf::cli::Generate;
+use baf::frame::Framing;
+use clap::{CommandFactory, Parser};
 
-/// Publish stdin to a baf topic: each line (newline included) is one record.
-#[derive(Parser)]
-#[command(
-    version,
-    after_help = "Examples:\n  service-x | pubmsg sensors\n  seq 3 | pubmsg /dev/fanout0"
-)]
+const AFTER_HELP: &str = "\
+Examples:
+  service-x | pubmsg sensors             # each line is one record
+  seq 3 | pubmsg /dev/fanout0            # a device path works too
+  producer | pubmsg --len32 robot/arm    # big-endian u32 length-prefixed frames
+  tar c dir | pubmsg --raw backups       # chunks as they arrive
+
+A line longer than the topic's record limit is sent as several records (with
+one warning); a --len32 frame longer than the limit is refused.
+
+Exit codes: 0 end of input, 1 other error, 2 usage or bad input, 3 no such
+topic (and it cannot be created here), 4 no permission, 5 the topic already
+has a publisher.";
+
+/// Publish stdin to a baf topic, one record per line (or chunk, or frame).
+///
+/// Opens /dev/baf/TOPIC (creating the topic when it is missing and you may
+/// create topics), takes the topic's publisher lock (one pubmsg per topic),
+/// and writes each line of stdin, newline included, as one record. It never
+/// loses, duplicates or reorders a byte of stdin, and exits 0 at end of
+/// input.
+#[derive(Parser, Debug)]
+#[command(name = "pubmsg", version, about, long_about, after_help = AFTER_HELP)]
 struct Args {
-    /// Topic name (under /dev/baf) or device path.
-    topic: String,
+    /// Topic name (e.g. sensors, robot/arm) or device path (/dev/fanout0,
+    /// ./node).
+    #[arg(required = true)]
+    topic: Option<String>,
+    /// Send stdin in chunks as they arrive (each read is one record).
+    #[arg(long, conflicts_with = "len32")]
+    raw: bool,
+    /// Read big-endian 32-bit length-prefixed frames; each frame is one
+    /// record (without its prefix).
+    #[arg(long)]
+    len32: bool,
+    /// Fail when the topic does not exist instead of creating it.
+    #[arg(long)]
+    no_create: bool,
+    /// Print a man page or shell completions to stdout and exit.
+    #[arg(long, value_name = "KIND", hide = true, exclusive = true)]
+    generate: Option<Generate>,
 }
 
-fn run(args: Args) -> Result<()> {
-    let path = baf::topic_path(&args.topic);
-    let mut dev = std::fs::OpenOptions::new()
-        .write(true)
-        .open(&path)
-        .with_context(|| format!("cannot open topic {}", path.display()))?;
-    let mut stdin = std::io::stdin().lock();
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        if stdin
-            .read_until(b'\n', &mut line)
-            .context("reading stdin")?
-            == 0
-        {
-            return Ok(());
+impl Args {
+    fn options(&self) -> pubmsg::Options {
+        pubmsg::Options {
+            topic: self.topic.clone().unwrap_or_default(),
+            framing: if self.raw {
+                Framing::Raw
+            } else if self.len32 {
+                Framing::Len32
+            } else {
+                Framing::Lines
+            },
+            create: !self.no_create,
         }
-        // One write per line: the device keeps each write whole.
-        dev.write_all(&line)
-            .with_context(|| format!("writing to {}", path.display()))?;
     }
 }
 
 fn main() {
-    if let Err(e) = run(Args::parse()) {
-        eprintln!("pubmsg: {e:#}");
-        std::process::exit(1);
+    let args: Args = baf::cli::parse("pubmsg");
+    baf::cli::run("pubmsg", || match args.generate {
+        Some(what) => baf::cli::generate(Args::command(), what),
+        None => pubmsg::run(&args.options()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_from(args: &[&str]) -> Result<Args, clap::Error> {
+        Args::try_parse_from(std::iter::once("pubmsg").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn framing_flags() {
+        assert_eq!(
+            parse_from(&["t"]).unwrap().options().framing,
+            Framing::Lines
+        );
+        assert_eq!(
+            parse_from(&["--raw", "t"]).unwrap().options().framing,
+            Framing::Raw
+        );
+        assert_eq!(
+            parse_from(&["t", "--len32"]).unwrap().options().framing,
+            Framing::Len32
+        );
+        assert!(parse_from(&["--raw", "--len32", "t"]).is_err());
+    }
+
+    #[test]
+    fn topic_required_unless_generating() {
+        let e = parse_from(&[]).unwrap_err();
+        assert_eq!(
+            baf::cli::one_line(&e),
+            "the following required arguments were not provided: <TOPIC>"
+        );
+        assert_eq!(
+            parse_from(&["--generate", "man"]).unwrap().generate,
+            Some(Generate::Man)
+        );
+        assert!(parse_from(&["--generate", "man", "t"]).is_err());
+        assert!(parse_from(&["--generate", "nonsense"]).is_err());
+    }
+
+    #[test]
+    fn create_by_default() {
+        let o = parse_from(&["robot/arm"]).unwrap().options();
+        assert!(o.create);
+        assert_eq!(o.topic, "robot/arm");
+        assert!(!parse_from(&["--no-create", "t"]).unwrap().options().create);
+    }
+
+    #[test]
+    fn one_line_errors() {
+        let e = parse_from(&["--bogus", "t"]).unwrap_err();
+        let line = baf::cli::one_line(&e);
+        assert!(!line.contains('\n'));
+        assert!(line.contains("--bogus"), "{line}");
+    }
+
+    #[test]
+    fn help_has_examples_and_clap_is_consistent() {
+        Args::command().debug_assert();
+        let help = Args::command().render_long_help().to_string();
+        assert!(help.contains("Examples:") && help.contains("pubmsg --len32"));
+    }
+
+    #[test]
+    fn man_page_and_completions_render() {
+        let mut man = Vec::new();
+        clap_mangen::Man::new(Args::command())
+            .render(&mut man)
+            .unwrap();
+        assert!(String::from_utf8(man).unwrap().contains("len32"));
+        let mut bash = Vec::new();
+        clap_complete::generate(
+            clap_complete::Shell::Bash,
+            &mut Args::command(),
+            "pubmsg",
+            &mut bash,
+        );
+        assert!(String::from_utf8(bash).unwrap().contains("--no-create"));
     }
 }

@@ -1,45 +1,213 @@
-//! `submsg TOPIC`: copy a topic to stdout.
+//! `submsg [TOPICS...] [-e EXCLUDED...]`: subscribe to baf topics and write
+//! them to stdout (command line; the work is in the library, `lib.rs`).
 
-use anyhow::{Context, Result};
-use clap::Parser;
-use std::io::{ErrorKind, Read, Write};
+use baf::cli::Generate;
+use clap::{ArgGroup, CommandFactory, Parser};
+use submsg::format::Format;
+use submsg::StartAt;
 
-/// Subscribe to a baf topic and write what is published to stdout.
-#[derive(Parser)]
-#[command(
-    version,
-    after_help = "Examples:\n  submsg sensors | service-y\n  submsg /dev/fanout0"
-)]
+const AFTER_HELP: &str = "\
+Topics are names (sensors, robot/arm), device paths (/dev/fanout0), or
+patterns: '+' is one level and '#' the rest (robot/+/joint1, robot/#), a
+trailing '*' matches any suffix (file.*), and '*' alone is every topic.
+Lists may be comma-separated, as in: submsg a,b -e c,d
+
+Examples:
+  submsg sensors | service-y             # one topic, records as written
+  submsg                                 # every topic
+  submsg 'robot/#' -e robot/debug        # a subtree, less one topic
+  submsg --follow 'file.*' --prefix      # also topics made later; 'topic: line'
+  submsg sensors --from last:10 --json   # the last 10 records, as JSON lines
+  submsg sensors --from oldest -n 1      # the oldest record still buffered
+  submsg frames --len32 | consumer       # exact frames for pubmsg --len32 data
+
+--json prints one object a line: topic, seq, timestamp (CLOCK_MONOTONIC ns),
+pid and uid of the writer, lost (records lost just before this one), payload
+(a string) and encoding (utf8, or base64 when the payload is not UTF-8).
+
+Lost records (a reader too slow for the ring) are reported on stderr, at
+most once a second, with counts per topic. A closed stdout (submsg | head -1)
+ends submsg quietly with status 0.
+
+Exit codes: 0 done (stdout closed, --count reached, every topic removed),
+1 other error, 2 usage, 3 no such topic (and it cannot be created here),
+4 no permission.";
+
+/// Subscribe to baf topics and write what is published to stdout.
+///
+/// Reads every selected topic (all of them when none is given) with one
+/// thread and epoll, from the moment it starts (or from --from), and
+/// writes the records to stdout in large buffered writes, flushed as soon
+/// as no topic has more to read.
+#[derive(Parser, Debug)]
+#[command(name = "submsg", version, about, long_about, after_help = AFTER_HELP)]
+#[command(group(ArgGroup::new("format").args(["prefix", "json", "len32"])))]
 struct Args {
-    /// Topic name (under /dev/baf) or device path.
-    topic: String,
+    /// Topics, patterns or device paths (comma lists too); none means every
+    /// topic.
+    topics: Vec<String>,
+    /// Leave out topics matching these patterns (comma lists too).
+    #[arg(short = 'e', long = "exclude", value_name = "PATTERN")]
+    exclude: Vec<String>,
+    /// Keep running: join matching topics created later (read from their
+    /// first record), drop removed ones.
+    #[arg(short, long)]
+    follow: bool,
+    /// Print each line as 'topic: line'.
+    #[arg(short, long)]
+    prefix: bool,
+    /// Print one JSON object per record.
+    #[arg(short, long)]
+    json: bool,
+    /// Print each record after its big-endian u32 length (the input format
+    /// of pubmsg --len32).
+    #[arg(long)]
+    len32: bool,
+    /// Where to start in each topic: oldest, last:N, seq:S, or now.
+    #[arg(long, value_name = "WHERE", default_value = "now", value_parser = parse_start)]
+    from: StartAt,
+    /// Exit after this many records.
+    #[arg(short = 'n', long, value_name = "N")]
+    count: Option<u64>,
+    /// Fail when a topic given by name does not exist instead of creating
+    /// it.
+    #[arg(long)]
+    no_create: bool,
+    /// Print a man page or shell completions to stdout and exit.
+    #[arg(long, value_name = "KIND", hide = true, exclusive = true)]
+    generate: Option<Generate>,
 }
 
-fn run(args: Args) -> Result<()> {
-    let path = baf::topic_path(&args.topic);
-    let mut dev = std::fs::File::open(&path)
-        .with_context(|| format!("cannot open topic {}", path.display()))?;
-    let mut out = std::io::stdout().lock();
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = match dev.read(&mut buf) {
-            Ok(0) => return Ok(()),
-            Ok(n) => n,
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
-        };
-        match out.write_all(&buf[..n]).and_then(|()| out.flush()) {
-            Ok(()) => {}
-            // A closed stdout (`submsg t | head -1`) is a normal way to stop.
-            Err(e) if e.kind() == ErrorKind::BrokenPipe => return Ok(()),
-            Err(e) => return Err(e).context("writing stdout"),
+fn parse_start(s: &str) -> Result<StartAt, String> {
+    s.parse()
+}
+
+impl Args {
+    fn config(&self) -> submsg::Config {
+        submsg::Config {
+            topics: self.topics.clone(),
+            exclude: self.exclude.clone(),
+            follow: self.follow,
+            format: if self.prefix {
+                Format::Prefix
+            } else if self.json {
+                Format::Json
+            } else if self.len32 {
+                Format::Len32
+            } else {
+                Format::Raw
+            },
+            start: self.from,
+            create: !self.no_create,
+            count: self.count,
         }
     }
 }
 
 fn main() {
-    if let Err(e) = run(Args::parse()) {
-        eprintln!("submsg: {e:#}");
-        std::process::exit(1);
+    let args: Args = baf::cli::parse("submsg");
+    baf::cli::run("submsg", || match args.generate {
+        Some(what) => baf::cli::generate(Args::command(), what),
+        None => submsg::run(&args.config()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_from(args: &[&str]) -> Result<Args, clap::Error> {
+        Args::try_parse_from(std::iter::once("submsg").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn topics_and_excludes_in_both_forms() {
+        let c = parse_from(&["a,b", "c", "-e", "x,y", "--exclude", "z"])
+            .unwrap()
+            .config();
+        assert_eq!(c.topics, vec!["a,b", "c"]);
+        assert_eq!(c.exclude, vec!["x,y", "z"]);
+        let p = submsg::plan(&c).unwrap();
+        assert_eq!(p.exact, vec!["a", "b", "c"]);
+        assert_eq!(p.selection.exclude.len(), 3);
+        assert!(parse_from(&[]).unwrap().config().topics.is_empty());
+    }
+
+    #[test]
+    fn formats_exclude_each_other() {
+        assert_eq!(parse_from(&["t"]).unwrap().config().format, Format::Raw);
+        assert_eq!(
+            parse_from(&["--prefix", "t"]).unwrap().config().format,
+            Format::Prefix
+        );
+        assert_eq!(
+            parse_from(&["-j", "t"]).unwrap().config().format,
+            Format::Json
+        );
+        assert_eq!(
+            parse_from(&["--len32", "t"]).unwrap().config().format,
+            Format::Len32
+        );
+        assert!(parse_from(&["--json", "--prefix", "t"]).is_err());
+    }
+
+    #[test]
+    fn from_and_count() {
+        let c = parse_from(&["--from", "last:5", "-n", "3", "t"])
+            .unwrap()
+            .config();
+        assert_eq!(c.start, StartAt::Last(5));
+        assert_eq!(c.count, Some(3));
+        assert_eq!(parse_from(&["t"]).unwrap().config().start, StartAt::Now);
+        let e = parse_from(&["--from", "yesterday"]).unwrap_err();
+        assert!(
+            baf::cli::one_line(&e).contains("oldest, last:N, seq:S"),
+            "{}",
+            baf::cli::one_line(&e)
+        );
+        assert!(!baf::cli::one_line(&e).contains('\n'));
+    }
+
+    #[test]
+    fn follow_and_create() {
+        let c = parse_from(&["-f", "--no-create", "robot/#"])
+            .unwrap()
+            .config();
+        assert!(c.follow && !c.create);
+        assert!(parse_from(&["t"]).unwrap().config().create);
+    }
+
+    #[test]
+    fn generate_alone() {
+        assert_eq!(
+            parse_from(&["--generate", "zsh"]).unwrap().generate,
+            Some(Generate::Zsh)
+        );
+        assert!(parse_from(&["--generate", "zsh", "t"]).is_err());
+    }
+
+    #[test]
+    fn help_has_examples_and_clap_is_consistent() {
+        Args::command().debug_assert();
+        let help = Args::command().render_long_help().to_string();
+        assert!(help.contains("Examples:") && help.contains("submsg 'robot/#'"));
+    }
+
+    #[test]
+    fn man_page_and_completions_render() {
+        let mut man = Vec::new();
+        clap_mangen::Man::new(Args::command())
+            .render(&mut man)
+            .unwrap();
+        assert!(String::from_utf8(man).unwrap().contains("follow"));
+        for shell in [
+            clap_complete::Shell::Bash,
+            clap_complete::Shell::Zsh,
+            clap_complete::Shell::Fish,
+        ] {
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut Args::command(), "submsg", &mut out);
+            assert!(String::from_utf8(out).unwrap().contains("exclude"));
+        }
     }
 }

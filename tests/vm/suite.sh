@@ -40,28 +40,7 @@ check "write then read: two readers get the same bytes" two_readers
 . /tests/topics.sh
 
 # --- the tools on the real device ---------------------------------------------
-tools_pubsub() {
-  submsg /dev/fanout0 > /tmp/s1 & p1=$!
-  submsg /dev/fanout0 > /tmp/s2 & p2=$!
-  sleep 0.3
-  seq 1 1000 | pubmsg /dev/fanout0
-  wait_for 10 grep -qx 1000 /tmp/s1 && wait_for 10 grep -qx 1000 /tmp/s2
-  kill $p1 $p2; wait $p1 $p2 2>/dev/null
-  seq 1 1000 > /tmp/want
-  cmp /tmp/want /tmp/s1 && cmp /tmp/want /tmp/s2
-}
-check "seq 1 1000 | pubmsg reaches two submsg readers in order" tools_pubsub
-head_one() {
-  rm -f /tmp/sub.rc
-  (submsg /dev/fanout0 2>/tmp/sub.err; echo $? > /tmp/sub.rc) | head -1 > /tmp/h &
-  sleep 0.3
-  echo first > /dev/fanout0
-  wait_for 5 grep -q first /tmp/h || return 1
-  echo second > /dev/fanout0 # submsg finds its stdout closed
-  wait_for 5 test -s /tmp/sub.rc || return 1
-  [ "$(cat /tmp/sub.rc)" = 0 ] && ! [ -s /tmp/sub.err ] && [ "$(cat /tmp/h)" = first ]
-}
-check "submsg | head -1 ends quietly with status 0" head_one
+. /tests/tools.sh
 
 # --- users' own tests (tests/vm.sh --extra DIR) ------------------------------
 for t in /extra/*; do

@@ -1,0 +1,243 @@
+//! `--follow`: notices topics as their nodes appear, with inotify on the
+//! topic directory (`/dev/baf`) and every level below it.
+//!
+//! devtmpfs makes `/dev/baf` with the first named topic and removes it with
+//! the last one, and makes a directory per level (`/dev/baf/robot/arm`), so
+//! the watcher also watches the directory above (`/dev`) for the topic
+//! directory to (re)appear, and adds a watch to each level directory as it
+//! appears, scanning it for nodes made before the watch was in place. In
+//! `/dev` it also notices static topics (`/dev/fanoutN`) that appear.
+//!
+//! Removed topics need no inotify: their open files report `POLLHUP`.
+
+use anyhow::{Context, Result};
+use nix::errno::Errno;
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
+use std::collections::HashMap;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::fs::FileTypeExt;
+use std::path::{Path, PathBuf};
+
+/// Whether `name` is a static topic's node name (`fanoutN`).
+pub fn is_static_name(name: &str) -> bool {
+    name.strip_prefix("fanout")
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+fn is_char_device(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_char_device())
+}
+
+/// A topic node that appeared: its name and its path.
+pub type Found = (String, PathBuf);
+
+/// Watches the topic directory tree.
+pub struct Watcher {
+    ino: Inotify,
+    /// The topic directory (`/dev/baf`).
+    root: PathBuf,
+    /// The directory above it, always watched.
+    parent: PathBuf,
+    parent_wd: Option<WatchDescriptor>,
+    /// Watched directories under `root`, as paths relative to it ("" is
+    /// `root`).
+    dirs: HashMap<WatchDescriptor, String>,
+}
+
+const DIR_EVENTS: AddWatchFlags = AddWatchFlags::IN_CREATE
+    .union(AddWatchFlags::IN_MOVED_TO)
+    .union(AddWatchFlags::IN_ATTRIB)
+    .union(AddWatchFlags::IN_ONLYDIR);
+
+impl Watcher {
+    /// Starts watching `root` (which may not exist yet). Returns the watcher
+    /// and the topics (name, node) it found already there.
+    pub fn new(root: &Path) -> Result<(Self, Vec<Found>)> {
+        let ino = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)
+            .context("cannot start inotify for --follow")?;
+        let parent = match root.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let parent_wd = ino.add_watch(&parent, DIR_EVENTS).ok();
+        let mut w = Self {
+            ino,
+            root: root.to_path_buf(),
+            parent,
+            parent_wd,
+            dirs: HashMap::new(),
+        };
+        let mut found = Vec::new();
+        w.add_tree("", &mut found);
+        Ok((w, found))
+    }
+
+    /// The inotify descriptor, for epoll.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.ino.as_fd()
+    }
+
+    fn join(rel: &str, name: &str) -> String {
+        if rel.is_empty() {
+            name.to_string()
+        } else {
+            format!("{rel}/{name}")
+        }
+    }
+
+    /// Watches directory `rel` under the root and everything below it;
+    /// pushes the topic nodes in it to `found`.
+    fn add_tree(&mut self, rel: &str, found: &mut Vec<Found>) {
+        let dir = if rel.is_empty() {
+            self.root.clone()
+        } else {
+            self.root.join(rel)
+        };
+        // Watch first, then list: a node made in between is seen twice,
+        // never missed.
+        match self.ino.add_watch(&dir, DIR_EVENTS) {
+            Ok(wd) => {
+                self.dirs.insert(wd, rel.to_string());
+            }
+            Err(_) => return, // gone already, or not a directory
+        }
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let Ok(name) = e.file_name().into_string() else {
+                continue;
+            };
+            let sub = Self::join(rel, &name);
+            match e.file_type() {
+                Ok(t) if t.is_dir() => self.add_tree(&sub, found),
+                Ok(t) if t.is_char_device() => found.push((sub, e.path())),
+                _ => {}
+            }
+        }
+    }
+
+    /// Reads pending events; returns the topic names whose nodes appeared
+    /// (or changed owner or mode, so that a failed open may be retried).
+    pub fn events(&mut self) -> Result<Vec<Found>> {
+        let mut found = Vec::new();
+        loop {
+            let events = match self.ino.read_events() {
+                Ok(ev) => ev,
+                Err(Errno::EAGAIN) => break,
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(e).context("reading inotify events"),
+            };
+            for ev in events {
+                if ev.mask.contains(AddWatchFlags::IN_Q_OVERFLOW) {
+                    // Events were dropped: look at everything again.
+                    self.rescan(&mut found);
+                    continue;
+                }
+                if ev.mask.contains(AddWatchFlags::IN_IGNORED) {
+                    self.dirs.remove(&ev.wd);
+                    continue;
+                }
+                let Some(name) = ev.name.and_then(|n| n.into_string().ok()) else {
+                    continue;
+                };
+                let is_dir = ev.mask.contains(AddWatchFlags::IN_ISDIR);
+                if Some(ev.wd) == self.parent_wd {
+                    if self.root.file_name().is_some_and(|r| r == name.as_str()) && is_dir {
+                        // (A stale watch of the old directory, if any, goes
+                        // with its IN_IGNORED.)
+                        self.add_tree("", &mut found);
+                    } else if is_static_name(&name) {
+                        let path = self.parent.join(&name);
+                        if is_char_device(&path) {
+                            found.push((name, path));
+                        }
+                    }
+                    continue;
+                }
+                let Some(rel) = self.dirs.get(&ev.wd).cloned() else {
+                    continue;
+                };
+                let sub = Self::join(&rel, &name);
+                if is_dir {
+                    if ev
+                        .mask
+                        .intersects(AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO)
+                    {
+                        self.add_tree(&sub, &mut found);
+                    }
+                } else {
+                    let path = self.root.join(&sub);
+                    if is_char_device(&path) {
+                        found.push((sub, path));
+                    }
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    fn rescan(&mut self, found: &mut Vec<Found>) {
+        for wd in std::mem::take(&mut self.dirs).into_keys() {
+            let _ = self.ino.rm_watch(wd);
+        }
+        self.add_tree("", found);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    /// inotify on a plain directory tree (char devices cannot be made
+    /// without privileges, so this checks the directory handling; the VM
+    /// tests check real topics).
+    #[test]
+    fn watches_levels_as_they_appear() {
+        let tmp = std::env::temp_dir().join(format!("submsg-follow-{}", std::process::id()));
+        let root = tmp.join("baf");
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&tmp).unwrap();
+        let (mut w, found) = Watcher::new(&root).unwrap();
+        assert!(found.is_empty());
+        std::fs::create_dir_all(root.join("robot/arm")).unwrap();
+        // Wait for the root and its levels to be watched.
+        let t0 = Instant::now();
+        while w.dirs.len() < 3 && t0.elapsed() < Duration::from_secs(5) {
+            w.events().unwrap();
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let mut rels: Vec<_> = w.dirs.values().cloned().collect();
+        rels.sort();
+        assert_eq!(rels, vec!["", "robot", "robot/arm"]);
+        std::fs::remove_dir_all(&root).unwrap();
+        let t0 = Instant::now();
+        while !w.dirs.is_empty() && t0.elapsed() < Duration::from_secs(5) {
+            w.events().unwrap();
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(
+            w.dirs.is_empty(),
+            "watches of removed directories are dropped"
+        );
+        std::fs::create_dir_all(root.join("again")).unwrap();
+        let t0 = Instant::now();
+        while w.dirs.len() < 2 && t0.elapsed() < Duration::from_secs(5) {
+            w.events().unwrap();
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(
+            w.dirs.len(),
+            2,
+            "the root is watched again when it comes back"
+        );
+        std::fs::remove_dir_all(&tmp).unwrap();
+    }
+
+    #[test]
+    fn static_names() {
+        assert!(is_static_name("fanout0") && is_static_name("fanout63"));
+        assert!(!is_static_name("fanout") && !is_static_name("fanoutx") && !is_static_name("baf"));
+    }
+}

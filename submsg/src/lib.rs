@@ -1,0 +1,800 @@
+//! `submsg`: subscribe to baf topics and write their records to stdout.
+//!
+//! One thread: every topic is an open file in record mode
+//! (`FLAG_RECORD`), non-blocking, in one epoll set together with the
+//! `--follow` watcher, a signalfd and stdout (to notice a closed pipe at
+//! once). Each ready topic gets one large `read()`, which returns many whole
+//! records; the kernel's headers give the sequence numbers, so a gap is an
+//! exact count of lost records. Output is gathered in a large buffer and
+//! written when it is full or when no topic has anything more to read
+//! (idle), so interactive use sees every line at once and busy use makes
+//! few large writes.
+
+pub mod follow;
+pub mod format;
+pub mod loss;
+
+use anyhow::{Context, Result};
+use baf::abi;
+use baf::cli::Failure;
+use baf::control;
+use baf::device::Topic;
+use baf::pattern::{split_list, Pattern, Selection};
+use format::{Format, Label};
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs::{File, OpenOptions};
+use std::io::{self, IoSlice, Read, Write};
+use std::os::fd::AsFd;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Instant;
+
+/// Where a new subscription starts reading.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StartAt {
+    /// Only records written from now on (the default).
+    #[default]
+    Now,
+    /// The oldest record still buffered.
+    Oldest,
+    /// The last N records (all, if fewer are buffered).
+    Last(u64),
+    /// The record with this sequence number.
+    Seq(u64),
+}
+
+impl FromStr for StartAt {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let num = |v: &str, what: &str| {
+            v.parse::<u64>()
+                .map_err(|_| format!("{what} needs a whole number, as in {what}:10 (got {v:?})"))
+        };
+        match s.split_once(':') {
+            None if s == "now" => Ok(StartAt::Now),
+            None if s == "oldest" => Ok(StartAt::Oldest),
+            None if s == "last" => Ok(StartAt::Last(1)),
+            Some(("last", n)) => num(n, "last").map(StartAt::Last),
+            Some(("seq", n)) => num(n, "seq").map(StartAt::Seq),
+            _ => Err(format!(
+                "{s:?} is not a start point: use oldest, last:N, seq:S or now"
+            )),
+        }
+    }
+}
+
+/// What to subscribe to and how to print it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    /// Topics, patterns or device paths, each possibly a comma list; empty
+    /// means every topic.
+    pub topics: Vec<String>,
+    /// Patterns to leave out, each possibly a comma list.
+    pub exclude: Vec<String>,
+    /// Join topics created later, drop removed ones.
+    pub follow: bool,
+    /// Output format.
+    pub format: Format,
+    /// Where existing topics start.
+    pub start: StartAt,
+    /// Create a missing topic given by its exact name, when allowed.
+    pub create: bool,
+    /// Stop after this many records.
+    pub count: Option<u64>,
+}
+
+/// The command line's topics, sorted out.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// Which topic names to take.
+    pub selection: Selection,
+    /// Exact names asked for (they must exist, or be created).
+    pub exact: Vec<String>,
+    /// Device paths asked for (opened as they are).
+    pub paths: Vec<String>,
+}
+
+/// Whether a command-line topic is a path rather than a name or pattern.
+pub fn is_path(topic: &str) -> bool {
+    topic.starts_with('/') || topic.starts_with('.')
+}
+
+/// Sorts out the command line's topics: comma lists, paths, patterns.
+pub fn plan(cfg: &Config) -> Result<Plan> {
+    let usage = |e: baf::pattern::PatternError| Failure::Usage.wrap(anyhow::Error::new(e));
+    let mut plan = Plan::default();
+    for item in split_list(&cfg.topics).map_err(usage)? {
+        if is_path(&item) {
+            plan.paths.push(item);
+            continue;
+        }
+        let p = Pattern::parse(&item).map_err(usage)?;
+        if let Some(name) = p.exact() {
+            control::check_name(name)?;
+            plan.exact.push(name.to_string());
+        }
+        plan.selection.include.push(p);
+    }
+    for item in split_list(&cfg.exclude).map_err(usage)? {
+        plan.selection
+            .exclude
+            .push(Pattern::parse(&item).map_err(usage)?);
+    }
+    Ok(plan)
+}
+
+/// The node of topic `name`: `/dev/fanoutN` for the static topics, else
+/// under `/dev/baf` (or `$BAF_DEV_DIR`).
+pub fn node_path(name: &str) -> PathBuf {
+    let node = control::node_of(name);
+    if node.exists() {
+        node
+    } else {
+        baf::topic_path(name)
+    }
+}
+
+/// The name to show for a topic given by its device path.
+pub fn label_of_path(path: &str) -> String {
+    let p = Path::new(path);
+    if let Ok(rel) = p.strip_prefix(baf::dev_dir()) {
+        if let Some(s) = rel.to_str().filter(|s| !s.is_empty()) {
+            return s.to_string();
+        }
+    }
+    if p.parent() == Some(Path::new("/dev")) {
+        if let Some(n) = p.file_name().and_then(|n| n.to_str()) {
+            if follow::is_static_name(n) {
+                return n.to_string();
+            }
+        }
+    }
+    path.to_string()
+}
+
+/// Every topic there is: the kernel's list (sysfs) and the nodes under the
+/// topic directory.
+pub fn existing_topics() -> Result<BTreeMap<String, PathBuf>> {
+    let mut all = BTreeMap::new();
+    for t in control::list().context("listing topics")? {
+        let path = node_path(&t.name);
+        all.insert(t.name, path);
+    }
+    fn scan(dir: &Path, rel: &str, all: &mut BTreeMap<String, PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let Ok(name) = e.file_name().into_string() else {
+                continue;
+            };
+            let sub = if rel.is_empty() {
+                name
+            } else {
+                format!("{rel}/{name}")
+            };
+            match e.file_type() {
+                Ok(t) if t.is_dir() => scan(&e.path(), &sub, all),
+                Ok(t) if t.is_char_device() => {
+                    all.entry(sub).or_insert_with(|| e.path());
+                }
+                _ => {}
+            }
+        }
+    }
+    scan(&baf::dev_dir(), "", &mut all);
+    Ok(all)
+}
+
+/// One subscribed topic.
+struct Sub {
+    topic: Topic,
+    label: Label,
+    /// The sequence number expected next; a record above it means loss.
+    expect: u64,
+}
+
+/// Stdout, written in large pieces.
+struct Output {
+    file: File,
+    buf: Vec<u8>,
+    /// The reader went away (`EPIPE`): a normal end.
+    closed: bool,
+}
+
+/// Flush when this much output is waiting, even if topics are busy.
+const FLUSH_AT: usize = 256 * 1024;
+
+impl Output {
+    fn new() -> Result<Self> {
+        let fd = io::stdout()
+            .as_fd()
+            .try_clone_to_owned()
+            .context("stdout is not open")?;
+        Ok(Self {
+            file: File::from(fd),
+            buf: Vec::with_capacity(FLUSH_AT + 128 * 1024),
+            closed: false,
+        })
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        self.flush_with(&[])
+    }
+
+    /// Writes the buffer and then `tail` (a large payload, straight from
+    /// the read buffer: no copy), in one `writev` where it fits.
+    fn flush_with(&mut self, tail: &[u8]) -> Result<()> {
+        let mut slices = [IoSlice::new(&self.buf), IoSlice::new(tail)];
+        let mut rest = &mut slices[..];
+        IoSlice::advance_slices(&mut rest, 0);
+        while !rest.is_empty() && !self.closed {
+            match (&self.file).write_vectored(rest) {
+                Ok(0) => {
+                    return Err(io::Error::from(io::ErrorKind::WriteZero)).context("writing stdout")
+                }
+                Ok(n) => IoSlice::advance_slices(&mut rest, n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // Someone made our stdout non-blocking: wait for room.
+                    let mut fds = [PollFd::new(self.file.as_fd(), PollFlags::POLLOUT)];
+                    let _ = nix::poll::poll(&mut fds, PollTimeout::NONE);
+                }
+                // `submsg t | head -1`: the reader is done, so are we.
+                Err(e) if e.kind() == io::ErrorKind::BrokenPipe => self.closed = true,
+                Err(e) => return Err(e).context("writing stdout"),
+            }
+        }
+        self.buf.clear();
+        Ok(())
+    }
+}
+
+/// Raw payloads at least this large go from the read buffer to stdout
+/// directly instead of through the output buffer.
+const DIRECT: usize = 16 * 1024;
+
+const TOKEN_WATCH: u64 = 0;
+const TOKEN_STDOUT: u64 = 1;
+const TOKEN_SIGNAL: u64 = 2;
+const TOKEN_FIRST_TOPIC: u64 = 16;
+
+/// How the main loop ended.
+enum End {
+    /// Normally: exit 0.
+    Done,
+    /// By a signal, to be raised again once the output is out.
+    Signal(Signal),
+}
+
+struct Subscriber<'a> {
+    cfg: &'a Config,
+    plan: Plan,
+    epoll: Epoll,
+    subs: HashMap<u64, Sub>,
+    by_name: HashMap<String, u64>,
+    next_token: u64,
+    buf: Vec<u8>,
+    out: Output,
+    loss: loss::LossReporter,
+    remaining: Option<u64>,
+    watcher: Option<follow::Watcher>,
+    /// Topics already warned about (no permission, not a topic).
+    warned: HashSet<String>,
+}
+
+/// Why a topic could not be joined.
+enum JoinError {
+    /// Worth a warning for a topic found by a pattern.
+    Skip(anyhow::Error),
+    /// A real error.
+    Fail(anyhow::Error),
+}
+
+impl<'a> Subscriber<'a> {
+    /// Opens `path` as topic `name` and adds it to the epoll set.
+    fn join(&mut self, name: &str, path: &Path, start: StartAt) -> Result<(), JoinError> {
+        let shown = path.display();
+        let file = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+            .map_err(|e| match e.raw_os_error() {
+                Some(libc::EACCES) | Some(libc::EPERM) => JoinError::Skip(Failure::Permission.wrap(anyhow::anyhow!(
+                    "no permission to read topic {name} ({shown}): join the group that owns it (ls -l {shown})"
+                ))),
+                Some(libc::ENOENT) | Some(libc::ENXIO) | Some(libc::ENODEV) => JoinError::Skip(
+                    Failure::NoTopic.wrap(anyhow::anyhow!("topic {name} does not exist ({shown})")),
+                ),
+                _ => JoinError::Fail(anyhow::Error::new(e).context(format!("cannot open topic {name} ({shown})"))),
+            })?;
+        let topic = Topic::from_file(file);
+        let info = match topic.info() {
+            Ok(i) => i,
+            Err(e) if e.raw_os_error() == Some(libc::ENOTTY) => {
+                return Err(JoinError::Skip(Failure::Usage.wrap(anyhow::anyhow!(
+                    "{shown} is not a baf topic (a fanout device)"
+                ))))
+            }
+            Err(e) => {
+                return Err(JoinError::Fail(
+                    anyhow::Error::new(e).context(format!("cannot query topic {name}")),
+                ))
+            }
+        };
+        let fail = |e: io::Error, what: &str| {
+            JoinError::Fail(anyhow::Error::new(e).context(format!("cannot {what} topic {name}")))
+        };
+        topic
+            .set_flags(abi::FLAG_RECORD)
+            .map_err(|e| fail(e, "switch to record mode on"))?;
+        let expect = match start {
+            StartAt::Now => info.cursor_seq,
+            StartAt::Oldest => topic
+                .seek(abi::SEEK_OLDEST, 0)
+                .map_err(|e| fail(e, "seek on"))?,
+            StartAt::Last(n) => topic
+                .seek(abi::SEEK_LAST, n)
+                .map_err(|e| fail(e, "seek on"))?,
+            StartAt::Seq(s) => match topic.seek(abi::SEEK_SEQ, s) {
+                Ok(seq) => seq,
+                Err(e) if e.raw_os_error() == Some(libc::ERANGE) => {
+                    let info = topic.info().map_err(|e| fail(e, "query"))?;
+                    if s < info.oldest_seq {
+                        // Gone already: start at the oldest and count
+                        // what is missing as lost.
+                        topic
+                            .seek(abi::SEEK_OLDEST, 0)
+                            .map_err(|e| fail(e, "seek on"))?;
+                        s
+                    } else if s == info.next_seq {
+                        s
+                    } else {
+                        return Err(JoinError::Fail(Failure::Usage.wrap(anyhow::anyhow!(
+                            "topic {name} has not reached sequence {s} yet (the next record is {})",
+                            info.next_seq
+                        ))));
+                    }
+                }
+                Err(e) => return Err(fail(e, "seek on")),
+            },
+        };
+        let span = abi::record_span(info.record_max as usize);
+        if self.buf.len() < span {
+            self.buf.resize(span, 0);
+        }
+        let token = self.next_token;
+        self.next_token += 1;
+        self.epoll
+            .add(topic.file(), EpollEvent::new(EpollFlags::EPOLLIN, token))
+            .map_err(|e| fail(e.into(), "watch"))?;
+        self.subs.insert(
+            token,
+            Sub {
+                topic,
+                label: Label::new(name),
+                expect,
+            },
+        );
+        self.by_name.insert(name.to_string(), token);
+        Ok(())
+    }
+
+    /// Joins a topic found by a pattern or by `--follow`: problems are
+    /// warnings (once per topic), not errors.
+    fn join_found(&mut self, name: &str, path: &Path, start: StartAt) -> Result<()> {
+        match self.join(name, path, start) {
+            Ok(()) => {
+                self.warned.remove(name);
+                Ok(())
+            }
+            Err(JoinError::Skip(e)) => {
+                // A node that vanished in between is not worth a word.
+                if baf::cli::exit_code(&e) != Failure::NoTopic.code()
+                    && self.warned.insert(name.to_string())
+                {
+                    eprintln!("submsg: skipping topic {name}: {}", baf::cli::message(&e));
+                }
+                Ok(())
+            }
+            Err(JoinError::Fail(e)) => Err(e),
+        }
+    }
+
+    fn drop_sub(&mut self, token: u64) {
+        if let Some(sub) = self.subs.remove(&token) {
+            let _ = self.epoll.delete(sub.topic.file());
+            if self.by_name.get(&sub.label.name) == Some(&token) {
+                self.by_name.remove(&sub.label.name);
+            }
+        }
+    }
+
+    /// One read of a ready topic. Returns false when the topic is gone.
+    fn read_topic(&mut self, token: u64) -> Result<bool> {
+        let Self {
+            subs,
+            buf,
+            out,
+            loss,
+            remaining,
+            cfg,
+            ..
+        } = self;
+        let Some(sub) = subs.get_mut(&token) else {
+            return Ok(false);
+        };
+        let n = match sub.topic.file().read(buf) {
+            Ok(0) => {
+                self.drop_sub(token);
+                return Ok(false);
+            }
+            Ok(n) => n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) =>
+            {
+                return Ok(true)
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EMSGSIZE) => {
+                // A record larger than the buffer: make room and retry.
+                let max = sub.topic.info().map(|i| i.record_max).unwrap_or(1 << 20);
+                let want = abi::record_span(max as usize).max(buf.len() * 2);
+                buf.resize(want, 0);
+                return Ok(true);
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENODEV) => {
+                self.drop_sub(token);
+                return Ok(false);
+            }
+            Err(e) => {
+                return Err(e).with_context(|| format!("reading topic {}", sub.label.name));
+            }
+        };
+        for record in baf::device::records(buf.get(..n).unwrap_or_default()) {
+            if *remaining == Some(0) {
+                break;
+            }
+            let seq = record.header.seq;
+            let lost = seq.saturating_sub(sub.expect);
+            sub.expect = seq.wrapping_add(1);
+            loss.add(&sub.label.name, lost);
+            match cfg.format {
+                Format::Raw if record.payload.len() >= DIRECT => out.flush_with(record.payload)?,
+                Format::Len32 if record.payload.len() >= DIRECT => {
+                    out.buf
+                        .extend_from_slice(&(record.payload.len() as u32).to_be_bytes());
+                    out.flush_with(record.payload)?;
+                }
+                format => format::write_record(format, &mut out.buf, &sub.label, &record, lost),
+            }
+            if let Some(r) = remaining {
+                *r -= 1;
+            }
+        }
+        Ok(true)
+    }
+
+    /// Whether a subscribed topic's file says its topic was removed.
+    fn is_hung_up(&self, token: u64) -> bool {
+        let Some(sub) = self.subs.get(&token) else {
+            return true;
+        };
+        let mut fds = [PollFd::new(sub.topic.file().as_fd(), PollFlags::POLLIN)];
+        matches!(nix::poll::poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
+            && fds[0]
+                .revents()
+                .is_some_and(|r| r.contains(PollFlags::POLLHUP))
+    }
+
+    /// Topics that `--follow` saw appear.
+    fn on_found(&mut self, found: Vec<follow::Found>) -> Result<()> {
+        for (name, path) in found {
+            if !self.plan.selection.matches(&name) {
+                continue;
+            }
+            if let Some(&token) = self.by_name.get(&name) {
+                if !self.is_hung_up(token) {
+                    continue; // the topic we already read
+                }
+                // Removed and made again: finish the old one first.
+                for _ in 0..1_000_000 {
+                    if !self.read_topic(token)? {
+                        break;
+                    }
+                }
+                self.drop_sub(token);
+            }
+            // A topic made while we run: read it from its beginning.
+            self.join_found(&name, &path, StartAt::Oldest)?;
+        }
+        Ok(())
+    }
+
+    fn report_loss(&mut self, force: bool) {
+        for line in self.loss.take(Instant::now(), force) {
+            eprintln!("submsg: {line}");
+        }
+    }
+
+    fn done(&self) -> bool {
+        self.out.closed
+            || self.remaining == Some(0)
+            || (self.subs.is_empty() && self.watcher.is_none())
+    }
+
+    fn run(&mut self, signals: &SignalFd) -> Result<End> {
+        let mut events = vec![EpollEvent::empty(); 256];
+        while !self.done() {
+            let timeout = if !self.out.buf.is_empty() {
+                PollTimeout::ZERO
+            } else if let Some(d) = self.loss.due_in(Instant::now()) {
+                PollTimeout::try_from(d.as_millis().saturating_add(1).min(60_000) as u64)
+                    .unwrap_or(PollTimeout::ZERO)
+            } else {
+                PollTimeout::NONE
+            };
+            let n = match self.epoll.wait(&mut events, timeout) {
+                Ok(n) => n,
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(e).context("waiting for topics"),
+            };
+            if n == 0 {
+                // Idle: everything read is written now.
+                self.out.flush()?;
+            }
+            for ev in events.iter().take(n) {
+                match ev.data() {
+                    TOKEN_WATCH => {
+                        let found = match self.watcher.as_mut() {
+                            Some(w) => w.events()?,
+                            None => Vec::new(),
+                        };
+                        self.on_found(found)?;
+                    }
+                    TOKEN_STDOUT => {
+                        // The pipe's reader is gone (EPOLLERR): stop now
+                        // rather than at the next write.
+                        self.out.closed = true;
+                    }
+                    TOKEN_SIGNAL => {
+                        if let Ok(Some(info)) = signals.read_signal() {
+                            if let Ok(sig) = Signal::try_from(info.ssi_signo as i32) {
+                                return Ok(End::Signal(sig));
+                            }
+                        }
+                    }
+                    token => {
+                        self.read_topic(token)?;
+                    }
+                }
+                if self.done() {
+                    break;
+                }
+            }
+            self.report_loss(false);
+            if self.out.buf.len() >= FLUSH_AT {
+                self.out.flush()?;
+            }
+        }
+        Ok(End::Done)
+    }
+}
+
+/// The whole tool.
+pub fn run(cfg: &Config) -> Result<()> {
+    let plan = plan(cfg)?;
+    // Signals that end us arrive through a signalfd, so buffered output is
+    // written before we go.
+    let mut mask = SigSet::empty();
+    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        mask.add(s);
+    }
+    mask.thread_block().context("blocking signals")?;
+    let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+        .context("creating a signalfd")?;
+    let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).context("creating an epoll set")?;
+    epoll
+        .add(
+            signals.as_fd(),
+            EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_SIGNAL),
+        )
+        .context("watching signals")?;
+    let out = Output::new()?;
+    // EPOLLERR is always reported: for a pipe, it means its reader is gone.
+    // (A regular file cannot be watched; that is fine.)
+    let _ = epoll.add(
+        out.file.as_fd(),
+        EpollEvent::new(EpollFlags::empty(), TOKEN_STDOUT),
+    );
+
+    let mut sub = Subscriber {
+        cfg,
+        plan,
+        epoll,
+        subs: HashMap::new(),
+        by_name: HashMap::new(),
+        next_token: TOKEN_FIRST_TOPIC,
+        buf: vec![0u8; 256 * 1024],
+        out,
+        loss: loss::LossReporter::new(loss::INTERVAL),
+        remaining: cfg.count,
+        watcher: None,
+        warned: HashSet::new(),
+    };
+    if cfg.follow {
+        // Watch before listing, so a topic made in between is not missed.
+        let (w, _) = follow::Watcher::new(&baf::dev_dir())?;
+        sub.epoll
+            .add(w.fd(), EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_WATCH))
+            .context("watching the topic directory")?;
+        sub.watcher = Some(w);
+    }
+
+    // Device paths, as they are.
+    for path in sub.plan.paths.clone() {
+        let name = label_of_path(&path);
+        if sub.by_name.contains_key(&name) {
+            continue;
+        }
+        match sub.join(&name, Path::new(&path), cfg.start) {
+            Ok(()) => {}
+            Err(JoinError::Skip(e)) | Err(JoinError::Fail(e)) => return Err(e),
+        }
+    }
+    // Existing topics that match.
+    let existing = existing_topics()?;
+    for (name, path) in &existing {
+        if sub.by_name.contains_key(name) || !sub.plan.selection.matches(name) {
+            continue;
+        }
+        if sub.plan.exact.contains(name) {
+            // Asked for by name: any problem is an error.
+            match sub.join(name, path, cfg.start) {
+                Ok(()) => {}
+                Err(JoinError::Skip(e)) | Err(JoinError::Fail(e)) => return Err(e),
+            }
+        } else {
+            sub.join_found(name, path, cfg.start)?;
+        }
+    }
+    // Exact names that do not exist: create them, or wait, or fail.
+    for name in sub.plan.exact.clone() {
+        if existing.contains_key(&name) || sub.plan.selection.excluded(&name) {
+            continue;
+        }
+        if cfg.create {
+            match control::create(&name, &control::CreateOptions::defaults()) {
+                Ok(_) => {
+                    let path = node_path(&name);
+                    match sub.join(&name, &path, StartAt::Oldest) {
+                        Ok(()) => continue,
+                        Err(JoinError::Skip(e)) | Err(JoinError::Fail(e)) => return Err(e),
+                    }
+                }
+                Err(e) if !cfg.follow => {
+                    return Err(Failure::NoTopic.wrap(anyhow::anyhow!(
+                        "topic {name} does not exist and cannot be created here ({}): as root, run `baf-setup create {name}`",
+                        baf::cli::message(&e)
+                    )))
+                }
+                Err(_) => {}
+            }
+        } else if !cfg.follow {
+            return Err(Failure::NoTopic.wrap(anyhow::anyhow!(
+                "topic {name} does not exist: create it with `baf-setup create {name}`, or use --follow to wait for it"
+            )));
+        }
+        eprintln!("submsg: waiting for topic {name} to be created");
+    }
+    if sub.subs.is_empty() && !cfg.follow {
+        let what = if cfg.topics.is_empty() && cfg.exclude.is_empty() {
+            "there are no topics: create one with `baf-setup create NAME`, or use --follow to wait"
+                .to_string()
+        } else {
+            format!(
+                "no topic matches {}: see `baf-setup list`, or use --follow to wait",
+                sub.plan
+                    .selection
+                    .include
+                    .iter()
+                    .map(|p| p.as_str())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            )
+        };
+        return Err(Failure::NoTopic.wrap(anyhow::anyhow!(what)));
+    }
+
+    let end = sub.run(&signals);
+    // Whatever happened, what was read goes out, and loss is told.
+    let flushed = sub.out.flush();
+    sub.report_loss(true);
+    match end? {
+        End::Done => flushed,
+        End::Signal(sig) => {
+            // End the way the signal would have ended us.
+            let _ = mask.thread_unblock();
+            let _ = nix::sys::signal::raise(sig);
+            std::process::exit(128 + sig as i32)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(topics: &[&str], exclude: &[&str]) -> Config {
+        Config {
+            topics: topics.iter().map(|s| s.to_string()).collect(),
+            exclude: exclude.iter().map(|s| s.to_string()).collect(),
+            ..Config::default()
+        }
+    }
+
+    #[test]
+    fn start_points() {
+        assert_eq!("oldest".parse::<StartAt>(), Ok(StartAt::Oldest));
+        assert_eq!("now".parse::<StartAt>(), Ok(StartAt::Now));
+        assert_eq!("last".parse::<StartAt>(), Ok(StartAt::Last(1)));
+        assert_eq!("last:10".parse::<StartAt>(), Ok(StartAt::Last(10)));
+        assert_eq!("seq:0".parse::<StartAt>(), Ok(StartAt::Seq(0)));
+        assert!("last:x"
+            .parse::<StartAt>()
+            .unwrap_err()
+            .contains("whole number"));
+        assert!("first"
+            .parse::<StartAt>()
+            .unwrap_err()
+            .contains("oldest, last:N, seq:S"));
+        assert!("seq:-1".parse::<StartAt>().is_err());
+    }
+
+    #[test]
+    fn plan_sorts_names_patterns_paths() {
+        let p = plan(&cfg(
+            &["a,b/+", "/dev/fanout0", "c", "./x"],
+            &["b/secret,z*"],
+        ))
+        .unwrap();
+        assert_eq!(p.exact, vec!["a", "c"]);
+        assert_eq!(p.paths, vec!["/dev/fanout0", "./x"]);
+        assert_eq!(p.selection.include.len(), 3);
+        assert_eq!(p.selection.exclude.len(), 2);
+        assert!(p.selection.matches("b/open") && !p.selection.matches("b/secret"));
+        assert!(!p.selection.matches("d"));
+    }
+
+    #[test]
+    fn plan_with_nothing_takes_everything() {
+        let p = plan(&cfg(&[], &["fanout*"])).unwrap();
+        assert!(p.selection.matches("anything") && !p.selection.matches("fanout1"));
+    }
+
+    #[test]
+    fn plan_errors_are_usage_errors() {
+        for bad in [&["a,,b"][..], &["a/#/b"], &["x y"]] {
+            let e = plan(&cfg(bad, &[])).unwrap_err();
+            assert_eq!(baf::cli::exit_code(&e), 2, "{bad:?}: {e:#}");
+        }
+        let e = plan(&cfg(&[], &["bad*pattern"])).unwrap_err();
+        assert_eq!(baf::cli::exit_code(&e), 2);
+    }
+
+    #[test]
+    fn labels_of_paths() {
+        assert_eq!(label_of_path("/dev/fanout2"), "fanout2");
+        assert_eq!(label_of_path("./node"), "./node");
+        let under = baf::dev_dir().join("robot/arm");
+        assert_eq!(label_of_path(under.to_str().unwrap()), "robot/arm");
+    }
+}

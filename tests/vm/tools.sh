@@ -1,0 +1,383 @@
+# pubmsg and submsg end to end on the real module (busybox sh, sourced by
+# suite.sh with the module loaded: devices=4 ring_size=262144, so
+# /dev/fanout0..3 have 256 KiB rings and 64 KiB records, and the control
+# device exists, so we run as root and may create topics).
+#
+# Every background process writes to files, never to the check's output
+# pipe, and is stopped before its check returns.
+
+# --- helpers -------------------------------------------------------------------
+sysfs() { # NAME ATTR: a topic's sysfs counter ('/' in names is '!' there)
+  cat "/sys/class/baf/$(echo "$1" | tr / '!')/$2" 2>/dev/null
+}
+has_readers() { # NAME N: the topic has at least N open readers
+  r=$(sysfs "$1" readers); [ -n "$r" ] && [ "$r" -ge "$2" ]
+}
+sub_bg() { # OUT ARGS...: submsg ARGS > OUT 2> OUT.err in the background; pid in $SUB
+  o=$1; shift
+  submsg "$@" > "$o" 2> "$o.err" & SUB=$!
+}
+gone() { # PID: the process has ended (a zombie not yet reaped counts)
+  ! [ -d "/proc/$1" ] || grep -q '^State:.*Z' "/proc/$1/status" 2>/dev/null
+}
+stop() { # PID...: SIGTERM (submsg writes what it has read first), then reap
+  for p in "$@"; do kill "$p" 2>/dev/null; done
+  for p in "$@"; do wait_for 10 gone "$p" || kill -9 "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
+  return 0
+}
+lines_are() { # FILE N: FILE has exactly N lines
+  [ "$(wc -l < "$1")" -eq "$2" ]
+}
+exit_is() { # CODE COMMAND...: fails with exactly that code and one line on stderr
+  want=$1; shift
+  "$@" > /tmp/x.out 2> /tmp/x.err; rc=$?
+  [ "$rc" = "$want" ] || { echo "exit $rc, want $want:"; cat /tmp/x.err; return 1; }
+  [ "$(wc -l < /tmp/x.err)" = 1 ] || { echo "not one line:"; cat /tmp/x.err; return 1; }
+  cat /tmp/x.err
+}
+# Topics: with baf-setup's create when it has one (sizes of our choosing),
+# else made by pubmsg itself (the defaults).
+if baf-setup create --help > /dev/null 2>&1; then HAVE_SETUP=1; else HAVE_SETUP=0; fi
+mk() { # NAME [SIZE]: a fresh, empty topic
+  if [ $HAVE_SETUP = 1 ]; then
+    baf-setup remove "$1" > /dev/null 2>&1
+    baf-setup create "$1" ${2:+--size $2} > /dev/null 2>&1
+  else
+    pubmsg "$1" < /dev/null
+  fi
+}
+rm_topic() { [ $HAVE_SETUP = 1 ] && baf-setup remove "$1" > /dev/null 2>&1; return 0; }
+
+# --- basics: help, version, man page, completions -----------------------------
+for tool in pubmsg submsg; do
+  check "$tool --help shows examples and exit codes" sh -c "$tool --help | grep -q Examples: && $tool --help | grep -q 'Exit codes'"
+  check "$tool --version" sh -c "$tool --version | grep -q '^$tool [0-9]'"
+  check "$tool --generate man|bash|zsh|fish from the clap definitions" sh -c \
+    "$tool --generate man | grep -q '^.TH $tool' && $tool --generate bash | grep -q _$tool && $tool --generate zsh | grep -q '#compdef $tool' && $tool --generate fish | grep -q 'complete -c $tool'"
+done
+
+# --- one publisher, two subscribers, 100000 lines -------------------------------
+# A 4 MiB ring holds the whole run (100000 records of 40 bytes with their
+# headers), so the check is exactness, not speed.
+hundred_k() {
+  mk lines 4M
+  seq 1 100000 > /tmp/want
+  sub_bg /tmp/l1 -n 100000 lines; p1=$SUB
+  sub_bg /tmp/l2 -n 100000 lines; p2=$SUB
+  wait_for 10 has_readers lines 2 || { stop $p1 $p2; echo "subscribers did not start"; return 1; }
+  seq 1 100000 | pubmsg lines || { stop $p1 $p2; return 1; }
+  # -n 100000: each subscriber ends by itself after the last line.
+  wait_for 120 gone $p1; wait_for 120 gone $p2
+  stop $p1 $p2
+  ok=0
+  cmp /tmp/want /tmp/l1 && cmp /tmp/want /tmp/l2 && ok=1
+  cat /tmp/l1.err /tmp/l2.err
+  [ $ok = 1 ] && ! [ -s /tmp/l1.err ] && ! [ -s /tmp/l2.err ] && [ "$(sysfs lines records)" = 100000 ]
+}
+check "seq 1 100000 | pubmsg: two submsg each get exactly 1..100000 in order, nothing lost" hundred_k
+# The same on a 256 KiB static ring (6500 records): the readers must keep up
+# with the writer as it goes.
+hundred_k_small() {
+  sub_bg /tmp/l1 -n 100000 /dev/fanout0; p1=$SUB
+  sub_bg /tmp/l2 -n 100000 /dev/fanout0; p2=$SUB
+  wait_for 10 has_readers fanout0 2 || { stop $p1 $p2; return 1; }
+  seq 1 100000 | pubmsg /dev/fanout0 || { stop $p1 $p2; return 1; }
+  wait_for 60 gone $p1; wait_for 60 gone $p2
+  stop $p1 $p2
+  cat /tmp/l1.err /tmp/l2.err
+  cmp /tmp/want /tmp/l1 && cmp /tmp/want /tmp/l2
+}
+check "the same through a 256 KiB ring (/dev/fanout0): the readers keep up" hundred_k_small
+
+# --- binary data: --len32 frames round-trip byte for byte ------------------------
+be32() { # N: N as 4 big-endian bytes
+  printf "\\$(printf %03o $(($1 >> 24 & 255)))\\$(printf %03o $(($1 >> 16 & 255)))\\$(printf %03o $(($1 >> 8 & 255)))\\$(printf %03o $(($1 & 255)))"
+}
+len32() {
+  mk bin 1M
+  : > /tmp/frames; : > /tmp/payloads
+  for n in 1 3 255 256 4096 10000 65535 65536 7 100000; do
+    head -c $n /dev/urandom > /tmp/one
+    be32 $n >> /tmp/frames; cat /tmp/one >> /tmp/frames; cat /tmp/one >> /tmp/payloads
+  done
+  sub_bg /tmp/b1 --len32 -n 10 bin; p1=$SUB
+  sub_bg /tmp/b2 -n 10 bin; p2=$SUB
+  wait_for 10 has_readers bin 2 || { stop $p1 $p2; return 1; }
+  pubmsg --len32 bin < /tmp/frames || { stop $p1 $p2; return 1; }
+  wait_for 30 gone $p1; wait_for 30 gone $p2
+  stop $p1 $p2
+  [ "$(sysfs bin records)" = 10 ] || { echo "records: $(sysfs bin records)"; return 1; }
+  cmp /tmp/frames /tmp/b1 && cmp /tmp/payloads /tmp/b2
+}
+check "pubmsg --len32 | submsg --len32: 10 random frames (1 B to 100 kB) byte for byte, one record each" len32
+too_big() {
+  { be32 300000; head -c 300000 /dev/zero; } > /tmp/big.frame
+  exit_is 2 pubmsg --len32 bin < /tmp/big.frame && grep -q "record limit" /tmp/x.err
+}
+check "pubmsg --len32 refuses a frame above the record limit (exit 2, one line)" too_big
+truncated() {
+  printf '\000\000\000\011abc' > /tmp/trunc
+  exit_is 2 pubmsg --len32 bin < /tmp/trunc && grep -q "ended inside a frame" /tmp/x.err
+}
+check "pubmsg --len32 refuses a truncated frame (exit 2, one line)" truncated
+
+# --- --json: provenance filled in by the kernel --------------------------------
+json() {
+  mk js 64K
+  [ $HAVE_SETUP = 1 ] && chmod 666 /dev/baf/js
+  sub_bg /tmp/j --json -n 3 js; p=$SUB
+  wait_for 10 has_readers js 1 || { stop $p; return 1; }
+  printf 'hello "world"\n' > /tmp/in
+  pubmsg js < /tmp/in & pp=$!
+  wait $pp
+  printf '\377\376\n' | pubmsg js
+  if [ $HAVE_SETUP = 1 ]; then
+    su baf-user -s /bin/sh -c 'echo from-user | pubmsg js'
+  else
+    echo from-user | pubmsg js
+  fi
+  wait_for 10 gone $p; stop $p
+  cat /tmp/j
+  l1=$(sed -n 1p /tmp/j); l2=$(sed -n 2p /tmp/j); l3=$(sed -n 3p /tmp/j)
+  echo "$l1" | grep -q "^{\"topic\":\"js\",\"seq\":0,\"timestamp\":[0-9]*,\"pid\":$pp,\"uid\":0,\"lost\":0,\"payload\":\"hello \\\\\"world\\\\\"\\\\n\",\"encoding\":\"utf8\"}\$" || return 1
+  echo "$l2" | grep -q '"seq":1,.*"payload":"//4K","encoding":"base64"}$' || return 1
+  if [ $HAVE_SETUP = 1 ]; then
+    echo "$l3" | grep -q '"seq":2,.*"uid":1000,.*"payload":"from-user\\n"' || return 1
+  fi
+  ts1=$(echo "$l1" | sed 's/.*"timestamp":\([0-9]*\).*/\1/'); ts2=$(echo "$l2" | sed 's/.*"timestamp":\([0-9]*\).*/\1/')
+  [ "$ts2" -gt "$ts1" ]
+}
+check "submsg --json: topic, seq, timestamp, the publisher's pid and uid, lost, payload (utf8 or base64)" json
+
+# --- selection: names, lists, patterns, exclusions --------------------------------
+# Each topic holds one record, its own name; submsg --from oldest reads it.
+SEL_TOPICS="sel/a sel/b sel/c/d file.opened file.closed other"
+if [ $HAVE_SETUP = 1 ]; then baf-setup apply --no-test-topic > /dev/null 2>&1; fi
+for t in $SEL_TOPICS; do mk $t 64K; echo $t | pubmsg $t; done
+select_is() { # "EXPECTED NAMES" SUBMSG-ARGS...: exactly those topics come out
+  want=$(for t in $1; do echo "$t: $t"; done | sort); shift
+  n=$(echo "$want" | grep -c .)
+  sub_bg /tmp/sel --from oldest --prefix "$@"; p=$SUB
+  wait_for 10 lines_are /tmp/sel "$n"
+  sleep 0.3 # anything extra would show up by now
+  stop $p
+  got=$(sort /tmp/sel)
+  [ "$got" = "$want" ] || { echo "want:"; echo "$want"; echo "got:"; echo "$got"; cat /tmp/sel.err; return 1; }
+}
+check "submsg sel/a,other (a comma list)" select_is "sel/a other" sel/a,other
+check "submsg sel/a other (separate arguments)" select_is "sel/a other" sel/a other
+check "submsg 'sel/+' (one level)" select_is "sel/a sel/b" 'sel/+'
+check "submsg 'sel/#' (the subtree)" select_is "sel/a sel/b sel/c/d" 'sel/#'
+check "submsg '+/+/d'" select_is "sel/c/d" '+/+/d'
+check "submsg 'file.*' (prefix)" select_is "file.opened file.closed" 'file.*'
+check "submsg 'sel/#' -e sel/b" select_is "sel/a sel/c/d" 'sel/#' -e sel/b
+check "submsg '*' -e 'fanout*,sel/#' -e other" select_is "file.opened file.closed" '*' -e 'fanout*,sel/#' -e other
+if [ $HAVE_SETUP = 1 ]; then
+  check "submsg with no topic takes every topic (-e 'fanout*')" select_is "$SEL_TOPICS" -e 'fanout*'
+fi
+check "submsg with a pattern that matches nothing fails (exit 3, one line)" exit_is 3 submsg 'nothing/#'
+check "submsg with a bad pattern fails (exit 2, one line)" exit_is 2 submsg 'a/#/b'
+
+# --- history: --from ------------------------------------------------------------------
+history() {
+  mk hist 64K
+  seq 1 10 | pubmsg hist
+  [ "$(submsg hist --from last:3 -n 3 | tr '\n' ' ')" = "8 9 10 " ] || return 1
+  [ "$(submsg hist --from oldest -n 10 | tr '\n' ' ')" = "1 2 3 4 5 6 7 8 9 10 " ] || return 1
+  [ "$(submsg hist --from seq:4 -n 2 | tr '\n' ' ')" = "5 6 " ] || return 1
+  [ "$(submsg hist --from last -n 1)" = 10 ]
+}
+check "submsg --from last:3, oldest, seq:4, last (the retained last value)" history
+
+# --- --follow --------------------------------------------------------------------------
+follow() {
+  rm_topic late/x
+  sub_bg /tmp/f --follow --prefix 'late/#'; p=$SUB
+  sleep 1 # submsg is watching /dev/baf
+  echo one | pubmsg late/x # created now, by pubmsg
+  wait_for 10 grep -qx 'late/x: one' /tmp/f || { stop $p; cat /tmp/f /tmp/f.err; return 1; }
+  if [ $HAVE_SETUP = 1 ]; then
+    # Removed and made again: the old one is dropped, the new one joined.
+    baf-setup remove late/x
+    sleep 0.3
+    echo two | pubmsg late/x
+    wait_for 10 grep -qx 'late/x: two' /tmp/f || { stop $p; cat /tmp/f /tmp/f.err; return 1; }
+    echo deep | pubmsg late/y/z
+    wait_for 10 grep -qx 'late/y/z: deep' /tmp/f || { stop $p; cat /tmp/f /tmp/f.err; return 1; }
+  fi
+  echo other | pubmsg early-not-matching
+  sleep 0.3
+  kill -0 $p || { cat /tmp/f.err; return 1; }
+  stop $p
+  ! grep -q other /tmp/f && ! [ -s /tmp/f.err ]
+}
+check "submsg --follow joins topics created later (levels too) and drops removed ones" follow
+removed_ends() {
+  [ $HAVE_SETUP = 1 ] || return 0
+  mk doomed 64K
+  sub_bg /tmp/d doomed; p=$SUB
+  wait_for 10 has_readers doomed 1 || { stop $p; return 1; }
+  echo last | pubmsg doomed
+  baf-setup remove doomed
+  wait_for 10 gone $p || { stop $p; return 1; }
+  wait $p; rc=$?
+  [ $rc = 0 ] && [ "$(cat /tmp/d)" = last ]
+}
+check "without --follow, submsg ends (status 0) when its topic is removed, after its last record" removed_ends
+
+# --- loss: a stopped reader is lapped, and says exactly how much it lost -----------
+overrun() {
+  mk ov 64K
+  sub_bg /tmp/o ov; p=$SUB
+  wait_for 10 has_readers ov 1 || { stop $p; return 1; }
+  kill -STOP $p
+  seq 1 20000 | pubmsg ov
+  kill -CONT $p
+  wait_for 20 grep -qx 20000 /tmp/o
+  sleep 0.5
+  stop $p
+  got=$(wc -l < /tmp/o); lost=$((20000 - got))
+  cat /tmp/o.err
+  [ $lost -gt 0 ] || { echo "nothing was lost"; return 1; }
+  # What came is the newest records, in order; stderr says exactly how many
+  # went, as the kernel counted.
+  seq $((lost + 1)) 20000 | cmp - /tmp/o || return 1
+  [ "$(sysfs ov lost)" = $lost ] || { echo "kernel says $(sysfs ov lost), we saw $lost"; return 1; }
+  [ "$(wc -l < /tmp/o.err)" = 1 ] && grep -q "lost $lost records on topic ov" /tmp/o.err
+}
+check "a SIGSTOPped submsg is lapped; after SIGCONT it reports the exact loss on stderr" overrun
+json_lost() {
+  mk ov2 64K
+  sub_bg /tmp/o2 --json ov2; p=$SUB
+  wait_for 10 has_readers ov2 1 || { stop $p; return 1; }
+  kill -STOP $p
+  seq 1 5000 | pubmsg ov2
+  kill -CONT $p
+  wait_for 20 grep -q '"payload":"5000\\n"' /tmp/o2
+  stop $p
+  first=$(head -1 /tmp/o2)
+  lost=$(echo "$first" | sed 's/.*"lost":\([0-9]*\).*/\1/'); seq=$(echo "$first" | sed 's/.*"seq":\([0-9]*\).*/\1/')
+  [ "$lost" = "$seq" ] && [ "$lost" -gt 0 ] && [ "$(sed -n 2p /tmp/o2 | sed 's/.*"lost":\([0-9]*\).*/\1/')" = 0 ]
+}
+check "submsg --json: the first record after a gap carries the lost count" json_lost
+
+# --- a closed stdout ---------------------------------------------------------------------
+head_one() {
+  rm -f /tmp/sub.rc
+  (submsg /dev/fanout0 2>/tmp/sub.err; echo $? > /tmp/sub.rc) | head -1 > /tmp/h &
+  wait_for 10 has_readers fanout0 1
+  echo first > /dev/fanout0
+  wait_for 10 grep -q first /tmp/h || return 1
+  # No second record needed: submsg sees its stdout close at once.
+  wait_for 10 test -s /tmp/sub.rc || return 1
+  [ "$(cat /tmp/sub.rc)" = 0 ] && ! [ -s /tmp/sub.err ] && [ "$(cat /tmp/h)" = first ]
+}
+check "submsg | head -1 ends quietly with status 0, at once" head_one
+head_busy() {
+  rm -f /tmp/sub.rc
+  (submsg /dev/fanout0 2>/tmp/sub.err; echo $? > /tmp/sub.rc) | head -1 > /tmp/h &
+  wait_for 10 has_readers fanout0 1
+  seq 1 50000 | pubmsg /dev/fanout0
+  wait_for 10 test -s /tmp/sub.rc || return 1
+  [ "$(cat /tmp/sub.rc)" = 0 ] && ! [ -s /tmp/sub.err ] && [ "$(cat /tmp/h)" = 1 ]
+}
+check "submsg | head -1 under a stream of records: status 0, no message" head_busy
+
+# --- one publisher per topic ----------------------------------------------------------------
+exclusive() {
+  mk solo 64K
+  mkfifo /tmp/solo.fifo 2>/dev/null
+  pubmsg solo < /tmp/solo.fifo 2>/tmp/solo1.err & p=$!
+  exec 3> /tmp/solo.fifo
+  echo one >&3
+  wait_for 10 sh -c '[ "$(cat /sys/class/baf/solo/records)" = 1 ]' || { exec 3>&-; stop $p; return 1; }
+  exit_is 5 pubmsg solo < /dev/null || { exec 3>&-; stop $p; return 1; }
+  grep -q "already has a publisher" /tmp/x.err || { exec 3>&-; stop $p; return 1; }
+  exec 3>&-
+  wait $p || return 1
+  # The lock died with the first publisher: a new one may publish.
+  echo two | pubmsg solo && [ "$(sysfs solo records)" = 2 ]
+}
+check "a second pubmsg on a topic is refused (exit 5, one line), a later one is fine" exclusive
+killed_holder() {
+  mkfifo /tmp/solo2.fifo 2>/dev/null
+  pubmsg solo < /tmp/solo2.fifo & p=$!
+  exec 4> /tmp/solo2.fifo
+  echo three >&4
+  wait_for 10 sh -c '[ "$(cat /sys/class/baf/solo/records)" = 3 ]' || { exec 4>&-; stop $p; return 1; }
+  kill -9 $p; wait $p 2>/dev/null
+  exec 4>&-
+  echo four | pubmsg solo
+}
+check "the publisher lock dies with a killed pubmsg (no stale lock)" killed_holder
+
+# --- awkward input ----------------------------------------------------------------------
+awkward() { # NAME INPUT-FILE RECORDS: what goes in comes out, as that many records
+  mk "$1" 1M
+  before=$(sysfs "$1" records)
+  sub_bg /tmp/aw "$1"; p=$SUB
+  wait_for 10 has_readers "$1" 1 || { stop $p; return 1; }
+  pubmsg "$1" < "$2" 2> /tmp/aw.perr || { stop $p; cat /tmp/aw.perr; return 1; }
+  [ "$(($(sysfs "$1" records) - before))" = "$3" ] || { echo "records: $(sysfs "$1" records)"; stop $p; return 1; }
+  size=$(wc -c < "$2")
+  wait_for 10 sh -c "[ \$(wc -c < /tmp/aw) -ge $size ]"
+  stop $p
+  cmp "$2" /tmp/aw && ! [ -s /tmp/aw.perr ]
+}
+printf 'a\000b\nc\000\n\000' > /tmp/nul
+check "stdin with NUL bytes (and a final line without newline)" awkward nul /tmp/nul 3
+printf 'caf\351\n\377\376\375\n\300\200' > /tmp/latin
+check "stdin that is not UTF-8" awkward latin /tmp/latin 3
+: > /tmp/empty
+check "empty stdin: exit 0, no record" awkward empty /tmp/empty 0
+ten_mib() {
+  # A 10 MiB line through a 256 KiB ring with 64 KiB records: pubmsg sends it
+  # as 161 records (160 x 64 KiB, then the newline), with one warning. The
+  # line arrives at a pace the reader can follow in the emulated VM.
+  head -c 65536 /dev/zero | tr '\000' x > /tmp/chunk
+  for i in $(seq 160); do cat /tmp/chunk; done > /tmp/want10; echo >> /tmp/want10
+  before=$(sysfs fanout0 records)
+  sub_bg /tmp/ten /dev/fanout0; p=$SUB
+  wait_for 10 has_readers fanout0 1 || { stop $p; return 1; }
+  { for i in $(seq 160); do cat /tmp/chunk; sleep 0.02; done; echo; } | pubmsg /dev/fanout0 2> /tmp/ten.perr
+  rc=$?
+  wait_for 30 sh -c '[ $(wc -c < /tmp/ten) -ge 10485761 ]'
+  stop $p
+  cat /tmp/ten.perr /tmp/ten.err
+  [ $rc = 0 ] && [ "$(($(sysfs fanout0 records) - before))" = 161 ] || return 1
+  [ "$(wc -l < /tmp/ten.perr)" = 1 ] && grep -q "record limit (65536 bytes)" /tmp/ten.perr || return 1
+  cmp /tmp/want10 /tmp/ten
+}
+check "a 10 MiB line: split into record-limit pieces with one warning, reassembled exactly" ten_mib
+rm -f /tmp/want10 /tmp/chunk /tmp/ten
+
+# --- errors: one line, distinct exit codes -----------------------------------------------
+check "pubmsg --no-create to a missing topic: exit 3" exit_is 3 pubmsg --no-create no/such/topic
+check "submsg --no-create on a missing topic: exit 3" exit_is 3 submsg --no-create no/such/topic
+check "pubmsg to a bad name: exit 2" exit_is 2 pubmsg 'a b'
+check "pubmsg with a bad flag: exit 2, one line" exit_is 2 pubmsg --bogus t
+check "submsg --from nonsense: exit 2, one line" exit_is 2 submsg --from nonsense t
+if [ $HAVE_SETUP = 1 ]; then
+  # baf-user is not in group baf: cannot read or write 0660 root:baf topics,
+  # nor create topics.
+  check "pubmsg without permission on the topic: exit 4" exit_is 4 su baf-user -s /bin/sh -c 'echo x | pubmsg hist'
+  check "submsg without permission on the topic: exit 4" exit_is 4 su baf-user -s /bin/sh -c 'submsg hist'
+  check "pubmsg to a missing topic it may not create: exit 3, says how to create it" sh -c \
+    "su baf-user -s /bin/sh -c 'echo x | pubmsg not-mine' 2> /tmp/x.err; [ \$? = 3 ] && grep -q 'baf-setup create not-mine' /tmp/x.err"
+fi
+created() {
+  rm_topic auto/made
+  echo x | pubmsg auto/made && [ -c /dev/baf/auto/made ] && [ "$(stat -c %a /dev/baf/auto/made)" = 660 ]
+}
+check "pubmsg creates a missing topic (mode 0660) when it may" created
+sub_created() {
+  rm_topic auto/sub
+  sub_bg /tmp/as auto/sub; p=$SUB
+  wait_for 10 has_readers auto/sub 1 || { stop $p; cat /tmp/as.err; return 1; }
+  echo hi | pubmsg auto/sub
+  wait_for 10 grep -qx hi /tmp/as; rc=$?
+  stop $p; return $rc
+}
+check "submsg creates a missing topic it is given by name, and reads it" sub_created
+
+if [ $HAVE_SETUP = 1 ]; then baf-setup apply --no-test-topic > /dev/null 2>&1; fi
