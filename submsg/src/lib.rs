@@ -520,6 +520,11 @@ impl<'a> Subscriber<'a> {
     }
 
     fn report_loss(&mut self, force: bool) {
+        if self.out.closed {
+            // Whoever read our output is gone (`submsg | head -1`): the end
+            // is quiet, and records lost after that matter to no one.
+            return;
+        }
         for line in self.loss.take(Instant::now(), force) {
             eprintln!("submsg: {line}");
         }
