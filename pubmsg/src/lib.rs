@@ -44,17 +44,6 @@ pub fn is_path(topic: &str) -> bool {
     topic.starts_with('/') || topic.starts_with('.')
 }
 
-/// The node of topic `name`: `/dev/fanoutN` for the static topics (when it
-/// exists), else `/dev/baf/<name>` (or under `$BAF_DEV_DIR`).
-pub fn node_path(name: &str) -> PathBuf {
-    let node = control::node_of(name);
-    if node.exists() {
-        node
-    } else {
-        baf::topic_path(name)
-    }
-}
-
 fn open_write(path: &Path) -> io::Result<Topic> {
     OpenOptions::new()
         .write(true)
@@ -90,7 +79,7 @@ pub fn open_topic(arg: &str, create: bool) -> Result<(Topic, String)> {
             .map_err(|e| open_error(e, arg, &path));
     }
     control::check_name(arg)?;
-    let path = node_path(arg);
+    let path = control::node_of(arg);
     match open_write(&path) {
         Ok(t) => return Ok((t, arg.to_string())),
         Err(e) if e.kind() == io::ErrorKind::NotFound && create => {}

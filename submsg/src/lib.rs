@@ -129,17 +129,6 @@ pub fn plan(cfg: &Config) -> Result<Plan> {
     Ok(plan)
 }
 
-/// The node of topic `name`: `/dev/fanoutN` for the static topics, else
-/// under `/dev/baf` (or `$BAF_DEV_DIR`).
-pub fn node_path(name: &str) -> PathBuf {
-    let node = control::node_of(name);
-    if node.exists() {
-        node
-    } else {
-        baf::topic_path(name)
-    }
-}
-
 /// The name to show for a topic given by its device path.
 pub fn label_of_path(path: &str) -> String {
     let p = Path::new(path);
@@ -163,7 +152,7 @@ pub fn label_of_path(path: &str) -> String {
 pub fn existing_topics() -> Result<BTreeMap<String, PathBuf>> {
     let mut all = BTreeMap::new();
     for t in control::list().context("listing topics")? {
-        let path = node_path(&t.name);
+        let path = control::node_of(&t.name);
         all.insert(t.name, path);
     }
     fn scan(dir: &Path, rel: &str, all: &mut BTreeMap<String, PathBuf>) {
@@ -679,7 +668,7 @@ pub fn run(cfg: &Config) -> Result<()> {
         if cfg.create {
             match control::create(&name, &control::CreateOptions::defaults()) {
                 Ok(_) => {
-                    let path = node_path(&name);
+                    let path = control::node_of(&name);
                     match sub.join(&name, &path, StartAt::Oldest) {
                         Ok(()) => continue,
                         Err(JoinError::Skip(e)) | Err(JoinError::Fail(e)) => return Err(e),
