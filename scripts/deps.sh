@@ -10,7 +10,7 @@ BINDGEN_VERSION=0.73.2
 apt_packages=(
   clang-19 lld-19 llvm-19 libclang-19-dev
   flex bison bc libelf-dev libssl-dev cpio busybox-static make xz-utils
-  python3 jq
+  python3
 )
 
 need_apt=0
