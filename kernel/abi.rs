@@ -11,7 +11,7 @@
 //! number, so an old binary keeps getting the layout it was built with.
 
 /// Grows whenever anything in this file changes meaning or grows.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 
 /// The ioctl "type" byte of every fanout ioctl.
 pub const IOC_TYPE: u32 = 0xBA;
@@ -144,8 +144,88 @@ pub const FLAG_RECORD: u32 = 1 << 0;
 /// Read flag: a read that finds this file lapped fails once with `EPIPE`
 /// (after counting the loss and moving to the oldest buffered record).
 pub const FLAG_STRICT: u32 = 1 << 1;
+/// Write flag (ABI 2): every `write()` on this file is a framed batch of
+/// records, each a [`RecordHeader`]-sized frame header (only `len` and
+/// `flags` are read; `flags` must be 0, the other fields are ignored and
+/// filled in by the kernel), the payload, and padding to a multiple of 8
+/// ([`record_span`]). A record-mode read buffer is therefore a valid batch.
+pub const FLAG_BATCH: u32 = 1 << 2;
 /// Every flag this ABI version knows; others are refused with `EINVAL`.
-pub const FLAGS_ALL: u32 = FLAG_RECORD | FLAG_STRICT;
+pub const FLAGS_ALL: u32 = FLAG_RECORD | FLAG_STRICT | FLAG_BATCH;
+
+/// Header flag of a slot in the ring that holds no record (ABI 2; seen only
+/// by `mmap` readers): skip [`record_span`]`(len)` bytes. Space at the end of
+/// the ring too small for a header (`< RECORD_HEADER_SIZE` bytes) is skipped
+/// without one.
+pub const RECORD_FLAG_PAD: u32 = 1 << 31;
+
+/// Why a batch frame is refused (see [`check_frame`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FrameError {
+    /// `len` is 0 or `flags` is not 0 (`EINVAL`).
+    Invalid,
+    /// `len` is above the topic's record limit (`EMSGSIZE`).
+    TooLong,
+    /// The buffer ends inside the frame (`EBADMSG`).
+    Truncated,
+}
+
+/// Checks the frame at the start of `rest` (the unread part of a batch) for
+/// a topic whose records are at most `record_max` bytes; returns its payload
+/// length and the bytes the whole frame takes.
+pub fn check_frame(
+    header: &RecordHeader,
+    rest: usize,
+    record_max: usize,
+) -> Result<(usize, usize), FrameError> {
+    let len = header.len as usize;
+    if len == 0 || header.flags != 0 {
+        return Err(FrameError::Invalid);
+    }
+    if len > record_max {
+        return Err(FrameError::TooLong);
+    }
+    let span = record_span(len);
+    if rest < span {
+        return Err(FrameError::Truncated);
+    }
+    Ok((len, span))
+}
+
+// --- The mapped ring (ABI 2) ------------------------------------------------
+//
+// `mmap(NULL, page_size + ring_size, PROT_READ, MAP_SHARED, fd, 0)` on a
+// topic file opened for reading gives the control page (offset 0) and, from
+// offset `page_size` on, the ring's bytes. Byte offsets in the control page:
+
+/// `u32`: [`MMAP_MAGIC`].
+pub const CTRL_MAGIC: usize = 0;
+/// `u32`: [`ABI_VERSION`] of the module that made the ring.
+pub const CTRL_ABI_VERSION: usize = 4;
+/// `u64`: ring size in bytes (a power of two).
+pub const CTRL_RING_SIZE: usize = 8;
+/// `u64`: where the ring's bytes start in the mapping (the page size).
+pub const CTRL_DATA_OFFSET: usize = 16;
+/// `u32`: the topic's record limit.
+pub const CTRL_RECORD_MAX: usize = 24;
+/// `u32`, atomic: [`CTRL_FLAG_REMOVED`] once the topic is removed.
+pub const CTRL_FLAGS: usize = 28;
+/// `u64`, atomic: position just past the newest committed record. Stored with
+/// release order after the record's bytes: load it with acquire.
+pub const CTRL_HEAD: usize = 64;
+/// `u64`, atomic: sequence number the next record will get.
+pub const CTRL_HEAD_SEQ: usize = 72;
+/// `u64`, atomic: position of the oldest record still intact. Stored (then a
+/// write barrier) before the writer overwrites anything below it.
+pub const CTRL_TAIL: usize = 128;
+/// `u64`, atomic: sequence number of the record at the tail (informational:
+/// it is not updated atomically with [`CTRL_TAIL`]; use the record headers).
+pub const CTRL_TAIL_SEQ: usize = 136;
+
+/// Value at [`CTRL_MAGIC`]: "bafR" in little-endian bytes.
+pub const MMAP_MAGIC: u32 = 0x5266_6162;
+/// [`CTRL_FLAGS`] bit: the topic was removed; nothing more will be written.
+pub const CTRL_FLAG_REMOVED: u32 = 1;
 
 /// [`Seek::whence`]: the oldest record still buffered.
 pub const SEEK_OLDEST: u32 = 0;

@@ -7,7 +7,9 @@
 //! `ABI.md` in this folder describes what userspace sees.
 //!
 //! Files, one concept each: `abi.rs` (the userspace ABI), `ring.rs` (the
-//! record ring, pure logic), `topic.rs` (ring + wait queue + counters),
+//! record ring's bookkeeping, pure logic), `ringmem.rs` (the ring's
+//! memory and mapped control page), `waitq.rs` (keyed wait queues),
+//! `topic.rs` (ring + memory + wait queues + counters),
 //! `provenance.rs` (writer pid/uid/time), `file.rs` (an open file's
 //! operations), `fops.rs` (the unsafe `file_operations` glue).
 
@@ -23,9 +25,11 @@ mod file;
 mod fops;
 mod provenance;
 mod registry;
-#[allow(unreachable_pub)]
+#[allow(unreachable_pub, dead_code)]
 mod ring;
+mod ringmem;
 mod topic;
+mod waitq;
 
 module! {
     type: FanoutModule,

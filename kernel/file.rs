@@ -1,36 +1,51 @@
 // SPDX-License-Identifier: GPL-2.0
-//! An open file of a topic: its read cursor and mode, and what `read`,
-//! `write`, `ioctl`, `poll` and fdinfo do with it. All safe Rust; the raw
-//! `file_operations` glue is in `fops.rs`.
+//! An open file of a topic: its read cursor and modes, and what `read`,
+//! `write`, `ioctl`, `poll`, `mmap` and fdinfo do with it. All safe Rust;
+//! the raw `file_operations` glue is in `fops.rs`, the ring bytes in
+//! `ringmem.rs`.
 //!
-//! Locking: a file's `read` mutex (or `write_buf` mutex) is taken before the
-//! topic's spinlock, never after. The spinlock is held only while copying
-//! between the ring and the file's kernel bounce buffer; user memory is
-//! touched with no spinlock held, so a reader or writer with a faulting or
-//! slow buffer can never stall anyone else.
+//! The data path copies each byte once on each side, with no lock held:
+//!
+//! - `write` reserves a slot under the topic spinlock (evicting the oldest
+//!   records and publishing the new tail), copies straight from user memory
+//!   into the ring, then commits the record (header, then head with
+//!   release). A fault turns the slot into padding; nothing torn is ever
+//!   published. Writers of one topic are serialised by a sleeping,
+//!   interruptible lock.
+//! - `read` takes no topic lock at all: it loads the head (acquire), copies
+//!   whole records straight from the ring to user memory, then checks with a
+//!   read barrier that the tail did not pass the first record it copied (the
+//!   seqcount pattern). If it did, what was copied is dropped, the records
+//!   are counted as lost, and the read starts again from the oldest record.
+//!
+//! Per open file there is only small fixed state: a cursor and a loss count
+//! under a spinlock, and a flag that serialises threads reading through the
+//! same file (they wait interruptibly; fdinfo never waits for them).
 
 use crate::abi::{self, record_span, RecordHeader, RECORD_HEADER_SIZE};
 use crate::provenance::{self, Viewer};
-use crate::ring::{Cursor, Next};
-use crate::topic::{State, Topic};
+use crate::ring::{Cursor, Mem, Stamp, PAD_FLAG};
+use crate::topic::{Topic, WriterGuard, KEY_IN, KEY_OUT};
 use kernel::{
     bindings, current,
     fs::File,
     iov::{IovIterDest, IovIterSource},
-    new_mutex,
+    mm::virt::VmaNew,
+    new_spinlock,
     prelude::*,
     seq_file::SeqFile,
     seq_print,
     sync::{
-        atomic::{Acquire, Atomic, Relaxed, Release},
-        poll::PollTable,
-        Arc, Mutex,
+        atomic::{Acquire, Atomic, Full, Relaxed, Release},
+        barrier::smp_mb,
+        Arc, SpinLock,
     },
     uaccess::{UserPtr, UserSlice},
 };
 
-/// A read copies at most this much (or one whole record, if larger) per call.
-const READ_CHUNK: usize = 64 * 1024;
+const HDR: u64 = RECORD_HEADER_SIZE as u64;
+/// Zero padding after a payload in record mode.
+static ZEROS: [u8; 8] = [0; 8];
 
 // Our hand-written ioctl encoding in `abi.rs` (shared with userspace) must
 // be the kernel's own.
@@ -40,6 +55,7 @@ const _: () = {
     assert!(abi::IOC_SEEK == _IOWR::<abi::Seek>(abi::IOC_TYPE, 2));
     assert!(abi::IOC_INFO == _IOR::<abi::Info>(abi::IOC_TYPE, 3));
     assert!(abi::RECORD_HEADER_SIZE == 32);
+    assert!(abi::CTRL_TAIL_SEQ + 8 <= crate::ringmem::CTRL_SIZE);
 };
 
 // SAFETY: `Seek` is `repr(C)`, made of integers with no padding (u32, u32,
@@ -51,14 +67,24 @@ unsafe impl kernel::transmute::AsBytes for abi::Seek {}
 // (2 x u32, u64, 2 x u32, 5 x u64), so every byte is initialized.
 unsafe impl kernel::transmute::AsBytes for abi::Info {}
 
+/// A record larger than the caller's buffer, handed over in pieces (plain
+/// mode only).
+#[derive(Clone, Copy)]
+struct Split {
+    /// Position of its header.
+    pos: u64,
+    /// Payload bytes in all.
+    len: usize,
+    /// Payload bytes already delivered.
+    done: usize,
+}
+
 struct ReadState {
+    /// The next record this file reads.
     cursor: Cursor,
-    /// Records are copied here under the topic lock, then to the user
-    /// without it. Allocated on the first read.
-    bounce: KVVec<u8>,
-    /// `bounce[split.0..split.1]` is the unread rest of one record that was
-    /// larger than the caller's buffer (plain mode only).
-    split: (usize, usize),
+    /// The record being handed over in pieces, if any; `cursor` is already
+    /// past it.
+    split: Option<Split>,
     /// Records this file lost to overrun.
     lost: u64,
 }
@@ -69,17 +95,47 @@ pub(crate) struct OpenFile {
     topic: Arc<Topic>,
     can_read: bool,
     can_write: bool,
+    /// Cursor, split record and loss count: small, and never held across a
+    /// user copy or a sleep.
     #[pin]
-    read: Mutex<ReadState>,
-    #[pin]
-    write_buf: Mutex<KVVec<u8>>,
+    rs: SpinLock<ReadState>,
     /// `abi::FLAG_*` of this file.
     flags: Atomic<u32>,
-    /// Copy of `read.cursor.seq`, for `poll` and sleeping readers, which do
-    /// not take the `read` mutex.
+    /// Copy of `rs.cursor.seq`, for `poll` and sleeping readers.
     cursor_seq: Atomic<u64>,
-    /// Whether `read.split` holds unread bytes.
+    /// Whether `rs.split` holds unread bytes.
     split_pending: Atomic<bool>,
+    /// 1 while a thread reads (or seeks) through this file.
+    reading: Atomic<u32>,
+    /// Threads waiting for `reading`.
+    read_waiting: Atomic<u32>,
+}
+
+/// Held while a thread reads through a file: the cursor is its alone.
+struct ReaderGuard<'a> {
+    file: &'a OpenFile,
+}
+
+impl Drop for ReaderGuard<'_> {
+    fn drop(&mut self) {
+        self.file.reading.store(0, Release);
+        // Orders the release before the check of waiters; pairs with the
+        // full barrier of the waiters' increment.
+        smp_mb(Full);
+        if self.file.read_waiting.load(Relaxed) != 0 {
+            self.file.topic.readers.wake(KEY_IN);
+        }
+    }
+}
+
+/// What one pass over the ring produced.
+enum Pass {
+    /// `n` bytes delivered (0 only at end of file).
+    Done(usize),
+    /// Nothing to read yet.
+    Nothing,
+    /// The writer overwrote what was copied: start again.
+    Overrun,
 }
 
 impl OpenFile {
@@ -89,24 +145,24 @@ impl OpenFile {
         can_read: bool,
         can_write: bool,
     ) -> Result<Pin<KBox<Self>>> {
-        let cursor = topic.state.lock().ring.now();
+        let cursor = topic.cursor(|r, _| Some(r.now())).unwrap_or_default();
         let this = KBox::pin_init(
             try_pin_init!(Self {
                 topic,
                 can_read,
                 can_write,
-                read <- new_mutex!(ReadState {
+                rs <- new_spinlock!(ReadState {
                     cursor,
-                    bounce: KVVec::new(),
-                    split: (0, 0),
+                    split: None,
                     lost: 0,
-                }),
-                write_buf <- new_mutex!(KVVec::new()),
+                }, "fanout_file"),
                 flags: Atomic::new(0),
                 cursor_seq: Atomic::new(cursor.seq),
                 split_pending: Atomic::new(false),
+                reading: Atomic::new(0),
+                read_waiting: Atomic::new(0),
             }? Error),
-            GFP_KERNEL,
+            GFP_KERNEL_ACCOUNT,
         )?;
         let stats = &this.topic.stats;
         if can_read {
@@ -118,15 +174,32 @@ impl OpenFile {
         Ok(this)
     }
 
-    fn has_unread(&self, st: &State) -> bool {
-        st.dead
-            || self.split_pending.load(Acquire)
-            || st.ring.next_seq() != self.cursor_seq.load(Acquire)
+    fn has_unread(&self) -> bool {
+        self.split_pending.load(Acquire)
+            || self.topic.mem.head_seq() != self.cursor_seq.load(Acquire)
+            || self.topic.mem.removed()
     }
 
     fn set_cursor(&self, rs: &mut ReadState, c: Cursor) {
         rs.cursor = c;
         self.cursor_seq.store(c.seq, Release);
+    }
+
+    /// Takes this file's read side, waiting interruptibly for another thread
+    /// that reads through it.
+    fn lock_reader(&self) -> Result<ReaderGuard<'_>> {
+        let take = || self.reading.cmpxchg(0, 1, Full).is_ok();
+        if !take() {
+            self.read_waiting.fetch_add(1, Full);
+            let mut got = false;
+            let r = self.topic.readers.wait_interruptible(|| {
+                got = take();
+                got
+            });
+            self.read_waiting.fetch_sub(1, Full);
+            r?;
+        }
+        Ok(ReaderGuard { file: self })
     }
 
     /// `read()`: whole records (or the pieces of one larger than the
@@ -136,168 +209,345 @@ impl OpenFile {
         if iov.is_empty() {
             return Ok(0);
         }
+        let mut one = false;
         loop {
-            if let Some(n) = self.read_once(iov)? {
-                return Ok(n);
+            let pass = {
+                let _g = self.lock_reader()?;
+                self.read_once(iov, one)?
+            };
+            match pass {
+                Pass::Done(n) => return Ok(n),
+                // Retry at once; copy a single record, which is the most
+                // likely to survive a writer lapping a small ring.
+                Pass::Overrun => {
+                    one = true;
+                    if current!().signal_pending() {
+                        return Err(ERESTARTSYS);
+                    }
+                    continue;
+                }
+                Pass::Nothing => {}
             }
             if nonblock {
                 return Err(EAGAIN);
             }
-            let mut st = self.topic.state.lock();
-            while !self.has_unread(&st) {
-                if self.topic.wake.wait_interruptible(&mut st) {
-                    return Err(ERESTARTSYS);
-                }
-            }
+            self.topic
+                .readers
+                .wait_interruptible(|| self.has_unread())?;
         }
     }
 
-    /// One pass: `Some(bytes)` when something (or EOF) was delivered, `None`
-    /// when there is nothing to read yet.
-    fn read_once(&self, iov: &mut IovIterDest<'_>) -> Result<Option<usize>> {
-        let mut guard = self.read.lock();
-        let rs = &mut *guard;
-        if rs.split.0 < rs.split.1 {
-            return self.read_split(rs, iov).map(Some);
+    /// Counts the loss of a lapped reader and moves it to the oldest record.
+    /// In strict mode this fails once with `EPIPE` (after moving).
+    fn catch_up(&self, flags: u32) -> Result<Cursor> {
+        let oldest = self.topic.cursor(|r, _| Some(r.oldest())).ok_or(EINVAL)?;
+        let mut rs = self.rs.lock();
+        let c = rs.cursor;
+        if c.pos >= oldest.pos {
+            return Ok(c);
         }
-        if rs.bounce.is_empty() {
-            let cap = record_span(self.topic.record_max).max(READ_CHUNK);
-            rs.bounce = KVVec::from_elem(0u8, cap, GFP_KERNEL)?;
+        let lost = oldest.seq.saturating_sub(c.seq);
+        self.set_cursor(&mut rs, oldest);
+        rs.lost = rs.lost.saturating_add(lost);
+        drop(rs);
+        self.topic.stats.lost.add(lost, Relaxed);
+        if lost > 0 && flags & abi::FLAG_STRICT != 0 {
+            return Err(EPIPE);
         }
+        Ok(oldest)
+    }
+
+    /// Counts one record lost (a split record overwritten mid-way).
+    fn lose_one(&self, flags: u32) -> Result {
+        self.rs.lock().lost += 1;
+        self.topic.stats.lost.add(1, Relaxed);
+        if flags & abi::FLAG_STRICT != 0 {
+            return Err(EPIPE);
+        }
+        Ok(())
+    }
+
+    /// One pass over the ring. The caller holds the reader guard.
+    fn read_once(&self, iov: &mut IovIterDest<'_>, one: bool) -> Result<Pass> {
         let flags = self.flags.load(Relaxed);
         let record_mode = flags & abi::FLAG_RECORD != 0;
-        let viewer = Viewer::current();
-        let limit = iov.len().min(rs.bounce.len());
+        let mem = &self.topic.mem;
+        let (mut c, split) = {
+            let rs = self.rs.lock();
+            (rs.cursor, rs.split)
+        };
+        if let Some(s) = split {
+            if let Some(n) = self.read_split(s, iov, flags)? {
+                return Ok(Pass::Done(n));
+            }
+        }
+        // Removal is checked before the head, so a reader that sees it has
+        // also seen every record.
+        let dead = mem.removed();
+        let head = mem.head();
+        if c.pos < mem.tail() {
+            c = self.catch_up(flags)?;
+        }
+        let size = mem.size() as u64;
+        let mask = size - 1;
+        let limit = iov.len();
+        let start_len = iov.len();
+        let viewer = record_mode.then(Viewer::current);
         let mut out = 0usize;
-        let mut cur = rs.cursor;
-        let mut split = false;
-        let dead = {
-            let st = self.topic.state.lock();
-            loop {
-                match st.ring.next(cur) {
-                    Next::Empty => break,
-                    Next::Lapped { lost } => {
-                        // The loss is a fact whatever this read does next.
-                        cur = st.ring.oldest();
-                        self.set_cursor(rs, cur);
-                        rs.lost = rs.lost.saturating_add(lost);
-                        self.topic.stats.lost.add(lost, Relaxed);
-                        if flags & abi::FLAG_STRICT != 0 {
-                            return Err(EPIPE);
-                        }
-                    }
-                    Next::Record {
-                        header,
-                        payload,
-                        next,
-                    } => {
-                        let len = payload.len();
-                        let need = if record_mode { record_span(len) } else { len };
-                        if out + need > limit {
-                            if out == 0 {
-                                if record_mode {
-                                    // The caller's buffer cannot hold this
-                                    // record; it stays unread.
-                                    return Err(EMSGSIZE);
-                                }
-                                let dst = rs.bounce.get_mut(..len).ok_or(EINVAL)?;
-                                dst.copy_from_slice(payload);
-                                rs.split = (0, len);
-                                cur = next;
-                                split = true;
-                            }
-                            break;
-                        }
-                        let dst = rs.bounce.get_mut(out..out + need).ok_or(EINVAL)?;
-                        if record_mode {
-                            let h = RecordHeader {
-                                len: header.len,
-                                flags: 0,
-                                seq: header.seq,
-                                timestamp_ns: header.timestamp_ns,
-                                pid: viewer.pid(header.pid),
-                                uid: viewer.uid(header.uid),
-                            };
-                            let (head, rest) = dst.split_at_mut(RECORD_HEADER_SIZE);
-                            head.copy_from_slice(&h.to_bytes());
-                            let (body, pad) = rest.split_at_mut(len);
-                            body.copy_from_slice(payload);
-                            pad.fill(0);
+        let mut pos = c.pos;
+        let mut seq = c.seq;
+        let mut faulted = false;
+        let mut too_big = false;
+        let mut torn = false;
+        let mut new_split = None;
+        while pos < head {
+            let off = pos & mask;
+            let room = size - off;
+            if room < HDR {
+                pos += room;
+                continue;
+            }
+            let h = mem.header(off as usize);
+            if h.flags & PAD_FLAG != 0 {
+                pos += (record_span(h.len as usize) as u64).min(room);
+                continue;
+            }
+            let len = h.len as usize;
+            if h.seq != seq || len == 0 || len > self.topic.record_max {
+                // Overwritten under us: the check below sees it.
+                torn = true;
+                break;
+            }
+            let body = (off + HDR) as usize;
+            let need = if record_mode { record_span(len) } else { len };
+            if out + need > limit {
+                if out == 0 {
+                    if record_mode {
+                        too_big = true;
+                    } else {
+                        let n = mem.copy_out(body, limit, iov);
+                        if n == 0 {
+                            faulted = true;
                         } else {
-                            dst.copy_from_slice(payload);
+                            out = n;
+                            new_split = Some(Split { pos, len, done: n });
+                            pos += record_span(len) as u64;
+                            seq += 1;
                         }
-                        out += need;
-                        cur = next;
                     }
                 }
+                break;
             }
-            st.dead
-        };
-        if split {
-            self.set_cursor(rs, cur);
-            self.split_pending.store(true, Release);
-            return self.read_split(rs, iov).map(Some);
+            let mut ok = true;
+            if let Some(v) = &viewer {
+                let hb = RecordHeader {
+                    len: h.len,
+                    flags: 0,
+                    seq: h.seq,
+                    timestamp_ns: h.timestamp_ns,
+                    pid: v.pid(h.pid),
+                    uid: v.uid(h.uid),
+                }
+                .to_bytes();
+                ok = iov.copy_to_iter(&hb) == hb.len();
+            }
+            ok = ok && mem.copy_out(body, len, iov) == len;
+            if record_mode && ok {
+                let pad = need - RECORD_HEADER_SIZE - len;
+                ok = iov.copy_to_iter(ZEROS.get(..pad).unwrap_or_default()) == pad;
+            }
+            if !ok {
+                faulted = true;
+                break;
+            }
+            out += need;
+            pos += record_span(len) as u64;
+            seq += 1;
+            if one {
+                break;
+            }
         }
-        if out == 0 {
-            return Ok(dead.then_some(0));
+        let advanced = start_len - iov.len();
+        if mem.tail_after_copy() > c.pos {
+            // The writer lapped us while we copied: drop it all; the next
+            // pass counts the loss.
+            // SAFETY: `advanced` bytes were copied into `iov` in this pass.
+            unsafe { iov.revert(advanced) };
+            return Ok(Pass::Overrun);
         }
-        let bytes = rs.bounce.get(..out).ok_or(EINVAL)?;
-        if iov.copy_to_iter(bytes) < out {
-            // Nothing is consumed: the same records come again next read.
+        if torn {
+            // A damaged header the tail does not explain: never loop on it.
+            // SAFETY: As above.
+            unsafe { iov.revert(advanced) };
+            return Err(EIO);
+        }
+        if too_big {
+            // The caller's buffer cannot hold this record; it stays unread.
+            return Err(EMSGSIZE);
+        }
+        if faulted && out == 0 {
+            // SAFETY: As above.
+            unsafe { iov.revert(advanced) };
             return Err(EFAULT);
         }
-        self.set_cursor(rs, cur);
-        Ok(Some(out))
+        if advanced > out {
+            // SAFETY: Only the bytes past `out` (a record cut short by a
+            // fault) are given back.
+            unsafe { iov.revert(advanced - out) };
+        }
+        {
+            let mut rs = self.rs.lock();
+            self.set_cursor(&mut rs, Cursor { pos, seq });
+            if new_split.is_some() {
+                rs.split = new_split;
+                self.split_pending.store(true, Release);
+            }
+        }
+        if out > 0 {
+            return Ok(Pass::Done(out));
+        }
+        Ok(if dead && pos >= head {
+            Pass::Done(0)
+        } else {
+            Pass::Nothing
+        })
     }
 
-    /// Hands over more of a record that was larger than the caller's buffer.
-    fn read_split(&self, rs: &mut ReadState, iov: &mut IovIterDest<'_>) -> Result<usize> {
-        let (start, end) = rs.split;
-        let rest = rs.bounce.get(start..end).ok_or(EINVAL)?;
-        let n = rest.len().min(iov.len());
-        let copied = iov.copy_to_iter(rest.get(..n).ok_or(EINVAL)?);
+    /// Hands over more of a record larger than the caller's buffer.
+    /// `None` when the record was overwritten before it was all delivered:
+    /// its rest is dropped and it counts as lost.
+    fn read_split(&self, s: Split, iov: &mut IovIterDest<'_>, flags: u32) -> Result<Option<usize>> {
+        let mem = &self.topic.mem;
+        let mask = mem.size() as u64 - 1;
+        let body = ((s.pos & mask) + HDR) as usize + s.done;
+        let n = (s.len - s.done).min(iov.len());
+        let copied = mem.copy_out(body, n, iov);
+        let intact = mem.tail_after_copy() <= s.pos;
+        if !intact {
+            // SAFETY: `copied` bytes were copied into `iov` just above.
+            unsafe { iov.revert(copied) };
+            self.rs.lock().split = None;
+            self.split_pending.store(false, Release);
+            self.lose_one(flags)?;
+            return Ok(None);
+        }
         if copied == 0 {
             return Err(EFAULT);
         }
-        rs.split.0 = start + copied;
-        if rs.split.0 >= end {
-            rs.split = (0, 0);
+        let mut rs = self.rs.lock();
+        let done = s.done + copied;
+        if done >= s.len {
+            rs.split = None;
             self.split_pending.store(false, Release);
+        } else {
+            rs.split = Some(Split { done, ..s });
         }
-        Ok(copied)
+        Ok(Some(copied))
     }
 
-    /// `write()`: each `record_max` bytes become one record; never blocks.
-    pub(crate) fn write(&self, iov: &mut IovIterSource<'_>) -> Result<usize> {
+    /// `write()`: each `record_max` bytes become one record, or, in batch
+    /// mode, each frame does. Never waits for readers; waits interruptibly
+    /// for another writer of the topic that is mid-write (`EAGAIN` instead
+    /// with `nowait`, that is `RWF_NOWAIT`).
+    pub(crate) fn write(&self, iov: &mut IovIterSource<'_>, nowait: bool) -> Result<usize> {
         let total = iov.len();
         if total == 0 {
             return Ok(0);
         }
-        let max = self.topic.record_max;
-        let mut buf = self.write_buf.lock();
-        if buf.is_empty() {
-            *buf = KVVec::from_elem(0u8, max, GFP_KERNEL)?;
-        }
-        let mut done = 0;
-        while done < total {
-            let chunk = (total - done).min(max);
-            let data = buf.get_mut(..chunk).ok_or(EINVAL)?;
-            let copied = iov.copy_from_iter(data);
-            // A fault in the middle of a record publishes none of it.
-            let result = if copied < chunk {
-                Err(EFAULT)
+        let batch = self.flags.load(Relaxed) & abi::FLAG_BATCH != 0;
+        let w = self.topic.lock_writer(nowait)?;
+        let stamp = provenance::stamp();
+        let mut done = 0usize;
+        let mut records = 0u64;
+        let mut bytes = 0u64;
+        let result = loop {
+            if done >= total {
+                break Ok(());
+            }
+            let step = if batch {
+                self.write_frame(&w, iov, stamp)
             } else {
-                self.topic.publish(data, provenance::stamp())
+                let len = (total - done).min(self.topic.record_max);
+                self.write_record(&w, iov, len, stamp).map(|()| (len, len))
             };
-            if let Err(e) = result {
-                return if done > 0 { Ok(done) } else { Err(e) };
+            match step {
+                Ok((len, span)) => {
+                    done += span;
+                    records += 1;
+                    bytes += len as u64;
+                }
+                Err(e) => break Err(e),
             }
-            done += chunk;
             if done < total && current!().signal_pending() {
-                break;
+                break Ok(());
             }
+        };
+        drop(w);
+        if records > 0 {
+            self.topic.stats.records.add(records, Relaxed);
+            self.topic.stats.bytes.add(bytes, Relaxed);
+            // One wakeup for the whole call, and none if nobody waits.
+            self.topic.readers.wake(KEY_IN);
         }
-        Ok(done)
+        match result {
+            Err(e) if done == 0 => Err(e),
+            _ => Ok(done),
+        }
+    }
+
+    /// Copies one record of `len` bytes from `iov` into the ring.
+    fn write_record(
+        &self,
+        w: &WriterGuard<'_>,
+        iov: &mut IovIterSource<'_>,
+        len: usize,
+        stamp: Stamp,
+    ) -> Result {
+        // Fault the source in first, so the copy rarely stops half-way.
+        // SAFETY: `iov` is a valid source iterator.
+        unsafe { bindings::fault_in_iov_iter_readable(iov.as_raw(), len) };
+        let r = self.topic.reserve(w, len)?;
+        let mask = self.topic.mem.size() as u64 - 1;
+        if self.topic.mem.copy_in(r.payload_off(mask), len, iov) < len {
+            // A fault in the middle publishes nothing torn.
+            self.topic.abort(w, &r);
+            return Err(EFAULT);
+        }
+        self.topic.commit(w, &r, stamp);
+        Ok(())
+    }
+
+    /// Reads one batch frame from `iov` and publishes its record; returns
+    /// the payload length and the bytes the frame took.
+    fn write_frame(
+        &self,
+        w: &WriterGuard<'_>,
+        iov: &mut IovIterSource<'_>,
+        stamp: Stamp,
+    ) -> Result<(usize, usize)> {
+        let rest = iov.len();
+        if rest < RECORD_HEADER_SIZE {
+            return Err(EBADMSG);
+        }
+        let mut hb = [0u8; RECORD_HEADER_SIZE];
+        if iov.copy_from_iter(&mut hb) < hb.len() {
+            return Err(EFAULT);
+        }
+        let h = RecordHeader::from_bytes(&hb).ok_or(EINVAL)?;
+        let (len, span) =
+            abi::check_frame(&h, rest, self.topic.record_max).map_err(|e| match e {
+                abi::FrameError::Invalid => EINVAL,
+                abi::FrameError::TooLong => EMSGSIZE,
+                abi::FrameError::Truncated => EBADMSG,
+            })?;
+        self.write_record(w, iov, len, stamp)?;
+        let pad = span - RECORD_HEADER_SIZE - len;
+        let mut skip = [0u8; 8];
+        if let Some(p) = skip.get_mut(..pad) {
+            // The padding's content is ignored; it is only skipped.
+            iov.copy_from_iter(p);
+        }
+        Ok((len, span))
     }
 
     /// The ioctls of `abi.rs`.
@@ -309,9 +559,8 @@ impl OpenFile {
                 if flags & !abi::FLAGS_ALL != 0 {
                     return Err(EINVAL);
                 }
-                let rs = self.read.lock();
                 let changes_mode = (flags ^ self.flags.load(Relaxed)) & abi::FLAG_RECORD != 0;
-                if changes_mode && rs.split.0 < rs.split.1 {
+                if changes_mode && self.split_pending.load(Acquire) {
                     // Finish reading the split record first.
                     return Err(EBUSY);
                 }
@@ -323,26 +572,29 @@ impl OpenFile {
                 if seek.reserved != 0 {
                     return Err(EINVAL);
                 }
-                let mut rs = self.read.lock();
-                let c = {
-                    let st = self.topic.state.lock();
-                    match seek.whence {
-                        abi::SEEK_OLDEST => st.ring.oldest(),
-                        abi::SEEK_LAST => st.ring.last(seek.arg),
-                        abi::SEEK_SEQ => st.ring.find(seek.arg).ok_or(ERANGE)?,
-                        abi::SEEK_NOW => st.ring.now(),
-                        _ => return Err(EINVAL),
-                    }
+                let _g = self.lock_reader()?;
+                let c = self.topic.cursor(|ring, mem| match seek.whence {
+                    abi::SEEK_OLDEST => Some(ring.oldest()),
+                    abi::SEEK_LAST => Some(ring.last(mem, seek.arg)),
+                    abi::SEEK_SEQ => ring.find(mem, seek.arg),
+                    abi::SEEK_NOW => Some(ring.now()),
+                    _ => None,
+                });
+                let c = match (c, seek.whence) {
+                    (Some(c), _) => c,
+                    (None, abi::SEEK_SEQ) => return Err(ERANGE),
+                    (None, _) => return Err(EINVAL),
                 };
                 seek.arg = c.seq;
                 // Report first: if that faults, the cursor has not moved.
                 w.write(&seek)?;
+                let mut rs = self.rs.lock();
                 self.set_cursor(&mut rs, c);
-                rs.split = (0, 0);
+                rs.split = None;
                 self.split_pending.store(false, Release);
                 drop(rs);
                 // A reader of this file sleeping in `read` re-checks.
-                self.topic.wake.notify_all();
+                self.topic.readers.wake(KEY_IN);
             }
             abi::IOC_CLAIM_PUBLISHER => self.topic.claim_publisher(self.holder_id())?,
             abi::IOC_INFO => {
@@ -362,7 +614,10 @@ impl OpenFile {
     }
 
     fn info(&self) -> abi::Info {
-        let rs = self.read.lock();
+        let (cursor, lost) = {
+            let rs = self.rs.lock();
+            (rs.cursor, rs.lost)
+        };
         let st = self.topic.state.lock();
         abi::Info {
             abi_version: abi::ABI_VERSION,
@@ -370,47 +625,111 @@ impl OpenFile {
             ring_size: st.ring.size(),
             record_max: u32::try_from(self.topic.record_max).unwrap_or(u32::MAX),
             header_size: RECORD_HEADER_SIZE as u32,
-            cursor_seq: rs.cursor.seq,
+            cursor_seq: cursor.seq,
             oldest_seq: st.ring.oldest_seq(),
             next_seq: st.ring.next_seq(),
-            lost: rs.lost,
+            lost,
             topic_lost: self.topic.stats.lost.load(Relaxed),
         }
     }
 
     /// `poll()`: `POLLIN` with unread data, `POLLOUT` for writers, `POLLHUP`
-    /// once the topic is removed.
-    pub(crate) fn poll(&self, file: &File, table: PollTable<'_>) -> u32 {
-        table.register_wait(file, &self.topic.wake);
-        let st = self.topic.state.lock();
+    /// once the topic is removed. Readers wait on the readers' queue,
+    /// writers on the writers' queue.
+    ///
+    /// # Safety
+    ///
+    /// `table` is null or the valid poll table of this `poll` call on `file`.
+    pub(crate) unsafe fn poll(&self, file: &File, table: *mut bindings::poll_table) -> u32 {
+        if self.can_read {
+            // SAFETY: Caller contract.
+            unsafe { self.topic.readers.register_poll(file, table) };
+        }
+        if self.can_write {
+            // SAFETY: Caller contract.
+            unsafe { self.topic.writers.register_poll(file, table) };
+        }
+        let dead = self.topic.mem.removed();
         let mut mask = 0;
-        if self.can_write && !st.dead {
-            mask |= bindings::POLLOUT | bindings::POLLWRNORM;
+        if self.can_write && !dead {
+            mask |= KEY_OUT;
         }
-        let unread =
-            self.split_pending.load(Acquire) || st.ring.next_seq() != self.cursor_seq.load(Acquire);
-        if self.can_read && unread {
-            mask |= bindings::POLLIN | bindings::POLLRDNORM;
+        if self.can_read && self.has_unread() && !dead {
+            mask |= KEY_IN;
         }
-        if st.dead {
+        if dead {
             mask |= bindings::POLLHUP;
+            if self.can_read && self.has_unread_data() {
+                mask |= KEY_IN;
+            }
         }
         mask
+    }
+
+    fn has_unread_data(&self) -> bool {
+        self.split_pending.load(Acquire)
+            || self.topic.mem.head_seq() != self.cursor_seq.load(Acquire)
+    }
+
+    /// `mmap()`: a read-only view of the control page and the ring
+    /// (`ABI.md`, "Mapped ring"). Refused outside the initial pid and user
+    /// namespaces, because the ring's headers hold global pids and kuids.
+    pub(crate) fn mmap(&self, vma: &VmaNew) -> Result {
+        if !self.can_read {
+            return Err(EACCES);
+        }
+        if !provenance::in_initial_namespaces() {
+            return Err(EPERM);
+        }
+        if vma.writable() {
+            return Err(EPERM);
+        }
+        // No later mprotect(PROT_WRITE) either.
+        vma.try_clear_maywrite()?;
+        // SAFETY: `vma` is a valid VMA being set up by this mmap call.
+        let pgoff = unsafe { (*vma.as_ptr()).vm_pgoff };
+        let len = vma.end() - vma.start();
+        if pgoff != 0 || len > self.topic.mem.area_len() {
+            return Err(EINVAL);
+        }
+        vma.set_dontexpand();
+        vma.set_dontdump();
+        let vma = vma.set_mixedmap();
+        let pages = len.div_ceil(bindings::PAGE_SIZE);
+        for i in 0..pages {
+            let page = self.topic.mem.page(i).ok_or(EINVAL)?;
+            let addr = vma.start() + i * bindings::PAGE_SIZE;
+            // SAFETY: `vma` is being set up by this mmap call (so its mmap
+            // lock is held) and is VM_MIXEDMAP; `page` is a page of the
+            // ring's vmalloc area, which lives until the topic is dropped,
+            // after every file (and so every mapping, which holds its file)
+            // is gone; the mapping takes its own reference on the page.
+            kernel::error::to_result(unsafe {
+                bindings::vm_insert_page(vma.as_ptr(), addr, page)
+            })?;
+        }
+        Ok(())
     }
 
     /// The lines this file adds to `/proc/<pid>/fdinfo/<fd>`.
     pub(crate) fn show_fdinfo(&self, m: &SeqFile) {
         let i = self.info();
-        let mode = match i.flags & abi::FLAGS_ALL {
+        let mode = match i.flags & (abi::FLAG_RECORD | abi::FLAG_STRICT) {
             0 => "bytes",
             abi::FLAG_RECORD => "record",
             abi::FLAG_STRICT => "bytes,strict",
             _ => "record,strict",
         };
+        let batch = if i.flags & abi::FLAG_BATCH != 0 {
+            ",batch"
+        } else {
+            ""
+        };
         seq_print!(
             m,
-            "fanout_mode:\t{}\nfanout_cursor_seq:\t{}\nfanout_lost:\t{}\nfanout_oldest_seq:\t{}\nfanout_next_seq:\t{}\nfanout_ring_size:\t{}\nfanout_record_max:\t{}\n",
+            "fanout_mode:\t{}{}\nfanout_cursor_seq:\t{}\nfanout_lost:\t{}\nfanout_oldest_seq:\t{}\nfanout_next_seq:\t{}\nfanout_ring_size:\t{}\nfanout_record_max:\t{}\n",
             mode,
+            batch,
             i.cursor_seq,
             i.lost,
             i.oldest_seq,

@@ -18,7 +18,6 @@ use kernel::{
     module::this_module,
     prelude::*,
     seq_file::SeqFile,
-    sync::poll::PollTable,
     types::ForeignOwnable,
 };
 
@@ -41,6 +40,7 @@ pub(crate) static TOPIC_FOPS: Fops = Fops(bindings::file_operations {
     read_iter: Some(fanout_read_iter),
     write_iter: Some(fanout_write_iter),
     poll: Some(fanout_poll),
+    mmap: Some(fanout_mmap),
     unlocked_ioctl: Some(fanout_ioctl),
     #[cfg(CONFIG_COMPAT)]
     compat_ioctl: bindings::compat_ptr_ioctl,
@@ -139,10 +139,12 @@ unsafe extern "C" fn fanout_write_iter(
     iter: *mut bindings::iov_iter,
 ) -> isize {
     // SAFETY: The VFS passes a valid kiocb whose `ki_filp` is our open file.
-    let of = unsafe { open_file((*kiocb).ki_filp) };
+    let (raw, nowait) = unsafe { ((*kiocb).ki_filp, (*kiocb).ki_flags & IOCB_NOWAIT != 0) };
+    // SAFETY: `raw` is open, see above.
+    let of = unsafe { open_file(raw) };
     // SAFETY: The VFS passes a valid source iterator for this call.
     let iov = unsafe { IovIterSource::from_raw(iter) };
-    match of.write(iov) {
+    match of.write(iov, nowait) {
         Ok(n) => n as isize,
         Err(e) => e.to_errno() as isize,
     }
@@ -158,9 +160,26 @@ unsafe extern "C" fn fanout_poll(
     let of = unsafe { open_file(raw) };
     // SAFETY: `raw` is valid for this call, with no fdget_pos region active.
     let file = unsafe { File::from_raw_file(raw) };
-    // SAFETY: `wait` is null or valid for this call (caller contract).
-    let table = unsafe { PollTable::from_raw(wait) };
-    of.poll(file, table)
+    // SAFETY: `wait` is null or the valid poll table of this call (caller
+    // contract).
+    unsafe { of.poll(file, wait) }
+}
+
+/// # Safety
+/// `raw` is one of our open files; `vma` is the VMA this mmap call sets up.
+unsafe extern "C" fn fanout_mmap(
+    raw: *mut bindings::file,
+    vma: *mut bindings::vm_area_struct,
+) -> c_int {
+    // SAFETY: `raw` is open (caller contract).
+    let of = unsafe { open_file(raw) };
+    // SAFETY: The VFS passes the VMA being set up, with its mmap lock held,
+    // for the duration of this call.
+    let vma = unsafe { kernel::mm::virt::VmaNew::from_raw(vma) };
+    match of.mmap(vma) {
+        Ok(()) => 0,
+        Err(e) => e.to_errno(),
+    }
 }
 
 /// # Safety

@@ -42,6 +42,19 @@ pub(crate) fn stamp() -> Stamp {
     }
 }
 
+/// Whether the current task is in the initial pid and user namespaces,
+/// where global pids and kuids are what it would see anyway.
+pub(crate) fn in_initial_namespaces() -> bool {
+    let init_pid = &raw mut bindings::init_pid_ns;
+    let init_user = &raw mut bindings::init_user_ns;
+    // SAFETY: `current_raw` is the live current task; the helper only reads
+    // its pid namespace pointer.
+    let pid_ns = unsafe { bindings::task_active_pid_ns(Task::current_raw()) };
+    // SAFETY: Reads the current task's own credentials.
+    let user_ns = unsafe { bindings::current_user_ns() };
+    pid_ns == init_pid && user_ns == init_user
+}
+
 /// The reading task's view of pids and uids. Lives only for one system call
 /// of the current task (it is neither `Send` nor `Sync`).
 pub(crate) struct Viewer {

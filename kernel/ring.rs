@@ -1,31 +1,55 @@
 // SPDX-License-Identifier: GPL-2.0
-//! The record ring: pure logic over a byte buffer, with no kernel calls, so
-//! the same file is compiled into the module and property-tested on the host
-//! (`libbaf/src/ring_tests.rs`).
+//! The record ring's bookkeeping: pure logic over positions, with no kernel
+//! calls, so the same file is compiled into the module and property-tested on
+//! the host (`libbaf/src/ring_tests.rs`).
+//!
+//! The bytes live elsewhere (`ringmem.rs` in the module, a `Vec` on the
+//! host) and are reached through [`Mem`], which only reads and writes record
+//! headers; payloads are copied by the caller straight between user memory
+//! and the ring, with no lock held.
 //!
 //! Layout: records sit back to back, each a [`RecordHeader`] (stored with the
 //! writer's *global* pid and raw kuid) followed by its payload and zero
 //! padding to a multiple of 8 bytes. A record never wraps around the end of
 //! the buffer: when it would, the rest of the buffer is skipped (marked by a
-//! header with [`PAD_FLAG`] when there is room for one). So every payload is
-//! one contiguous slice, which also keeps a future read-only `mmap` view
-//! simple.
+//! header with [`RECORD_FLAG_PAD`] when there is room for one). A slot whose
+//! copy faulted also becomes a pad. So every payload is one contiguous slice,
+//! which is what makes a read-only `mmap` view simple.
 //!
 //! Positions (`head`, `tail`, cursors) are byte offsets that only grow; the
 //! buffer index is `pos & mask`. With 64-bit positions and sequence numbers,
 //! wrapping would take centuries at memory speed; arithmetic on them is
 //! still checked or saturating, never silently wrapping.
 //!
-//! The writer never waits: appending evicts the oldest records until the new
-//! one fits. A reader whose next sequence number was evicted is "lapped": it
-//! learns how many records it lost and resumes at the oldest one left.
+//! Writing is in two steps so that nobody holds a lock while user memory is
+//! copied: [`Ring::reserve`] (under the topic lock) evicts the oldest records
+//! until the new one fits and moves the tail *before* anything is
+//! overwritten; the caller copies the payload; [`Ring::commit`] (under the
+//! lock again) writes the header and moves the head, so readers see the
+//! record only once it is complete. [`Ring::abort`] turns the slot into a
+//! pad instead, and sequence numbers stay dense. One reservation at a time:
+//! writers of a topic are serialised by the caller.
+//!
+//! Seeking by sequence number uses a sparse index (the position of every
+//! [`INDEX_STRIDE`]-th record), so it reads at most `INDEX_STRIDE` headers.
 
+pub use crate::abi::RECORD_FLAG_PAD as PAD_FLAG;
 use crate::abi::{record_span, RecordHeader, RECORD_HEADER_SIZE};
 
-/// Header flag (ring-internal) marking skipped space up to the buffer's end.
-pub const PAD_FLAG: u32 = 1 << 31;
-
 const HDR: u64 = RECORD_HEADER_SIZE as u64;
+
+/// Every `INDEX_STRIDE`-th sequence number has its position indexed.
+pub const INDEX_STRIDE: u64 = 64;
+
+/// Where the ring's bytes are: header access at a buffer offset.
+pub trait Mem {
+    /// The header stored at `off` (`off + RECORD_HEADER_SIZE <= size`).
+    fn header(&self, off: usize) -> RecordHeader;
+    /// Stores `h` at `off` (`off + RECORD_HEADER_SIZE <= size`).
+    fn set_header(&self, off: usize, h: &RecordHeader);
+    /// Zeroes `len` bytes at `off` (the padding after a payload).
+    fn zero(&self, off: usize, len: usize);
+}
 
 /// Where a reader is: the byte position and sequence number of the next
 /// record it will read.
@@ -50,7 +74,7 @@ pub struct Stamp {
 
 /// Result of looking at a cursor's next record.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Next<'a> {
+pub enum Next {
     /// The cursor is at the newest position: nothing to read.
     Empty,
     /// The cursor's record was evicted; `lost` records are gone. Move the
@@ -63,8 +87,8 @@ pub enum Next<'a> {
     Record {
         /// The stored header (global pid, raw kuid).
         header: RecordHeader,
-        /// The payload, contiguous.
-        payload: &'a [u8],
+        /// Buffer offset of the payload (contiguous, `header.len` bytes).
+        off: usize,
         /// The cursor to continue from.
         next: Cursor,
     },
@@ -73,20 +97,31 @@ pub enum Next<'a> {
 /// Why a ring cannot be made or written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RingError {
-    /// The buffer length is not a power of two of at least 4 records' room.
+    /// The buffer length is not a power of two of at least 1 KiB, or the
+    /// index is too small for it.
     BadSize,
     /// The payload is longer than a quarter of the ring (or empty).
     BadLength,
+    /// Another reservation is still open.
+    Busy,
 }
 
-/// A one-to-many ring of whole records over `B` (a `Vec<u8>`, `KVVec<u8>`...).
-pub struct Ring<B> {
-    buf: B,
-    mask: u64,
-    head: u64,
-    tail: u64,
-    next_seq: u64,
-    tail_seq: u64,
+/// Space reserved for one record by [`Ring::reserve`].
+#[derive(Debug, PartialEq, Eq)]
+pub struct Reservation {
+    /// Position of the record's header.
+    pub pos: u64,
+    /// Payload length.
+    pub len: usize,
+    /// Records evicted to make room.
+    pub evicted: u64,
+}
+
+impl Reservation {
+    /// Buffer offset where the payload goes, given the ring's mask.
+    pub fn payload_off(&self, mask: u64) -> usize {
+        ((self.pos & mask) + HDR) as usize
+    }
 }
 
 /// Largest payload a ring of `size` bytes accepts: a quarter of it.
@@ -94,24 +129,45 @@ pub const fn max_payload(size: usize) -> usize {
     size / 4
 }
 
-impl<B> Ring<B>
+/// Entries the sparse index needs for a ring of `size` bytes: one per
+/// [`INDEX_STRIDE`] of the most records the ring can hold, plus two, rounded
+/// up to a power of two.
+pub const fn index_len(size: usize) -> usize {
+    let most = size / record_span(1);
+    (most / INDEX_STRIDE as usize + 2).next_power_of_two()
+}
+
+/// A one-to-many ring of whole records; `I` is the sparse index storage.
+pub struct Ring<I> {
+    mask: u64,
+    /// End of the newest committed record.
+    head: u64,
+    /// End of the open reservation (`head` when there is none).
+    reserved: u64,
+    tail: u64,
+    next_seq: u64,
+    tail_seq: u64,
+    index: I,
+}
+
+impl<I> Ring<I>
 where
-    B: core::ops::Deref<Target = [u8]> + core::ops::DerefMut,
+    I: core::ops::Deref<Target = [u64]> + core::ops::DerefMut,
 {
-    /// Wraps `buf`, which must be zero-filled and a power of two long (at
-    /// least 1 KiB).
-    pub fn new(buf: B) -> Result<Self, RingError> {
-        let len = buf.len();
-        if !len.is_power_of_two() || len < 1024 {
+    /// A ring of `size` bytes (a power of two, at least 1 KiB) whose memory
+    /// is zero-filled; `index` must hold [`index_len`]`(size)` entries.
+    pub fn new(size: usize, index: I) -> Result<Self, RingError> {
+        if !size.is_power_of_two() || size < 1024 || index.len() < index_len(size) {
             return Err(RingError::BadSize);
         }
         Ok(Self {
-            mask: (len as u64) - 1,
-            buf,
+            mask: (size as u64) - 1,
             head: 0,
+            reserved: 0,
             tail: 0,
             next_seq: 0,
             tail_seq: 0,
+            index,
         })
     }
 
@@ -120,7 +176,22 @@ where
         self.mask + 1
     }
 
-    /// Sequence number the next appended record gets.
+    /// `size - 1`: buffer offset of a position is `pos & mask`.
+    pub fn mask(&self) -> u64 {
+        self.mask
+    }
+
+    /// Position just past the newest committed record.
+    pub fn head(&self) -> u64 {
+        self.head
+    }
+
+    /// Position of the oldest record still intact.
+    pub fn tail(&self) -> u64 {
+        self.tail
+    }
+
+    /// Sequence number the next committed record gets.
     pub fn next_seq(&self) -> u64 {
         self.next_seq
     }
@@ -139,7 +210,7 @@ where
         }
     }
 
-    /// A cursor that will read only records appended from now on.
+    /// A cursor that will read only records committed from now on.
     pub fn now(&self) -> Cursor {
         Cursor {
             pos: self.head,
@@ -147,15 +218,28 @@ where
         }
     }
 
+    fn slot(&self, seq: u64) -> usize {
+        ((seq / INDEX_STRIDE) & (self.index.len() as u64 - 1)) as usize
+    }
+
     /// A cursor at record `seq`, if it is still buffered (`seq == next_seq`
-    /// gives [`Ring::now`]).
-    pub fn find(&self, seq: u64) -> Option<Cursor> {
+    /// gives [`Ring::now`]). Reads at most [`INDEX_STRIDE`] headers.
+    pub fn find<M: Mem>(&self, mem: &M, seq: u64) -> Option<Cursor> {
         if seq < self.tail_seq || seq > self.next_seq {
             return None;
         }
-        let mut c = self.oldest();
+        if seq == self.next_seq {
+            return Some(self.now());
+        }
+        let base = seq - seq % INDEX_STRIDE;
+        let mut c = if base >= self.tail_seq {
+            let pos = *self.index.get(self.slot(base))?;
+            Cursor { pos, seq: base }
+        } else {
+            self.oldest()
+        };
         while c.seq < seq {
-            match self.next(c) {
+            match self.next(mem, c) {
                 Next::Record { next, .. } => c = next,
                 // Unreachable while the invariants hold; refuse rather than loop.
                 _ => return None,
@@ -165,47 +249,52 @@ where
     }
 
     /// A cursor at the last `n` records (all of them if fewer are buffered).
-    pub fn last(&self, n: u64) -> Cursor {
+    pub fn last<M: Mem>(&self, mem: &M, n: u64) -> Cursor {
         let want = self.next_seq.saturating_sub(n).max(self.tail_seq);
-        self.find(want).unwrap_or_else(|| self.now())
+        self.find(mem, want).unwrap_or_else(|| self.now())
     }
 
-    fn header_at(&self, pos: u64) -> RecordHeader {
-        let off = (pos & self.mask) as usize;
-        self.buf
-            .get(off..)
-            .and_then(RecordHeader::from_bytes)
-            .unwrap_or_default()
-    }
-
-    /// Skips padding at `pos`: returns where the next real header starts.
-    fn skip_pad(&self, pos: u64) -> u64 {
-        let room = self.size() - (pos & self.mask);
-        if room < HDR || self.header_at(pos).flags & PAD_FLAG != 0 {
-            pos.saturating_add(room)
-        } else {
-            pos
+    /// Skips padding at `pos`: returns where the next real header starts
+    /// (or `limit`, if the padding reaches it).
+    fn skip_pad<M: Mem>(&self, mem: &M, mut pos: u64, limit: u64) -> u64 {
+        while pos < limit {
+            let off = pos & self.mask;
+            let room = self.size() - off;
+            if room < HDR {
+                pos = pos.saturating_add(room);
+                continue;
+            }
+            let h = mem.header(off as usize);
+            if h.flags & PAD_FLAG == 0 {
+                break;
+            }
+            pos = pos.saturating_add((record_span(h.len as usize) as u64).min(room));
         }
+        pos
     }
 
     /// Drops the oldest record (and padding before it).
-    fn evict_one(&mut self) {
-        let pos = self.skip_pad(self.tail);
+    fn evict_one<M: Mem>(&mut self, mem: &M) {
+        let pos = self.skip_pad(mem, self.tail, self.head);
         if pos >= self.head {
             self.tail = self.head;
             return;
         }
-        let h = self.header_at(pos);
+        let h = mem.header((pos & self.mask) as usize);
         self.tail = pos.saturating_add(record_span(h.len as usize) as u64);
         self.tail_seq = self.tail_seq.saturating_add(1);
     }
 
-    /// Appends one record and returns its sequence number and how many old
-    /// records it evicted. `payload` must be 1..=`max_payload(size)` bytes.
-    pub fn append(&mut self, payload: &[u8], stamp: Stamp) -> Result<(u64, u64), RingError> {
-        let len = payload.len();
-        if len == 0 || len > max_payload(self.buf.len()) {
+    /// Reserves room for a record of `len` bytes (1..=`max_payload(size)`)
+    /// after the newest one, evicting the oldest records as needed. When this
+    /// returns, [`Ring::tail`] is past everything the caller may overwrite:
+    /// publish it before copying the payload to `payload_off`.
+    pub fn reserve<M: Mem>(&mut self, mem: &M, len: usize) -> Result<Reservation, RingError> {
+        if len == 0 || len > max_payload(self.size() as usize) {
             return Err(RingError::BadLength);
+        }
+        if self.reserved != self.head {
+            return Err(RingError::Busy);
         }
         let span = record_span(len) as u64;
         let room_to_end = self.size() - (self.head & self.mask);
@@ -214,51 +303,71 @@ where
         let mut evicted = 0;
         while self.size() - self.head.saturating_sub(self.tail) < pad + span {
             let before = self.tail_seq;
-            self.evict_one();
+            self.evict_one(mem);
             evicted += self.tail_seq.saturating_sub(before);
         }
-
         if pad >= HDR {
             let h = RecordHeader {
                 len: (pad - HDR) as u32,
                 flags: PAD_FLAG,
                 ..RecordHeader::default()
             };
-            self.write_at(self.head, &h.to_bytes());
+            mem.set_header((self.head & self.mask) as usize, &h);
         }
-        self.head = self.head.saturating_add(pad);
+        let pos = self.head.saturating_add(pad);
+        self.reserved = pos.saturating_add(span);
+        Ok(Reservation { pos, len, evicted })
+    }
 
+    /// Publishes the reserved record, whose payload the caller has copied in;
+    /// returns its sequence number.
+    pub fn commit<M: Mem>(&mut self, mem: &M, r: &Reservation, stamp: Stamp) -> u64 {
         let seq = self.next_seq;
-        let h = RecordHeader {
-            len: len as u32,
-            flags: 0,
-            seq,
-            timestamp_ns: stamp.timestamp_ns,
-            pid: stamp.pid,
-            uid: stamp.uid,
-        };
-        let off = (self.head & self.mask) as usize;
-        self.write_at(self.head, &h.to_bytes());
-        let body = off + RECORD_HEADER_SIZE;
-        if let Some(dst) = self.buf.get_mut(body..off + span as usize) {
-            let (data, zeros) = dst.split_at_mut(len);
-            data.copy_from_slice(payload);
-            zeros.fill(0);
+        let off = (r.pos & self.mask) as usize;
+        let span = record_span(r.len);
+        mem.zero(
+            off + RECORD_HEADER_SIZE + r.len,
+            span - RECORD_HEADER_SIZE - r.len,
+        );
+        mem.set_header(
+            off,
+            &RecordHeader {
+                len: r.len as u32,
+                flags: 0,
+                seq,
+                timestamp_ns: stamp.timestamp_ns,
+                pid: stamp.pid,
+                uid: stamp.uid,
+            },
+        );
+        if seq % INDEX_STRIDE == 0 {
+            let slot = self.slot(seq);
+            if let Some(e) = self.index.get_mut(slot) {
+                *e = r.pos;
+            }
         }
-        self.head = self.head.saturating_add(span);
-        self.next_seq = self.next_seq.saturating_add(1);
-        Ok((seq, evicted))
+        self.head = self.reserved;
+        self.next_seq = seq.saturating_add(1);
+        seq
     }
 
-    fn write_at(&mut self, pos: u64, bytes: &[u8]) {
-        let off = (pos & self.mask) as usize;
-        if let Some(dst) = self.buf.get_mut(off..off + bytes.len()) {
-            dst.copy_from_slice(bytes);
-        }
+    /// Gives up the reservation (the payload copy failed): the slot becomes
+    /// padding, and no sequence number is used.
+    pub fn abort<M: Mem>(&mut self, mem: &M, r: &Reservation) {
+        mem.set_header(
+            (r.pos & self.mask) as usize,
+            &RecordHeader {
+                len: (record_span(r.len) - RECORD_HEADER_SIZE) as u32,
+                flags: PAD_FLAG,
+                ..RecordHeader::default()
+            },
+        );
+        self.head = self.reserved;
     }
 
-    /// Looks at the record at `c`.
-    pub fn next(&self, c: Cursor) -> Next<'_> {
+    /// Looks at the record at `c` (which must be at or after a record
+    /// boundary at or after the tail, or be lapped).
+    pub fn next<M: Mem>(&self, mem: &M, c: Cursor) -> Next {
         if c.seq < self.tail_seq || c.pos < self.tail {
             return Next::Lapped {
                 lost: self.tail_seq.saturating_sub(c.seq),
@@ -267,16 +376,15 @@ where
         if c.seq >= self.next_seq {
             return Next::Empty;
         }
-        let pos = self.skip_pad(c.pos);
-        let header = self.header_at(pos);
-        let off = (pos & self.mask) as usize + RECORD_HEADER_SIZE;
-        let payload = self
-            .buf
-            .get(off..off + header.len as usize)
-            .unwrap_or_default();
+        let pos = self.skip_pad(mem, c.pos, self.head);
+        if pos >= self.head {
+            return Next::Empty;
+        }
+        let off = (pos & self.mask) as usize;
+        let header = mem.header(off);
         Next::Record {
             header,
-            payload,
+            off: off + RECORD_HEADER_SIZE,
             next: Cursor {
                 pos: pos.saturating_add(record_span(header.len as usize) as u64),
                 seq: c.seq.saturating_add(1),

@@ -1,26 +1,36 @@
 // SPDX-License-Identifier: GPL-2.0
 //! A topic: one record ring shared by every open file of one device, the
-//! wait queue its readers sleep on, and its counters.
+//! wait queues its readers and writers sleep on, and its counters.
 //!
 //! A topic is reference counted ([`Arc`]): the device registration holds one
-//! reference and every open file another, so a topic removed while files are
-//! open lives on, marked dead, until the last one is closed.
+//! reference and every open file another (a mapping holds its file), so a
+//! topic removed while files are open lives on, marked dead, until the last
+//! one is closed.
+//!
+//! Locking: the topic spinlock guards the ring's bookkeeping only; it is
+//! held to reserve, commit or seek, never while user memory is copied.
+//! Writers are serialised by a sleeping, interruptible lock ([`WriterGuard`])
+//! held across their copies, so a writer stalled on a page fault makes other
+//! writers wait interruptibly and never blocks readers.
 
-use crate::ring::{Ring, RingError, Stamp};
+use crate::ring::{index_len, Cursor, Reservation, Ring, RingError, Stamp};
+use crate::ringmem::RingMem;
+use crate::waitq::WaitQueue;
 use kernel::{
-    new_poll_condvar, new_spinlock,
+    alloc::flags::GFP_KERNEL_ACCOUNT,
+    bindings, new_spinlock,
     prelude::*,
     sync::{
-        atomic::{Atomic, Full, Relaxed},
-        poll::PollCondVar,
+        atomic::{Atomic, Full, Relaxed, Release},
+        barrier::smp_mb,
         Arc, SpinLock,
     },
 };
 
 /// What the topic lock protects.
 pub(crate) struct State {
-    /// The records.
-    pub(crate) ring: Ring<KVVec<u8>>,
+    /// The records' positions and sequence numbers.
+    pub(crate) ring: Ring<KVec<u64>>,
     /// Set once when the topic is removed; never cleared.
     pub(crate) dead: bool,
 }
@@ -50,60 +60,137 @@ impl Stats {
 /// topic still alive then is a leak, reported in the kernel log.
 pub(crate) static LIVE: Atomic<i64> = Atomic::new(0);
 
+/// Poll masks used as wakeup keys.
+pub(crate) const KEY_IN: u32 = bindings::POLLIN | bindings::POLLRDNORM;
+pub(crate) const KEY_OUT: u32 = bindings::POLLOUT | bindings::POLLWRNORM;
+const KEY_HUP: u32 = bindings::POLLHUP;
+
 /// One topic.
 #[pin_data(PinnedDrop)]
 pub(crate) struct Topic {
-    /// The ring and the dead flag. A spinlock: it is held only for memory
-    /// copies inside the kernel, never across user memory access or sleep.
+    /// The ring's bookkeeping and the dead flag. A spinlock: it is held only
+    /// for bookkeeping and header copies inside the kernel.
     #[pin]
     pub(crate) state: SpinLock<State>,
-    /// Readers wait here (in `read` and `poll`); writers and removal wake
-    /// every one of them.
+    /// The ring's bytes and the control page readers can map.
+    pub(crate) mem: RingMem,
+    /// Readers wait here (in `read` and `poll`), woken with `POLLIN`.
     #[pin]
-    pub(crate) wake: PollCondVar,
+    pub(crate) readers: WaitQueue,
+    /// Writers wait here for the writer lock (and `poll` for `POLLOUT`).
+    #[pin]
+    pub(crate) writers: WaitQueue,
     /// Largest record in bytes.
     pub(crate) record_max: usize,
     pub(crate) stats: Stats,
     /// Identity of the open file holding the publisher lock; 0 when free.
     publisher: Atomic<usize>,
+    /// 1 while a writer is in `write()`.
+    writer_busy: Atomic<u32>,
+    /// Writers sleeping for `writer_busy`.
+    writers_waiting: Atomic<u32>,
+}
+
+/// Holds the topic's writer lock; dropping it lets the next writer in.
+pub(crate) struct WriterGuard<'a> {
+    topic: &'a Topic,
+}
+
+impl Drop for WriterGuard<'_> {
+    fn drop(&mut self) {
+        self.topic.writer_busy.store(0, Release);
+        // Orders the release before the check of waiters; pairs with the
+        // full barrier of the waiters' increment.
+        smp_mb(Full);
+        if self.topic.writers_waiting.load(Relaxed) != 0 {
+            self.topic.writers.wake(KEY_OUT);
+        }
+    }
 }
 
 impl Topic {
     /// Makes a topic with a zeroed ring of `ring_size` bytes (a power of
     /// two) and records of at most `record_max` bytes (at most a quarter of
-    /// the ring). The caller has validated both.
+    /// the ring). The caller has validated both. Every allocation is
+    /// charged to the caller's memory cgroup.
     pub(crate) fn new(ring_size: usize, record_max: usize) -> Result<Arc<Self>> {
-        // Zero-filled, so no stale kernel memory can ever reach a reader.
-        let buf = KVVec::from_elem(0u8, ring_size, GFP_KERNEL)?;
-        let ring = Ring::new(buf).map_err(|_: RingError| EINVAL)?;
+        let mem = RingMem::new(ring_size, record_max)?;
+        let index = KVec::from_elem(0u64, index_len(ring_size), GFP_KERNEL_ACCOUNT)?;
+        let ring = Ring::new(ring_size, index).map_err(|_: RingError| EINVAL)?;
         let topic = Arc::pin_init(
-            pin_init!(Self {
+            try_pin_init!(Self {
                 state <- new_spinlock!(State { ring, dead: false }, "fanout_topic"),
-                wake <- new_poll_condvar!("fanout_wake"),
+                mem,
+                readers <- WaitQueue::new(c"fanout_readers", kernel::static_lock_class!()),
+                writers <- WaitQueue::new(c"fanout_writers", kernel::static_lock_class!()),
                 record_max,
                 stats: Stats::new(),
                 publisher: Atomic::new(0),
-            }),
-            GFP_KERNEL,
+                writer_busy: Atomic::new(0),
+                writers_waiting: Atomic::new(0),
+            }? Error),
+            GFP_KERNEL_ACCOUNT,
         )?;
         LIVE.add(1, Relaxed);
         Ok(topic)
     }
 
-    /// Appends one record (1..=`record_max` bytes) and wakes the readers.
-    /// Fails with `ENODEV` once the topic is removed.
-    pub(crate) fn publish(&self, payload: &[u8], stamp: Stamp) -> Result {
-        {
-            let mut st = self.state.lock();
-            if st.dead {
+    /// Takes the writer lock, sleeping interruptibly while another writer
+    /// has it (`EAGAIN` instead with `nonblock`; `ENODEV` once removed).
+    pub(crate) fn lock_writer(&self, nonblock: bool) -> Result<WriterGuard<'_>> {
+        let take = || self.writer_busy.cmpxchg(0, 1, Full).is_ok();
+        if !take() {
+            if nonblock {
+                return Err(EAGAIN);
+            }
+            self.writers_waiting.fetch_add(1, Full);
+            let mut got = false;
+            let r = self.writers.wait_interruptible(|| {
+                got = take();
+                got || self.mem.removed()
+            });
+            self.writers_waiting.fetch_sub(1, Full);
+            if !got {
+                r?;
                 return Err(ENODEV);
             }
-            st.ring.append(payload, stamp).map_err(|_| EINVAL)?;
         }
-        self.stats.records.add(1, Relaxed);
-        self.stats.bytes.add(payload.len() as u64, Relaxed);
-        self.wake.notify_all();
-        Ok(())
+        Ok(WriterGuard { topic: self })
+    }
+
+    /// Reserves room for a record of `len` bytes, evicting old records, and
+    /// publishes the new tail before anything is overwritten.
+    pub(crate) fn reserve(&self, _w: &WriterGuard<'_>, len: usize) -> Result<Reservation> {
+        let mut st = self.state.lock();
+        if st.dead {
+            return Err(ENODEV);
+        }
+        let r = st.ring.reserve(&self.mem, len).map_err(|_| EINVAL)?;
+        self.mem.publish_tail(st.ring.tail(), st.ring.oldest_seq());
+        Ok(r)
+    }
+
+    /// Publishes a reserved record whose payload has been copied in.
+    pub(crate) fn commit(&self, _w: &WriterGuard<'_>, r: &Reservation, stamp: Stamp) {
+        let mut st = self.state.lock();
+        st.ring.commit(&self.mem, r, stamp);
+        self.mem.publish_head(st.ring.head(), st.ring.next_seq());
+    }
+
+    /// Turns a reservation whose copy failed into padding.
+    pub(crate) fn abort(&self, _w: &WriterGuard<'_>, r: &Reservation) {
+        let mut st = self.state.lock();
+        st.ring.abort(&self.mem, r);
+        self.mem.publish_head(st.ring.head(), st.ring.next_seq());
+    }
+
+    /// A cursor computed from the ring under the lock.
+    pub(crate) fn cursor(
+        &self,
+        f: impl FnOnce(&Ring<KVec<u64>>, &RingMem) -> Option<Cursor>,
+    ) -> Option<Cursor> {
+        let st = self.state.lock();
+        f(&st.ring, &self.mem)
     }
 
     /// Takes the publisher lock for `holder` (non-zero); `EBUSY` if another
@@ -124,7 +211,9 @@ impl Topic {
     /// Marks the topic removed and wakes everyone waiting on it.
     pub(crate) fn kill(&self) {
         self.state.lock().dead = true;
-        self.wake.notify_all();
+        self.mem.mark_removed();
+        self.readers.wake(KEY_IN | KEY_HUP);
+        self.writers.wake(KEY_OUT | KEY_HUP);
     }
 }
 

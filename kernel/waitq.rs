@@ -1,0 +1,150 @@
+// SPDX-License-Identifier: GPL-2.0
+//! A wait queue with keyed wakeups: the thin unsafe layer over the kernel's
+//! `wait_queue_head`.
+//!
+//! The kernel crate's `PollCondVar` wakes every waiter with no key and always
+//! calls into the scheduler. Here a wakeup is skipped entirely when nobody
+//! waits (`wq_has_sleeper`), and it carries a poll mask as its key, so epoll
+//! entries that did not ask for that event are not woken. A topic has one
+//! queue for readers and one for writers.
+
+use core::ptr;
+use kernel::{
+    bindings,
+    ffi::{c_int, c_void},
+    fs::File,
+    prelude::*,
+    sync::{
+        barrier::{smp_mb, Full},
+        LockClassKey,
+    },
+    types::Opaque,
+};
+
+/// A wait queue head that sleepers in `read`/`write` and `poll` wait on.
+///
+/// # Invariants
+///
+/// `wq` is initialized by `new` and stays pinned until dropped.
+#[pin_data(PinnedDrop)]
+pub(crate) struct WaitQueue {
+    #[pin]
+    wq: Opaque<bindings::wait_queue_head>,
+}
+
+// SAFETY: A wait queue head is meant to be used from any thread; every
+// access goes through the kernel's wait-queue functions and its own lock.
+unsafe impl Send for WaitQueue {}
+// SAFETY: As above.
+unsafe impl Sync for WaitQueue {}
+
+impl WaitQueue {
+    /// Initializes the queue.
+    pub(crate) fn new(name: &'static CStr, key: Pin<&'static LockClassKey>) -> impl PinInit<Self> {
+        pin_init!(Self {
+            // SAFETY: `slot` is valid, pinned memory for a `wait_queue_head`;
+            // name and key are static.
+            wq <- Opaque::ffi_init(|slot| unsafe {
+                bindings::__init_waitqueue_head(slot, name.as_char_ptr(), key.as_ptr())
+            }),
+        })
+    }
+
+    fn raw(&self) -> *mut bindings::wait_queue_head {
+        self.wq.get()
+    }
+
+    /// Whether anyone waits here, after a full barrier that orders the
+    /// caller's earlier stores (the condition sleepers test) before the
+    /// check; pairs with the barrier in `prepare_to_wait_event`.
+    pub(crate) fn has_sleeper(&self) -> bool {
+        smp_mb(Full);
+        let wq = self.raw();
+        // SAFETY: `wq` is initialized (type invariant). Reading the list
+        // head's `next` without the queue lock is what `waitqueue_active`
+        // does; a stale answer is covered by the barrier pairing above.
+        unsafe {
+            let head = &raw mut (*wq).head;
+            ptr::read_volatile(&raw const (*head).next) != head
+        }
+    }
+
+    /// Wakes every waiter with the poll mask `key`, but only if anyone waits.
+    pub(crate) fn wake(&self, key: u32) {
+        if self.has_sleeper() {
+            // SAFETY: `wq` is initialized; `key` is a poll mask passed as the
+            // wakeup key, as `wake_up_interruptible_poll` does.
+            unsafe {
+                bindings::__wake_up(
+                    self.raw(),
+                    bindings::TASK_NORMAL,
+                    0,
+                    key as usize as *mut c_void,
+                )
+            };
+        }
+    }
+
+    /// Sleeps (interruptibly) until `ready()` is true. `ERESTARTSYS` when a
+    /// signal arrives first. `ready` is called with no lock held.
+    pub(crate) fn wait_interruptible(&self, mut ready: impl FnMut() -> bool) -> Result {
+        if ready() {
+            return Ok(());
+        }
+        let entry = Opaque::<bindings::wait_queue_entry>::uninit();
+        // SAFETY: `entry` is valid memory for a wait entry, living on this
+        // stack frame until after `finish_wait` below.
+        unsafe { bindings::init_wait_entry(entry.get(), 0) };
+        let result = loop {
+            // SAFETY: Queue and entry are valid. This sets the task state
+            // (with a full barrier) before `ready` is tested, so a wakeup
+            // between the test and `schedule` is not lost.
+            let rc = unsafe {
+                bindings::prepare_to_wait_event(
+                    self.raw(),
+                    entry.get(),
+                    bindings::TASK_INTERRUPTIBLE as c_int,
+                )
+            };
+            if rc != 0 {
+                break Err(ERESTARTSYS);
+            }
+            if ready() {
+                break Ok(());
+            }
+            // SAFETY: We are in process context with no spinlock held.
+            unsafe { bindings::schedule() };
+        };
+        // SAFETY: Queue and entry are valid; this dequeues the entry if it is
+        // still queued and sets the task running.
+        unsafe { bindings::finish_wait(self.raw(), entry.get()) };
+        result
+    }
+
+    /// Registers this queue with a `poll` table.
+    ///
+    /// # Safety
+    ///
+    /// `table` is null or the valid poll table of the current `poll` call on
+    /// `file`.
+    pub(crate) unsafe fn register_poll(&self, file: &File, table: *mut bindings::poll_table) {
+        // SAFETY: Caller contract for `table`; `file` is valid. The queue
+        // outlives the registration: `drop` below clears every entry
+        // (`__wake_up_pollfree`) and waits an RCU grace period.
+        unsafe { bindings::poll_wait(file.as_ptr(), self.raw(), table) };
+    }
+}
+
+#[pinned_drop]
+impl PinnedDrop for WaitQueue {
+    fn drop(self: Pin<&mut Self>) {
+        // SAFETY: `wq` is initialized. This detaches every poll entry (epoll
+        // included), as the kernel crate's `PollCondVar` does on drop.
+        unsafe { bindings::__wake_up_pollfree(self.raw()) };
+        // Epoll may still touch the queue's lock until an RCU grace period
+        // has passed since the entries were removed.
+        // SAFETY: Process context (topics are dropped from file release or
+        // the control device), where sleeping is allowed.
+        unsafe { bindings::synchronize_rcu() };
+    }
+}
