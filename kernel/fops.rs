@@ -27,6 +27,12 @@ type Private = Pin<KBox<OpenFile>>;
 /// `preadv2(..., RWF_NOWAIT)` and io_uring.
 const IOCB_NOWAIT: c_int = 0x8;
 
+/// `FMODE_NOWAIT` (a C macro with a cast bindgen does not see): the file
+/// supports `RWF_NOWAIT`. Our read and write honour it (`EAGAIN` instead of
+/// waiting for data or for another writer), so we set it at open; without
+/// it the VFS refuses `RWF_NOWAIT` with `EOPNOTSUPP`.
+const FMODE_NOWAIT: u32 = 1 << 27;
+
 /// A `file_operations` table in a `static`.
 pub(crate) struct Fops(pub(crate) bindings::file_operations);
 // SAFETY: The tables are never written after their constant initialization.
@@ -70,8 +76,13 @@ unsafe extern "C" fn fanout_open(inode: *mut bindings::inode, raw: *mut bindings
     let Some(topic) = TOPICS.lock().by_minor(minor) else {
         return ENODEV.to_errno();
     };
-    // SAFETY: `inode` and `raw` are the valid inode and file being opened.
-    unsafe { bindings::stream_open(inode, raw) };
+    // SAFETY: `inode` and `raw` are the valid inode and file being opened;
+    // setting mode bits during open, before the file is installed, is what
+    // the VFS expects of an `open` method.
+    unsafe {
+        bindings::stream_open(inode, raw);
+        (*raw).f_mode |= FMODE_NOWAIT;
+    }
     // SAFETY: `raw` is valid for the duration of this call and no fdget_pos
     // region is active on it.
     let file = unsafe { File::from_raw_file(raw) };
