@@ -1,6 +1,7 @@
 //! What the three tools share at the edge: exit codes, one-line errors,
 //! command-line parsing, and generated man pages and completions.
 
+use crate::device::AbiMismatch;
 use std::fmt;
 
 /// Classes of failure, each with its own exit code.
@@ -8,7 +9,7 @@ use std::fmt;
 pub enum Failure {
     /// Bad arguments or input (exit 2, as clap uses for usage errors).
     Usage,
-    /// No such topic, or no module (exit 3).
+    /// No such topic, or no module (or one with an older ABI) (exit 3).
     NoTopic,
     /// Permission denied (exit 4).
     Permission,
@@ -44,10 +45,20 @@ impl fmt::Display for Tag {
 }
 
 /// The exit code for `err`: a tagged [`Failure`], else one guessed from an
-/// OS error inside it, else 1.
+/// error inside it (a module with too old an ABI is [`Failure::NoTopic`];
+/// then OS errors), else 1.
 pub fn exit_code(err: &anyhow::Error) -> i32 {
     if let Some(Tag(f)) = err.downcast_ref::<Tag>() {
         return f.code();
+    }
+    let abi = |c: &(dyn std::error::Error + 'static)| {
+        c.is::<AbiMismatch>()
+            || c.downcast_ref::<std::io::Error>()
+                .and_then(|e| e.get_ref())
+                .is_some_and(|inner| inner.is::<AbiMismatch>())
+    };
+    if err.chain().any(abi) {
+        return Failure::NoTopic.code();
     }
     for cause in err.chain() {
         if let Some(e) = cause.downcast_ref::<std::io::Error>() {
@@ -185,5 +196,19 @@ mod tests {
         let e = anyhow::Error::new(std::io::Error::from_raw_os_error(libc::ENOENT));
         assert_eq!(exit_code(&e), 3);
         assert_eq!(exit_code(&anyhow::anyhow!("other")), 1);
+    }
+
+    #[test]
+    fn an_old_module_is_no_module() {
+        let old = AbiMismatch {
+            found: 1,
+            needed: 2,
+        };
+        let e = anyhow::Error::new(old).context("topic t");
+        assert_eq!(exit_code(&e), 3);
+        assert!(message(&e).contains("fanout.ko"));
+        let e = anyhow::Error::new(std::io::Error::new(std::io::ErrorKind::Unsupported, old))
+            .context("mapping topic t");
+        assert_eq!(exit_code(&e), 3);
     }
 }

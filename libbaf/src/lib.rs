@@ -1,7 +1,8 @@
 //! Shared code of the baf tools.
 //!
 //! [`abi`] is the kernel module's own ABI file, compiled here unchanged;
-//! [`device`] wraps a topic's character device in safe Rust; [`control`]
+//! [`device`] wraps a topic's character device in safe Rust (and writes
+//! batches); [`mapped`] reads a topic through a mapping of its ring; [`control`]
 //! creates, removes and lists topics; [`cli`] gives the tools their exit
 //! codes and one-line errors.
 
@@ -11,6 +12,7 @@ pub mod cli;
 pub mod control;
 pub mod device;
 pub mod frame;
+pub mod mapped;
 pub mod pattern;
 
 #[cfg(test)]

@@ -1,13 +1,17 @@
 //! `pubmsg`: publish stdin to a baf topic.
 //!
 //! The tool opens (or creates) the topic, takes its publisher lock, and
-//! cuts stdin into records with [`baf::frame::Framer`]: one `write()` per
-//! record, so each record reaches every reader whole.
+//! cuts stdin into records with [`baf::frame::Framer`]. Records go out in
+//! batch writes (`FLAG_BATCH`, ABI 2): every record stdin completed is
+//! framed, and the batch is written as soon as stdin has nothing more ready
+//! (or it reaches [`BATCH_MAX`]), so a busy producer costs one `write()` and
+//! one reader wakeup per many records, and a slow one is never held back.
 
 use anyhow::{Context, Result};
+use baf::abi;
 use baf::cli::Failure;
 use baf::control;
-use baf::device::Topic;
+use baf::device::{Batch, Topic};
 use baf::frame::{FrameError, Framer, Framing};
 use std::fs::OpenOptions;
 use std::io::{self, Read, Write};
@@ -30,6 +34,9 @@ pub struct Options {
 pub struct Stats {
     /// Records written.
     pub records: u64,
+    /// Batch `write()`s (whole batches; retries after a short write are
+    /// not counted).
+    pub writes: u64,
     /// Payload bytes written.
     pub bytes: u64,
     /// Lines longer than the record limit, split.
@@ -114,7 +121,8 @@ pub fn open_topic(arg: &str, create: bool) -> Result<(Topic, String)> {
 }
 
 /// Takes the topic's publisher lock, with a one-line error when another
-/// pubmsg has it. Returns the topic's record limit.
+/// pubmsg has it (or the module is too old for batch writes). Returns the
+/// topic's record limit.
 pub fn claim(topic: &Topic, shown: &str) -> Result<usize> {
     let info = match topic.info() {
         Ok(i) => i,
@@ -125,6 +133,7 @@ pub fn claim(topic: &Topic, shown: &str) -> Result<usize> {
         }
         Err(e) => return Err(e).with_context(|| format!("cannot query topic {shown}")),
     };
+    baf::device::check_abi(&info)?;
     match topic.claim_publisher() {
         Ok(()) => {}
         Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
@@ -137,13 +146,63 @@ pub fn claim(topic: &Topic, shown: &str) -> Result<usize> {
     Ok(info.record_max.max(1) as usize)
 }
 
-/// Reads `input` to its end and writes it to `out` as records, one
-/// `write()` each. Loops on `EINTR` and partial writes; `warn` is called
-/// once for the first over-long line and once for the first empty frame.
+/// Most bytes of frames gathered into one batch `write()` (a single larger
+/// record still goes alone).
+pub const BATCH_MAX: usize = 64 * 1024;
+
+/// Whether the batch, holding `batch_bytes` of frames, must be written
+/// before a frame of `frame_bytes` joins it.
+pub fn full_before(batch_bytes: usize, frame_bytes: usize) -> bool {
+    batch_bytes > 0 && batch_bytes.saturating_add(frame_bytes) > BATCH_MAX
+}
+
+/// Whether to write the batch after a read of stdin was framed: when it
+/// holds something and stdin has nothing more ready now (or is at its
+/// end), so no record waits for input that has not arrived.
+pub fn flush_after_read(batch_bytes: usize, input_ready: bool, eof: bool) -> bool {
+    batch_bytes > 0 && (eof || !input_ready)
+}
+
+/// Whether stdin has input ready to read (or its end) right now.
+pub fn stdin_ready() -> bool {
+    let mut fds = [libc::pollfd {
+        fd: libc::STDIN_FILENO,
+        events: libc::POLLIN,
+        revents: 0,
+    }];
+    // SAFETY: `fds` is a valid array of one `pollfd` for the duration of
+    // the call, and a zero timeout never blocks.
+    let n = unsafe { libc::poll(fds.as_mut_ptr(), 1, 0) };
+    n > 0 && fds[0].revents & (libc::POLLIN | libc::POLLHUP) != 0
+}
+
+/// Writes `batch` to `out` (all of it, see [`baf::device::write_batch`]),
+/// counts it, and empties it.
+fn flush<W: Write>(out: &mut W, batch: &mut Batch, stats: &mut Stats) -> Result<()> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    baf::device::write_batch(&mut *out, batch.as_bytes()).context("writing to the topic")?;
+    stats.records += batch.records() as u64;
+    stats.bytes += batch.payload_bytes() as u64;
+    stats.writes += 1;
+    batch.clear();
+    Ok(())
+}
+
+/// Reads `input` to its end and writes it to `out` (a topic file with
+/// `FLAG_BATCH` set) as records, gathered into batches: after each read of
+/// `input`, every record it completed is framed, and the batch is written
+/// once `ready()` says no more input is ready now (or at the end of input),
+/// or when it reaches [`BATCH_MAX`]. Loops on `EINTR` and short writes;
+/// `warn` is called once for the first over-long line and once for the
+/// first empty frame. Records framed before bad input are written before
+/// the error is returned.
 pub fn publish<R: Read, W: Write>(
     mut input: R,
     mut out: W,
     framer: &mut Framer,
+    mut ready: impl FnMut() -> bool,
     mut warn: impl FnMut(&str),
 ) -> Result<Stats> {
     let chunk = match framer.framing() {
@@ -153,12 +212,10 @@ pub fn publish<R: Read, W: Write>(
     };
     let mut buf = vec![0u8; chunk];
     let mut stats = Stats::default();
-    let mut emit = |record: &[u8]| -> io::Result<()> {
-        out.write_all(record)?;
-        stats.records += 1;
-        stats.bytes += record.len() as u64;
-        Ok(())
-    };
+    let mut batch = Batch::with_capacity(BATCH_MAX);
+    // A write error inside the framer's callback, kept whole here (the
+    // callback can only return an `io::Error`).
+    let mut failed: Option<anyhow::Error> = None;
     let mut warned_split = false;
     let mut warned_empty = false;
     let mut check = |framer: &Framer| {
@@ -174,37 +231,72 @@ pub fn publish<R: Read, W: Write>(
             warn("an empty frame was skipped: a record cannot be empty");
         }
     };
-    let frame_err = |e: FrameError| match e {
-        FrameError::Io(e) => anyhow::Error::new(e).context("writing to the topic"),
-        other => Failure::Usage.wrap(anyhow::anyhow!("bad input: {other}")),
-    };
-    loop {
+    let mut eof = false;
+    while !eof {
         let n = match input.read(&mut buf) {
-            Ok(0) => break,
+            Ok(0) => {
+                eof = true;
+                0
+            }
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e).context("reading stdin"),
+            Err(e) => {
+                flush(&mut out, &mut batch, &mut stats)?;
+                return Err(e).context("reading stdin");
+            }
         };
-        framer
-            .push(buf.get(..n).unwrap_or_default(), &mut emit)
-            .map_err(frame_err)?;
+        let mut emit = |record: &[u8]| -> io::Result<()> {
+            if full_before(batch.len(), Batch::frame_len(record.len())) {
+                if let Err(e) = flush(&mut out, &mut batch, &mut stats) {
+                    failed = Some(e);
+                    return Err(io::Error::other("the batch write failed"));
+                }
+            }
+            batch.push(record)
+        };
+        let framed = if eof {
+            framer.finish(&mut emit)
+        } else {
+            framer.push(buf.get(..n).unwrap_or_default(), &mut emit)
+        };
+        if let Some(e) = failed.take() {
+            return Err(e);
+        }
         check(framer);
+        if let Err(e) = framed {
+            // What came before the bad input is published, as it would
+            // have been one record at a time.
+            flush(&mut out, &mut batch, &mut stats)?;
+            return Err(match e {
+                FrameError::Io(e) => anyhow::Error::new(e).context("framing a record"),
+                other => Failure::Usage.wrap(anyhow::anyhow!("bad input: {other}")),
+            });
+        }
+        if flush_after_read(batch.len(), eof || ready(), eof) {
+            flush(&mut out, &mut batch, &mut stats)?;
+        }
     }
-    framer.finish(&mut emit).map_err(frame_err)?;
-    check(framer);
     stats.lines_split = framer.lines_split();
     stats.empty_frames = framer.empty_frames();
     Ok(stats)
+}
+
+/// Switches `topic` to batch writes (the ABI was checked by [`claim`]).
+pub fn batch_mode(topic: &Topic, shown: &str) -> Result<()> {
+    topic
+        .set_flags(abi::FLAG_BATCH)
+        .with_context(|| format!("cannot switch topic {shown} to batch writes"))
 }
 
 /// The whole tool: open, claim, publish stdin, exit 0 at EOF.
 pub fn run(opts: &Options) -> Result<()> {
     let (topic, shown) = open_topic(&opts.topic, opts.create)?;
     let record_max = claim(&topic, &shown)?;
+    batch_mode(&topic, &shown)?;
     let mut framer = Framer::new(opts.framing, record_max);
     let stdin = io::stdin().lock();
     let warn = |msg: &str| eprintln!("pubmsg: warning: {msg}");
-    publish(stdin, topic.file(), &mut framer, warn).map_err(|e| {
+    publish(stdin, topic.file(), &mut framer, stdin_ready, warn).map_err(|e| {
         if baf::cli::errno(&e) == Some(libc::ENODEV) {
             Failure::NoTopic.wrap(anyhow::anyhow!(
                 "topic {shown} was removed while publishing"
@@ -245,13 +337,22 @@ mod tests {
         }
     }
 
-    /// A device stand-in: records every write; short writes and EINTR on
-    /// request.
+    /// A batch-mode device stand-in: records every write call's frames;
+    /// on request, EINTRs and short writes (at frame boundaries, as the
+    /// kernel makes them).
     #[derive(Default)]
     struct Sink {
-        writes: Vec<Vec<u8>>,
+        /// The frames' payloads, per accepted write call.
+        writes: Vec<Vec<Vec<u8>>>,
         short: bool,
         calls: usize,
+    }
+
+    impl Sink {
+        /// Every record's payload, in order.
+        fn records(&self) -> Vec<Vec<u8>> {
+            self.writes.concat()
+        }
     }
 
     impl Write for &mut Sink {
@@ -260,12 +361,20 @@ mod tests {
             if self.short && self.calls % 3 == 0 {
                 return Err(io::Error::from(io::ErrorKind::Interrupted));
             }
-            let n = if self.short && buf.len() > 1 && self.calls % 2 == 0 {
-                buf.len() / 2
-            } else {
-                buf.len()
-            };
-            self.writes.push(buf[..n].to_vec());
+            let mut frames: Vec<_> = baf::device::records(buf).collect();
+            for f in &frames {
+                // What the kernel checks.
+                assert!(f.header.len > 0 && f.header.flags == 0);
+            }
+            if self.short && frames.len() > 1 && self.calls % 2 == 0 {
+                frames.truncate(frames.len() / 2);
+            }
+            let n = frames
+                .iter()
+                .map(|f| abi::record_span(f.payload.len()))
+                .sum();
+            self.writes
+                .push(frames.iter().map(|f| f.payload.to_vec()).collect());
             Ok(n)
         }
         fn flush(&mut self) -> io::Result<()> {
@@ -279,6 +388,7 @@ mod tests {
         data: &[u8],
         sizes: Vec<usize>,
         short: bool,
+        ready: bool,
     ) -> (Sink, Stats, Vec<String>) {
         let input = Choppy {
             data: data.to_vec(),
@@ -293,23 +403,82 @@ mod tests {
         };
         let mut warnings = Vec::new();
         let mut framer = Framer::new(framing, max);
-        let stats = publish(input, &mut sink, &mut framer, |w| {
-            warnings.push(w.to_string())
-        })
+        let stats = publish(
+            input,
+            &mut sink,
+            &mut framer,
+            || ready,
+            |w| warnings.push(w.to_string()),
+        )
         .unwrap();
         (sink, stats, warnings)
     }
 
     #[test]
-    fn lines_one_write_each() {
-        let (sink, stats, warnings) =
-            run_publish(Framing::Lines, 100, b"a\nbc\nlast", vec![1, 2, 3], false);
+    fn lines_each_a_record_written_as_soon_as_input_pauses() {
+        let (sink, stats, warnings) = run_publish(
+            Framing::Lines,
+            100,
+            b"a\nbc\nlast",
+            vec![1, 2, 3],
+            false,
+            false,
+        );
         assert_eq!(
-            sink.writes,
+            sink.records(),
             vec![b"a\n".to_vec(), b"bc\n".to_vec(), b"last".to_vec()]
         );
-        assert_eq!(stats.records, 3);
+        // Nothing more ready after each read: each completed line went out
+        // at once, in its own write.
+        assert_eq!(sink.writes.len(), 3);
+        assert_eq!((stats.records, stats.writes), (3, 3));
         assert!(warnings.is_empty());
+    }
+
+    #[test]
+    fn ready_input_is_batched() {
+        let data: Vec<u8> = (0..1000)
+            .flat_map(|i| format!("line {i}\n").into_bytes())
+            .collect();
+        let (sink, stats, _) = run_publish(Framing::Lines, 100, &data, vec![100; 200], false, true);
+        assert_eq!(stats.records, 1000);
+        assert_eq!(sink.records().concat(), data);
+        // ~40 bytes a frame: 1000 frames fit one 64 KiB batch.
+        assert_eq!(sink.writes.len(), 1);
+        assert_eq!(stats.writes, 1);
+    }
+
+    #[test]
+    fn batches_stop_at_the_size_limit() {
+        let line = [b'x'; 1000];
+        let mut data = Vec::new();
+        for _ in 0..200 {
+            data.extend_from_slice(&line);
+            data.push(b'\n');
+        }
+        let (sink, stats, _) =
+            run_publish(Framing::Lines, 4096, &data, vec![4096; 100], false, true);
+        assert_eq!(stats.records, 200);
+        for w in &sink.writes {
+            let bytes: usize = w.iter().map(|p| abi::record_span(p.len())).sum();
+            assert!(bytes <= BATCH_MAX);
+        }
+        assert!(sink.writes.len() >= 200 * 1040 / BATCH_MAX);
+        assert_eq!(sink.records().concat(), data);
+    }
+
+    #[test]
+    fn flush_decisions() {
+        assert!(!flush_after_read(0, false, true), "nothing to write");
+        assert!(flush_after_read(10, false, false), "stdin idle: write now");
+        assert!(
+            !flush_after_read(10, true, false),
+            "more is ready: gather it"
+        );
+        assert!(flush_after_read(10, true, true), "end of input");
+        assert!(!full_before(0, BATCH_MAX * 2), "a big record goes alone");
+        assert!(!full_before(100, BATCH_MAX - 100));
+        assert!(full_before(100, BATCH_MAX - 99));
     }
 
     #[test]
@@ -317,38 +486,49 @@ mod tests {
         let mut data = vec![b'x'; 50];
         data.push(b'\n');
         data.extend_from_slice(&[b'y'; 30]);
-        let (sink, stats, warnings) = run_publish(Framing::Lines, 16, &data, vec![5], false);
+        let (sink, stats, warnings) = run_publish(Framing::Lines, 16, &data, vec![5], false, false);
         assert_eq!(warnings.len(), 1, "{warnings:?}");
         assert!(warnings[0].contains("16 bytes"));
         assert_eq!(stats.lines_split, 2);
-        assert!(sink.writes.iter().all(|w| w.len() <= 16));
-        assert_eq!(sink.writes.concat(), data);
+        assert!(sink.records().iter().all(|w| w.len() <= 16));
+        assert_eq!(sink.records().concat(), data);
     }
 
     #[test]
     fn empty_stdin_publishes_nothing() {
         for framing in [Framing::Lines, Framing::Raw, Framing::Len32] {
-            let (sink, stats, _) = run_publish(framing, 100, b"", vec![], false);
-            assert!(sink.writes.is_empty());
-            assert_eq!(stats, Stats::default());
+            for ready in [false, true] {
+                let (sink, stats, _) = run_publish(framing, 100, b"", vec![], false, ready);
+                assert!(sink.writes.is_empty());
+                assert_eq!(stats, Stats::default());
+            }
         }
     }
 
     #[test]
-    fn len32_bad_input_is_a_usage_error() {
+    fn len32_bad_input_is_a_usage_error_after_the_good_frames() {
         let mut framer = Framer::new(Framing::Len32, 4);
         let mut sink = Sink::default();
-        let data = baf::frame::encode_len32([&b"12345"[..]]);
-        let e = publish(&data[..], &mut sink, &mut framer, |_| {}).unwrap_err();
+        let data = baf::frame::encode_len32([&b"ok"[..], &b"12345"[..]]);
+        let e = publish(&data[..], &mut sink, &mut framer, || true, |_| {}).unwrap_err();
         assert_eq!(baf::cli::exit_code(&e), 2);
         assert!(
             baf::cli::message(&e).contains("record limit of 4"),
             "{}",
             baf::cli::message(&e)
         );
+        assert_eq!(
+            sink.records(),
+            vec![b"ok".to_vec()],
+            "the good frame went out"
+        );
         let mut framer = Framer::new(Framing::Len32, 4);
-        let e = publish(&[0u8, 0, 0, 3, 1][..], &mut sink, &mut framer, |_| {}).unwrap_err();
+        let mut sink = Sink::default();
+        let mut data = baf::frame::encode_len32([&b"ok"[..]]);
+        data.extend_from_slice(&[0u8, 0, 0, 3, 1]);
+        let e = publish(&data[..], &mut sink, &mut framer, || true, |_| {}).unwrap_err();
         assert!(baf::cli::message(&e).contains("ended inside a frame"));
+        assert_eq!(sink.records(), vec![b"ok".to_vec()]);
     }
 
     #[test]
@@ -363,7 +543,13 @@ mod tests {
             }
         }
         let mut framer = Framer::new(Framing::Lines, 10);
-        let e = publish(&b"x\n"[..], Gone, &mut framer, |_| {}).unwrap_err();
+        let e = publish(&b"x\n"[..], Gone, &mut framer, || false, |_| {}).unwrap_err();
+        assert_eq!(baf::cli::errno(&e), Some(libc::ENODEV));
+        assert!(baf::cli::message(&e).starts_with("writing to the topic"));
+        // Also when the batch fills up in the middle of a read.
+        let mut framer = Framer::new(Framing::Lines, 60_000);
+        let data = [[b'z'; 40_000].as_slice(), b"\n", &[b'z'; 40_000], b"\n"].concat();
+        let e = publish(&data[..], Gone, &mut framer, || true, |_| {}).unwrap_err();
         assert_eq!(baf::cli::errno(&e), Some(libc::ENODEV));
         assert!(baf::cli::message(&e).starts_with("writing to the topic"));
     }
@@ -374,8 +560,9 @@ mod tests {
     }
 
     proptest! {
-        /// Whatever the chunking, EINTRs and short writes, every byte of
-        /// stdin reaches the device once, in order.
+        /// Whatever the chunking, readiness, EINTRs and short writes, every
+        /// byte of stdin reaches the device once, in order, in records of
+        /// 1 to `max` bytes.
         #[test]
         fn no_byte_lost_duplicated_or_reordered(
             data in proptest::collection::vec(prop_oneof![Just(b'\n'), any::<u8>()], 0..3000),
@@ -383,22 +570,24 @@ mod tests {
             max in 1usize..100,
             raw in any::<bool>(),
             short in any::<bool>(),
+            ready in any::<bool>(),
         ) {
             let framing = if raw { Framing::Raw } else { Framing::Lines };
-            let (sink, stats, _) = run_publish(framing, max, &data, sizes, short);
-            prop_assert_eq!(sink.writes.concat(), data.clone());
-            prop_assert!(sink.writes.iter().all(|w| w.len() <= max && !w.is_empty()));
+            let (sink, stats, _) = run_publish(framing, max, &data, sizes, short, ready);
+            prop_assert_eq!(sink.records().concat(), data.clone());
+            prop_assert!(sink.records().iter().all(|w| w.len() <= max && !w.is_empty()));
             prop_assert_eq!(stats.bytes, data.len() as u64);
         }
 
         #[test]
-        fn len32_frames_are_writes(
+        fn len32_frames_are_records(
             frames in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 1..64), 0..20),
             sizes in proptest::collection::vec(1usize..100, 0..30),
+            ready in any::<bool>(),
         ) {
             let data = baf::frame::encode_len32(frames.iter().map(|f| &f[..]));
-            let (sink, stats, warnings) = run_publish(Framing::Len32, 64, &data, sizes, false);
-            prop_assert_eq!(sink.writes, frames.clone());
+            let (sink, stats, warnings) = run_publish(Framing::Len32, 64, &data, sizes, false, ready);
+            prop_assert_eq!(sink.records(), frames.clone());
             prop_assert_eq!(stats.records, frames.len() as u64);
             prop_assert!(warnings.is_empty());
         }

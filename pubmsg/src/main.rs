@@ -15,9 +15,13 @@ Examples:
 A line longer than the topic's record limit is sent as several records (with
 one warning); a --len32 frame longer than the limit is refused.
 
+Records go out in batch writes: as many as stdin has ready at once, each
+batch as soon as stdin pauses. The fanout module must have ABI version 2 or
+later.
+
 Exit codes: 0 end of input, 1 other error, 2 usage or bad input, 3 no such
-topic (and it cannot be created here), 4 no permission, 5 the topic already
-has a publisher.";
+topic (and it cannot be created here) or a module too old, 4 no permission,
+5 the topic already has a publisher.";
 
 /// Publish stdin to a baf topic, one record per line (or chunk, or frame).
 ///

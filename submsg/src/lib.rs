@@ -1,14 +1,22 @@
 //! `submsg`: subscribe to baf topics and write their records to stdout.
 //!
-//! One thread: every topic is an open file in record mode
-//! (`FLAG_RECORD`), non-blocking, in one epoll set together with the
-//! `--follow` watcher, a signalfd and stdout (to notice a closed pipe at
-//! once). Each ready topic gets one large `read()`, which returns many whole
-//! records; the kernel's headers give the sequence numbers, so a gap is an
-//! exact count of lost records. Output is gathered in a large buffer and
-//! written when it is full or when no topic has anything more to read
-//! (idle), so interactive use sees every line at once and busy use makes
-//! few large writes.
+//! One thread: every topic is an open file, non-blocking, in one epoll set
+//! together with the `--follow` watcher, a signalfd and stdout (to notice a
+//! closed pipe at once).
+//!
+//! A topic is read through a read-only mapping of its ring
+//! ([`baf::mapped`]) when the module allows it: no system call per batch; a
+//! topic with records keeps being read ("hot") until it has nothing new,
+//! and only then is its file's cursor moved to where the mapping reader is
+//! ([`baf::mapped::Mapped::prepare_wait`]) so that epoll says when more
+//! comes. Where mapping is refused (a container's namespaces, `--no-mmap`),
+//! the file is in record mode (`FLAG_RECORD`) and each ready topic gets one
+//! large `read()`, which returns many whole records. Either way the ring's
+//! headers give the sequence numbers, so a gap is an exact count of lost
+//! records, and the output is byte for byte the same. Output is gathered in
+//! a large buffer and written when it is full or when no topic has anything
+//! more to read (idle), so interactive use sees every line at once and busy
+//! use makes few large writes.
 
 pub mod follow;
 pub mod format;
@@ -18,7 +26,8 @@ use anyhow::{Context, Result};
 use baf::abi;
 use baf::cli::Failure;
 use baf::control;
-use baf::device::Topic;
+use baf::device::{Record, Topic};
+use baf::mapped::Mapped;
 use baf::pattern::{split_list, Pattern, Selection};
 use format::{Format, Label};
 use nix::errno::Errno;
@@ -87,6 +96,8 @@ pub struct Config {
     pub create: bool,
     /// Stop after this many records.
     pub count: Option<u64>,
+    /// Read with `read()` only, never through a mapping of the ring.
+    pub no_mmap: bool,
 }
 
 /// The command line's topics, sorted out.
@@ -187,6 +198,47 @@ struct Sub {
     label: Label,
     /// The sequence number expected next; a record above it means loss.
     expect: u64,
+    /// The ring, mapped (else the topic is read with `read()`).
+    mapped: Option<Mapped>,
+    /// In the hot list: read again without waiting.
+    hot: bool,
+}
+
+/// What one read of a topic found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Step {
+    /// Records, or something else worth reading again at once.
+    Data,
+    /// Nothing new.
+    Idle,
+    /// The topic is gone (removed and read to its end); it was dropped.
+    Gone,
+}
+
+/// Appends `record` of topic `label` to `out` in `format`, counting a gap
+/// before it (from `expect`, the seq wanted next) as lost. The same for both
+/// ways of reading, so their output is the same.
+fn deliver(
+    format: Format,
+    out: &mut Vec<u8>,
+    label: &Label,
+    expect: &mut u64,
+    loss: &mut loss::LossReporter,
+    record: &Record<'_>,
+) {
+    let seq = record.header.seq;
+    let lost = seq.saturating_sub(*expect);
+    *expect = seq.wrapping_add(1);
+    loss.add(&label.name, lost);
+    format::write_record(format, out, label, record, lost);
+}
+
+/// Whether a failed `mmap` is a refusal by the system (an errno: `EPERM`
+/// inside a container's namespaces, `EACCES`, `ENODEV`, `ENOMEM`...), after
+/// which `read()` is used without a word; anything else (a control page
+/// that makes no sense) is worth a warning.
+fn quiet_mmap_refusal(e: &io::Error) -> bool {
+    e.raw_os_error().is_some()
 }
 
 /// Stdout, written in large pieces.
@@ -276,6 +328,8 @@ struct Subscriber<'a> {
     watcher: Option<follow::Watcher>,
     /// Topics already warned about (no permission, not a topic).
     warned: HashSet<String>,
+    /// Mapped topics to read again without waiting.
+    hot: Vec<u64>,
 }
 
 /// Why a topic could not be joined.
@@ -317,6 +371,7 @@ impl<'a> Subscriber<'a> {
                 ))
             }
         };
+        baf::device::check_abi(&info).map_err(|e| JoinError::Fail(anyhow::Error::new(e)))?;
         let fail = |e: io::Error, what: &str| {
             JoinError::Fail(anyhow::Error::new(e).context(format!("cannot {what} topic {name}")))
         };
@@ -354,23 +409,49 @@ impl<'a> Subscriber<'a> {
                 Err(e) => return Err(fail(e, "seek on")),
             },
         };
-        let span = abi::record_span(info.record_max as usize);
-        if self.buf.len() < span {
-            self.buf.resize(span, 0);
+        // The file is where the reader starts (seeked above): map the ring
+        // from there, or read the file.
+        let mapped = if self.cfg.no_mmap {
+            None
+        } else {
+            match Mapped::new(&topic) {
+                Ok(m) => Some(m),
+                Err(e) => {
+                    if !quiet_mmap_refusal(&e) {
+                        eprintln!(
+                            "submsg: topic {name}: cannot read it through a mapping ({e}); using read()"
+                        );
+                    }
+                    None
+                }
+            }
+        };
+        if mapped.is_none() {
+            let span = abi::record_span(info.record_max as usize);
+            if self.buf.len() < span {
+                self.buf.resize(span, 0);
+            }
         }
         let token = self.next_token;
         self.next_token += 1;
         self.epoll
             .add(topic.file(), EpollEvent::new(EpollFlags::EPOLLIN, token))
             .map_err(|e| fail(e.into(), "watch"))?;
+        let hot = mapped.is_some();
         self.subs.insert(
             token,
             Sub {
                 topic,
                 label: Label::new(name),
                 expect,
+                mapped,
+                hot,
             },
         );
+        if hot {
+            // History (--from) may be waiting: read before sleeping.
+            self.hot.push(token);
+        }
         self.by_name.insert(name.to_string(), token);
         Ok(())
     }
@@ -405,8 +486,113 @@ impl<'a> Subscriber<'a> {
         }
     }
 
-    /// One read of a ready topic. Returns false when the topic is gone.
-    fn read_topic(&mut self, token: u64) -> Result<bool> {
+    /// One read of a topic, whichever way it is read.
+    fn read_topic(&mut self, token: u64) -> Result<Step> {
+        match self.subs.get(&token) {
+            None => Ok(Step::Gone),
+            Some(sub) if sub.mapped.is_some() => self.read_mapped(token),
+            Some(_) => self.read_file(token),
+        }
+    }
+
+    /// One batch out of a mapped ring.
+    fn read_mapped(&mut self, token: u64) -> Result<Step> {
+        let Self {
+            subs,
+            out,
+            loss,
+            remaining,
+            cfg,
+            ..
+        } = self;
+        let Some(sub) = subs.get_mut(&token) else {
+            return Ok(Step::Gone);
+        };
+        let Some(mapped) = sub.mapped.as_mut() else {
+            return Ok(Step::Gone);
+        };
+        let format = cfg.format;
+        let (label, expect) = (&sub.label, &mut sub.expect);
+        let limit = remaining.unwrap_or(u64::MAX);
+        let progress = mapped
+            .read_into(&mut out.buf, limit, |buf, header, payload| {
+                let record = Record {
+                    header: *header,
+                    payload,
+                };
+                deliver(format, buf, label, expect, loss, &record);
+            })
+            .with_context(|| format!("reading topic {} through its mapping", sub.label.name))?;
+        if let Some(r) = remaining {
+            *r = r.saturating_sub(progress.records);
+        }
+        if progress.ended {
+            self.drop_sub(token);
+            Ok(Step::Gone)
+        } else if progress.records > 0 {
+            Ok(Step::Data)
+        } else {
+            Ok(Step::Idle)
+        }
+    }
+
+    /// Before sleeping: moves a mapped topic's file cursor to where its
+    /// reader is. False when the reader must read again first.
+    fn prepare_wait(&mut self, token: u64) -> Result<bool> {
+        let Some(sub) = self.subs.get(&token) else {
+            return Ok(true);
+        };
+        let Some(mapped) = sub.mapped.as_ref() else {
+            return Ok(true);
+        };
+        mapped
+            .prepare_wait(&sub.topic)
+            .with_context(|| format!("cannot seek on topic {}", sub.label.name))
+    }
+
+    /// Reads each hot (mapped, busy) topic once; keeps those that had
+    /// something, and lets the others sleep in epoll.
+    fn serve_hot(&mut self) -> Result<()> {
+        let hot = std::mem::take(&mut self.hot);
+        for (i, &token) in hot.iter().enumerate() {
+            if self.done() {
+                self.hot.extend_from_slice(hot.get(i..).unwrap_or_default());
+                break;
+            }
+            let keep = match self.read_topic(token)? {
+                Step::Gone => false,
+                Step::Data => true,
+                Step::Idle => !self.prepare_wait(token)?,
+            };
+            if keep {
+                self.hot.push(token);
+            } else if let Some(sub) = self.subs.get_mut(&token) {
+                sub.hot = false;
+            }
+            if self.out.buf.len() >= FLUSH_AT {
+                self.out.flush()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Epoll says topic `token` is ready.
+    fn on_ready(&mut self, token: u64) -> Result<()> {
+        match self.subs.get_mut(&token) {
+            Some(sub) if sub.mapped.is_some() => {
+                if !sub.hot {
+                    sub.hot = true;
+                    self.hot.push(token);
+                }
+                Ok(())
+            }
+            Some(_) => self.read_file(token).map(|_| ()),
+            None => Ok(()),
+        }
+    }
+
+    /// One `read()` of a ready topic.
+    fn read_file(&mut self, token: u64) -> Result<Step> {
         let Self {
             subs,
             buf,
@@ -417,12 +603,12 @@ impl<'a> Subscriber<'a> {
             ..
         } = self;
         let Some(sub) = subs.get_mut(&token) else {
-            return Ok(false);
+            return Ok(Step::Gone);
         };
         let n = match sub.topic.file().read(buf) {
             Ok(0) => {
                 self.drop_sub(token);
-                return Ok(false);
+                return Ok(Step::Gone);
             }
             Ok(n) => n,
             Err(e)
@@ -431,18 +617,18 @@ impl<'a> Subscriber<'a> {
                     io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
                 ) =>
             {
-                return Ok(true)
+                return Ok(Step::Idle)
             }
             Err(e) if e.raw_os_error() == Some(libc::EMSGSIZE) => {
                 // A record larger than the buffer: make room and retry.
                 let max = sub.topic.info().map(|i| i.record_max).unwrap_or(1 << 20);
                 let want = abi::record_span(max as usize).max(buf.len() * 2);
                 buf.resize(want, 0);
-                return Ok(true);
+                return Ok(Step::Data);
             }
             Err(e) if e.raw_os_error() == Some(libc::ENODEV) => {
                 self.drop_sub(token);
-                return Ok(false);
+                return Ok(Step::Gone);
             }
             Err(e) => {
                 return Err(e).with_context(|| format!("reading topic {}", sub.label.name));
@@ -452,24 +638,33 @@ impl<'a> Subscriber<'a> {
             if *remaining == Some(0) {
                 break;
             }
-            let seq = record.header.seq;
-            let lost = seq.saturating_sub(sub.expect);
-            sub.expect = seq.wrapping_add(1);
-            loss.add(&sub.label.name, lost);
             match cfg.format {
-                Format::Raw if record.payload.len() >= DIRECT => out.flush_with(record.payload)?,
-                Format::Len32 if record.payload.len() >= DIRECT => {
-                    out.buf
-                        .extend_from_slice(&(record.payload.len() as u32).to_be_bytes());
+                Format::Raw | Format::Len32 if record.payload.len() >= DIRECT => {
+                    // Large payloads go from the read buffer to stdout
+                    // directly (what `deliver` would do, without the copy).
+                    let seq = record.header.seq;
+                    loss.add(&sub.label.name, seq.saturating_sub(sub.expect));
+                    sub.expect = seq.wrapping_add(1);
+                    if cfg.format == Format::Len32 {
+                        out.buf
+                            .extend_from_slice(&(record.payload.len() as u32).to_be_bytes());
+                    }
                     out.flush_with(record.payload)?;
                 }
-                format => format::write_record(format, &mut out.buf, &sub.label, &record, lost),
+                format => deliver(
+                    format,
+                    &mut out.buf,
+                    &sub.label,
+                    &mut sub.expect,
+                    loss,
+                    &record,
+                ),
             }
             if let Some(r) = remaining {
                 *r -= 1;
             }
         }
-        Ok(true)
+        Ok(Step::Data)
     }
 
     /// Whether a subscribed topic's file says its topic was removed.
@@ -496,7 +691,7 @@ impl<'a> Subscriber<'a> {
                 }
                 // Removed and made again: finish the old one first.
                 for _ in 0..1_000_000 {
-                    if !self.read_topic(token)? {
+                    if self.read_topic(token)? == Step::Gone {
                         break;
                     }
                 }
@@ -528,7 +723,11 @@ impl<'a> Subscriber<'a> {
     fn run(&mut self, signals: &SignalFd) -> Result<End> {
         let mut events = vec![EpollEvent::empty(); 256];
         while !self.done() {
-            let timeout = if !self.out.buf.is_empty() {
+            self.serve_hot()?;
+            if self.done() {
+                break;
+            }
+            let timeout = if !self.hot.is_empty() || !self.out.buf.is_empty() {
                 PollTimeout::ZERO
             } else if let Some(d) = self.loss.due_in(Instant::now()) {
                 PollTimeout::try_from(d.as_millis().saturating_add(1).min(60_000) as u64)
@@ -541,7 +740,7 @@ impl<'a> Subscriber<'a> {
                 Err(Errno::EINTR) => continue,
                 Err(e) => return Err(e).context("waiting for topics"),
             };
-            if n == 0 {
+            if n == 0 && self.hot.is_empty() {
                 // Idle: everything read is written now.
                 self.out.flush()?;
             }
@@ -566,9 +765,7 @@ impl<'a> Subscriber<'a> {
                             }
                         }
                     }
-                    token => {
-                        self.read_topic(token)?;
-                    }
+                    token => self.on_ready(token)?,
                 }
                 if self.done() {
                     break;
@@ -623,6 +820,7 @@ pub fn run(cfg: &Config) -> Result<()> {
         remaining: cfg.count,
         watcher: None,
         warned: HashSet::new(),
+        hot: Vec::new(),
     };
     if cfg.follow {
         // Watch before listing, so a topic made in between is not missed.
@@ -782,6 +980,54 @@ mod tests {
         }
         let e = plan(&cfg(&[], &["bad*pattern"])).unwrap_err();
         assert_eq!(baf::cli::exit_code(&e), 2);
+    }
+
+    #[test]
+    fn deliver_counts_gaps_and_formats_like_write_record() {
+        use baf::abi::RecordHeader;
+        let label = Label::new("t");
+        let mut loss = loss::LossReporter::new(loss::INTERVAL);
+        let mut expect = 5;
+        let mut out = Vec::new();
+        for (seq, payload) in [(5u64, &b"a\n"[..]), (6, b"b\n"), (9, b"c\n")] {
+            let header = RecordHeader {
+                len: payload.len() as u32,
+                seq,
+                ..RecordHeader::default()
+            };
+            let record = Record { header, payload };
+            deliver(
+                Format::Json,
+                &mut out,
+                &label,
+                &mut expect,
+                &mut loss,
+                &record,
+            );
+        }
+        assert_eq!(expect, 10);
+        assert_eq!(loss.total("t"), 2);
+        let lines: Vec<serde_json::Value> = out
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_slice(l).unwrap())
+            .collect();
+        let lost: Vec<_> = lines.iter().map(|v| v["lost"].as_u64().unwrap()).collect();
+        assert_eq!(lost, vec![0, 0, 2]);
+    }
+
+    #[test]
+    fn mmap_refusals_by_the_system_are_quiet() {
+        assert!(quiet_mmap_refusal(&io::Error::from_raw_os_error(
+            libc::EPERM
+        )));
+        assert!(quiet_mmap_refusal(&io::Error::from_raw_os_error(
+            libc::ENODEV
+        )));
+        assert!(!quiet_mmap_refusal(&io::Error::new(
+            io::ErrorKind::InvalidData,
+            "bad control page"
+        )));
     }
 
     #[test]

@@ -29,16 +29,23 @@ Lost records (a reader too slow for the ring) are reported on stderr, at
 most once a second, with counts per topic. A closed stdout (submsg | head -1)
 ends submsg quietly with status 0.
 
+Topics are read through a read-only mapping of their rings where the module
+allows it (not inside a container's pid or user namespace), else with
+read(); --no-mmap forces read(). The output is the same either way. The
+fanout module must have ABI version 2 or later.
+
 Exit codes: 0 done (stdout closed, --count reached, every topic removed),
-1 other error, 2 usage, 3 no such topic (and it cannot be created here),
-4 no permission.";
+1 other error, 2 usage, 3 no such topic (and it cannot be created here) or a
+module too old, 4 no permission.";
 
 /// Subscribe to baf topics and write what is published to stdout.
 ///
 /// Reads every selected topic (all of them when none is given) with one
 /// thread and epoll, from the moment it starts (or from --from), and
 /// writes the records to stdout in large buffered writes, flushed as soon
-/// as no topic has more to read.
+/// as no topic has more to read. Topics are read through a read-only
+/// mapping of their rings where allowed (no system call per batch), else
+/// with read(); the output is the same.
 #[derive(Parser, Debug)]
 #[command(name = "submsg", version, about, long_about, after_help = AFTER_HELP)]
 #[command(group(ArgGroup::new("format").args(["prefix", "json", "len32"])))]
@@ -73,6 +80,11 @@ struct Args {
     /// it.
     #[arg(long)]
     no_create: bool,
+    /// Read topics with read() only, not through a read-only mapping of
+    /// their rings (which is used when allowed: not inside a container's
+    /// pid or user namespace).
+    #[arg(long)]
+    no_mmap: bool,
     /// Print a man page or shell completions to stdout and exit.
     #[arg(long, value_name = "KIND", hide = true, exclusive = true)]
     generate: Option<Generate>,
@@ -100,6 +112,7 @@ impl Args {
             start: self.from,
             create: !self.no_create,
             count: self.count,
+            no_mmap: self.no_mmap,
         }
     }
 }
@@ -166,6 +179,12 @@ mod tests {
             baf::cli::one_line(&e)
         );
         assert!(!baf::cli::one_line(&e).contains('\n'));
+    }
+
+    #[test]
+    fn mmap_by_default() {
+        assert!(!parse_from(&["t"]).unwrap().config().no_mmap);
+        assert!(parse_from(&["--no-mmap", "t"]).unwrap().config().no_mmap);
     }
 
     #[test]

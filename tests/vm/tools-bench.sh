@@ -1,11 +1,14 @@
 # The tools' throughput in the VM (busybox sh, sourced with tests/vm/lib.sh
-# and the module loaded; needs baf-setup create --size): `pubmsg | submsg`
-# beside `cat | cat` through a pipe, in the same run. Prints Markdown table
-# rows: | what | baf | pipe | ratio |  (ratio = baf / pipe; above 1, baf is
-# faster).
+# and the module loaded; needs baf-setup create --size): `pubmsg | submsg |
+# wc -c` beside `cat | cat | wc -c` through pipes, in the same run. Prints a
+# Markdown table: | what | baf | pipe | ratio | baf records lost | output
+# bytes |  (ratio = baf / pipe; above 1, baf is faster). Everything submsg
+# writes is consumed and counted; the time runs until it has all been
+# written.
 #
 # The topics have rings that hold the whole run, so a slow moment of the
-# reader cannot lose records: the figure is throughput, not loss.
+# reader should not lose records; the loss is shown all the same (the
+# topic's sysfs `lost` once submsg has read to the end).
 # Timing uses /proc/uptime (10 ms steps); each run takes seconds.
 
 bench_now() { # centiseconds since boot
@@ -30,73 +33,83 @@ bench_caught_up() { # PID TOPIC: the reader's cursor is at the topic's end
   next=$(cat "/sys/class/baf/$2/next_seq")
   grep -h '^fanout_cursor_seq' /proc/"$1"/fdinfo/* 2>/dev/null | grep -q "[[:space:]]$next\$"
 }
-# bench_baf TOPIC RECORDS FILE PUBMSG-ARGS...: centiseconds from the start of
-# `pubmsg ARGS TOPIC < FILE` until `submsg TOPIC > /dev/null` has read
-# everything: RECORDS records (submsg -n), or with RECORDS "-", up to the
-# topic's last record (seen in /proc/PID/fdinfo).
+bench_count() { # FILE: the number wc -c wrote into FILE
+  read -r c < "$1"
+  echo $((c + 0))
+}
+# bench_baf TOPIC FILE PUBMSG-ARGS...: `pubmsg ARGS TOPIC < FILE` into
+# `submsg TOPIC | wc -c`; prints "CENTISECONDS BYTES LOST": from the start of
+# pubmsg until submsg has read the topic to its end and written everything
+# (the topic is then removed, so submsg flushes and exits), the bytes submsg
+# wrote, and the records the topic's readers lost (sysfs `lost`).
 bench_baf() {
-  topic=$1 records=$2 file=$3; shift 3
-  if [ "$records" = - ]; then
-    submsg "$topic" > /dev/null 2> /tmp/bench.err & bp=$!
-  else
-    submsg -n "$records" "$topic" > /dev/null 2> /tmp/bench.err & bp=$!
-  fi
+  topic=$1 file=$2; shift 2
+  rm -f /tmp/bench.fifo /tmp/bench.count
+  mkfifo /tmp/bench.fifo
+  wc -c < /tmp/bench.fifo > /tmp/bench.count & wp=$!
+  submsg "$topic" > /tmp/bench.fifo 2> /tmp/bench.err & bp=$!
   n=0
   while [ "$(bench_readers "$topic")" -lt 1 ] && [ $n -lt 100 ]; do sleep 0.1; n=$((n + 1)); done
   t0=$(bench_now)
   pubmsg "$@" "$topic" < "$file"
-  if [ "$records" = - ]; then
-    while ! bench_caught_up $bp "$topic"; do usleep 2000; done
-    t1=$(bench_now)
-    kill $bp
-  else
-    while ! bench_gone $bp; do usleep 2000; done
-    t1=$(bench_now)
-  fi
+  n=0
+  while ! bench_caught_up $bp "$topic" && ! bench_gone $bp && [ $n -lt 60000 ]; do usleep 2000; n=$((n + 1)); done
+  lost=$(cat "/sys/class/baf/$topic/lost" 2>/dev/null || echo "?")
+  baf-setup remove "$topic" > /dev/null 2>&1
+  n=0
+  while ! bench_gone $bp && [ $n -lt 15000 ]; do usleep 2000; n=$((n + 1)); done
+  if ! bench_gone $bp; then echo "submsg did not exit after its topic was removed" >&2; kill $bp; fi
   wait $bp 2>/dev/null
-  if [ -s /tmp/bench.err ]; then cat /tmp/bench.err >&2; fi
-  echo $((t1 - t0))
-}
-bench_pipe() { # FILE: centiseconds of cat FILE | cat > /dev/null
-  t0=$(bench_now)
-  cat "$1" | cat > /dev/null
+  wait $wp 2>/dev/null
   t1=$(bench_now)
-  echo $((t1 - t0))
+  if [ -s /tmp/bench.err ]; then cat /tmp/bench.err >&2; fi
+  echo "$((t1 - t0)) $(bench_count /tmp/bench.count) $lost"
+  rm -f /tmp/bench.fifo /tmp/bench.count
 }
-bench_row() { # WHAT UNIT COUNT BAF_CS PIPE_CS
-  b=$(bench_rate "$3" "$4"); p=$(bench_rate "$3" "$5")
+bench_pipe() { # FILE: prints "CENTISECONDS BYTES" of cat FILE | cat | wc -c
+  t0=$(bench_now)
+  cat "$1" | cat | wc -c > /tmp/bench.count
+  t1=$(bench_now)
+  echo "$((t1 - t0)) $(bench_count /tmp/bench.count)"
+  rm -f /tmp/bench.count
+}
+# bench_row WHAT UNIT COUNT INPUT_BYTES "BAF_CS BAF_BYTES LOST" "PIPE_CS PIPE_BYTES"
+bench_row() {
+  set -- "$1" "$2" "$3" "$4" $5 $6
+  b=$(bench_rate "$3" "$5"); p=$(bench_rate "$3" "$8")
   ratio=$(awk -v b="$b" -v p="$p" 'BEGIN { if (p < 1) p = 1; printf "%.2f", b / p }')
-  echo "| $1 | $(bench_human "$b" "$2") | $(bench_human "$p" "$2") | $ratio |"
+  echo "| $1 | $(bench_human "$b" "$2") | $(bench_human "$p" "$2") | $ratio | $7 | $6 of $4 | $9 of $4 |"
 }
 
 tools_bench() {
+  echo "| what | baf | pipe | ratio | baf records lost | submsg output bytes | pipe output bytes |"
+  echo "| --- | --- | --- | --- | --- | --- | --- |"
   # 64-byte lines: 63 characters and a newline.
   lines=200000
   awk -v n=$lines 'BEGIN { s = sprintf("%063d", 0); for (i = 0; i < n; i++) print s }' > /tmp/bench.lines
+  size=$((lines * 64))
+  pipe=$(bench_pipe /tmp/bench.lines)
   baf-setup remove bench-lines > /dev/null 2>&1
   baf-setup create bench-lines --size 64M > /dev/null 2>&1 || return 1
-  baf_cs=$(bench_baf bench-lines $lines /tmp/bench.lines)
-  pipe_cs=$(bench_pipe /tmp/bench.lines)
-  bench_row "pubmsg \\| submsg, 64 B lines, a record each (vs cat \\| cat)" "lines/s" $lines "$baf_cs" "$pipe_cs"
+  baf=$(bench_baf bench-lines /tmp/bench.lines)
+  bench_row "pubmsg \\| submsg, 64 B lines, a record each (vs cat \\| cat)" "lines/s" $lines $size "$baf" "$pipe"
   # The same lines with --raw: records are whatever each read of stdin
   # returns, so the cost per line is no longer a write() per line.
-  baf-setup remove bench-lines > /dev/null 2>&1
   baf-setup create bench-lines --size 64M > /dev/null 2>&1 || return 1
-  baf_cs=$(bench_baf bench-lines - /tmp/bench.lines --raw)
-  bench_row "pubmsg --raw \\| submsg, 64 B lines in chunks (vs cat \\| cat)" "lines/s" $lines "$baf_cs" "$pipe_cs"
-  baf-setup remove bench-lines > /dev/null 2>&1
+  baf=$(bench_baf bench-lines /tmp/bench.lines --raw)
+  bench_row "pubmsg --raw \\| submsg, 64 B lines in chunks (vs cat \\| cat)" "lines/s" $lines $size "$baf" "$pipe"
   rm -f /tmp/bench.lines
 
   # 64 KiB raw chunks: records of exactly 64 KiB (the topic's record limit),
   # 32 MiB in all.
   chunks=512
+  size=$((chunks * 65536))
   dd if=/dev/zero of=/tmp/bench.raw bs=65536 count=$chunks 2> /dev/null
+  pipe=$(bench_pipe /tmp/bench.raw)
   baf-setup remove bench-raw > /dev/null 2>&1
   baf-setup create bench-raw --size 64M --record-max 64K > /dev/null 2>&1 || return 1
-  baf_cs=$(bench_baf bench-raw $chunks /tmp/bench.raw --raw)
-  pipe_cs=$(bench_pipe /tmp/bench.raw)
-  bench_row "pubmsg --raw \\| submsg, 64 KiB chunks (vs cat \\| cat)" "B/s" $((chunks * 65536)) "$baf_cs" "$pipe_cs"
-  baf-setup remove bench-raw > /dev/null 2>&1
+  baf=$(bench_baf bench-raw /tmp/bench.raw --raw)
+  bench_row "pubmsg --raw \\| submsg, 64 KiB chunks (vs cat \\| cat)" "B/s" $size $size "$baf" "$pipe"
   rm -f /tmp/bench.raw
 }
 
