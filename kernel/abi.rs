@@ -45,6 +45,27 @@ pub const IOC_INFO: u32 = ioc(IOC_READ, 3, core::mem::size_of::<Info>());
 /// file that holds it is closed, so it dies with its process.
 pub const IOC_CLAIM_PUBLISHER: u32 = ioc(0, 4, 0);
 
+/// For readers of the mapping (ABI 2): "I will read record `seq` next, and
+/// lost `lost` records since my last sync". Argument: pointer to a
+/// [`MappedSync`]. Adds `lost` to this file's and the topic's loss counts
+/// and moves this file's cursor to `seq` (so `poll` reports `POLLIN` exactly
+/// when a record at or after `seq` exists). Returns 1 instead of 0 when
+/// `seq` was already overwritten (the reader was lapped again: read before
+/// sleeping). `ERANGE` when `seq` is after the next record to be written;
+/// `EINVAL` when `seq` is before the last synced one or `lost` is more than
+/// the records between the two.
+pub const IOC_MAPPED_SYNC: u32 = ioc(IOC_WRITE, 5, core::mem::size_of::<MappedSync>());
+
+/// Argument of [`IOC_MAPPED_SYNC`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MappedSync {
+    /// Sequence number the reader reads next.
+    pub seq: u64,
+    /// Records it lost since its last sync (or since it mapped the ring).
+    pub lost: u64,
+}
+
 /// Control device: create a topic. Argument: pointer to a [`TopicSpec`].
 /// Returns 1 when created, 0 when it already existed with the same settings.
 pub const IOC_CREATE: u32 = ioc(IOC_WRITE, 0x10, core::mem::size_of::<TopicSpec>());

@@ -54,6 +54,7 @@ const _: () = {
     assert!(abi::IOC_SET_FLAGS == _IOW::<u32>(abi::IOC_TYPE, 1));
     assert!(abi::IOC_SEEK == _IOWR::<abi::Seek>(abi::IOC_TYPE, 2));
     assert!(abi::IOC_INFO == _IOR::<abi::Info>(abi::IOC_TYPE, 3));
+    assert!(abi::IOC_MAPPED_SYNC == _IOW::<abi::MappedSync>(abi::IOC_TYPE, 5));
     assert!(abi::RECORD_HEADER_SIZE == 32);
     assert!(abi::CTRL_TAIL_SEQ + 8 <= crate::ringmem::CTRL_SIZE);
 };
@@ -63,6 +64,9 @@ const _: () = {
 unsafe impl kernel::transmute::FromBytes for abi::Seek {}
 // SAFETY: As above: no padding, so every byte of a `Seek` is initialized.
 unsafe impl kernel::transmute::AsBytes for abi::Seek {}
+// SAFETY: `MappedSync` is `repr(C)`, two u64 with no padding, so every
+// byte pattern is a valid value.
+unsafe impl kernel::transmute::FromBytes for abi::MappedSync {}
 // SAFETY: `Info` is `repr(C)`, made of integers laid out without padding
 // (2 x u32, u64, 2 x u32, 5 x u64), so every byte is initialized.
 unsafe impl kernel::transmute::AsBytes for abi::Info {}
@@ -87,6 +91,9 @@ struct ReadState {
     split: Option<Split>,
     /// Records this file lost to overrun.
     lost: u64,
+    /// The sequence number of the last seek or mapped-reader sync: a
+    /// mapping reader cannot report more loss than it moved past since.
+    synced: u64,
 }
 
 /// The private data of an open topic file.
@@ -155,6 +162,7 @@ impl OpenFile {
                     cursor,
                     split: None,
                     lost: 0,
+                    synced: cursor.seq,
                 }, "fanout_file"),
                 flags: Atomic::new(0),
                 cursor_seq: Atomic::new(cursor.seq),
@@ -590,11 +598,18 @@ impl OpenFile {
                 w.write(&seek)?;
                 let mut rs = self.rs.lock();
                 self.set_cursor(&mut rs, c);
+                rs.synced = c.seq;
                 rs.split = None;
                 self.split_pending.store(false, Release);
                 drop(rs);
                 // A reader of this file sleeping in `read` re-checks.
                 self.topic.readers.wake(KEY_IN);
+            }
+            abi::IOC_MAPPED_SYNC => {
+                let m: abi::MappedSync = UserSlice::new(ptr, size_of::<abi::MappedSync>())
+                    .reader()
+                    .read()?;
+                return self.mapped_sync(m);
             }
             abi::IOC_CLAIM_PUBLISHER => self.topic.claim_publisher(self.holder_id())?,
             abi::IOC_INFO => {
@@ -606,6 +621,36 @@ impl OpenFile {
             _ => return Err(ENOTTY),
         }
         Ok(0)
+    }
+
+    /// `IOC_MAPPED_SYNC`: a mapping reader reports where it is and what it
+    /// lost. 1 when `seq` is already overwritten, else 0.
+    fn mapped_sync(&self, m: abi::MappedSync) -> Result<isize> {
+        let _g = self.lock_reader()?;
+        let (c, lapped) = {
+            let st = self.topic.state.lock();
+            let ring = &st.ring;
+            if m.seq > ring.next_seq() {
+                return Err(ERANGE);
+            }
+            if m.seq < ring.oldest_seq() {
+                (ring.oldest(), true)
+            } else {
+                (ring.find(&self.topic.mem, m.seq).ok_or(ERANGE)?, false)
+            }
+        };
+        let mut rs = self.rs.lock();
+        if m.seq < rs.synced || m.lost > m.seq - rs.synced {
+            return Err(EINVAL);
+        }
+        rs.synced = m.seq;
+        rs.lost = rs.lost.saturating_add(m.lost);
+        self.set_cursor(&mut rs, c);
+        rs.split = None;
+        self.split_pending.store(false, Release);
+        drop(rs);
+        self.topic.stats.lost.add(m.lost, Relaxed);
+        Ok(isize::from(lapped))
     }
 
     /// This file's identity for the publisher lock: its (pinned) address.

@@ -66,6 +66,23 @@ impl Topic {
         Ok(s.arg)
     }
 
+    /// For a reader of the mapping: tells the kernel it reads record `seq`
+    /// next and lost `lost` records since its last sync, so the loss shows
+    /// in the file's and the topic's counts and `poll` refers to `seq`.
+    /// `Ok(true)` when `seq` was already overwritten (read before sleeping).
+    pub fn mapped_sync(&self, seq: u64, lost: u64) -> io::Result<bool> {
+        let mut m = abi::MappedSync { seq, lost };
+        // SAFETY: `IOC_MAPPED_SYNC` takes a pointer to a `MappedSync`, which
+        // `m` is, live and aligned for the duration of the call; the kernel
+        // only reads it.
+        let rc = unsafe { libc::ioctl(self.file.as_raw_fd(), abi::IOC_MAPPED_SYNC as _, &mut m) };
+        match rc {
+            0 => Ok(false),
+            1 => Ok(true),
+            _ => Err(io::Error::last_os_error()),
+        }
+    }
+
     /// Takes the topic's publisher lock for this open file: `EBUSY` while
     /// another open file holds it. Closing the file (or exiting) releases it.
     pub fn claim_publisher(&self) -> io::Result<()> {

@@ -200,6 +200,9 @@ pub struct Mapped {
     /// a lap), records older than `seq` are skipped and a newer one means
     /// loss.
     exact: bool,
+    /// Records lost and not yet reported to the kernel
+    /// ([`Mapped::prepare_wait`], [`Mapped::report_loss`]).
+    unreported: u64,
     /// The private copy of the ring range being read.
     scratch: Vec<u8>,
     chunk: u64,
@@ -306,6 +309,7 @@ impl Mapped {
             pos: 0,
             seq: cursor_seq,
             exact: false,
+            unreported: 0,
             scratch: Vec::new(),
             chunk,
         };
@@ -533,6 +537,7 @@ impl Mapped {
                 continue;
             } else {
                 progress.lost += h.seq - self.seq;
+                self.unreported += h.seq - self.seq;
                 self.seq = h.seq;
                 self.exact = true;
             }
@@ -549,19 +554,33 @@ impl Mapped {
     }
 
     /// Call before sleeping in `poll`/`epoll` on `topic` (the file this was
-    /// mapped from): moves the file's kernel cursor to this consumer's next
-    /// seq, so `POLLIN` means that record (or a later one) exists. Returns
-    /// false when it must not sleep: that seq is no longer buffered (lapped
-    /// since the last read), so read again first.
-    pub fn prepare_wait(&self, topic: &Topic) -> io::Result<bool> {
+    /// mapped from): reports this consumer's next seq and its unreported
+    /// loss to the kernel (`IOC_MAPPED_SYNC`), which counts the loss for the
+    /// file and the topic and moves the file's cursor there, so `POLLIN`
+    /// means that record (or a later one) exists. Returns false when it must
+    /// not sleep: that seq is no longer buffered (lapped since the last
+    /// read), so read again first.
+    pub fn prepare_wait(&mut self, topic: &Topic) -> io::Result<bool> {
         loop {
-            match topic.seek(abi::SEEK_SEQ, self.seq) {
-                Ok(_) => return Ok(true),
-                Err(e) if e.raw_os_error() == Some(libc::ERANGE) => return Ok(false),
+            match topic.mapped_sync(self.seq, self.unreported) {
+                Ok(lapped) => {
+                    self.unreported = 0;
+                    return Ok(!lapped);
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// Reports loss counted since the last report to the kernel at once
+    /// (as [`Mapped::prepare_wait`] does before sleeping), so the file's and
+    /// the topic's loss counts are right while this consumer is busy.
+    pub fn report_loss(&mut self, topic: &Topic) -> io::Result<()> {
+        if self.unreported > 0 {
+            self.prepare_wait(topic)?;
+        }
+        Ok(())
     }
 }
 

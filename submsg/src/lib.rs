@@ -523,6 +523,12 @@ impl<'a> Subscriber<'a> {
                 deliver(format, buf, label, expect, loss, &record);
             })
             .with_context(|| format!("reading topic {} through its mapping", sub.label.name))?;
+        if progress.lost > 0 {
+            // The kernel counts a mapping reader's loss only when told.
+            mapped
+                .report_loss(&sub.topic)
+                .with_context(|| format!("reporting loss on topic {}", sub.label.name))?;
+        }
         if let Some(r) = remaining {
             *r = r.saturating_sub(progress.records);
         }
@@ -539,10 +545,10 @@ impl<'a> Subscriber<'a> {
     /// Before sleeping: moves a mapped topic's file cursor to where its
     /// reader is. False when the reader must read again first.
     fn prepare_wait(&mut self, token: u64) -> Result<bool> {
-        let Some(sub) = self.subs.get(&token) else {
+        let Some(sub) = self.subs.get_mut(&token) else {
             return Ok(true);
         };
-        let Some(mapped) = sub.mapped.as_ref() else {
+        let Some(mapped) = sub.mapped.as_mut() else {
             return Ok(true);
         };
         mapped

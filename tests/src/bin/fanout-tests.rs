@@ -1228,6 +1228,8 @@ struct MapReader<'a> {
     /// False after a lap, until a record at the new position is validated.
     seq_known: bool,
     lost: u64,
+    /// Of `lost`, what the kernel was told (`IOC_MAPPED_SYNC`).
+    reported: u64,
     laps: u64,
     /// Batches dropped because the tail passed them during the copy.
     retries: u64,
@@ -1265,6 +1267,7 @@ impl<'a> MapReader<'a> {
             lost: 0,
             laps: 0,
             retries: 0,
+            reported: 0,
         })
     }
 
@@ -1414,17 +1417,25 @@ impl<'a> MapReader<'a> {
         Ok(())
     }
 
+    /// Tells the kernel where we are and what we lost since we last said
+    /// (`IOC_MAPPED_SYNC`); true when our next record is already gone.
+    fn sync(&mut self, t: &Topic) -> Result<bool> {
+        let lapped = t
+            .mapped_sync(self.seq, self.lost - self.reported)
+            .context("IOC_MAPPED_SYNC")?;
+        self.reported = self.lost;
+        Ok(lapped)
+    }
+
     /// Sleeps until something may be new: tells the kernel where we are
-    /// (`SEEK_SEQ`), then polls the file.
-    fn wait(&self, t: &Topic, timeout_ms: i32) -> Result<()> {
+    /// (`IOC_MAPPED_SYNC`), then polls the file.
+    fn wait(&mut self, t: &Topic, timeout_ms: i32) -> Result<()> {
         if !self.seq_known {
             thread::sleep(Duration::from_millis(1));
             return Ok(());
         }
-        match t.seek(abi::SEEK_SEQ, self.seq) {
-            Ok(s) => ensure!(s == self.seq, "SEEK_SEQ {} gave {s}", self.seq),
-            Err(e) if e.raw_os_error() == Some(libc::ERANGE) => return Ok(()), // lapped
-            Err(e) => return Err(e).context("SEEK_SEQ"),
+        if self.sync(t)? {
+            return Ok(()); // lapped: read again first
         }
         let mut p = libc::pollfd {
             fd: t.file().as_raw_fd(),
@@ -2281,6 +2292,24 @@ fn mapped_consumer_under_lapping(_cx: &Ctx) -> Result<()> {
         mr.laps > 0 && mr.lost > 0,
         "the mapped reader was never lapped"
     );
+    // The kernel counts exactly the loss the mapping reader reported.
+    mr.sync(&t)?;
+    let info = t.info()?;
+    ensure!(
+        info.lost == mr.lost && info.topic_lost >= mr.lost,
+        "kernel counts {} lost for the file ({} for the topic), the reader saw {}",
+        info.lost,
+        info.topic_lost,
+        mr.lost
+    );
+    // Loss cannot be over-reported: more than the records moved past since
+    // the last sync is EINVAL.
+    expect_errno(t.mapped_sync(mr.seq, 1), libc::EINVAL, "over-reported loss")?;
+    expect_errno(
+        t.mapped_sync(mr.seq + 1_000_000, 0),
+        libc::ERANGE,
+        "a seq not yet written",
+    )?;
     println!(
         "  mapped reader: {written} written, {delivered} delivered, {} lost in {} laps, {} copies dropped",
         mr.lost, mr.laps, mr.retries
