@@ -44,6 +44,8 @@ use kernel::{
 };
 
 const HDR: u64 = RECORD_HEADER_SIZE as u64;
+/// Bytes of a batch copied into the ring in one go (at most half the ring).
+const BATCH_CHUNK: usize = 256 * 1024;
 /// Zero padding after a payload in record mode.
 static ZEROS: [u8; 8] = [0; 8];
 
@@ -468,26 +470,23 @@ impl OpenFile {
         let mut done = 0usize;
         let mut records = 0u64;
         let mut bytes = 0u64;
-        let result = loop {
-            if done >= total {
-                break Ok(());
-            }
-            let step = if batch {
-                self.write_frame(&w, iov, stamp)
-            } else {
-                let len = (total - done).min(self.topic.record_max);
-                self.write_record(&w, iov, len, stamp).map(|()| (len, len))
-            };
-            match step {
-                Ok((len, span)) => {
-                    done += span;
-                    records += 1;
-                    bytes += len as u64;
+        let result = if batch {
+            self.write_batch(&w, iov, stamp, &mut done, &mut records, &mut bytes)
+        } else {
+            loop {
+                if done >= total {
+                    break Ok(());
                 }
-                Err(e) => break Err(e),
-            }
-            if done < total && current!().signal_pending() {
-                break Ok(());
+                let len = (total - done).min(self.topic.record_max);
+                if let Err(e) = self.write_record(&w, iov, len, stamp) {
+                    break Err(e);
+                }
+                done += len;
+                records += 1;
+                bytes += len as u64;
+                if done < total && current!().signal_pending() {
+                    break Ok(());
+                }
             }
         };
         drop(w);
@@ -525,37 +524,60 @@ impl OpenFile {
         Ok(())
     }
 
-    /// Reads one batch frame from `iov` and publishes its record; returns
-    /// the payload length and the bytes the frame took.
-    fn write_frame(
+    /// A batch: the frames are the ring's own record format, so they are
+    /// copied into the ring in chunks, one copy each, and then checked and
+    /// stamped in place under the topic lock (`Ring::commit_frames`). A
+    /// frame cut by the end of a chunk is given back and copied again with
+    /// the next one.
+    fn write_batch(
         &self,
         w: &WriterGuard<'_>,
         iov: &mut IovIterSource<'_>,
         stamp: Stamp,
-    ) -> Result<(usize, usize)> {
-        let rest = iov.len();
-        if rest < RECORD_HEADER_SIZE {
-            return Err(EBADMSG);
+        done: &mut usize,
+        records: &mut u64,
+        bytes: &mut u64,
+    ) -> Result {
+        let mem = &self.topic.mem;
+        let mask = mem.size() as u64 - 1;
+        let min = record_span(self.topic.record_max) as u64;
+        let cap = (BATCH_CHUNK as u64).max(min).min(mem.size() as u64 / 2);
+        loop {
+            let rest = iov.len() as u64;
+            if rest == 0 {
+                return Ok(());
+            }
+            if rest < HDR {
+                return Err(EBADMSG);
+            }
+            let want = rest.min(cap);
+            // SAFETY: `iov` is a valid source iterator.
+            unsafe { bindings::fault_in_iov_iter_readable(iov.as_raw(), want as usize) };
+            let c = self.topic.reserve_bytes(w, want, min)?;
+            let copied = mem.copy_in((c.pos & mask) as usize, c.len as usize, iov) as u64;
+            let f = self.topic.commit_frames(w, &c, copied, stamp);
+            // What follows the whole frames is read again next time.
+            // SAFETY: `copied - f.used` of the bytes just copied from `iov`.
+            unsafe { iov.revert((copied - f.used) as usize) };
+            *done += f.used as usize;
+            *records += f.records;
+            *bytes += f.bytes;
+            if let Some(e) = f.error {
+                return Err(match e {
+                    abi::FrameError::Invalid => EINVAL,
+                    abi::FrameError::TooLong => EMSGSIZE,
+                    abi::FrameError::Truncated => EBADMSG,
+                });
+            }
+            if f.records == 0 {
+                // A valid frame always fits a chunk, so nothing published
+                // means a fault, or a frame cut by the end of the buffer.
+                return Err(if copied < c.len { EFAULT } else { EBADMSG });
+            }
+            if !iov.is_empty() && current!().signal_pending() {
+                return Ok(());
+            }
         }
-        let mut hb = [0u8; RECORD_HEADER_SIZE];
-        if iov.copy_from_iter(&mut hb) < hb.len() {
-            return Err(EFAULT);
-        }
-        let h = RecordHeader::from_bytes(&hb).ok_or(EINVAL)?;
-        let (len, span) =
-            abi::check_frame(&h, rest, self.topic.record_max).map_err(|e| match e {
-                abi::FrameError::Invalid => EINVAL,
-                abi::FrameError::TooLong => EMSGSIZE,
-                abi::FrameError::Truncated => EBADMSG,
-            })?;
-        self.write_record(w, iov, len, stamp)?;
-        let pad = span - RECORD_HEADER_SIZE - len;
-        let mut skip = [0u8; 8];
-        if let Some(p) = skip.get_mut(..pad) {
-            // The padding's content is ignored; it is only skipped.
-            iov.copy_from_iter(p);
-        }
-        Ok((len, span))
     }
 
     /// The ioctls of `abi.rs`.

@@ -34,7 +34,7 @@
 //! [`INDEX_STRIDE`]-th record), so it reads at most `INDEX_STRIDE` headers.
 
 pub use crate::abi::RECORD_FLAG_PAD as PAD_FLAG;
-use crate::abi::{record_span, RecordHeader, RECORD_HEADER_SIZE};
+use crate::abi::{check_frame, record_span, FrameError, RecordHeader, RECORD_HEADER_SIZE};
 
 const HDR: u64 = RECORD_HEADER_SIZE as u64;
 
@@ -122,6 +122,29 @@ impl Reservation {
     pub fn payload_off(&self, mask: u64) -> usize {
         ((self.pos & mask) + HDR) as usize
     }
+}
+
+/// Contiguous space reserved for a batch by [`Ring::reserve_bytes`].
+#[derive(Debug, PartialEq, Eq)]
+pub struct Chunk {
+    /// Position of the first byte.
+    pub pos: u64,
+    /// Bytes reserved.
+    pub len: u64,
+}
+
+/// How [`Ring::commit_frames`] ended.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Frames {
+    /// Records published.
+    pub records: u64,
+    /// Payload bytes published.
+    pub bytes: u64,
+    /// Bytes of the chunk they took (whole frames, padding included).
+    pub used: u64,
+    /// Why it stopped before the end of what was copied: a bad frame, or
+    /// `None` when the rest is only the start of a frame.
+    pub error: Option<FrameError>,
 }
 
 /// Largest payload a ring of `size` bytes accepts: a quarter of it.
@@ -349,6 +372,115 @@ where
         self.head = self.reserved;
         self.next_seq = seq.saturating_add(1);
         seq
+    }
+
+    /// Reserves contiguous room for a batch of frames copied in one go:
+    /// `want` bytes, or fewer where the ring's end comes first, but at least
+    /// `min` (the caller passes the span of a largest frame, so any valid
+    /// frame fits): if less than `min` is left before the end, the rest of
+    /// the ring is padded and the chunk starts at its beginning. `want` and
+    /// `min` must be at most half the ring. Evicts as [`Ring::reserve`] does.
+    pub fn reserve_bytes<M: Mem>(
+        &mut self,
+        mem: &M,
+        want: u64,
+        min: u64,
+    ) -> Result<Chunk, RingError> {
+        if want == 0 || want > self.size() / 2 || min > self.size() / 2 {
+            return Err(RingError::BadLength);
+        }
+        if self.reserved != self.head {
+            return Err(RingError::Busy);
+        }
+        let room_to_end = self.size() - (self.head & self.mask);
+        let (pad, room) = if room_to_end < min.min(want) {
+            (room_to_end, self.size())
+        } else {
+            (0, room_to_end)
+        };
+        let len = want.min(room);
+        while self.size() - self.head.saturating_sub(self.tail) < pad + len {
+            self.evict_one(mem);
+        }
+        if pad >= HDR {
+            let h = RecordHeader {
+                len: (pad - HDR) as u32,
+                flags: PAD_FLAG,
+                ..RecordHeader::default()
+            };
+            mem.set_header((self.head & self.mask) as usize, &h);
+        }
+        let pos = self.head.saturating_add(pad);
+        self.reserved = pos.saturating_add(len);
+        Ok(Chunk { pos, len })
+    }
+
+    /// Publishes the whole, valid frames at the start of a chunk whose first
+    /// `copied` bytes the caller has copied in: fills in each header's
+    /// sequence number and stamp, zeroes its padding, and moves the head past
+    /// the last one. What follows them is given back (the next reservation
+    /// starts there). Stops at the first bad frame, or at a frame that is
+    /// not all there.
+    pub fn commit_frames<M: Mem>(
+        &mut self,
+        mem: &M,
+        c: &Chunk,
+        copied: u64,
+        record_max: usize,
+        stamp: Stamp,
+    ) -> Frames {
+        let end = c.pos.saturating_add(copied.min(c.len));
+        let mut off = c.pos;
+        let mut done = Frames {
+            records: 0,
+            bytes: 0,
+            used: 0,
+            error: None,
+        };
+        while off.saturating_add(HDR) <= end {
+            let at = (off & self.mask) as usize;
+            let h = mem.header(at);
+            let (len, span) = match check_frame(&h, (end - off) as usize, record_max) {
+                Ok(v) => v,
+                Err(FrameError::Truncated) => break,
+                Err(e) => {
+                    done.error = Some(e);
+                    break;
+                }
+            };
+            let seq = self.next_seq;
+            mem.zero(
+                at + RECORD_HEADER_SIZE + len,
+                span - RECORD_HEADER_SIZE - len,
+            );
+            mem.set_header(
+                at,
+                &RecordHeader {
+                    len: len as u32,
+                    flags: 0,
+                    seq,
+                    timestamp_ns: stamp.timestamp_ns,
+                    pid: stamp.pid,
+                    uid: stamp.uid,
+                },
+            );
+            if seq % INDEX_STRIDE == 0 {
+                let slot = self.slot(seq);
+                if let Some(e) = self.index.get_mut(slot) {
+                    *e = off;
+                }
+            }
+            self.next_seq = seq.saturating_add(1);
+            off += span as u64;
+            done.records += 1;
+            done.bytes += len as u64;
+        }
+        done.used = off - c.pos;
+        if done.records > 0 {
+            self.head = off;
+        }
+        self.reserved = self.head;
+        done
     }
 
     /// Gives up the reservation (the payload copy failed): the slot becomes

@@ -13,7 +13,7 @@
 //! held across their copies, so a writer stalled on a page fault makes other
 //! writers wait interruptibly and never blocks readers.
 
-use crate::ring::{index_len, Cursor, Reservation, Ring, RingError, Stamp};
+use crate::ring::{index_len, Chunk, Cursor, Frames, Reservation, Ring, RingError, Stamp};
 use crate::ringmem::RingMem;
 use crate::waitq::WaitQueue;
 use kernel::{
@@ -175,6 +175,37 @@ impl Topic {
         let mut st = self.state.lock();
         st.ring.commit(&self.mem, r, stamp);
         self.mem.publish_head(st.ring.head(), st.ring.next_seq());
+    }
+
+    /// Reserves a chunk for a batch copied in one go (see
+    /// `Ring::reserve_bytes`), publishing the new tail first.
+    pub(crate) fn reserve_bytes(&self, _w: &WriterGuard<'_>, want: u64, min: u64) -> Result<Chunk> {
+        let mut st = self.state.lock();
+        if st.dead {
+            return Err(ENODEV);
+        }
+        let c = st
+            .ring
+            .reserve_bytes(&self.mem, want, min)
+            .map_err(|_| EINVAL)?;
+        self.mem.publish_tail(st.ring.tail(), st.ring.oldest_seq());
+        Ok(c)
+    }
+
+    /// Publishes the whole, valid frames copied into a chunk.
+    pub(crate) fn commit_frames(
+        &self,
+        _w: &WriterGuard<'_>,
+        c: &Chunk,
+        copied: u64,
+        stamp: Stamp,
+    ) -> Frames {
+        let mut st = self.state.lock();
+        let f = st
+            .ring
+            .commit_frames(&self.mem, c, copied, self.record_max, stamp);
+        self.mem.publish_head(st.ring.head(), st.ring.next_seq());
+        f
     }
 
     /// Turns a reservation whose copy failed into padding.

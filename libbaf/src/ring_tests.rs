@@ -7,7 +7,7 @@
 //! bound on [`Ring::find`]) and lets the test copy payloads in and out the
 //! way the module does, around [`Ring::reserve`] and [`Ring::commit`].
 
-use crate::abi::{record_span, RecordHeader, RECORD_HEADER_SIZE};
+use crate::abi::{record_span, FrameError, RecordHeader, RECORD_HEADER_SIZE};
 use crate::ring::{
     index_len, max_payload, Cursor, Mem, Next, Reservation, Ring, RingError, Stamp, INDEX_STRIDE,
     PAD_FLAG,
@@ -500,4 +500,160 @@ fn abort_publishes_nothing_and_keeps_seqs_dense() {
     assert_eq!(mem.read(off, 3), b"abc");
     assert_eq!(next.seq, 1);
     assert_eq!(ring.next(&mem, next), Next::Empty);
+}
+
+/// Frames as a batch `write()` carries them: header (only `len`), payload,
+/// padding (junk, which the ring must zero).
+fn frames(payloads: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for p in payloads {
+        let h = RecordHeader {
+            len: p.len() as u32,
+            seq: 0xdead, // ignored: the ring fills in its own
+            pid: 77,
+            ..RecordHeader::default()
+        };
+        out.extend_from_slice(&h.to_bytes());
+        out.extend_from_slice(p);
+        out.resize(
+            out.len() + (record_span(p.len()) - RECORD_HEADER_SIZE - p.len()),
+            0xee,
+        );
+    }
+    out
+}
+
+/// Pushes `batch` through `reserve_bytes`/`commit_frames` the way the
+/// module's batch write does (chunks of at most `cap` bytes; a frame cut by
+/// a chunk's end goes again with the next chunk); returns the bytes taken
+/// and the error that stopped it.
+fn push_batch(
+    ring: &mut Ring<Vec<u64>>,
+    mem: &VecMem,
+    batch: &[u8],
+    cap: u64,
+    record_max: usize,
+) -> (usize, Option<FrameError>) {
+    let mask = ring.size() - 1;
+    let min = record_span(record_max) as u64;
+    let mut done = 0usize;
+    while done < batch.len() {
+        let rest = (batch.len() - done) as u64;
+        let c = ring
+            .reserve_bytes(mem, rest.min(cap), min)
+            .expect("reserve");
+        let off = (c.pos & mask) as usize;
+        mem.write(off, &batch[done..done + c.len as usize]);
+        let f = ring.commit_frames(mem, &c, c.len, record_max, stamp(0));
+        done += f.used as usize;
+        if f.error.is_some() {
+            return (done, f.error);
+        }
+        if f.records == 0 {
+            return (done, Some(FrameError::Truncated));
+        }
+    }
+    (done, None)
+}
+
+#[test]
+fn batches_are_framed_in_place_across_laps() {
+    let size = 16384;
+    let record_max = size / 4;
+    let mut ring = Ring::new(size, vec![0u64; index_len(size)]).unwrap();
+    let mem = VecMem::new(size);
+    let mut all: Vec<Vec<u8>> = Vec::new();
+    let mut reader = ring.now();
+    let mut rng = 7u64;
+    for round in 0..200 {
+        let n = 1 + (round % 13);
+        let payloads: Vec<Vec<u8>> = (0..n)
+            .map(|i| {
+                rng = rng
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let len = 1 + (rng >> 33) as usize % if i % 5 == 0 { record_max } else { 100 };
+                payload(all.len() as u64 + i as u64, len, round as u8)
+            })
+            .collect();
+        let batch = frames(&payloads);
+        // Small chunks force frames to be cut and copied again.
+        let (used, err) = push_batch(&mut ring, &mem, &batch, 5000, record_max);
+        assert_eq!((used, err), (batch.len(), None), "round {round}");
+        all.extend(payloads);
+        // Read everything still buffered since the last round.
+        loop {
+            match ring.next(&mem, reader) {
+                Next::Empty => break,
+                Next::Lapped { .. } => reader = ring.oldest(),
+                Next::Record { header, off, next } => {
+                    let want = &all[header.seq as usize];
+                    assert_eq!(header.len as usize, want.len());
+                    assert_eq!(mem.read(off, want.len()), *want, "seq {}", header.seq);
+                    assert_eq!((header.pid, header.flags), (stamp(0).pid, 0));
+                    // Padding was zeroed, whatever the writer sent.
+                    let pad = record_span(want.len()) - RECORD_HEADER_SIZE - want.len();
+                    assert!(mem.read(off + want.len(), pad).iter().all(|&b| b == 0));
+                    reader = next;
+                }
+            }
+        }
+    }
+    assert_eq!(ring.next_seq(), all.len() as u64);
+    // Seeks still land exactly, through the index the batches filled in.
+    for seq in ring.oldest_seq()..ring.next_seq() {
+        let c = ring.find(&mem, seq).expect("buffered");
+        let Next::Record { header, .. } = ring.next(&mem, c) else {
+            panic!("no record at seq {seq}")
+        };
+        assert_eq!(header.seq, seq);
+    }
+}
+
+/// Damages a frame.
+type Spoil = Box<dyn Fn(&mut Vec<u8>)>;
+
+#[test]
+fn a_bad_frame_stops_the_batch_after_the_good_ones() {
+    let size = 16384;
+    let record_max = 4096;
+    let good = vec![vec![1u8; 10], vec![2u8; 20]];
+    let good_len = frames(&good).len();
+    let cases: Vec<(Spoil, Option<FrameError>)> = vec![
+        (
+            Box::new(|b: &mut Vec<u8>| b[..4].copy_from_slice(&0u32.to_ne_bytes())),
+            Some(FrameError::Invalid),
+        ),
+        (
+            Box::new(|b: &mut Vec<u8>| b[4..8].copy_from_slice(&1u32.to_ne_bytes())),
+            Some(FrameError::Invalid),
+        ),
+        (
+            Box::new(|b: &mut Vec<u8>| b[..4].copy_from_slice(&5000u32.to_ne_bytes())),
+            Some(FrameError::TooLong),
+        ),
+        (
+            Box::new(|b: &mut Vec<u8>| b.truncate(b.len() - 3)),
+            Some(FrameError::Truncated),
+        ),
+    ];
+    for (i, (spoil, want)) in cases.into_iter().enumerate() {
+        let mut ring = Ring::new(size, vec![0u64; index_len(size)]).unwrap();
+        let mem = VecMem::new(size);
+        let mut third = frames(&[vec![3u8; 30]]);
+        spoil(&mut third);
+        let mut batch = frames(&good);
+        batch.extend_from_slice(&third);
+        if want != Some(FrameError::Truncated) {
+            // A truncated frame can only be the last one.
+            batch.extend_from_slice(&frames(&[vec![4u8; 8]]));
+        }
+        let (used, err) = push_batch(&mut ring, &mem, &batch, 1 << 13, record_max);
+        assert_eq!((used, err), (good_len, want), "case {i}");
+        assert_eq!(
+            ring.next_seq(),
+            2,
+            "case {i}: nothing after the good frames"
+        );
+    }
 }
