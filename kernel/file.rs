@@ -13,10 +13,11 @@
 //!   published. Writers of one topic are serialised by a sleeping,
 //!   interruptible lock.
 //! - `read` takes no topic lock at all: it loads the head (acquire), copies
-//!   whole records straight from the ring to user memory, then checks with a
-//!   read barrier that the tail did not pass the first record it copied (the
-//!   seqcount pattern). If it did, what was copied is dropped, the records
-//!   are counted as lost, and the read starts again from the oldest record.
+//!   whole records straight from the ring to user memory, and after each
+//!   record checks with a read barrier that the tail did not pass its start
+//!   (the seqcount pattern). The records that pass are delivered; a record
+//!   the writer overwrote during its copy is dropped and counted as lost, and
+//!   reading goes on from the oldest record.
 //!
 //! Per open file there is only small fixed state: a cursor and a loss count
 //! under a spinlock, and a flag that serialises threads reading through the
@@ -219,18 +220,16 @@ impl OpenFile {
         if iov.is_empty() {
             return Ok(0);
         }
-        let mut one = false;
         loop {
             let pass = {
                 let _g = self.lock_reader()?;
-                self.read_once(iov, one)?
+                self.read_once(iov)?
             };
             match pass {
                 Pass::Done(n) => return Ok(n),
-                // Retry at once; copy a single record, which is the most
-                // likely to survive a writer lapping a small ring.
+                // Lapped: the next pass counts the loss and starts again at
+                // the oldest record.
                 Pass::Overrun => {
-                    one = true;
                     if current!().signal_pending() {
                         return Err(ERESTARTSYS);
                     }
@@ -278,7 +277,14 @@ impl OpenFile {
     }
 
     /// One pass over the ring. The caller holds the reader guard.
-    fn read_once(&self, iov: &mut IovIterDest<'_>, one: bool) -> Result<Pass> {
+    ///
+    /// Each record is checked right after it is copied: if the tail has not
+    /// passed its start, the writer had not begun to overwrite it, so the
+    /// copy is intact. Writers overwrite oldest first, so the intact records
+    /// of a pass are a prefix: they are delivered, and the pass stops at the
+    /// first torn one (the next pass counts the loss and goes on from the
+    /// oldest record).
+    fn read_once(&self, iov: &mut IovIterDest<'_>) -> Result<Pass> {
         let flags = self.flags.load(Relaxed);
         let record_mode = flags & abi::FLAG_RECORD != 0;
         let mem = &self.topic.mem;
@@ -301,13 +307,11 @@ impl OpenFile {
         let size = mem.size() as u64;
         let mask = size - 1;
         let limit = iov.len();
-        let start_len = iov.len();
         let viewer = record_mode.then(Viewer::current);
         let mut out = 0usize;
         let mut pos = c.pos;
         let mut seq = c.seq;
         let mut faulted = false;
-        let mut too_big = false;
         let mut torn = false;
         let mut new_split = None;
         while pos < head {
@@ -324,27 +328,43 @@ impl OpenFile {
             }
             let len = h.len as usize;
             if h.seq != seq || len == 0 || len > self.topic.record_max {
-                // Overwritten under us: the check below sees it.
+                if mem.tail_after_copy() <= pos {
+                    // A damaged header the tail does not explain: never
+                    // loop on it.
+                    return Err(EIO);
+                }
                 torn = true;
                 break;
             }
             let body = (off + HDR) as usize;
             let need = if record_mode { record_span(len) } else { len };
+            let before = iov.len();
             if out + need > limit {
-                if out == 0 {
-                    if record_mode {
-                        too_big = true;
-                    } else {
-                        let n = mem.copy_out(body, limit, iov);
-                        if n == 0 {
-                            faulted = true;
-                        } else {
-                            out = n;
-                            new_split = Some(Split { pos, len, done: n });
-                            pos += record_span(len) as u64;
-                            seq += 1;
-                        }
+                if out > 0 {
+                    break;
+                }
+                if record_mode {
+                    if mem.tail_after_copy() > pos {
+                        torn = true;
+                        break;
                     }
+                    // The caller's buffer cannot hold this record; it stays
+                    // unread.
+                    return Err(EMSGSIZE);
+                }
+                // Plain mode: hand the record over in pieces.
+                let n = mem.copy_out(body, limit, iov);
+                if mem.tail_after_copy() > pos {
+                    // SAFETY: `n` bytes were just copied into `iov`.
+                    unsafe { iov.revert(n) };
+                    torn = true;
+                } else if n == 0 {
+                    faulted = true;
+                } else {
+                    out = n;
+                    new_split = Some(Split { pos, len, done: n });
+                    pos += record_span(len) as u64;
+                    seq += 1;
                 }
                 break;
             }
@@ -366,44 +386,29 @@ impl OpenFile {
                 let pad = need - RECORD_HEADER_SIZE - len;
                 ok = iov.copy_to_iter(ZEROS.get(..pad).unwrap_or_default()) == pad;
             }
-            if !ok {
-                faulted = true;
+            let intact = mem.tail_after_copy() <= pos;
+            if !ok || !intact {
+                // Give back this record's bytes; the ones before it stand.
+                // SAFETY: `before - iov.len()` bytes of this record were
+                // copied into `iov` just above.
+                unsafe { iov.revert(before - iov.len()) };
+                faulted = !ok && intact;
+                torn = !intact;
                 break;
             }
             out += need;
             pos += record_span(len) as u64;
             seq += 1;
-            if one {
-                break;
+        }
+        if out == 0 {
+            if torn {
+                // The writer overwrote our next record: count the loss and
+                // go on from the oldest one.
+                return Ok(Pass::Overrun);
             }
-        }
-        let advanced = start_len - iov.len();
-        if mem.tail_after_copy() > c.pos {
-            // The writer lapped us while we copied: drop it all; the next
-            // pass counts the loss.
-            // SAFETY: `advanced` bytes were copied into `iov` in this pass.
-            unsafe { iov.revert(advanced) };
-            return Ok(Pass::Overrun);
-        }
-        if torn {
-            // A damaged header the tail does not explain: never loop on it.
-            // SAFETY: As above.
-            unsafe { iov.revert(advanced) };
-            return Err(EIO);
-        }
-        if too_big {
-            // The caller's buffer cannot hold this record; it stays unread.
-            return Err(EMSGSIZE);
-        }
-        if faulted && out == 0 {
-            // SAFETY: As above.
-            unsafe { iov.revert(advanced) };
-            return Err(EFAULT);
-        }
-        if advanced > out {
-            // SAFETY: Only the bytes past `out` (a record cut short by a
-            // fault) are given back.
-            unsafe { iov.revert(advanced - out) };
+            if faulted {
+                return Err(EFAULT);
+            }
         }
         {
             let mut rs = self.rs.lock();
