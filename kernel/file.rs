@@ -311,6 +311,9 @@ impl OpenFile {
         let mut out = 0usize;
         let mut pos = c.pos;
         let mut seq = c.seq;
+        // Where the walk to the current record began: the padding skipped
+        // on the way was read from the ring too, so the check covers it.
+        let mut rec_start = pos;
         let mut faulted = false;
         let mut torn = false;
         let mut new_split = None;
@@ -328,7 +331,7 @@ impl OpenFile {
             }
             let len = h.len as usize;
             if h.seq != seq || len == 0 || len > self.topic.record_max {
-                if mem.tail_after_copy() <= pos {
+                if mem.tail_after_copy() <= rec_start {
                     // A damaged header the tail does not explain: never
                     // loop on it.
                     return Err(EIO);
@@ -344,7 +347,7 @@ impl OpenFile {
                     break;
                 }
                 if record_mode {
-                    if mem.tail_after_copy() > pos {
+                    if mem.tail_after_copy() > rec_start {
                         torn = true;
                         break;
                     }
@@ -354,7 +357,7 @@ impl OpenFile {
                 }
                 // Plain mode: hand the record over in pieces.
                 let n = mem.copy_out(body, limit, iov);
-                if mem.tail_after_copy() > pos {
+                if mem.tail_after_copy() > rec_start {
                     // SAFETY: `n` bytes were just copied into `iov`.
                     unsafe { iov.revert(n) };
                     torn = true;
@@ -386,7 +389,7 @@ impl OpenFile {
                 let pad = need - RECORD_HEADER_SIZE - len;
                 ok = iov.copy_to_iter(ZEROS.get(..pad).unwrap_or_default()) == pad;
             }
-            let intact = mem.tail_after_copy() <= pos;
+            let intact = mem.tail_after_copy() <= rec_start;
             if !ok || !intact {
                 // Give back this record's bytes; the ones before it stand.
                 // SAFETY: `before - iov.len()` bytes of this record were
@@ -399,6 +402,7 @@ impl OpenFile {
             out += need;
             pos += record_span(len) as u64;
             seq += 1;
+            rec_start = pos;
         }
         if out == 0 {
             if torn {
