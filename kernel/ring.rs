@@ -49,6 +49,11 @@ pub trait Mem {
     fn set_header(&self, off: usize, h: &RecordHeader);
     /// Zeroes `len` bytes at `off` (the padding after a payload).
     fn zero(&self, off: usize, len: usize);
+    /// Called when a reservation has evicted records, before the ring writes
+    /// anything into the room they left: a reader that copies without the
+    /// lock must be able to see the new tail before any byte below it
+    /// changes (the module publishes it to readers here).
+    fn evicted(&self, _tail: u64, _tail_seq: u64) {}
 }
 
 /// Where a reader is: the byte position and sequence number of the next
@@ -310,8 +315,9 @@ where
 
     /// Reserves room for a record of `len` bytes (1..=`max_payload(size)`)
     /// after the newest one, evicting the oldest records as needed. When this
-    /// returns, [`Ring::tail`] is past everything the caller may overwrite:
-    /// publish it before copying the payload to `payload_off`.
+    /// returns, [`Ring::tail`] is past everything the caller may overwrite,
+    /// and [`Mem::evicted`] has been told so before the ring wrote anything
+    /// (an end-of-ring pad header).
     pub fn reserve<M: Mem>(&mut self, mem: &M, len: usize) -> Result<Reservation, RingError> {
         if len == 0 || len > max_payload(self.size() as usize) {
             return Err(RingError::BadLength);
@@ -329,6 +335,7 @@ where
             self.evict_one(mem);
             evicted += self.tail_seq.saturating_sub(before);
         }
+        mem.evicted(self.tail, self.tail_seq);
         if pad >= HDR {
             let h = RecordHeader {
                 len: (pad - HDR) as u32,
@@ -402,6 +409,7 @@ where
         while self.size() - self.head.saturating_sub(self.tail) < pad + len {
             self.evict_one(mem);
         }
+        mem.evicted(self.tail, self.tail_seq);
         if pad >= HDR {
             let h = RecordHeader {
                 len: (pad - HDR) as u32,

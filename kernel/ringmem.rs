@@ -212,4 +212,8 @@ impl Mem for RingMem {
             unsafe { core::ptr::write_bytes(dst, 0, len) };
         }
     }
+
+    fn evicted(&self, tail: u64, tail_seq: u64) {
+        self.publish_tail(tail, tail_seq);
+    }
 }

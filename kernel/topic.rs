@@ -158,16 +158,16 @@ impl Topic {
         Ok(WriterGuard { topic: self })
     }
 
-    /// Reserves room for a record of `len` bytes, evicting old records, and
-    /// publishes the new tail before anything is overwritten.
+    /// Reserves room for a record of `len` bytes, evicting old records; the
+    /// new tail is published before anything is overwritten.
     pub(crate) fn reserve(&self, _w: &WriterGuard<'_>, len: usize) -> Result<Reservation> {
         let mut st = self.state.lock();
         if st.dead {
             return Err(ENODEV);
         }
-        let r = st.ring.reserve(&self.mem, len).map_err(|_| EINVAL)?;
-        self.mem.publish_tail(st.ring.tail(), st.ring.oldest_seq());
-        Ok(r)
+        // The ring publishes the new tail (`Mem::evicted`) before it writes
+        // anything below it.
+        st.ring.reserve(&self.mem, len).map_err(|_| EINVAL)
     }
 
     /// Publishes a reserved record whose payload has been copied in.
@@ -188,7 +188,8 @@ impl Topic {
             .ring
             .reserve_bytes(&self.mem, want, min)
             .map_err(|_| EINVAL)?;
-        self.mem.publish_tail(st.ring.tail(), st.ring.oldest_seq());
+        // As in `reserve`, the tail was published before anything was
+        // written.
         Ok(c)
     }
 
