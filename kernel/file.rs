@@ -368,6 +368,7 @@ impl OpenFile {
                     new_split = Some(Split { pos, len, done: n });
                     pos += record_span(len) as u64;
                     seq += 1;
+                    rec_start = pos;
                 }
                 break;
             }
@@ -416,7 +417,15 @@ impl OpenFile {
         }
         {
             let mut rs = self.rs.lock();
-            self.set_cursor(&mut rs, Cursor { pos, seq });
+            // Only what a check covered is passed: padding read after the last
+            // delivered record may have been torn, so it is read again.
+            self.set_cursor(
+                &mut rs,
+                Cursor {
+                    pos: rec_start,
+                    seq,
+                },
+            );
             if new_split.is_some() {
                 rs.split = new_split;
                 self.split_pending.store(true, Release);
