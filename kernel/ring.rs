@@ -352,17 +352,26 @@ where
     /// Publishes the reserved record, whose payload the caller has copied in;
     /// returns its sequence number.
     pub fn commit<M: Mem>(&mut self, mem: &M, r: &Reservation, stamp: Stamp) -> u64 {
+        let seq = self.stamp_record(mem, r.pos, r.len, stamp);
+        self.head = self.reserved;
+        seq
+    }
+
+    /// Makes the bytes at `pos` (a payload of `len` bytes already in place)
+    /// the next record: zeroes its padding, writes its header and indexes
+    /// it. Returns its sequence number.
+    fn stamp_record<M: Mem>(&mut self, mem: &M, pos: u64, len: usize, stamp: Stamp) -> u64 {
         let seq = self.next_seq;
-        let off = (r.pos & self.mask) as usize;
-        let span = record_span(r.len);
+        let off = (pos & self.mask) as usize;
+        let span = record_span(len);
         mem.zero(
-            off + RECORD_HEADER_SIZE + r.len,
-            span - RECORD_HEADER_SIZE - r.len,
+            off + RECORD_HEADER_SIZE + len,
+            span - RECORD_HEADER_SIZE - len,
         );
         mem.set_header(
             off,
             &RecordHeader {
-                len: r.len as u32,
+                len: len as u32,
                 flags: 0,
                 seq,
                 timestamp_ns: stamp.timestamp_ns,
@@ -373,10 +382,9 @@ where
         if seq % INDEX_STRIDE == 0 {
             let slot = self.slot(seq);
             if let Some(e) = self.index.get_mut(slot) {
-                *e = r.pos;
+                *e = pos;
             }
         }
-        self.head = self.reserved;
         self.next_seq = seq.saturating_add(1);
         seq
     }
@@ -456,29 +464,7 @@ where
                     break;
                 }
             };
-            let seq = self.next_seq;
-            mem.zero(
-                at + RECORD_HEADER_SIZE + len,
-                span - RECORD_HEADER_SIZE - len,
-            );
-            mem.set_header(
-                at,
-                &RecordHeader {
-                    len: len as u32,
-                    flags: 0,
-                    seq,
-                    timestamp_ns: stamp.timestamp_ns,
-                    pid: stamp.pid,
-                    uid: stamp.uid,
-                },
-            );
-            if seq % INDEX_STRIDE == 0 {
-                let slot = self.slot(seq);
-                if let Some(e) = self.index.get_mut(slot) {
-                    *e = off;
-                }
-            }
-            self.next_seq = seq.saturating_add(1);
+            self.stamp_record(mem, off, len, stamp);
             off += span as u64;
             done.records += 1;
             done.bytes += len as u64;
