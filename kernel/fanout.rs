@@ -25,6 +25,7 @@ mod file;
 mod fops;
 mod provenance;
 mod registry;
+// Some accessors of the ring are used only by its host tests.
 #[allow(unreachable_pub, dead_code)]
 mod ring;
 mod ringmem;

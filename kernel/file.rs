@@ -27,6 +27,7 @@ use crate::abi::{self, record_span, RecordHeader, RECORD_HEADER_SIZE};
 use crate::provenance::{self, Viewer};
 use crate::ring::{Cursor, Mem, Stamp, PAD_FLAG};
 use crate::topic::{Topic, WriterGuard, KEY_IN, KEY_OUT};
+use crate::waitq::{Turn, TurnGuard};
 use kernel::{
     bindings, current,
     fs::File,
@@ -37,8 +38,7 @@ use kernel::{
     seq_file::SeqFile,
     seq_print,
     sync::{
-        atomic::{Acquire, Atomic, Full, Relaxed, Release},
-        barrier::smp_mb,
+        atomic::{Acquire, Atomic, Relaxed, Release},
         Arc, SpinLock,
     },
     uaccess::{UserPtr, UserSlice},
@@ -115,27 +115,9 @@ pub(crate) struct OpenFile {
     cursor_seq: Atomic<u64>,
     /// Whether `rs.split` holds unread bytes.
     split_pending: Atomic<bool>,
-    /// 1 while a thread reads (or seeks) through this file.
-    reading: Atomic<u32>,
-    /// Threads waiting for `reading`.
-    read_waiting: Atomic<u32>,
-}
-
-/// Held while a thread reads through a file: the cursor is its alone.
-struct ReaderGuard<'a> {
-    file: &'a OpenFile,
-}
-
-impl Drop for ReaderGuard<'_> {
-    fn drop(&mut self) {
-        self.file.reading.store(0, Release);
-        // Orders the release before the check of waiters; pairs with the
-        // full barrier of the waiters' increment.
-        smp_mb(Full);
-        if self.file.read_waiting.load(Relaxed) != 0 {
-            self.file.topic.readers.wake(KEY_IN);
-        }
-    }
+    /// Held by the thread reading (or seeking) through this file: the
+    /// cursor is its alone.
+    read_turn: Turn,
 }
 
 /// What one pass over the ring produced.
@@ -170,8 +152,7 @@ impl OpenFile {
                 flags: Atomic::new(0),
                 cursor_seq: Atomic::new(cursor.seq),
                 split_pending: Atomic::new(false),
-                reading: Atomic::new(0),
-                read_waiting: Atomic::new(0),
+                read_turn: Turn::new(),
             }? Error),
             GFP_KERNEL_ACCOUNT,
         )?;
@@ -198,19 +179,10 @@ impl OpenFile {
 
     /// Takes this file's read side, waiting interruptibly for another thread
     /// that reads through it.
-    fn lock_reader(&self) -> Result<ReaderGuard<'_>> {
-        let take = || self.reading.cmpxchg(0, 1, Full).is_ok();
-        if !take() {
-            self.read_waiting.fetch_add(1, Full);
-            let mut got = false;
-            let r = self.topic.readers.wait_interruptible(|| {
-                got = take();
-                got
-            });
-            self.read_waiting.fetch_sub(1, Full);
-            r?;
-        }
-        Ok(ReaderGuard { file: self })
+    fn lock_reader(&self) -> Result<TurnGuard<'_>> {
+        self.read_turn
+            .take(&self.topic.readers, KEY_IN, false, || false)?
+            .ok_or(EINVAL)
     }
 
     /// `read()`: whole records (or the pieces of one larger than the

@@ -329,11 +329,19 @@ where
         let room_to_end = self.size() - (self.head & self.mask);
         let pad = if room_to_end < span { room_to_end } else { 0 };
 
-        let mut evicted = 0;
-        while self.size() - self.head.saturating_sub(self.tail) < pad + span {
-            let before = self.tail_seq;
+        let (pos, evicted) = self.make_room(mem, pad, span);
+        Ok(Reservation { pos, len, evicted })
+    }
+
+    /// Evicts the oldest records until `pad + len` bytes are free after the
+    /// head, tells `mem` the new tail before writing anything, marks the
+    /// `pad` bytes at the end of the ring as padding, and reserves `len`
+    /// bytes after them. Returns the reserved position and the records
+    /// evicted.
+    fn make_room<M: Mem>(&mut self, mem: &M, pad: u64, len: u64) -> (u64, u64) {
+        let before = self.tail_seq;
+        while self.size() - self.head.saturating_sub(self.tail) < pad + len {
             self.evict_one(mem);
-            evicted += self.tail_seq.saturating_sub(before);
         }
         mem.evicted(self.tail, self.tail_seq);
         if pad >= HDR {
@@ -345,8 +353,8 @@ where
             mem.set_header((self.head & self.mask) as usize, &h);
         }
         let pos = self.head.saturating_add(pad);
-        self.reserved = pos.saturating_add(span);
-        Ok(Reservation { pos, len, evicted })
+        self.reserved = pos.saturating_add(len);
+        (pos, self.tail_seq - before)
     }
 
     /// Publishes the reserved record, whose payload the caller has copied in;
@@ -414,20 +422,7 @@ where
             (0, room_to_end)
         };
         let len = want.min(room);
-        while self.size() - self.head.saturating_sub(self.tail) < pad + len {
-            self.evict_one(mem);
-        }
-        mem.evicted(self.tail, self.tail_seq);
-        if pad >= HDR {
-            let h = RecordHeader {
-                len: (pad - HDR) as u32,
-                flags: PAD_FLAG,
-                ..RecordHeader::default()
-            };
-            mem.set_header((self.head & self.mask) as usize, &h);
-        }
-        let pos = self.head.saturating_add(pad);
-        self.reserved = pos.saturating_add(len);
+        let (pos, _) = self.make_room(mem, pad, len);
         Ok(Chunk { pos, len })
     }
 

@@ -15,14 +15,13 @@
 
 use crate::ring::{index_len, Chunk, Cursor, Frames, Reservation, Ring, RingError, Stamp};
 use crate::ringmem::RingMem;
-use crate::waitq::WaitQueue;
+use crate::waitq::{Turn, TurnGuard, WaitQueue};
 use kernel::{
     alloc::flags::GFP_KERNEL_ACCOUNT,
     bindings, new_spinlock,
     prelude::*,
     sync::{
-        atomic::{Atomic, Full, Relaxed, Release},
-        barrier::smp_mb,
+        atomic::{Atomic, Full, Relaxed},
         Arc, SpinLock,
     },
 };
@@ -85,27 +84,13 @@ pub(crate) struct Topic {
     pub(crate) stats: Stats,
     /// Identity of the open file holding the publisher lock; 0 when free.
     publisher: Atomic<usize>,
-    /// 1 while a writer is in `write()`.
-    writer_busy: Atomic<u32>,
-    /// Writers sleeping for `writer_busy`.
-    writers_waiting: Atomic<u32>,
+    /// Held by the writer in `write()`.
+    writer_turn: Turn,
 }
 
 /// Holds the topic's writer lock; dropping it lets the next writer in.
 pub(crate) struct WriterGuard<'a> {
-    topic: &'a Topic,
-}
-
-impl Drop for WriterGuard<'_> {
-    fn drop(&mut self) {
-        self.topic.writer_busy.store(0, Release);
-        // Orders the release before the check of waiters; pairs with the
-        // full barrier of the waiters' increment.
-        smp_mb(Full);
-        if self.topic.writers_waiting.load(Relaxed) != 0 {
-            self.topic.writers.wake(KEY_OUT);
-        }
-    }
+    _turn: TurnGuard<'a>,
 }
 
 impl Topic {
@@ -126,8 +111,7 @@ impl Topic {
                 record_max,
                 stats: Stats::new(),
                 publisher: Atomic::new(0),
-                writer_busy: Atomic::new(0),
-                writers_waiting: Atomic::new(0),
+                writer_turn: Turn::new(),
             }? Error),
             GFP_KERNEL_ACCOUNT,
         )?;
@@ -138,24 +122,10 @@ impl Topic {
     /// Takes the writer lock, sleeping interruptibly while another writer
     /// has it (`EAGAIN` instead with `nonblock`; `ENODEV` once removed).
     pub(crate) fn lock_writer(&self, nonblock: bool) -> Result<WriterGuard<'_>> {
-        let take = || self.writer_busy.cmpxchg(0, 1, Full).is_ok();
-        if !take() {
-            if nonblock {
-                return Err(EAGAIN);
-            }
-            self.writers_waiting.fetch_add(1, Full);
-            let mut got = false;
-            let r = self.writers.wait_interruptible(|| {
-                got = take();
-                got || self.mem.removed()
-            });
-            self.writers_waiting.fetch_sub(1, Full);
-            if !got {
-                r?;
-                return Err(ENODEV);
-            }
-        }
-        Ok(WriterGuard { topic: self })
+        self.writer_turn
+            .take(&self.writers, KEY_OUT, nonblock, || self.mem.removed())?
+            .map(|t| WriterGuard { _turn: t })
+            .ok_or(ENODEV)
     }
 
     /// Reserves room for a record of `len` bytes, evicting old records; the

@@ -15,6 +15,7 @@ use kernel::{
     fs::File,
     prelude::*,
     sync::{
+        atomic::{Atomic, Full as FullOrder, Relaxed, Release},
         barrier::{smp_mb, Full},
         LockClassKey,
     },
@@ -146,5 +147,80 @@ impl PinnedDrop for WaitQueue {
         // SAFETY: Process context (topics are dropped from file release or
         // the control device), where sleeping is allowed.
         unsafe { bindings::synchronize_rcu() };
+    }
+}
+
+/// A turn that one task at a time holds, across user copies and page
+/// faults: the others sleep *interruptibly* on a [`WaitQueue`], so a holder
+/// stalled on a fault never leaves anyone in uninterruptible sleep (as a
+/// mutex would). Used for a topic's writers and for the threads reading
+/// through one open file.
+pub(crate) struct Turn {
+    /// 1 while held.
+    busy: Atomic<u32>,
+    /// Tasks sleeping for it.
+    waiting: Atomic<u32>,
+}
+
+/// Holds a [`Turn`]; dropping it wakes the sleepers, if any, with `key`.
+pub(crate) struct TurnGuard<'a> {
+    turn: &'a Turn,
+    wq: &'a WaitQueue,
+    key: u32,
+}
+
+impl Turn {
+    pub(crate) fn new() -> Self {
+        Self {
+            busy: Atomic::new(0),
+            waiting: Atomic::new(0),
+        }
+    }
+
+    /// Takes the turn, sleeping on `wq` while another task holds it.
+    /// `EAGAIN` instead of sleeping with `nonblock`; `ERESTARTSYS` on a
+    /// signal; `None` when `give_up()` became true first. The guard wakes
+    /// `wq` with `key` when it is dropped and someone waits.
+    pub(crate) fn take<'a>(
+        &'a self,
+        wq: &'a WaitQueue,
+        key: u32,
+        nonblock: bool,
+        give_up: impl Fn() -> bool,
+    ) -> Result<Option<TurnGuard<'a>>> {
+        let take = || self.busy.cmpxchg(0, 1, FullOrder).is_ok();
+        if !take() {
+            if nonblock {
+                return Err(EAGAIN);
+            }
+            self.waiting.fetch_add(1, FullOrder);
+            let mut got = false;
+            let r = wq.wait_interruptible(|| {
+                got = take();
+                got || give_up()
+            });
+            self.waiting.fetch_sub(1, FullOrder);
+            if !got {
+                r?;
+                return Ok(None);
+            }
+        }
+        Ok(Some(TurnGuard {
+            turn: self,
+            wq,
+            key,
+        }))
+    }
+}
+
+impl Drop for TurnGuard<'_> {
+    fn drop(&mut self) {
+        self.turn.busy.store(0, Release);
+        // Orders the release before the check of waiters; pairs with the
+        // full barrier of the waiters' increment.
+        smp_mb(Full);
+        if self.turn.waiting.load(Relaxed) != 0 {
+            self.wq.wake(self.key);
+        }
     }
 }
