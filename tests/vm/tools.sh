@@ -75,19 +75,32 @@ hundred_k() {
   [ $ok = 1 ] && ! [ -s /tmp/l1.err ] && ! [ -s /tmp/l2.err ] && [ "$(sysfs lines records)" = 100000 ]
 }
 check "seq 1 100000 | pubmsg: two submsg each get exactly 1..100000 in order, nothing lost" hundred_k
-# The same on a 256 KiB static ring (6500 records): the readers must keep up
-# with the writer as it goes.
+# The same on a 256 KiB static ring (about 6500 of these records). The
+# writer never waits for readers (that is the lossy topic's contract; lossless
+# readers are a later issue), so with pubmsg batching a reader may be lapped
+# here, depending on the host's load. What each reader gets must still be
+# exact: strictly increasing lines of 1..100000 ending with 100000, nothing
+# torn or repeated, and a loss report on stderr exactly when lines are missing.
 hundred_k_small() {
-  sub_bg /tmp/l1 -n 100000 /dev/fanout0; p1=$SUB
-  sub_bg /tmp/l2 -n 100000 /dev/fanout0; p2=$SUB
+  sub_bg /tmp/l1 /dev/fanout0; p1=$SUB
+  sub_bg /tmp/l2 /dev/fanout0; p2=$SUB
   wait_for 10 has_readers fanout0 2 || { stop $p1 $p2; return 1; }
   seq 1 100000 | pubmsg /dev/fanout0 || { stop $p1 $p2; return 1; }
-  wait_for 60 gone $p1; wait_for 60 gone $p2
+  wait_for 60 sh -c 'tail -n 1 /tmp/l1 | grep -qx 100000 && tail -n 1 /tmp/l2 | grep -qx 100000'
   stop $p1 $p2
   cat /tmp/l1.err /tmp/l2.err
-  cmp /tmp/want /tmp/l1 && cmp /tmp/want /tmp/l2
+  for f in /tmp/l1 /tmp/l2; do
+    [ "$(tail -n 1 $f)" = 100000 ] || { echo "$f does not end with 100000"; return 1; }
+    awk 'BEGIN { p = 0 } !/^[0-9]+$/ || $1 <= p || $1 > 100000 { print FILENAME ": line " NR " is \"" $0 "\" after " p; bad = 1; exit } { p = $1 } END { exit bad }' $f || return 1
+    got=$(wc -l < $f)
+    if [ "$got" = 100000 ]; then
+      ! [ -s $f.err ] || { echo "$f: nothing lost, yet a loss report"; return 1; }
+    else
+      grep -q "lost [0-9]* records on topic fanout0" $f.err || { echo "$f: $((100000 - got)) lost, no report"; return 1; }
+    fi
+  done
 }
-check "the same through a 256 KiB ring (/dev/fanout0): the readers keep up" hundred_k_small
+check "the same through a 256 KiB ring (/dev/fanout0): in order, exact, any loss reported" hundred_k_small
 
 # --- binary data: --len32 frames round-trip byte for byte ------------------------
 be32() { # N: N as 4 big-endian bytes
