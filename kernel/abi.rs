@@ -11,7 +11,7 @@
 //! number, so an old binary keeps getting the layout it was built with.
 
 /// Grows whenever anything in this file changes meaning or grows.
-pub const ABI_VERSION: u32 = 2;
+pub const ABI_VERSION: u32 = 3;
 
 /// The ioctl "type" byte of every fanout ioctl.
 pub const IOC_TYPE: u32 = 0xBA;
@@ -39,6 +39,17 @@ pub const IOC_SET_FLAGS: u32 = ioc(IOC_WRITE, 1, core::mem::size_of::<u32>());
 pub const IOC_SEEK: u32 = ioc(IOC_READ | IOC_WRITE, 2, core::mem::size_of::<Seek>());
 /// Describe this open file and its topic. Argument: pointer to an [`Info`].
 pub const IOC_INFO: u32 = ioc(IOC_READ, 3, core::mem::size_of::<Info>());
+/// [`IOC_INFO`] as ABI 2 defined it: the first [`INFO_V2_SIZE`] bytes of an
+/// [`Info`]. Still served, and what a tool uses to learn the module's ABI
+/// version before it relies on anything newer.
+pub const IOC_INFO_V2: u32 = ioc(IOC_READ, 3, INFO_V2_SIZE);
+/// Size of [`Info`] in ABI 2 (up to and including `topic_lost`).
+pub const INFO_V2_SIZE: usize = 64;
+
+/// Wait until the topic has at least `n` lossless readers (ABI 3).
+/// Argument: pointer to a `u32` `n`. `EAGAIN` with `O_NONBLOCK` while it has
+/// fewer, `ENODEV` once the topic is removed.
+pub const IOC_WAIT_READERS: u32 = ioc(IOC_WRITE, 6, core::mem::size_of::<u32>());
 
 /// Claim the topic's publisher lock for this open file (no argument):
 /// `EBUSY` while another open file holds it. The lock is released when the
@@ -69,6 +80,11 @@ pub struct MappedSync {
 /// Control device: create a topic. Argument: pointer to a [`TopicSpec`].
 /// Returns 1 when created, 0 when it already existed with the same settings.
 pub const IOC_CREATE: u32 = ioc(IOC_WRITE, 0x10, core::mem::size_of::<TopicSpec>());
+/// [`IOC_CREATE`] as ABI 2 defined it: the first [`TOPIC_SPEC_V2_SIZE`]
+/// bytes of a [`TopicSpec`] (no `flags`, no `stall_ms`). Still accepted.
+pub const IOC_CREATE_V2: u32 = ioc(IOC_WRITE, 0x10, TOPIC_SPEC_V2_SIZE);
+/// Size of [`TopicSpec`] in ABI 2 (up to and including `gid`).
+pub const TOPIC_SPEC_V2_SIZE: usize = 96;
 /// Control device: remove a topic. Argument: pointer to a [`TopicName`].
 pub const IOC_REMOVE: u32 = ioc(IOC_WRITE, 0x11, core::mem::size_of::<TopicName>());
 
@@ -120,7 +136,20 @@ pub struct TopicSpec {
     /// Group of the node. Without `CAP_CHOWN`, only one of the caller's
     /// groups is accepted.
     pub gid: u32,
+    /// `TOPIC_*` flags (ABI 3).
+    pub flags: u32,
+    /// Stall timeout in milliseconds (ABI 3): a lossless reader that holds a
+    /// writer up this long without reading is demoted to lossy. 0: never.
+    /// At most [`STALL_MS_MAX`]; needs [`TOPIC_LOSSLESS`].
+    pub stall_ms: u32,
 }
+
+/// [`TopicSpec::flags`]: readers may set [`FLAG_LOSSLESS`] (ABI 3).
+pub const TOPIC_LOSSLESS: u32 = 1 << 0;
+/// Every topic flag this ABI version knows; others are refused (`EINVAL`).
+pub const TOPIC_FLAGS_ALL: u32 = TOPIC_LOSSLESS;
+/// Largest [`TopicSpec::stall_ms`]: one hour.
+pub const STALL_MS_MAX: u32 = 3_600_000;
 
 /// Why a topic name is refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -171,8 +200,13 @@ pub const FLAG_STRICT: u32 = 1 << 1;
 /// filled in by the kernel), the payload, and padding to a multiple of 8
 /// ([`record_span`]). A record-mode read buffer is therefore a valid batch.
 pub const FLAG_BATCH: u32 = 1 << 2;
+/// Read flag (ABI 3): this file is a lossless reader. Writers wait rather
+/// than overwrite a record it has not read. Only on a topic created with
+/// [`TOPIC_LOSSLESS`] (`EPERM` otherwise) and a file open for reading
+/// (`EBADF` otherwise).
+pub const FLAG_LOSSLESS: u32 = 1 << 3;
 /// Every flag this ABI version knows; others are refused with `EINVAL`.
-pub const FLAGS_ALL: u32 = FLAG_RECORD | FLAG_STRICT | FLAG_BATCH;
+pub const FLAGS_ALL: u32 = FLAG_RECORD | FLAG_STRICT | FLAG_BATCH | FLAG_LOSSLESS;
 
 /// Header flag of a slot in the ring that holds no record (ABI 2; seen only
 /// by `mmap` readers): skip [`record_span`]`(len)` bytes. Space at the end of
@@ -296,6 +330,12 @@ pub struct Info {
     pub lost: u64,
     /// Records lost by all readers of the topic, ever.
     pub topic_lost: u64,
+    /// `TOPIC_*` flags of the topic (ABI 3).
+    pub topic_flags: u32,
+    /// The topic's stall timeout in milliseconds, 0 for none (ABI 3).
+    pub stall_ms: u32,
+    /// Files of the topic that are lossless readers now (ABI 3).
+    pub lossless_readers: u64,
 }
 
 /// In record mode every record a `read()` returns starts with this header,

@@ -10,6 +10,7 @@
 //! 1..[`MINORS`]. Opens are routed by minor through the registry, so a
 //! device being removed can never be reached through a stale pointer.
 
+use crate::abi;
 use crate::topic::Topic;
 use core::ptr::NonNull;
 use kernel::{
@@ -184,7 +185,7 @@ unsafe extern "C" fn devnode(
 
 // --- sysfs: /sys/class/baf/<name>/<stat> ----------------------------------
 
-const STATS: [&CStr; 10] = [
+const STATS: [&CStr; 15] = [
     c"name",
     c"ring_size",
     c"record_max",
@@ -195,6 +196,11 @@ const STATS: [&CStr; 10] = [
     c"lost",
     c"next_seq",
     c"oldest_seq",
+    c"lossless",
+    c"stall_ms",
+    c"lossless_readers",
+    c"writer_waits",
+    c"demoted",
 ];
 
 /// Writes `bytes` and a newline into `out`; returns the length written.
@@ -222,7 +228,12 @@ fn stat(topic: &Topic, node: &Node, which: usize, out: &mut [u8]) -> usize {
         6 => topic.stats.writers.load(Relaxed),
         7 => topic.stats.lost.load(Relaxed),
         8 => topic.state.lock().ring.next_seq(),
-        _ => topic.state.lock().ring.oldest_seq(),
+        9 => topic.state.lock().ring.oldest_seq(),
+        10 => u64::from(topic.flags & abi::TOPIC_LOSSLESS != 0),
+        11 => u64::from(topic.stall_ms),
+        12 => topic.stats.lossless_readers.load(Relaxed),
+        13 => topic.stats.writer_waits.load(Relaxed),
+        _ => topic.stats.demoted.load(Relaxed),
     };
     let mut digits = [0u8; 20];
     let mut i = digits.len();
@@ -290,7 +301,7 @@ const fn ro_attr(name: &'static CStr) -> bindings::device_attribute {
     a
 }
 
-static ATTRS: Static<[bindings::device_attribute; 10]> = Static([
+static ATTRS: Static<[bindings::device_attribute; STATS.len()]> = Static([
     ro_attr(STATS[0]),
     ro_attr(STATS[1]),
     ro_attr(STATS[2]),
@@ -301,9 +312,14 @@ static ATTRS: Static<[bindings::device_attribute; 10]> = Static([
     ro_attr(STATS[7]),
     ro_attr(STATS[8]),
     ro_attr(STATS[9]),
+    ro_attr(STATS[10]),
+    ro_attr(STATS[11]),
+    ro_attr(STATS[12]),
+    ro_attr(STATS[13]),
+    ro_attr(STATS[14]),
 ]);
 
-static ATTR_LIST: Static<[*const bindings::attribute; 11]> = Static([
+static ATTR_LIST: Static<[*const bindings::attribute; STATS.len() + 1]> = Static([
     &raw const ATTRS.0[0].attr,
     &raw const ATTRS.0[1].attr,
     &raw const ATTRS.0[2].attr,
@@ -314,6 +330,11 @@ static ATTR_LIST: Static<[*const bindings::attribute; 11]> = Static([
     &raw const ATTRS.0[7].attr,
     &raw const ATTRS.0[8].attr,
     &raw const ATTRS.0[9].attr,
+    &raw const ATTRS.0[10].attr,
+    &raw const ATTRS.0[11].attr,
+    &raw const ATTRS.0[12].attr,
+    &raw const ATTRS.0[13].attr,
+    &raw const ATTRS.0[14].attr,
     core::ptr::null(),
 ]);
 

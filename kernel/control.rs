@@ -11,12 +11,13 @@ use crate::registry::{self, TOPICS};
 use kernel::{
     fs::{file::flags, File},
     prelude::*,
+    transmute::FromBytes,
     uaccess::{UserPtr, UserSlice},
 };
 
 // SAFETY: `TopicName` is a byte array: every bit pattern is valid.
 unsafe impl kernel::transmute::FromBytes for TopicName {}
-// SAFETY: `TopicSpec` is `repr(C)`: a 72-byte name then u64, 4 x u32, with no
+// SAFETY: `TopicSpec` is `repr(C)`: a 72-byte name then u64, 6 x u32, with no
 // padding, so every bit pattern is a valid value.
 unsafe impl kernel::transmute::FromBytes for TopicSpec {}
 
@@ -27,10 +28,17 @@ pub(crate) fn ioctl(file: &File, cmd: u32, arg: usize) -> Result<isize> {
     }
     let ptr = UserPtr::from_addr(arg);
     match cmd {
-        abi::IOC_CREATE => {
-            let spec: TopicSpec = UserSlice::new(ptr, size_of::<TopicSpec>())
-                .reader()
-                .read()?;
+        abi::IOC_CREATE | abi::IOC_CREATE_V2 => {
+            let len = if cmd == abi::IOC_CREATE {
+                size_of::<TopicSpec>()
+            } else {
+                abi::TOPIC_SPEC_V2_SIZE
+            };
+            // A version 2 caller's struct ends before `flags`: those stay 0.
+            let mut bytes = [0u8; size_of::<TopicSpec>()];
+            let part = bytes.get_mut(..len).ok_or(EINVAL)?;
+            UserSlice::new(ptr, len).reader().read_slice(part)?;
+            let spec = TopicSpec::from_bytes_copy(&bytes).ok_or(EINVAL)?;
             let default_ring = u64::from(crate::module_parameters::ring_size.value());
             let created = registry::create_from_user(&spec, default_ring)?;
             Ok(isize::from(created))

@@ -158,6 +158,8 @@ impl kernel::Module for FanoutModule {
                     mode: NODE_MODE,
                     uid: 0,
                     gid: 0,
+                    flags: 0,
+                    stall_ms: 0,
                 },
             )?;
         }

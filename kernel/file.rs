@@ -26,7 +26,7 @@
 use crate::abi::{self, record_span, RecordHeader, RECORD_HEADER_SIZE};
 use crate::provenance::{self, Viewer};
 use crate::ring::{Cursor, Mem, Stamp, PAD_FLAG};
-use crate::topic::{Topic, WriterGuard, KEY_IN, KEY_OUT};
+use crate::topic::{Lossless, Topic, WriterGuard, KEY_IN, KEY_OUT};
 use crate::waitq::{Turn, TurnGuard};
 use kernel::{
     bindings, current,
@@ -41,6 +41,7 @@ use kernel::{
         atomic::{Acquire, Atomic, Relaxed, Release},
         Arc, SpinLock,
     },
+    transmute::AsBytes,
     uaccess::{UserPtr, UserSlice},
 };
 
@@ -58,6 +59,8 @@ const _: () = {
     assert!(abi::IOC_SEEK == _IOWR::<abi::Seek>(abi::IOC_TYPE, 2));
     assert!(abi::IOC_INFO == _IOR::<abi::Info>(abi::IOC_TYPE, 3));
     assert!(abi::IOC_MAPPED_SYNC == _IOW::<abi::MappedSync>(abi::IOC_TYPE, 5));
+    assert!(abi::IOC_WAIT_READERS == _IOW::<u32>(abi::IOC_TYPE, 6));
+    assert!(abi::INFO_V2_SIZE == core::mem::offset_of!(abi::Info, topic_flags));
     assert!(abi::RECORD_HEADER_SIZE == 32);
     assert!(abi::CTRL_TAIL_SEQ + 8 <= crate::ringmem::CTRL_SIZE);
 };
@@ -71,7 +74,8 @@ unsafe impl kernel::transmute::AsBytes for abi::Seek {}
 // byte pattern is a valid value.
 unsafe impl kernel::transmute::FromBytes for abi::MappedSync {}
 // SAFETY: `Info` is `repr(C)`, made of integers laid out without padding
-// (2 x u32, u64, 2 x u32, 5 x u64), so every byte is initialized.
+// (2 x u32, u64, 2 x u32, 5 x u64, 2 x u32, u64), so every byte is
+// initialized.
 unsafe impl kernel::transmute::AsBytes for abi::Info {}
 
 /// A record larger than the caller's buffer, handed over in pieces (plain
@@ -97,6 +101,30 @@ struct ReadState {
     /// The sequence number of the last seek or mapped-reader sync: a
     /// mapping reader cannot report more loss than it moved past since.
     synced: u64,
+    /// This file's lossless slot, while it is a lossless reader.
+    slot: Option<Arc<Lossless>>,
+}
+
+impl ReadState {
+    /// The oldest position this file still needs: the start of a record it
+    /// is handing over in pieces, else its cursor.
+    fn hold_pos(&self) -> u64 {
+        self.split.map_or(self.cursor.pos, |s| s.pos)
+    }
+
+    /// Moves a lossless reader's slot forward to what it still needs;
+    /// whether it moved (then the caller calls `Topic::released`).
+    fn release(&self) -> bool {
+        let Some(l) = &self.slot else {
+            return false;
+        };
+        let pos = self.hold_pos();
+        if pos <= l.pos.load(Relaxed) {
+            return false;
+        }
+        l.pos.store(pos, Release);
+        true
+    }
 }
 
 /// The private data of an open topic file.
@@ -118,6 +146,16 @@ pub(crate) struct OpenFile {
     /// Held by the thread reading (or seeking) through this file: the
     /// cursor is its alone.
     read_turn: Turn,
+}
+
+/// What a `write()` call has published so far.
+#[derive(Default)]
+struct Progress {
+    /// Bytes of the caller's buffer taken.
+    done: usize,
+    records: u64,
+    /// Payload bytes.
+    bytes: u64,
 }
 
 /// What one pass over the ring produced.
@@ -148,6 +186,7 @@ impl OpenFile {
                     split: None,
                     lost: 0,
                     synced: cursor.seq,
+                    slot: None,
                 }, "fanout_file"),
                 flags: Atomic::new(0),
                 cursor_seq: Atomic::new(cursor.seq),
@@ -195,6 +234,7 @@ impl OpenFile {
         loop {
             let pass = {
                 let _g = self.lock_reader()?;
+                self.check_demoted()?;
                 self.read_once(iov)?
             };
             match pass {
@@ -216,6 +256,22 @@ impl OpenFile {
                 .readers
                 .wait_interruptible(|| self.has_unread())?;
         }
+    }
+
+    /// `EPIPE`, once, when the stall timeout demoted this lossless reader to
+    /// lossy; its lossless flag is cleared then.
+    fn check_demoted(&self) -> Result {
+        let mut rs = self.rs.lock();
+        if !rs.slot.as_ref().is_some_and(|l| l.demoted.load(Acquire)) {
+            return Ok(());
+        }
+        // It already left the topic's list; this drops the file's share.
+        let slot = rs.slot.take();
+        drop(rs);
+        drop(slot);
+        let flags = self.flags.load(Relaxed);
+        self.flags.store(flags & !abi::FLAG_LOSSLESS, Relaxed);
+        Err(EPIPE)
     }
 
     /// Counts the loss of a lapped reader and moves it to the oldest record.
@@ -387,7 +443,7 @@ impl OpenFile {
                 return Err(EFAULT);
             }
         }
-        {
+        let released = {
             let mut rs = self.rs.lock();
             // Only what a check covered is passed: padding read after the last
             // delivered record may have been torn, so it is read again.
@@ -402,6 +458,10 @@ impl OpenFile {
                 rs.split = new_split;
                 self.split_pending.store(true, Release);
             }
+            rs.release()
+        };
+        if released {
+            self.topic.released();
         }
         if out > 0 {
             return Ok(Pass::Done(out));
@@ -442,53 +502,58 @@ impl OpenFile {
         } else {
             rs.split = Some(Split { done, ..s });
         }
+        let released = rs.release();
+        drop(rs);
+        if released {
+            self.topic.released();
+        }
         Ok(Some(copied))
     }
 
     /// `write()`: each `record_max` bytes become one record, or, in batch
-    /// mode, each frame does. Never waits for readers; waits interruptibly
-    /// for another writer of the topic that is mid-write (`EAGAIN` instead
-    /// with `nowait`, that is `RWF_NOWAIT`).
-    pub(crate) fn write(&self, iov: &mut IovIterSource<'_>, nowait: bool) -> Result<usize> {
+    /// mode, each frame does. Never waits for lossy readers; waits
+    /// interruptibly for lossless readers to make room, and for another
+    /// writer of the topic that is mid-write (`EAGAIN` instead with
+    /// `nonblock`, that is `O_NONBLOCK` or `RWF_NOWAIT`, or the bytes
+    /// written so far).
+    pub(crate) fn write(&self, iov: &mut IovIterSource<'_>, nonblock: bool) -> Result<usize> {
         let total = iov.len();
         if total == 0 {
             return Ok(0);
         }
         let batch = self.flags.load(Relaxed) & abi::FLAG_BATCH != 0;
-        let w = self.topic.lock_writer(nowait)?;
+        let w = self.topic.lock_writer(nonblock)?;
         let stamp = provenance::stamp();
-        let mut done = 0usize;
-        let mut records = 0u64;
-        let mut bytes = 0u64;
+        let mut p = Progress::default();
         let result = if batch {
-            self.write_batch(&w, iov, stamp, &mut done, &mut records, &mut bytes)
+            self.write_batch(&w, iov, stamp, nonblock, &mut p)
         } else {
             loop {
-                if done >= total {
+                if p.done >= total {
                     break Ok(());
                 }
-                let len = (total - done).min(self.topic.record_max);
-                if let Err(e) = self.write_record(&w, iov, len, stamp) {
+                let len = (total - p.done).min(self.topic.record_max);
+                if let Err(e) = self.write_record(&w, iov, len, stamp, nonblock) {
                     break Err(e);
                 }
-                done += len;
-                records += 1;
-                bytes += len as u64;
-                if done < total && current!().signal_pending() {
+                p.done += len;
+                p.records += 1;
+                p.bytes += len as u64;
+                if p.done < total && current!().signal_pending() {
                     break Ok(());
                 }
             }
         };
         drop(w);
-        if records > 0 {
-            self.topic.stats.records.add(records, Relaxed);
-            self.topic.stats.bytes.add(bytes, Relaxed);
+        if p.records > 0 {
+            self.topic.stats.records.add(p.records, Relaxed);
+            self.topic.stats.bytes.add(p.bytes, Relaxed);
             // One wakeup for the whole call, and none if nobody waits.
             self.topic.readers.wake(KEY_IN);
         }
         match result {
-            Err(e) if done == 0 => Err(e),
-            _ => Ok(done),
+            Err(e) if p.done == 0 => Err(e),
+            _ => Ok(p.done),
         }
     }
 
@@ -499,11 +564,12 @@ impl OpenFile {
         iov: &mut IovIterSource<'_>,
         len: usize,
         stamp: Stamp,
+        nonblock: bool,
     ) -> Result {
         // Fault the source in first, so the copy rarely stops half-way.
         // SAFETY: `iov` is a valid source iterator.
         unsafe { bindings::fault_in_iov_iter_readable(iov.as_raw(), len) };
-        let r = self.topic.reserve(w, len)?;
+        let r = self.topic.reserve(w, len, nonblock)?;
         let mask = self.topic.mem.size() as u64 - 1;
         if self.topic.mem.copy_in(r.payload_off(mask), len, iov) < len {
             // A fault in the middle publishes nothing torn.
@@ -524,9 +590,8 @@ impl OpenFile {
         w: &WriterGuard<'_>,
         iov: &mut IovIterSource<'_>,
         stamp: Stamp,
-        done: &mut usize,
-        records: &mut u64,
-        bytes: &mut u64,
+        nonblock: bool,
+        p: &mut Progress,
     ) -> Result {
         let mem = &self.topic.mem;
         let mask = mem.size() as u64 - 1;
@@ -543,15 +608,15 @@ impl OpenFile {
             let want = rest.min(cap);
             // SAFETY: `iov` is a valid source iterator.
             unsafe { bindings::fault_in_iov_iter_readable(iov.as_raw(), want as usize) };
-            let c = self.topic.reserve_bytes(w, want, min)?;
+            let c = self.topic.reserve_bytes(w, want, min, nonblock)?;
             let copied = mem.copy_in((c.pos & mask) as usize, c.len as usize, iov) as u64;
             let f = self.topic.commit_frames(w, &c, copied, stamp);
             // What follows the whole frames is read again next time.
             // SAFETY: `copied - f.used` of the bytes just copied from `iov`.
             unsafe { iov.revert((copied - f.used) as usize) };
-            *done += f.used as usize;
-            *records += f.records;
-            *bytes += f.bytes;
+            p.done += f.used as usize;
+            p.records += f.records;
+            p.bytes += f.bytes;
             if let Some(e) = f.error {
                 return Err(match e {
                     abi::FrameError::Invalid => EINVAL,
@@ -570,21 +635,13 @@ impl OpenFile {
         }
     }
 
-    /// The ioctls of `abi.rs`.
-    pub(crate) fn ioctl(&self, cmd: u32, arg: usize) -> Result<isize> {
+    /// The ioctls of `abi.rs`; `nonblock` is the file's `O_NONBLOCK`.
+    pub(crate) fn ioctl(&self, cmd: u32, arg: usize, nonblock: bool) -> Result<isize> {
         let ptr = UserPtr::from_addr(arg);
         match cmd {
             abi::IOC_SET_FLAGS => {
                 let flags: u32 = UserSlice::new(ptr, size_of::<u32>()).reader().read()?;
-                if flags & !abi::FLAGS_ALL != 0 {
-                    return Err(EINVAL);
-                }
-                let changes_mode = (flags ^ self.flags.load(Relaxed)) & abi::FLAG_RECORD != 0;
-                if changes_mode && self.split_pending.load(Acquire) {
-                    // Finish reading the split record first.
-                    return Err(EBUSY);
-                }
-                self.flags.store(flags, Relaxed);
+                self.set_flags(flags)?;
             }
             abi::IOC_SEEK => {
                 let (mut r, mut w) = UserSlice::new(ptr, size_of::<abi::Seek>()).reader_writer();
@@ -593,13 +650,16 @@ impl OpenFile {
                     return Err(EINVAL);
                 }
                 let _g = self.lock_reader()?;
-                let c = self.topic.cursor(|ring, mem| match seek.whence {
-                    abi::SEEK_OLDEST => Some(ring.oldest()),
-                    abi::SEEK_LAST => Some(ring.last(mem, seek.arg)),
-                    abi::SEEK_SEQ => ring.find(mem, seek.arg),
-                    abi::SEEK_NOW => Some(ring.now()),
-                    _ => None,
-                });
+                let slot = self.rs.lock().slot.clone();
+                let c = self
+                    .topic
+                    .seek(slot.as_deref(), |ring, mem| match seek.whence {
+                        abi::SEEK_OLDEST => Some(ring.oldest()),
+                        abi::SEEK_LAST => Some(ring.last(mem, seek.arg)),
+                        abi::SEEK_SEQ => ring.find(mem, seek.arg),
+                        abi::SEEK_NOW => Some(ring.now()),
+                        _ => None,
+                    });
                 let c = match (c, seek.whence) {
                     (Some(c), _) => c,
                     (None, abi::SEEK_SEQ) => return Err(ERANGE),
@@ -613,7 +673,11 @@ impl OpenFile {
                 rs.synced = c.seq;
                 rs.split = None;
                 self.split_pending.store(false, Release);
+                let released = rs.release();
                 drop(rs);
+                if released {
+                    self.topic.released();
+                }
                 // A reader of this file sleeping in `read` re-checks.
                 self.topic.readers.wake(KEY_IN);
             }
@@ -630,26 +694,86 @@ impl OpenFile {
                     .writer()
                     .write(&info)?;
             }
+            abi::IOC_INFO_V2 => {
+                let info = self.info();
+                let bytes = info.as_bytes().get(..abi::INFO_V2_SIZE).ok_or(EINVAL)?;
+                UserSlice::new(ptr, bytes.len())
+                    .writer()
+                    .write_slice(bytes)?;
+            }
+            abi::IOC_WAIT_READERS => {
+                let n: u32 = UserSlice::new(ptr, size_of::<u32>()).reader().read()?;
+                self.topic.wait_readers(u64::from(n), nonblock)?;
+            }
             _ => return Err(ENOTTY),
         }
         Ok(0)
+    }
+
+    /// `IOC_SET_FLAGS`. Nothing changes on an error.
+    fn set_flags(&self, flags: u32) -> Result {
+        if flags & !abi::FLAGS_ALL != 0 {
+            return Err(EINVAL);
+        }
+        let lossless = flags & abi::FLAG_LOSSLESS != 0;
+        if lossless && !self.can_read {
+            return Err(EBADF);
+        }
+        if lossless && self.topic.flags & abi::TOPIC_LOSSLESS == 0 {
+            return Err(EPERM);
+        }
+        let changes_mode = (flags ^ self.flags.load(Relaxed)) & abi::FLAG_RECORD != 0;
+        if changes_mode && self.split_pending.load(Acquire) {
+            // Finish reading the split record first.
+            return Err(EBUSY);
+        }
+        // The cursor is ours while the slot is made or dropped.
+        let _g = self.lock_reader()?;
+        let (slot, pos) = {
+            let mut rs = self.rs.lock();
+            if rs.slot.as_ref().is_some_and(|l| l.demoted.load(Acquire)) {
+                // Demoted and now set again (or cleared): start afresh.
+                rs.slot = None;
+            }
+            (rs.slot.clone(), rs.hold_pos())
+        };
+        match (lossless, slot) {
+            (true, None) => {
+                let slot = Lossless::new()?;
+                self.topic.add_lossless(&slot, pos)?;
+                self.rs.lock().slot = Some(slot);
+            }
+            (false, Some(slot)) => {
+                self.rs.lock().slot = None;
+                self.topic.remove_lossless(&slot);
+            }
+            _ => {}
+        }
+        self.flags.store(flags, Relaxed);
+        Ok(())
     }
 
     /// `IOC_MAPPED_SYNC`: a mapping reader reports where it is and what it
     /// lost. 1 when `seq` is already overwritten, else 0.
     fn mapped_sync(&self, m: abi::MappedSync) -> Result<isize> {
         let _g = self.lock_reader()?;
+        self.check_demoted()?;
+        let slot = self.rs.lock().slot.clone();
         let (c, lapped) = {
             let st = self.topic.state.lock();
             let ring = &st.ring;
             if m.seq > ring.next_seq() {
                 return Err(ERANGE);
             }
-            if m.seq < ring.oldest_seq() {
+            let found = if m.seq < ring.oldest_seq() {
                 (ring.oldest(), true)
             } else {
                 (ring.find(&self.topic.mem, m.seq).ok_or(ERANGE)?, false)
+            };
+            if let Some(l) = &slot {
+                Topic::hold_back(&st, l, found.0.pos);
             }
+            found
         };
         let mut rs = self.rs.lock();
         if m.seq < rs.synced || m.lost > m.seq - rs.synced {
@@ -660,7 +784,11 @@ impl OpenFile {
         self.set_cursor(&mut rs, c);
         rs.split = None;
         self.split_pending.store(false, Release);
+        let released = rs.release();
         drop(rs);
+        if released {
+            self.topic.released();
+        }
         self.topic.stats.lost.add(m.lost, Relaxed);
         Ok(isize::from(lapped))
     }
@@ -671,14 +799,19 @@ impl OpenFile {
     }
 
     fn info(&self) -> abi::Info {
-        let (cursor, lost) = {
+        let (cursor, lost, lossless) = {
             let rs = self.rs.lock();
-            (rs.cursor, rs.lost)
+            let lossless = rs.slot.as_ref().is_some_and(|l| !l.demoted.load(Acquire));
+            (rs.cursor, rs.lost, lossless)
         };
+        let mut flags = self.flags.load(Relaxed) & !abi::FLAG_LOSSLESS;
+        if lossless {
+            flags |= abi::FLAG_LOSSLESS;
+        }
         let st = self.topic.state.lock();
         abi::Info {
             abi_version: abi::ABI_VERSION,
-            flags: self.flags.load(Relaxed),
+            flags,
             ring_size: st.ring.size(),
             record_max: u32::try_from(self.topic.record_max).unwrap_or(u32::MAX),
             header_size: RECORD_HEADER_SIZE as u32,
@@ -687,6 +820,9 @@ impl OpenFile {
             next_seq: st.ring.next_seq(),
             lost,
             topic_lost: self.topic.stats.lost.load(Relaxed),
+            topic_flags: self.topic.flags,
+            stall_ms: self.topic.stall_ms,
+            lossless_readers: self.topic.stats.lossless_readers.load(Relaxed),
         }
     }
 
@@ -708,7 +844,9 @@ impl OpenFile {
         }
         let dead = self.topic.mem.removed();
         let mut mask = 0;
-        if self.can_write && !dead {
+        // Only when a largest record fits without passing a lossless
+        // reader; otherwise that reader's progress wakes us.
+        if self.can_write && !dead && self.topic.has_room() {
             mask |= KEY_OUT;
         }
         if self.can_read && self.has_unread() && !dead {
@@ -782,11 +920,17 @@ impl OpenFile {
         } else {
             ""
         };
+        let lossless = if i.flags & abi::FLAG_LOSSLESS != 0 {
+            ",lossless"
+        } else {
+            ""
+        };
         seq_print!(
             m,
-            "fanout_mode:\t{}{}\nfanout_cursor_seq:\t{}\nfanout_lost:\t{}\nfanout_oldest_seq:\t{}\nfanout_next_seq:\t{}\nfanout_ring_size:\t{}\nfanout_record_max:\t{}\n",
+            "fanout_mode:\t{}{}{}\nfanout_cursor_seq:\t{}\nfanout_lost:\t{}\nfanout_oldest_seq:\t{}\nfanout_next_seq:\t{}\nfanout_ring_size:\t{}\nfanout_record_max:\t{}\n",
             mode,
             batch,
+            lossless,
             i.cursor_seq,
             i.lost,
             i.oldest_seq,
@@ -801,6 +945,11 @@ impl OpenFile {
 impl PinnedDrop for OpenFile {
     fn drop(self: Pin<&mut Self>) {
         self.topic.release_publisher(self.holder_id());
+        let slot = self.rs.lock().slot.take();
+        if let Some(l) = slot {
+            // Releases any writer this reader held up.
+            self.topic.remove_lossless(&l);
+        }
         let stats = &self.topic.stats;
         if self.can_read {
             stats.readers.fetch_sub(1, Relaxed);

@@ -153,9 +153,11 @@ unsafe extern "C" fn fanout_write_iter(
     let (raw, nowait) = unsafe { ((*kiocb).ki_filp, (*kiocb).ki_flags & IOCB_NOWAIT != 0) };
     // SAFETY: `raw` is open, see above.
     let of = unsafe { open_file(raw) };
+    // SAFETY: `raw` is valid for this call.
+    let nonblock = nowait || unsafe { (*raw).f_flags } & bindings::O_NONBLOCK != 0;
     // SAFETY: The VFS passes a valid source iterator for this call.
     let iov = unsafe { IovIterSource::from_raw(iter) };
-    match of.write(iov, nowait) {
+    match of.write(iov, nonblock) {
         Ok(n) => n as isize,
         Err(e) => e.to_errno() as isize,
     }
@@ -198,7 +200,9 @@ unsafe extern "C" fn fanout_mmap(
 unsafe extern "C" fn fanout_ioctl(raw: *mut bindings::file, cmd: c_uint, arg: c_ulong) -> c_long {
     // SAFETY: `raw` is open (caller contract).
     let of = unsafe { open_file(raw) };
-    match of.ioctl(cmd, arg) {
+    // SAFETY: `raw` is valid for this call.
+    let nonblock = unsafe { (*raw).f_flags } & bindings::O_NONBLOCK != 0;
+    match of.ioctl(cmd, arg, nonblock) {
         Ok(n) => n as c_long,
         Err(e) => e.to_errno() as c_long,
     }

@@ -24,6 +24,9 @@ pub(crate) struct Settings {
     pub(crate) mode: u16,
     pub(crate) uid: u32,
     pub(crate) gid: u32,
+    /// `abi::TOPIC_*`.
+    pub(crate) flags: u32,
+    pub(crate) stall_ms: u32,
 }
 
 struct Entry {
@@ -100,7 +103,12 @@ impl Registry {
         let minor = (1..MINORS)
             .find(|m| self.entries.iter().all(|e| e.minor != *m))
             .ok_or(ENOSPC)?;
-        let topic = Topic::new(s.ring_size as usize, s.record_max as usize)?;
+        let topic = Topic::new(
+            s.ring_size as usize,
+            s.record_max as usize,
+            s.flags,
+            s.stall_ms,
+        )?;
         let cname = CString::try_from_fmt(fmt!("{}", kernel::str::BStr::from_bytes(name)))?;
         let node = Node::add(
             self.major,
@@ -160,6 +168,12 @@ pub(crate) fn create_from_user(spec: &TopicSpec, default_ring: u64) -> Result<bo
         .ok()
         .filter(|m| *m <= 0o777)
         .ok_or(EINVAL)?;
+    if spec.flags & !abi::TOPIC_FLAGS_ALL != 0
+        || spec.stall_ms > abi::STALL_MS_MAX
+        || (spec.stall_ms != 0 && spec.flags & abi::TOPIC_LOSSLESS == 0)
+    {
+        return Err(EINVAL);
+    }
     // SAFETY: These helpers only read the current task's credentials.
     let (ns, euid) = unsafe { (bindings::current_user_ns(), Kuid::current_euid().into_raw()) };
     // SAFETY: `ns` is the current task's own user namespace.
@@ -191,6 +205,8 @@ pub(crate) fn create_from_user(spec: &TopicSpec, default_ring: u64) -> Result<bo
             mode,
             uid: uid.val,
             gid: gid.val,
+            flags: spec.flags,
+            stall_ms: spec.stall_ms,
         },
     )
 }

@@ -109,7 +109,13 @@ pub enum RingError {
     BadLength,
     /// Another reservation is still open.
     Busy,
+    /// The room can only be made by evicting a record at or after the
+    /// floor (a lossless reader has not read it): the writer must wait.
+    Full,
 }
+
+/// The floor when no lossless reader holds records: anything may be evicted.
+pub const NO_FLOOR: u64 = u64::MAX;
 
 /// Space reserved for one record by [`Ring::reserve`].
 #[derive(Debug, PartialEq, Eq)]
@@ -301,24 +307,20 @@ where
         pos
     }
 
-    /// Drops the oldest record (and padding before it).
-    fn evict_one<M: Mem>(&mut self, mem: &M) {
-        let pos = self.skip_pad(mem, self.tail, self.head);
-        if pos >= self.head {
-            self.tail = self.head;
-            return;
-        }
-        let h = mem.header((pos & self.mask) as usize);
-        self.tail = pos.saturating_add(record_span(h.len as usize) as u64);
-        self.tail_seq = self.tail_seq.saturating_add(1);
-    }
-
     /// Reserves room for a record of `len` bytes (1..=`max_payload(size)`)
-    /// after the newest one, evicting the oldest records as needed. When this
-    /// returns, [`Ring::tail`] is past everything the caller may overwrite,
-    /// and [`Mem::evicted`] has been told so before the ring wrote anything
-    /// (an end-of-ring pad header).
-    pub fn reserve<M: Mem>(&mut self, mem: &M, len: usize) -> Result<Reservation, RingError> {
+    /// after the newest one, evicting the oldest records as needed but none
+    /// that starts at or after `floor` (the oldest position a lossless reader
+    /// still needs; [`NO_FLOOR`] if none): [`RingError::Full`] when that is
+    /// not enough, with nothing changed. When this returns a reservation,
+    /// [`Ring::tail`] is past everything the caller may overwrite, and
+    /// [`Mem::evicted`] has been told so before the ring wrote anything (an
+    /// end-of-ring pad header).
+    pub fn reserve<M: Mem>(
+        &mut self,
+        mem: &M,
+        len: usize,
+        floor: u64,
+    ) -> Result<Reservation, RingError> {
         if len == 0 || len > max_payload(self.size() as usize) {
             return Err(RingError::BadLength);
         }
@@ -326,23 +328,74 @@ where
             return Err(RingError::Busy);
         }
         let span = record_span(len) as u64;
-        let room_to_end = self.size() - (self.head & self.mask);
-        let pad = if room_to_end < span { room_to_end } else { 0 };
-
-        let (pos, evicted) = self.make_room(mem, pad, span);
+        let pad = self.end_pad(span);
+        let (pos, evicted) = self
+            .make_room(mem, pad, span, floor)
+            .map_err(|_| RingError::Full)?;
         Ok(Reservation { pos, len, evicted })
     }
 
-    /// Evicts the oldest records until `pad + len` bytes are free after the
-    /// head, tells `mem` the new tail before writing anything, marks the
-    /// `pad` bytes at the end of the ring as padding, and reserves `len`
-    /// bytes after them. Returns the reserved position and the records
-    /// evicted.
-    fn make_room<M: Mem>(&mut self, mem: &M, pad: u64, len: u64) -> (u64, u64) {
-        let before = self.tail_seq;
-        while self.size() - self.head.saturating_sub(self.tail) < pad + len {
-            self.evict_one(mem);
+    /// Bytes left unused at the end of the ring before a record of `span`
+    /// bytes, which never wraps: all of them if it does not fit, else none.
+    fn end_pad(&self, span: u64) -> u64 {
+        let room_to_end = self.size() - (self.head & self.mask);
+        if room_to_end < span {
+            room_to_end
+        } else {
+            0
         }
+    }
+
+    /// Whether a record of `len` bytes could be reserved now without
+    /// evicting anything at or after `floor`.
+    pub fn room_for<M: Mem>(&self, mem: &M, len: usize, floor: u64) -> bool {
+        let span = record_span(len) as u64;
+        self.plan(mem, self.end_pad(span) + span, floor).is_ok()
+    }
+
+    /// Where the tail would be after evicting the oldest records until
+    /// `need` bytes are free after the head, evicting no record that starts
+    /// at or after `floor`: `Ok((tail, tail_seq))`, or `Err(free)`, the most
+    /// bytes that can be freed. Changes nothing.
+    fn plan<M: Mem>(&self, mem: &M, need: u64, floor: u64) -> Result<(u64, u64), u64> {
+        let (mut tail, mut seq) = (self.tail, self.tail_seq);
+        loop {
+            let free = self.size() - self.head.saturating_sub(tail);
+            if free >= need {
+                return Ok((tail, seq));
+            }
+            let start = self.skip_pad(mem, tail, self.head);
+            if start >= self.head {
+                // Only padding is left: all of the ring is free.
+                return Ok((self.head, seq));
+            }
+            if start >= floor {
+                // Padding before the floor's record can still go.
+                return Err(self.size() - (self.head - start));
+            }
+            let h = mem.header((start & self.mask) as usize);
+            tail = start.saturating_add(record_span(h.len as usize) as u64);
+            seq = seq.saturating_add(1);
+        }
+    }
+
+    /// Evicts the oldest records (none at or after `floor`) until
+    /// `pad + len` bytes are free after the head, tells `mem` the new tail
+    /// before writing anything, marks the `pad` bytes at the end of the ring
+    /// as padding, and reserves `len` bytes after them. Returns the reserved
+    /// position and the records evicted, or, changing nothing, the most
+    /// bytes that could be freed.
+    fn make_room<M: Mem>(
+        &mut self,
+        mem: &M,
+        pad: u64,
+        len: u64,
+        floor: u64,
+    ) -> Result<(u64, u64), u64> {
+        let before = self.tail_seq;
+        let (tail, tail_seq) = self.plan(mem, pad + len, floor)?;
+        self.tail = tail;
+        self.tail_seq = tail_seq;
         mem.evicted(self.tail, self.tail_seq);
         if pad >= HDR {
             let h = RecordHeader {
@@ -354,7 +407,7 @@ where
         }
         let pos = self.head.saturating_add(pad);
         self.reserved = pos.saturating_add(len);
-        (pos, self.tail_seq - before)
+        Ok((pos, self.tail_seq - before))
     }
 
     /// Publishes the reserved record, whose payload the caller has copied in;
@@ -402,12 +455,16 @@ where
     /// `min` (the caller passes the span of a largest frame, so any valid
     /// frame fits): if less than `min` is left before the end, the rest of
     /// the ring is padded and the chunk starts at its beginning. `want` and
-    /// `min` must be at most half the ring. Evicts as [`Ring::reserve`] does.
+    /// `min` must be at most half the ring. Evicts as [`Ring::reserve`] does;
+    /// when the `floor` leaves less than `want` but at least `min` (or
+    /// `want`, if smaller), the chunk is shortened to what is free, else
+    /// [`RingError::Full`].
     pub fn reserve_bytes<M: Mem>(
         &mut self,
         mem: &M,
         want: u64,
         min: u64,
+        floor: u64,
     ) -> Result<Chunk, RingError> {
         if want == 0 || want > self.size() / 2 || min > self.size() / 2 {
             return Err(RingError::BadLength);
@@ -415,14 +472,25 @@ where
         if self.reserved != self.head {
             return Err(RingError::Busy);
         }
+        let need = min.min(want);
         let room_to_end = self.size() - (self.head & self.mask);
-        let (pad, room) = if room_to_end < min.min(want) {
+        let (pad, room) = if room_to_end < need {
             (room_to_end, self.size())
         } else {
             (0, room_to_end)
         };
-        let len = want.min(room);
-        let (pos, _) = self.make_room(mem, pad, len);
+        let mut len = want.min(room);
+        if let Err(free) = self.plan(mem, pad + len, floor) {
+            // Frames are multiples of 8 bytes.
+            let fits = free.saturating_sub(pad) & !7;
+            if fits < need {
+                return Err(RingError::Full);
+            }
+            len = len.min(fits);
+        }
+        let (pos, _) = self
+            .make_room(mem, pad, len, floor)
+            .map_err(|_| RingError::Full)?;
         Ok(Chunk { pos, len })
     }
 

@@ -12,8 +12,22 @@
 //! Writers are serialised by a sleeping, interruptible lock ([`WriterGuard`])
 //! held across their copies, so a writer stalled on a page fault makes other
 //! writers wait interruptibly and never blocks readers.
+//!
+//! Lossless readers (`ABI.md`, "Lossless readers"): each has a [`Lossless`]
+//! slot, listed under the topic lock, holding the oldest position it still
+//! needs. A writer's reservation evicts nothing at or after the lowest of
+//! them (the *floor*); when that leaves too little room it sleeps on the
+//! writers' queue until the floor moves. A reader publishes progress with a
+//! release store to its slot and no topic lock, then wakes the writers only
+//! if one of them (or a poller) said it wanted room: the writer sets
+//! `room_wanted` and then re-reads the floor, the reader stores its position
+//! and then reads `room_wanted`, each with a full barrier in between, so at
+//! least one of them sees the other's store.
 
-use crate::ring::{index_len, Chunk, Cursor, Frames, Reservation, Ring, RingError, Stamp};
+use crate::abi;
+use crate::ring::{
+    index_len, Chunk, Cursor, Frames, Reservation, Ring, RingError, Stamp, NO_FLOOR,
+};
 use crate::ringmem::RingMem;
 use crate::waitq::{Turn, TurnGuard, WaitQueue};
 use kernel::{
@@ -21,7 +35,8 @@ use kernel::{
     bindings, new_spinlock,
     prelude::*,
     sync::{
-        atomic::{Atomic, Full, Relaxed},
+        atomic::{Acquire, Atomic, Full, Relaxed, Release},
+        barrier::{smp_mb, Full as Fence},
         Arc, SpinLock,
     },
 };
@@ -32,6 +47,42 @@ pub(crate) struct State {
     pub(crate) ring: Ring<KVec<u64>>,
     /// Set once when the topic is removed; never cleared.
     pub(crate) dead: bool,
+    /// The slots of the lossless readers (unordered).
+    lossless: KVec<Arc<Lossless>>,
+}
+
+impl State {
+    /// The oldest position any lossless reader still needs ([`NO_FLOOR`]
+    /// when there is none): nothing at or after it may be evicted.
+    fn floor(&self) -> u64 {
+        self.lossless
+            .iter()
+            .map(|l| l.pos.load(Acquire))
+            .min()
+            .unwrap_or(NO_FLOOR)
+    }
+}
+
+/// What a lossless reader shares with the topic's writers.
+pub(crate) struct Lossless {
+    /// The oldest ring position this reader still needs. Moved forward by
+    /// the reader alone (release), and backward only under the topic lock.
+    pub(crate) pos: Atomic<u64>,
+    /// Set (under the topic lock, as the slot leaves the list) when the
+    /// stall timeout demoted this reader to lossy.
+    pub(crate) demoted: Atomic<bool>,
+}
+
+impl Lossless {
+    pub(crate) fn new() -> Result<Arc<Self>> {
+        Ok(Arc::new(
+            Self {
+                pos: Atomic::new(0),
+                demoted: Atomic::new(false),
+            },
+            GFP_KERNEL_ACCOUNT,
+        )?)
+    }
 }
 
 /// Counters of a topic, kept outside the lock.
@@ -41,6 +92,11 @@ pub(crate) struct Stats {
     pub(crate) lost: Atomic<u64>,
     pub(crate) readers: Atomic<u64>,
     pub(crate) writers: Atomic<u64>,
+    pub(crate) lossless_readers: Atomic<u64>,
+    /// Times a writer waited for a lossless reader.
+    pub(crate) writer_waits: Atomic<u64>,
+    /// Lossless readers demoted by the stall timeout.
+    pub(crate) demoted: Atomic<u64>,
 }
 
 impl Stats {
@@ -51,6 +107,9 @@ impl Stats {
             lost: Atomic::new(0),
             readers: Atomic::new(0),
             writers: Atomic::new(0),
+            lossless_readers: Atomic::new(0),
+            writer_waits: Atomic::new(0),
+            demoted: Atomic::new(0),
         }
     }
 }
@@ -86,6 +145,13 @@ pub(crate) struct Topic {
     publisher: Atomic<usize>,
     /// Held by the writer in `write()`.
     writer_turn: Turn,
+    /// `abi::TOPIC_*` flags the topic was created with.
+    pub(crate) flags: u32,
+    /// Stall timeout in milliseconds; 0 for none.
+    pub(crate) stall_ms: u32,
+    /// A writer or poller found no room: the next lossless reader to make
+    /// progress wakes the writers' queue.
+    room_wanted: Atomic<bool>,
 }
 
 /// Holds the topic's writer lock; dropping it lets the next writer in.
@@ -98,13 +164,21 @@ impl Topic {
     /// two) and records of at most `record_max` bytes (at most a quarter of
     /// the ring). The caller has validated both. Every allocation is
     /// charged to the caller's memory cgroup.
-    pub(crate) fn new(ring_size: usize, record_max: usize) -> Result<Arc<Self>> {
+    pub(crate) fn new(
+        ring_size: usize,
+        record_max: usize,
+        flags: u32,
+        stall_ms: u32,
+    ) -> Result<Arc<Self>> {
         let mem = RingMem::new(ring_size, record_max)?;
         let index = KVec::from_elem(0u64, index_len(ring_size), GFP_KERNEL_ACCOUNT)?;
         let ring = Ring::new(ring_size, index).map_err(|_: RingError| EINVAL)?;
         let topic = Arc::pin_init(
             try_pin_init!(Self {
-                state <- new_spinlock!(State { ring, dead: false }, "fanout_topic"),
+                state <- new_spinlock!(
+                    State { ring, dead: false, lossless: KVec::new() },
+                    "fanout_topic"
+                ),
                 mem,
                 readers <- WaitQueue::new(c"fanout_readers", kernel::static_lock_class!()),
                 writers <- WaitQueue::new(c"fanout_writers", kernel::static_lock_class!()),
@@ -112,6 +186,9 @@ impl Topic {
                 stats: Stats::new(),
                 publisher: Atomic::new(0),
                 writer_turn: Turn::new(),
+                flags,
+                stall_ms,
+                room_wanted: Atomic::new(false),
             }? Error),
             GFP_KERNEL_ACCOUNT,
         )?;
@@ -129,15 +206,236 @@ impl Topic {
     }
 
     /// Reserves room for a record of `len` bytes, evicting old records; the
-    /// new tail is published before anything is overwritten.
-    pub(crate) fn reserve(&self, _w: &WriterGuard<'_>, len: usize) -> Result<Reservation> {
-        let mut st = self.state.lock();
-        if st.dead {
-            return Err(ENODEV);
-        }
+    /// new tail is published before anything is overwritten. Waits for
+    /// lossless readers (see [`Topic::with_room`]).
+    pub(crate) fn reserve(
+        &self,
+        _w: &WriterGuard<'_>,
+        len: usize,
+        nonblock: bool,
+    ) -> Result<Reservation> {
         // The ring publishes the new tail (`Mem::evicted`) before it writes
         // anything below it.
-        st.ring.reserve(&self.mem, len).map_err(|_| EINVAL)
+        self.with_room(nonblock, |ring, mem, floor| ring.reserve(mem, len, floor))
+    }
+
+    /// Reserves a chunk for a batch copied in one go (see
+    /// `Ring::reserve_bytes`), publishing the new tail first. Waits for
+    /// lossless readers as [`Topic::reserve`] does.
+    pub(crate) fn reserve_bytes(
+        &self,
+        _w: &WriterGuard<'_>,
+        want: u64,
+        min: u64,
+        nonblock: bool,
+    ) -> Result<Chunk> {
+        self.with_room(nonblock, |ring, mem, floor| {
+            ring.reserve_bytes(mem, want, min, floor)
+        })
+    }
+
+    /// Runs `attempt` under the topic lock with the lossless readers' floor
+    /// until it finds room. While it does not, the writer sleeps
+    /// (interruptibly) until the floor moves: `EAGAIN` instead with
+    /// `nonblock`, `ERESTARTSYS` on a signal, `ENODEV` once the topic is
+    /// removed. With a stall timeout, the readers holding the floor are
+    /// demoted when it has not moved for that long.
+    fn with_room<T>(
+        &self,
+        nonblock: bool,
+        mut attempt: impl FnMut(&mut Ring<KVec<u64>>, &RingMem, u64) -> Result<T, RingError>,
+    ) -> Result<T> {
+        let stall = if self.stall_ms == 0 {
+            0
+        } else {
+            // At least one jiffy: 0 means "no timeout" below.
+            kernel::time::msecs_to_jiffies(self.stall_ms).max(1)
+        };
+        let mut left = stall;
+        let mut seen = None;
+        let mut counted = false;
+        loop {
+            let floor = {
+                let mut st = self.state.lock();
+                if st.dead {
+                    return Err(ENODEV);
+                }
+                let floor = st.floor();
+                match attempt(&mut st.ring, &self.mem, floor) {
+                    Ok(v) => return Ok(v),
+                    Err(RingError::Full) => {}
+                    Err(_) => return Err(EINVAL),
+                }
+                if stall != 0 && left == 0 && seen == Some(floor) {
+                    // Nobody released anything for the whole timeout.
+                    self.demote_at(&mut st, floor);
+                    left = stall;
+                    continue;
+                }
+                floor
+            };
+            if nonblock {
+                return Err(EAGAIN);
+            }
+            if !counted {
+                self.stats.writer_waits.add(1, Relaxed);
+                counted = true;
+                // Readers must see what this call wrote so far, or a
+                // lossless one would never come to make room.
+                self.readers.wake(KEY_IN);
+            }
+            if seen != Some(floor) {
+                // Progress (or the first wait) restarts the stall clock.
+                seen = Some(floor);
+                left = stall;
+            }
+            let moved = || {
+                self.want_room();
+                self.mem.removed() || self.state.lock().floor() != floor
+            };
+            if stall == 0 {
+                self.writers.wait_interruptible(moved)?;
+            } else {
+                left = self.writers.wait_interruptible_timeout(moved, left)?;
+            }
+        }
+    }
+
+    /// Says that a writer or poller waits for room; pairs with
+    /// [`Topic::released`].
+    fn want_room(&self) {
+        self.room_wanted.store(true, Release);
+        smp_mb(Fence);
+    }
+
+    /// Demotes the lossless readers whose position is `floor`: they leave
+    /// the list, marked, and become lossy.
+    fn demote_at(&self, st: &mut State, floor: u64) {
+        let before = st.lossless.len();
+        st.lossless.retain(|l| {
+            if l.pos.load(Acquire) != floor {
+                return true;
+            }
+            l.demoted.store(true, Release);
+            false
+        });
+        let n = (before - st.lossless.len()) as u64;
+        self.stats.demoted.add(n, Relaxed);
+        self.stats.lossless_readers.fetch_sub(n, Relaxed);
+    }
+
+    /// Called by a lossless reader after it moved its slot forward: wakes
+    /// the writers if one of them wants room.
+    pub(crate) fn released(&self) {
+        smp_mb(Fence);
+        if self.room_wanted.load(Relaxed) && self.room_wanted.xchg(false, Full) {
+            self.writers.wake(KEY_OUT);
+        }
+    }
+
+    /// Whether a record of `record_max` bytes fits without passing a
+    /// lossless reader. When it does not, the next progress of a lossless
+    /// reader wakes the writers' queue (for `poll`).
+    pub(crate) fn has_room(&self) -> bool {
+        let fits = || {
+            let st = self.state.lock();
+            let floor = st.floor();
+            floor == NO_FLOOR || st.ring.room_for(&self.mem, self.record_max, floor)
+        };
+        if fits() {
+            return true;
+        }
+        self.want_room();
+        // Checked again after the flag is up, so a release in between is
+        // seen either here or by the releasing reader.
+        fits()
+    }
+
+    /// Makes `slot` a lossless reader's, holding the records from `pos`
+    /// (or from the oldest one, if `pos` was already overwritten).
+    pub(crate) fn add_lossless(&self, slot: &Arc<Lossless>, pos: u64) -> Result {
+        if self.flags & abi::TOPIC_LOSSLESS == 0 {
+            return Err(EPERM);
+        }
+        loop {
+            let mut st = self.state.lock();
+            let len = st.lossless.len();
+            if len < st.lossless.capacity() {
+                slot.pos.store(pos.max(st.ring.tail()), Release);
+                slot.demoted.store(false, Relaxed);
+                if st.lossless.push_within_capacity(slot.clone()).is_err() {
+                    return Err(ENOMEM);
+                }
+                drop(st);
+                self.stats.lossless_readers.add(1, Relaxed);
+                // A publisher may wait for lossless readers.
+                self.writers.wake(KEY_OUT);
+                return Ok(());
+            }
+            let cap = len.checked_mul(2).ok_or(ENOMEM)?.max(4);
+            drop(st);
+            // Grow outside the spinlock, then move the slots over.
+            let mut bigger = KVec::with_capacity(cap, GFP_KERNEL_ACCOUNT)?;
+            let mut st = self.state.lock();
+            if st.lossless.capacity() < cap {
+                while let Some(l) = st.lossless.pop() {
+                    if bigger.push_within_capacity(l).is_err() {
+                        // Cannot happen: `bigger` holds more than the old
+                        // capacity. Keep what was moved, fail the ioctl.
+                        break;
+                    }
+                }
+                core::mem::swap(&mut st.lossless, &mut bigger);
+                while let Some(l) = bigger.pop() {
+                    if st.lossless.push_within_capacity(l).is_err() {
+                        return Err(ENOMEM);
+                    }
+                }
+            }
+            drop(st);
+            // The old, empty vector is freed here, outside the lock.
+            drop(bigger);
+        }
+    }
+
+    /// Removes `slot` from the lossless readers (if it is still listed)
+    /// and releases any writer it held up.
+    pub(crate) fn remove_lossless(&self, slot: &Arc<Lossless>) {
+        let gone = {
+            let mut st = self.state.lock();
+            let i = st.lossless.iter().position(|l| Arc::ptr_eq(l, slot));
+            i.and_then(|i| st.lossless.remove(i).ok())
+        };
+        if let Some(l) = gone {
+            drop(l);
+            self.stats.lossless_readers.fetch_sub(1, Relaxed);
+            self.released();
+        }
+    }
+
+    /// Moves `slot` back to `pos` under the topic lock (a seek backward), if
+    /// `pos` is before it and still buffered; a forward move is the
+    /// reader's own release store.
+    pub(crate) fn hold_back(st: &State, slot: &Lossless, pos: u64) {
+        if pos < slot.pos.load(Relaxed) && !slot.demoted.load(Relaxed) {
+            slot.pos.store(pos.max(st.ring.tail()), Release);
+        }
+    }
+
+    /// Waits until the topic has at least `n` lossless readers (`EAGAIN`
+    /// instead with `nonblock`, `ENODEV` once removed).
+    pub(crate) fn wait_readers(&self, n: u64, nonblock: bool) -> Result {
+        let enough = || self.stats.lossless_readers.load(Relaxed) >= n;
+        if !enough() && nonblock {
+            return Err(EAGAIN);
+        }
+        self.writers
+            .wait_interruptible(|| enough() || self.mem.removed())?;
+        if enough() {
+            Ok(())
+        } else {
+            Err(ENODEV)
+        }
     }
 
     /// Publishes a reserved record whose payload has been copied in.
@@ -145,22 +443,6 @@ impl Topic {
         let mut st = self.state.lock();
         st.ring.commit(&self.mem, r, stamp);
         self.mem.publish_head(st.ring.head(), st.ring.next_seq());
-    }
-
-    /// Reserves a chunk for a batch copied in one go (see
-    /// `Ring::reserve_bytes`), publishing the new tail first.
-    pub(crate) fn reserve_bytes(&self, _w: &WriterGuard<'_>, want: u64, min: u64) -> Result<Chunk> {
-        let mut st = self.state.lock();
-        if st.dead {
-            return Err(ENODEV);
-        }
-        let c = st
-            .ring
-            .reserve_bytes(&self.mem, want, min)
-            .map_err(|_| EINVAL)?;
-        // As in `reserve`, the tail was published before anything was
-        // written.
-        Ok(c)
     }
 
     /// Publishes the whole, valid frames copied into a chunk.
@@ -193,6 +475,22 @@ impl Topic {
     ) -> Option<Cursor> {
         let st = self.state.lock();
         f(&st.ring, &self.mem)
+    }
+
+    /// As [`Topic::cursor`], and the lossless `slot` (if any) is moved back
+    /// to the new cursor under the same lock, so nothing from there on can
+    /// be overwritten before the reader gets there.
+    pub(crate) fn seek(
+        &self,
+        slot: Option<&Lossless>,
+        f: impl FnOnce(&Ring<KVec<u64>>, &RingMem) -> Option<Cursor>,
+    ) -> Option<Cursor> {
+        let st = self.state.lock();
+        let c = f(&st.ring, &self.mem)?;
+        if let Some(l) = slot {
+            Self::hold_back(&st, l, c.pos);
+        }
+        Some(c)
     }
 
     /// Takes the publisher lock for `holder` (non-zero); `EBUSY` if another

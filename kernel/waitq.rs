@@ -11,7 +11,7 @@
 use core::ptr;
 use kernel::{
     bindings,
-    ffi::{c_int, c_void},
+    ffi::{c_int, c_long, c_ulong, c_void},
     fs::File,
     prelude::*,
     sync::{
@@ -118,6 +118,49 @@ impl WaitQueue {
         };
         // SAFETY: Queue and entry are valid; this dequeues the entry if it is
         // still queued and sets the task running.
+        unsafe { bindings::finish_wait(self.raw(), entry.get()) };
+        result
+    }
+
+    /// As [`WaitQueue::wait_interruptible`], for at most `timeout` jiffies
+    /// (more than 0): returns the jiffies left, 0 when the time ran out
+    /// before `ready()` became true.
+    pub(crate) fn wait_interruptible_timeout(
+        &self,
+        mut ready: impl FnMut() -> bool,
+        timeout: c_ulong,
+    ) -> Result<c_ulong> {
+        let mut left = c_long::try_from(timeout).unwrap_or(c_long::MAX - 1);
+        if ready() {
+            return Ok(timeout.max(1));
+        }
+        let entry = Opaque::<bindings::wait_queue_entry>::uninit();
+        // SAFETY: As in `wait_interruptible`.
+        unsafe { bindings::init_wait_entry(entry.get(), 0) };
+        let result = loop {
+            // SAFETY: As in `wait_interruptible`.
+            let rc = unsafe {
+                bindings::prepare_to_wait_event(
+                    self.raw(),
+                    entry.get(),
+                    bindings::TASK_INTERRUPTIBLE as c_int,
+                )
+            };
+            if rc != 0 {
+                break Err(ERESTARTSYS);
+            }
+            if ready() {
+                break Ok(left.max(1) as c_ulong);
+            }
+            if left <= 0 {
+                break Ok(0);
+            }
+            // SAFETY: Process context with no spinlock held; the task state
+            // was set by `prepare_to_wait_event`, as `schedule_timeout`
+            // expects.
+            left = unsafe { bindings::schedule_timeout(left) };
+        };
+        // SAFETY: As in `wait_interruptible`.
         unsafe { bindings::finish_wait(self.raw(), entry.get()) };
         result
     }

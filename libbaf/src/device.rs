@@ -95,17 +95,40 @@ impl Topic {
         }
     }
 
-    /// Describes this open file and its topic.
+    /// Describes this open file and its topic. A module older than ABI 3
+    /// fills in only the version 2 part (the rest stays 0), so that
+    /// [`check_abi`] can say which version it found.
     pub fn info(&self) -> io::Result<abi::Info> {
         let mut info = abi::Info::default();
-        ioctl(&self.file, abi::IOC_INFO, &mut info)?;
+        match ioctl(&self.file, abi::IOC_INFO, &mut info) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOTTY) => {
+                // SAFETY: `IOC_INFO_V2` writes the first `INFO_V2_SIZE`
+                // bytes of an `Info` (a prefix of its fields), which `info`
+                // has room for; it is live and aligned for the call.
+                let rc = unsafe {
+                    libc::ioctl(self.file.as_raw_fd(), abi::IOC_INFO_V2 as _, &mut info)
+                };
+                if rc < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            r => r?,
+        }
         Ok(info)
+    }
+
+    /// Waits until the topic has at least `n` lossless readers (ABI 3).
+    /// `EAGAIN` on a non-blocking file while it has fewer; `ENODEV` once
+    /// the topic is removed.
+    pub fn wait_readers(&self, n: u32) -> io::Result<()> {
+        let mut n = n;
+        ioctl(&self.file, abi::IOC_WAIT_READERS, &mut n)
     }
 }
 
 /// The oldest module ABI the tools work with: batch writes and the mapped
-/// ring came with version 2.
-pub const MIN_ABI_VERSION: u32 = 2;
+/// ring came with version 2, lossless readers with version 3.
+pub const MIN_ABI_VERSION: u32 = 3;
 
 /// The loaded module speaks an older ABI than this program needs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

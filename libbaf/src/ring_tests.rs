@@ -10,7 +10,7 @@
 use crate::abi::{record_span, FrameError, RecordHeader, RECORD_HEADER_SIZE};
 use crate::ring::{
     index_len, max_payload, Cursor, Mem, Next, Reservation, Ring, RingError, Stamp, INDEX_STRIDE,
-    PAD_FLAG,
+    NO_FLOOR, PAD_FLAG,
 };
 use proptest::prelude::*;
 use std::cell::{Cell, RefCell};
@@ -237,9 +237,9 @@ impl World {
         let seq = self.model.payloads.len() as u64;
         let data = payload(seq, len, fill);
         let (tail0, oldest0, head0) = (self.ring.tail(), self.ring.oldest_seq(), self.ring.head());
-        let r: Reservation = self.ring.reserve(&self.mem, len).expect("reserve");
+        let r: Reservation = self.ring.reserve(&self.mem, len, NO_FLOOR).expect("reserve");
         assert_eq!(r.len, len);
-        assert_eq!(self.ring.reserve(&self.mem, 1), Err(RingError::Busy));
+        assert_eq!(self.ring.reserve(&self.mem, 1, NO_FLOOR), Err(RingError::Busy));
         let span = record_span(len) as u64;
         // The record never wraps, and starts right at the head or after the
         // end-of-ring padding.
@@ -452,9 +452,9 @@ fn rejects_bad_sizes_and_lengths() {
     ));
     let mem = VecMem::new(1024);
     let mut ring = Ring::new(1024, vec![0u64; index_len(1024)]).unwrap();
-    assert_eq!(ring.reserve(&mem, 0), Err(RingError::BadLength));
-    assert_eq!(ring.reserve(&mem, 257), Err(RingError::BadLength));
-    let r = ring.reserve(&mem, 256).unwrap();
+    assert_eq!(ring.reserve(&mem, 0, NO_FLOOR), Err(RingError::BadLength));
+    assert_eq!(ring.reserve(&mem, 257, NO_FLOOR), Err(RingError::BadLength));
+    let r = ring.reserve(&mem, 256, NO_FLOOR).unwrap();
     assert_eq!(ring.commit(&mem, &r, Stamp::default()), 0);
 }
 
@@ -468,7 +468,7 @@ fn stamps_are_kept() {
         pid: 7,
         uid: 1000,
     };
-    let r = ring.reserve(&mem, 2).unwrap();
+    let r = ring.reserve(&mem, 2, NO_FLOOR).unwrap();
     mem.write(r.payload_off(ring.mask()), b"hi");
     ring.commit(&mem, &r, stamp);
     let Next::Record { header, off, .. } = ring.next(&mem, c) else {
@@ -486,11 +486,11 @@ fn abort_publishes_nothing_and_keeps_seqs_dense() {
     let mem = VecMem::new(1024);
     let mut ring = Ring::new(1024, vec![0u64; index_len(1024)]).unwrap();
     let c = ring.now();
-    let r = ring.reserve(&mem, 10).unwrap();
+    let r = ring.reserve(&mem, 10, NO_FLOOR).unwrap();
     mem.write(r.payload_off(ring.mask()), b"garbage!!!");
     ring.abort(&mem, &r);
     assert_eq!(ring.next(&mem, c), Next::Empty);
-    let r = ring.reserve(&mem, 3).unwrap();
+    let r = ring.reserve(&mem, 3, NO_FLOOR).unwrap();
     mem.write(r.payload_off(ring.mask()), b"abc");
     assert_eq!(ring.commit(&mem, &r, Stamp::default()), 0);
     let Next::Record { header, off, next } = ring.next(&mem, c) else {
@@ -540,7 +540,7 @@ fn push_batch(
     while done < batch.len() {
         let rest = (batch.len() - done) as u64;
         let c = ring
-            .reserve_bytes(mem, rest.min(cap), min)
+            .reserve_bytes(mem, rest.min(cap), min, NO_FLOOR)
             .expect("reserve");
         let off = (c.pos & mask) as usize;
         mem.write(off, &batch[done..done + c.len as usize]);
@@ -656,4 +656,173 @@ fn a_bad_frame_stops_the_batch_after_the_good_ones() {
             "case {i}: nothing after the good frames"
         );
     }
+}
+
+/// One step of the lossless model test.
+#[derive(Clone, Debug)]
+enum LosslessOp {
+    /// Write a record of this many bytes (as a batch chunk when `batch`).
+    Write { len: usize, batch: bool },
+    /// The lossless reader reads up to this many records.
+    Read(usize),
+}
+
+fn lossless_op(max_len: usize) -> impl Strategy<Value = LosslessOp> {
+    prop_oneof![
+        3 => (1..=max_len, any::<bool>()).prop_map(|(len, batch)| LosslessOp::Write { len, batch }),
+        1 => (1usize..8).prop_map(LosslessOp::Read),
+    ]
+}
+
+/// A writer that may evict nothing at or after a lossless reader's cursor:
+/// the reader never loses a record; `Full` comes exactly when the room
+/// cannot be made without passing the reader (checked against the bytes the
+/// reader holds), and changes nothing; `room_for` agrees with `reserve`; a
+/// shortened batch chunk never passes the reader either.
+fn run_lossless(size_log2: u32, ops: Vec<LosslessOp>) {
+    let size = 1usize << size_log2;
+    let record_max = max_payload(size);
+    let mut ring = Ring::new(size, vec![0u64; index_len(size)]).unwrap();
+    let mem = VecMem::new(size);
+    let mut all: Vec<Vec<u8>> = Vec::new();
+    let mut reader = ring.now();
+    for (i, op) in ops.into_iter().enumerate() {
+        match op {
+            LosslessOp::Write { len, batch } => {
+                let len = len.min(record_max);
+                let floor = reader.pos;
+                let span = record_span(len) as u64;
+                let before = (ring.head(), ring.tail(), ring.oldest_seq(), ring.next_seq());
+                let room = ring.room_for(&mem, len, floor);
+                let seq = all.len() as u64;
+                let data = payload(seq, len, i as u8);
+                if batch {
+                    let frame = frames(std::slice::from_ref(&data));
+                    let min = record_span(record_max) as u64;
+                    match ring.reserve_bytes(&mem, frame.len() as u64, min, floor) {
+                        Ok(c) => {
+                            assert!(room, "op {i}: a chunk although room_for said no");
+                            assert!(c.pos + c.len <= floor + size as u64, "op {i}: chunk passes the reader");
+                            assert!(ring.tail() <= floor, "op {i}: evicted past the reader");
+                            mem.write((c.pos & ring.mask()) as usize, &frame);
+                            let f = ring.commit_frames(&mem, &c, frame.len() as u64, record_max, stamp(seq));
+                            assert_eq!((f.records, f.error), (1, None));
+                            all.push(data);
+                        }
+                        Err(e) => {
+                            assert_eq!(e, RingError::Full);
+                            assert!(!room, "op {i}: Full although room_for said yes");
+                            let after = (ring.head(), ring.tail(), ring.oldest_seq(), ring.next_seq());
+                            assert_eq!(before, after, "op {i}: Full changed the ring");
+                        }
+                    }
+                } else {
+                    match ring.reserve(&mem, len, floor) {
+                        Ok(r) => {
+                            assert!(room, "op {i}: reserved although room_for said no");
+                            assert!(r.pos + span <= floor + size as u64, "op {i}: record passes the reader");
+                            assert!(ring.tail() <= floor, "op {i}: evicted past the reader");
+                            mem.write(r.payload_off(ring.mask()), &data);
+                            ring.commit(&mem, &r, stamp(seq));
+                            all.push(data);
+                        }
+                        Err(e) => {
+                            assert_eq!(e, RingError::Full);
+                            assert!(!room, "op {i}: Full although room_for said yes");
+                            let after = (ring.head(), ring.tail(), ring.oldest_seq(), ring.next_seq());
+                            assert_eq!(before, after, "op {i}: Full changed the ring");
+                            // Not over-cautious: even the bytes before the
+                            // reader could not have made room.
+                            let pad = if size as u64 - (ring.head() & ring.mask()) < span {
+                                size as u64 - (ring.head() & ring.mask())
+                            } else {
+                                0
+                            };
+                            assert!(
+                                ring.head() - floor + pad + span > size as u64,
+                                "op {i}: Full with room to spare"
+                            );
+                            // Without the reader the write goes through.
+                            assert!(ring.room_for(&mem, len, NO_FLOOR));
+                        }
+                    }
+                }
+            }
+            LosslessOp::Read(n) => {
+                for _ in 0..n {
+                    match ring.next(&mem, reader) {
+                        Next::Empty => break,
+                        Next::Lapped { lost } => panic!("op {i}: lossless reader lapped, {lost} lost"),
+                        Next::Record { header, off, next } => {
+                            let want = &all[header.seq as usize];
+                            assert_eq!(header.seq, reader.seq);
+                            assert_eq!(mem.read(off, want.len()), *want, "seq {}", header.seq);
+                            reader = next;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    // Drain: everything written is still there for the reader, in order.
+    loop {
+        match ring.next(&mem, reader) {
+            Next::Empty => break,
+            Next::Lapped { lost } => panic!("lossless reader lapped at the end, {lost} lost"),
+            Next::Record { header, off, next } => {
+                assert_eq!(mem.read(off, all[header.seq as usize].len()), all[header.seq as usize]);
+                reader = next;
+            }
+        }
+    }
+    assert_eq!(reader.seq, all.len() as u64);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    #[test]
+    fn a_lossless_reader_never_loses(ops in proptest::collection::vec(lossless_op(300), 1..300)) {
+        run_lossless(10, ops);
+    }
+
+    #[test]
+    fn a_lossless_reader_never_loses_large_records(ops in proptest::collection::vec(lossless_op(4096), 1..200)) {
+        run_lossless(14, ops);
+    }
+}
+
+#[test]
+fn a_batch_chunk_shrinks_to_the_room_before_a_lossless_reader() {
+    let size = 16384usize;
+    let mut ring = Ring::new(size, vec![0u64; index_len(size)]).unwrap();
+    let mem = VecMem::new(size);
+    let reader = ring.now();
+    // Fill 3/4 of the ring while the reader reads nothing.
+    let p = payload(0, 100, 1);
+    let mut seq = 0;
+    while ring.head() + record_span(100) as u64 <= (size * 3 / 4) as u64 {
+        let r = ring.reserve(&mem, 100, reader.pos).unwrap();
+        mem.write(r.payload_off(ring.mask()), &p);
+        ring.commit(&mem, &r, stamp(seq));
+        seq += 1;
+    }
+    let free = size as u64 - ring.head();
+    // Want half the ring; only `free` bytes are left before the reader.
+    let c = ring
+        .reserve_bytes(&mem, size as u64 / 2, record_span(200) as u64, reader.pos)
+        .unwrap();
+    assert_eq!(c.len, free & !7);
+    assert_eq!(ring.tail(), reader.pos, "nothing evicted");
+    // Nothing copied: the chunk is given back.
+    ring.commit_frames(&mem, &c, 0, 4096, stamp(0));
+    // Less room than a largest frame: Full, until the reader moves on.
+    assert_eq!(
+        ring.reserve_bytes(&mem, size as u64 / 2, free + 8, reader.pos),
+        Err(RingError::Full)
+    );
+    let c = ring
+        .reserve_bytes(&mem, size as u64 / 2, free + 8, ring.head())
+        .unwrap();
+    assert_eq!(c.len, size as u64 / 2);
 }

@@ -27,6 +27,9 @@ pub struct Options {
     pub framing: Framing,
     /// Create the topic when it does not exist (and the caller may).
     pub create: bool,
+    /// Before the first record, wait until this many lossless readers are
+    /// attached.
+    pub wait_readers: Option<u32>,
 }
 
 /// What [`publish`] did.
@@ -144,6 +147,35 @@ pub fn claim(topic: &Topic, shown: &str) -> Result<usize> {
         Err(e) => return Err(e).with_context(|| format!("cannot claim topic {shown}")),
     }
     Ok(info.record_max.max(1) as usize)
+}
+
+/// Waits until topic `shown` has `n` lossless readers, saying so on stderr
+/// if it has fewer now. A topic that does not allow lossless readers is an
+/// error (the wait would never end).
+pub fn wait_readers(topic: &Topic, shown: &str, n: u32) -> Result<()> {
+    let info = topic
+        .info()
+        .with_context(|| format!("cannot query topic {shown}"))?;
+    if n > 0 && info.topic_flags & abi::TOPIC_LOSSLESS == 0 {
+        return Err(Failure::Usage.wrap(anyhow::anyhow!(
+            "topic {shown} does not allow lossless readers, so --wait-readers would wait forever: create it with `baf-setup create {shown} --lossless`"
+        )));
+    }
+    if info.lossless_readers < u64::from(n) {
+        eprintln!(
+            "pubmsg: waiting for {n} lossless reader(s) of {shown} ({} now)",
+            info.lossless_readers
+        );
+    }
+    topic.wait_readers(n).map_err(|e| {
+        if e.raw_os_error() == Some(libc::ENODEV) {
+            Failure::NoTopic.wrap(anyhow::anyhow!(
+                "topic {shown} was removed while waiting for readers"
+            ))
+        } else {
+            anyhow::Error::new(e).context(format!("waiting for readers of {shown}"))
+        }
+    })
 }
 
 /// Most bytes of frames gathered into one batch `write()` (a single larger
@@ -293,6 +325,9 @@ pub fn run(opts: &Options) -> Result<()> {
     let (topic, shown) = open_topic(&opts.topic, opts.create)?;
     let record_max = claim(&topic, &shown)?;
     batch_mode(&topic, &shown)?;
+    if let Some(n) = opts.wait_readers {
+        wait_readers(&topic, &shown, n)?;
+    }
     let mut framer = Framer::new(opts.framing, record_max);
     let stdin = io::stdin().lock();
     let warn = |msg: &str| eprintln!("pubmsg: warning: {msg}");

@@ -47,6 +47,11 @@ struct Args {
     /// Fail when the topic does not exist instead of creating it.
     #[arg(long)]
     no_create: bool,
+    /// Before sending anything, wait until N lossless readers (submsg
+    /// --lossless) are attached, so none of them misses the start. The
+    /// topic must allow lossless readers (baf-setup create --lossless).
+    #[arg(long, value_name = "N")]
+    wait_readers: Option<u32>,
     /// Print a man page or shell completions to stdout and exit.
     #[arg(long, value_name = "KIND", hide = true, exclusive = true)]
     generate: Option<Generate>,
@@ -64,6 +69,7 @@ impl Args {
                 Framing::Lines
             },
             create: !self.no_create,
+            wait_readers: self.wait_readers,
         }
     }
 }

@@ -98,6 +98,9 @@ pub struct Config {
     pub count: Option<u64>,
     /// Read with `read()` only, never through a mapping of the ring.
     pub no_mmap: bool,
+    /// Subscribe losslessly: writers wait for this reader rather than
+    /// overwrite what it has not read (on topics that allow it).
+    pub lossless: bool,
 }
 
 /// The command line's topics, sorted out.
@@ -375,9 +378,24 @@ impl<'a> Subscriber<'a> {
         let fail = |e: io::Error, what: &str| {
             JoinError::Fail(anyhow::Error::new(e).context(format!("cannot {what} topic {name}")))
         };
-        topic
-            .set_flags(abi::FLAG_RECORD)
-            .map_err(|e| fail(e, "switch to record mode on"))?;
+        // Lossless before the seek: the seek then holds the records from
+        // the start point on.
+        let flags = if self.cfg.lossless {
+            abi::FLAG_RECORD | abi::FLAG_LOSSLESS
+        } else {
+            abi::FLAG_RECORD
+        };
+        match topic.set_flags(flags) {
+            Ok(()) => {}
+            Err(e) if self.cfg.lossless && e.raw_os_error() == Some(libc::EPERM) => {
+                return Err(JoinError::Skip(Failure::Permission.wrap(anyhow::Error::new(e).context(
+                    format!(
+                        "topic {name} does not allow lossless readers: its owner can allow them with `baf-setup create {name} --lossless` (on a new topic)"
+                    ),
+                ))))
+            }
+            Err(e) => return Err(fail(e, "switch to record mode on")),
+        }
         let expect = match start {
             StartAt::Now => info.cursor_seq,
             StartAt::Oldest => topic
@@ -410,8 +428,9 @@ impl<'a> Subscriber<'a> {
             },
         };
         // The file is where the reader starts (seeked above): map the ring
-        // from there, or read the file.
-        let mapped = if self.cfg.no_mmap {
+        // from there, or read the file. A lossless reader reads the file:
+        // each read() releases the writers at once.
+        let mapped = if self.cfg.no_mmap || self.cfg.lossless {
             None
         } else {
             match Mapped::new(&topic) {
@@ -635,6 +654,15 @@ impl<'a> Subscriber<'a> {
             Err(e) if e.raw_os_error() == Some(libc::ENODEV) => {
                 self.drop_sub(token);
                 return Ok(Step::Gone);
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EPIPE) && cfg.lossless => {
+                // Demoted by the topic's stall timeout: what was delivered
+                // is complete up to here; say so and stop.
+                out.flush()?;
+                return Err(anyhow::Error::new(e).context(format!(
+                    "topic {}: this lossless reader held the writer up past the topic's stall timeout and was made lossy; records after the output's end were lost",
+                    sub.label.name
+                )));
             }
             Err(e) => {
                 return Err(e).with_context(|| format!("reading topic {}", sub.label.name));

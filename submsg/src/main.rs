@@ -85,6 +85,11 @@ struct Args {
     /// pid or user namespace).
     #[arg(long)]
     no_mmap: bool,
+    /// Lose nothing: writers wait for this reader, as for a pipe, rather
+    /// than overwrite what it has not read. Every topic must allow it
+    /// (baf-setup create NAME --lossless); reads with read(), not a mapping.
+    #[arg(short = 'L', long)]
+    lossless: bool,
     /// Print a man page or shell completions to stdout and exit.
     #[arg(long, value_name = "KIND", hide = true, exclusive = true)]
     generate: Option<Generate>,
@@ -113,6 +118,7 @@ impl Args {
             create: !self.no_create,
             count: self.count,
             no_mmap: self.no_mmap,
+            lossless: self.lossless,
         }
     }
 }
