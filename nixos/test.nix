@@ -1,5 +1,6 @@
 # NixOS VM test of the baf module: boots linuxPackages_latest with fanout.ko,
-# declares two topics, and checks permissions and one-to-many delivery.
+# declares three topics (one lossless), and checks permissions, one-to-many
+# delivery and that the lossless settings reach the kernel.
 #
 #   nix build .#checks.x86_64-linux.vm-test
 { pkgs }:
@@ -16,10 +17,14 @@ pkgs.testers.runNixOSTest {
 
       baf.services.baf-setup = {
         enable = true;
-        topics = [
-          "topic1"
-          "topic2"
-        ];
+        topics = {
+          topic1 = { };
+          topic2 = { };
+          jobs = {
+            lossless = true;
+            stallTimeoutMs = 2000;
+          };
+        };
       };
 
       users.users.alice = {
@@ -30,6 +35,8 @@ pkgs.testers.runNixOSTest {
     };
 
   testScript = ''
+    import json
+
     bin = "/run/current-system/sw/bin"
 
     machine.wait_for_unit("baf-setup.service")
@@ -44,7 +51,7 @@ pkgs.testers.runNixOSTest {
 
     with subtest("declared topics exist with mode 0660 and group baf"):
         machine.succeed("grep -q '^topic1 ' /etc/baf/topics")
-        for t in ["topic1", "topic2", "baf-test"]:
+        for t in ["topic1", "topic2", "jobs", "baf-test"]:
             machine.succeed(f"test -c /dev/baf/{t}")
         out = machine.succeed("stat -c '%a %G' /dev/baf/topic1").strip()
         assert out == "660 baf", f"/dev/baf/topic1 is {out!r}, want '660 baf'"
@@ -73,12 +80,27 @@ pkgs.testers.runNixOSTest {
 
     with subtest("baf-setup status lists every topic"):
         status = machine.succeed("baf-setup status")
-        for t in ["topic1", "topic2", "baf-test"]:
+        for t in ["topic1", "topic2", "jobs", "baf-test"]:
             assert t in status, f"{t} missing from baf-setup status:\n{status}"
+
+    with subtest("the lossless topic is lossless in the kernel, the others are not"):
+        machine.succeed("grep -q '^jobs .* lossless stall_timeout=2000ms$' /etc/baf/topics")
+        out = machine.succeed("cat /sys/class/baf/jobs/lossless /sys/class/baf/jobs/stall_ms").split()
+        assert out == ["1", "2000"], f"jobs: lossless, stall_ms are {out}, want ['1', '2000']"
+        out = machine.succeed("cat /sys/class/baf/topic1/lossless").strip()
+        assert out == "0", f"topic1: lossless is {out!r}, want '0'"
+        topics = {t["name"]: t for t in json.loads(machine.succeed("baf-setup status --json"))}
+        jobs = topics["jobs"]
+        assert jobs["lossless"] is True and jobs["stall_ms"] == 2000, f"baf-setup status --json: {jobs}"
+        for key in ["lossless_readers", "writer_waits", "demoted"]:
+            assert jobs[key] == 0, f"baf-setup status --json: {key} of an idle topic is {jobs[key]}"
+        assert topics["topic1"]["lossless"] is False, f"baf-setup status --json: {topics['topic1']}"
 
     with subtest("applying again is idempotent"):
         machine.succeed("systemctl restart baf-setup.service")
-        for t in ["topic1", "topic2", "baf-test"]:
+        for t in ["topic1", "topic2", "jobs", "baf-test"]:
             machine.succeed(f"test -c /dev/baf/{t}")
+        out = machine.succeed("cat /sys/class/baf/jobs/lossless").strip()
+        assert out == "1", f"jobs after a restart: lossless is {out!r}, want '1'"
   '';
 }

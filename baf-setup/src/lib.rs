@@ -24,6 +24,11 @@ pub struct TopicArgs {
     pub owner: Option<String>,
     /// Group (name or number); `None` for `baf` when it exists.
     pub group: Option<String>,
+    /// Whether readers may be lossless; `None` for no (a lossy topic).
+    pub lossless: Option<bool>,
+    /// Stall timeout in milliseconds (only with `lossless`); `None` for
+    /// none.
+    pub stall_ms: Option<u32>,
 }
 
 fn resolve_user(s: &str) -> Result<u32> {
@@ -63,7 +68,70 @@ impl TopicArgs {
         if let Some(g) = &self.group {
             o.gid = resolve_group(g)?;
         }
+        o.lossless = self.lossless.unwrap_or(false);
+        o.stall_ms = self.stall_ms.unwrap_or(0);
         Ok(o)
+    }
+
+    /// Fills in what these settings leave out from `defaults` (an `apply`
+    /// file's line from the command line's settings). A stall timeout is
+    /// inherited only by a topic that ends up lossless.
+    pub fn inherit(&mut self, defaults: &TopicArgs) {
+        if self.size == 0 {
+            self.size = defaults.size;
+        }
+        if self.record_max == 0 {
+            self.record_max = defaults.record_max;
+        }
+        self.mode = self.mode.or(defaults.mode);
+        self.owner = self.owner.clone().or(defaults.owner.clone());
+        self.group = self.group.clone().or(defaults.group.clone());
+        self.lossless = self.lossless.or(defaults.lossless);
+        if self.lossless == Some(true) {
+            self.stall_ms = self.stall_ms.or(defaults.stall_ms);
+        }
+    }
+}
+
+/// Parses a stall timeout: `500ms`, `2s`, or plain milliseconds; 0 is
+/// none, at most one hour.
+pub fn parse_duration_ms(s: &str) -> Result<u32, String> {
+    let (num, mult) = match s.strip_suffix("ms") {
+        Some(n) => (n, 1),
+        None => match s.strip_suffix('s') {
+            Some(n) => (n, 1000),
+            None => (s, 1),
+        },
+    };
+    let ms = num
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| {
+            format!("{s:?} is not a duration (milliseconds, or with an ms or s suffix: 500ms, 2s)")
+        })?;
+    u32::try_from(ms)
+        .ok()
+        .filter(|&ms| ms <= baf::abi::STALL_MS_MAX)
+        .ok_or_else(|| format!("stall timeout {s:?} is too long: at most 3600s (one hour)"))
+}
+
+/// A stall timeout as `status` shows it: `250ms`, `2s`.
+pub fn format_duration_ms(ms: u64) -> String {
+    if ms >= 1000 && ms % 1000 == 0 {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
+/// Parses a yes/no setting (`yes`, `no`, `true`, `false`, `on`, `off`,
+/// `1`, `0`).
+pub fn parse_bool(s: &str) -> Result<bool, String> {
+    match s {
+        "yes" | "true" | "on" | "1" => Ok(true),
+        "no" | "false" | "off" | "0" => Ok(false),
+        _ => Err(format!("{s:?} is not yes or no")),
     }
 }
 
@@ -104,7 +172,9 @@ pub fn remove(name: &str) -> Result<bool> {
     }
 }
 
-/// One line of an `apply` file: `NAME [size=B] [record_max=B] [mode=OCT] [group=G] [owner=U]`.
+/// One line of an `apply` file: `NAME [size=B] [record_max=B] [mode=OCT]
+/// [group=G] [owner=U] [lossless | lossless=yes|no] [stall_timeout=DURATION]`.
+/// A stall timeout needs `lossless` on the same line.
 pub fn parse_topic_line(line: &str) -> Result<Option<(String, TopicArgs)>, String> {
     let line = line.split('#').next().unwrap_or_default().trim();
     let mut words = line.split_whitespace();
@@ -113,9 +183,13 @@ pub fn parse_topic_line(line: &str) -> Result<Option<(String, TopicArgs)>, Strin
     };
     let mut args = TopicArgs::default();
     for w in words {
+        if w == "lossless" {
+            args.lossless = Some(true);
+            continue;
+        }
         let (k, v) = w
             .split_once('=')
-            .ok_or_else(|| format!("{w:?}: expected key=value"))?;
+            .ok_or_else(|| format!("{w:?}: expected key=value (or the word lossless)"))?;
         match k {
             "size" => args.size = parse_size(v)?,
             "record_max" => {
@@ -125,12 +199,17 @@ pub fn parse_topic_line(line: &str) -> Result<Option<(String, TopicArgs)>, Strin
             "mode" => args.mode = Some(parse_mode(v)?),
             "group" => args.group = Some(v.to_string()),
             "owner" => args.owner = Some(v.to_string()),
+            "lossless" => args.lossless = Some(parse_bool(v).map_err(|e| format!("lossless: {e}"))?),
+            "stall_timeout" => args.stall_ms = Some(parse_duration_ms(v)?),
             _ => {
                 return Err(format!(
-                    "unknown setting {k:?} (size, record_max, mode, group, owner)"
+                    "unknown setting {k:?} (size, record_max, mode, group, owner, lossless, stall_timeout)"
                 ))
             }
         }
+    }
+    if args.stall_ms.is_some() && args.lossless != Some(true) {
+        return Err("stall_timeout needs lossless on the same line (only lossless readers can stall a writer)".into());
     }
     Ok(Some((name.to_string(), args)))
 }
@@ -239,11 +318,27 @@ pub fn rows() -> Result<Vec<Row>> {
         .collect())
 }
 
-/// The `status` table.
+/// The `status` table. LOSSLESS is `no`, `yes`, or `yes,TIMEOUT` with a
+/// stall timeout; a lossy topic shows `-` for the lossless counters
+/// (L_READERS: lossless readers now, WAITS: writer waits, DEMOTED: readers
+/// demoted by the stall timeout).
 pub fn table(rows: &[Row]) -> String {
     let mut out = format!(
-        "{:<24} {:>9} {:>8} {:>10} {:>12} {:>7} {:>7} {:>8} {:>10}  {}\n",
-        "TOPIC", "RING", "REC_MAX", "RECORDS", "BYTES", "READERS", "WRITERS", "LOST", "SEQ", "NODE"
+        "{:<24} {:>9} {:>8} {:>10} {:>12} {:>7} {:>7} {:>8} {:>10} {:>9} {:>9} {:>8} {:>7}  {}\n",
+        "TOPIC",
+        "RING",
+        "REC_MAX",
+        "RECORDS",
+        "BYTES",
+        "READERS",
+        "WRITERS",
+        "LOST",
+        "SEQ",
+        "LOSSLESS",
+        "L_READERS",
+        "WAITS",
+        "DEMOTED",
+        "NODE"
     );
     for r in rows {
         let s = &r.status;
@@ -251,8 +346,18 @@ pub fn table(rows: &[Row]) -> String {
             || "(no node)".to_string(),
             |(m, u, g)| format!("{m:04o} {u}:{g}"),
         );
+        let (lossless, [l_readers, waits, demoted]) = if s.lossless {
+            let mode = match s.stall_ms {
+                0 => "yes".to_string(),
+                ms => format!("yes,{}", format_duration_ms(ms)),
+            };
+            let n = [s.lossless_readers, s.writer_waits, s.demoted].map(|n| n.to_string());
+            (mode, n)
+        } else {
+            ("no".to_string(), ["-", "-", "-"].map(String::from))
+        };
         out += &format!(
-            "{:<24} {:>9} {:>8} {:>10} {:>12} {:>7} {:>7} {:>8} {:>10}  {} {}\n",
+            "{:<24} {:>9} {:>8} {:>10} {:>12} {:>7} {:>7} {:>8} {:>10} {:>9} {:>9} {:>8} {:>7}  {} {}\n",
             s.name,
             s.ring_size,
             s.record_max,
@@ -262,6 +367,10 @@ pub fn table(rows: &[Row]) -> String {
             s.writers,
             s.lost,
             s.next_seq,
+            lossless,
+            l_readers,
+            waits,
+            demoted,
             r.node,
             perms
         );
@@ -290,6 +399,11 @@ pub fn json(rows: &[Row]) -> String {
                 "lost": s.lost,
                 "next_seq": s.next_seq,
                 "oldest_seq": s.oldest_seq,
+                "lossless": s.lossless,
+                "stall_ms": s.stall_ms,
+                "lossless_readers": s.lossless_readers,
+                "writer_waits": s.writer_waits,
+                "demoted": s.demoted,
             })
         })
         .collect();
@@ -324,12 +438,162 @@ mod tests {
                 record_max: 8192,
                 mode: Some(0o640),
                 owner: None,
-                group: Some("wheel".into())
+                group: Some("wheel".into()),
+                lossless: None,
+                stall_ms: None,
             }
         );
         assert!(parse_topic_line("t colour=red").is_err());
         assert!(parse_topic_line("t size").is_err());
         assert!(parse_topic_line("t mode=999").is_err());
+    }
+
+    #[test]
+    fn lossless_lines() {
+        let args = |line| parse_topic_line(line).unwrap().unwrap().1;
+        let a = args("jobs lossless stall_timeout=1s");
+        assert_eq!((a.lossless, a.stall_ms), (Some(true), Some(1000)));
+        let a = args("jobs size=1M lossless=yes stall_timeout=250ms # x");
+        assert_eq!(
+            (a.size, a.lossless, a.stall_ms),
+            (1 << 20, Some(true), Some(250))
+        );
+        let a = args("jobs stall_timeout=500 lossless");
+        assert_eq!((a.lossless, a.stall_ms), (Some(true), Some(500)));
+        let a = args("jobs lossless=no");
+        assert_eq!((a.lossless, a.stall_ms), (Some(false), None));
+        assert_eq!(args("jobs").lossless, None);
+        let o = args("jobs lossless stall_timeout=2s").options().unwrap();
+        assert_eq!((o.lossless, o.stall_ms), (true, 2000));
+        assert_eq!(o.flags(), baf::abi::TOPIC_LOSSLESS);
+        let o = args("jobs").options().unwrap();
+        assert_eq!((o.lossless, o.stall_ms, o.flags()), (false, 0, 0));
+
+        let err = |line| parse_topic_line(line).unwrap_err();
+        assert!(err("jobs stall_timeout=1s").contains("needs lossless"));
+        assert!(err("jobs lossless=no stall_timeout=1s").contains("needs lossless"));
+        assert!(err("jobs lossless=maybe").contains("yes or no"));
+        assert!(err("jobs lossless stall_timeout=soon").contains("not a duration"));
+        assert!(err("jobs lossless stall_timeout=2h").contains("not a duration"));
+        assert!(err("jobs lossless stall_timeout=3601s").contains("too long"));
+        assert!(err("jobs lossy").contains("key=value"));
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration_ms("500ms"), Ok(500));
+        assert_eq!(parse_duration_ms("2s"), Ok(2000));
+        assert_eq!(parse_duration_ms("250"), Ok(250));
+        assert_eq!(parse_duration_ms("0"), Ok(0));
+        assert_eq!(parse_duration_ms("3600s"), Ok(baf::abi::STALL_MS_MAX));
+        assert!(parse_duration_ms("3600001").is_err());
+        assert!(parse_duration_ms("99999999999999999999s").is_err());
+        assert!(parse_duration_ms("-1s").is_err());
+        assert!(parse_duration_ms("1.5s").is_err());
+        assert!(parse_duration_ms("").is_err());
+        assert!(parse_duration_ms("ms").is_err());
+        assert_eq!(format_duration_ms(250), "250ms");
+        assert_eq!(format_duration_ms(2000), "2s");
+        assert_eq!(format_duration_ms(1500), "1500ms");
+        assert_eq!(parse_bool("yes"), Ok(true));
+        assert_eq!(parse_bool("off"), Ok(false));
+    }
+
+    #[test]
+    fn file_lines_inherit_the_command_line() {
+        let defaults = TopicArgs {
+            size: 1 << 20,
+            mode: Some(0o640),
+            lossless: Some(true),
+            stall_ms: Some(2000),
+            ..TopicArgs::default()
+        };
+        let mut plain = TopicArgs::default();
+        plain.inherit(&defaults);
+        assert_eq!(plain, defaults);
+        // A line that says lossless=no gets no stall timeout.
+        let mut lossy = TopicArgs {
+            lossless: Some(false),
+            ..TopicArgs::default()
+        };
+        lossy.inherit(&defaults);
+        assert_eq!((lossy.lossless, lossy.stall_ms), (Some(false), None));
+        lossy.options().unwrap();
+        // Its own stall timeout wins.
+        let mut own = TopicArgs {
+            size: 65536,
+            lossless: Some(true),
+            stall_ms: Some(250),
+            ..TopicArgs::default()
+        };
+        own.inherit(&defaults);
+        assert_eq!(
+            (own.size, own.mode, own.stall_ms),
+            (65536, Some(0o640), Some(250))
+        );
+        // Lossy defaults leave a lossless line as it is.
+        let mut line = TopicArgs {
+            lossless: Some(true),
+            ..TopicArgs::default()
+        };
+        line.inherit(&TopicArgs::default());
+        assert_eq!((line.lossless, line.stall_ms), (Some(true), None));
+    }
+
+    fn row(name: &str, lossless: bool, stall_ms: u64) -> Row {
+        Row {
+            status: TopicStatus {
+                name: name.into(),
+                ring_size: 65536,
+                record_max: 16384,
+                records: 12,
+                lossless,
+                stall_ms,
+                lossless_readers: 1,
+                writer_waits: 34,
+                demoted: 5,
+                ..TopicStatus::default()
+            },
+            node: format!("/dev/baf/{name}"),
+            perms: Some((0o660, "root".into(), "baf".into())),
+        }
+    }
+
+    #[test]
+    fn status_shows_lossless_topics() {
+        let rows = [
+            row("jobs", true, 250),
+            row("plain", false, 0),
+            row("wait", true, 0),
+        ];
+        let t = table(&rows);
+        let lines: Vec<Vec<&str>> = t.lines().map(|l| l.split_whitespace().collect()).collect();
+        let header = &lines[0];
+        let col = |name| header.iter().position(|h| *h == name).unwrap();
+        let cell = |row: usize, name| lines[row][col(name)];
+        assert_eq!(cell(1, "LOSSLESS"), "yes,250ms");
+        assert_eq!(cell(1, "L_READERS"), "1");
+        assert_eq!(cell(1, "WAITS"), "34");
+        assert_eq!(cell(1, "DEMOTED"), "5");
+        assert_eq!(cell(2, "LOSSLESS"), "no");
+        assert_eq!(cell(2, "WAITS"), "-");
+        assert_eq!(cell(3, "LOSSLESS"), "yes");
+        assert!(
+            t.lines()
+                .nth(1)
+                .unwrap()
+                .ends_with("/dev/baf/jobs 0660 root:baf"),
+            "{t}"
+        );
+
+        let j: serde_json::Value = serde_json::from_str(&json(&rows)).unwrap();
+        assert_eq!(j[0]["lossless"], true);
+        assert_eq!(j[0]["stall_ms"], 250);
+        assert_eq!(j[0]["lossless_readers"], 1);
+        assert_eq!(j[0]["writer_waits"], 34);
+        assert_eq!(j[0]["demoted"], 5);
+        assert_eq!(j[1]["lossless"], false);
+        assert_eq!(j[1]["stall_ms"], 0);
     }
 
     #[test]

@@ -12,6 +12,7 @@ use clap::{Args, CommandFactory, Parser, Subcommand};
     after_help = "Examples:
   baf-setup create sensors                      # /dev/baf/sensors, 0660, group baf
   baf-setup create robot/arm --size 1M --mode 0640 --group robots
+  baf-setup create jobs --lossless --stall-timeout 2s  # writers wait for lossless readers
   baf-setup apply --topics sensors,robot/arm    # exactly these (plus baf-test)
   baf-setup apply --file /etc/baf/topics
   baf-setup status --json
@@ -43,6 +44,16 @@ struct Settings {
     /// Node group (name or gid) [default: baf if it exists, else yours].
     #[arg(long)]
     group: Option<String>,
+    /// Let readers of the topic be lossless (submsg --lossless): a writer
+    /// then waits for them instead of overwriting what they have not read
+    /// (lossy readers are not affected).
+    #[arg(long)]
+    lossless: bool,
+    /// With --lossless: demote a lossless reader that holds a writer up this
+    /// long to lossy (500ms, 2s, or milliseconds; at most 3600s)
+    /// [default: never].
+    #[arg(long, value_name = "DURATION", value_parser = baf_setup::parse_duration_ms)]
+    stall_timeout: Option<u32>,
 }
 
 impl Settings {
@@ -52,12 +63,19 @@ impl Settings {
             Some(r) => u32::try_from(r)
                 .map_err(|_| Failure::Usage.wrap(anyhow::anyhow!("--record-max is too large")))?,
         };
+        if self.stall_timeout.is_some() && !self.lossless {
+            return Err(Failure::Usage.wrap(anyhow::anyhow!(
+                "--stall-timeout needs --lossless: only lossless readers can hold a writer up"
+            )));
+        }
         Ok(TopicArgs {
             size: self.size.unwrap_or(0),
             record_max,
             mode: self.mode,
             owner: self.owner.clone(),
             group: self.group.clone(),
+            lossless: self.lossless.then_some(true),
+            stall_ms: self.stall_timeout,
         })
     }
 }
@@ -88,8 +106,9 @@ enum Command {
         #[arg(long, value_delimiter = ',')]
         topics: Vec<String>,
         /// A file with one topic a line: NAME [size=B] [record_max=B]
-        /// [mode=OCTAL] [group=G] [owner=U]; '#' starts a comment; '-' is
-        /// stdin.
+        /// [mode=OCTAL] [group=G] [owner=U] [lossless | lossless=yes|no]
+        /// [stall_timeout=DURATION] (stall_timeout only with lossless);
+        /// '#' starts a comment; '-' is stdin.
         #[arg(long)]
         file: Option<String>,
         /// Do not add the baf-test topic.
@@ -99,7 +118,10 @@ enum Command {
         #[command(flatten)]
         settings: Settings,
     },
-    /// Show every topic with its counters.
+    /// Show every topic with its counters. LOSSLESS is yes (with the stall
+    /// timeout, if any) or no; for a lossless topic L_READERS counts its
+    /// lossless readers now, WAITS the times a writer waited for one, and
+    /// DEMOTED the readers the stall timeout made lossy.
     Status {
         /// One JSON array instead of a table.
         #[arg(long)]
@@ -146,15 +168,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             for args in wanted.values_mut() {
                 // File lines inherit the command-line defaults they leave out.
-                if args.size == 0 {
-                    args.size = defaults.size;
-                }
-                if args.record_max == 0 {
-                    args.record_max = defaults.record_max;
-                }
-                args.mode = args.mode.or(defaults.mode);
-                args.owner = args.owner.clone().or(defaults.owner.clone());
-                args.group = args.group.clone().or(defaults.group.clone());
+                args.inherit(&defaults);
             }
             if !no_test_topic {
                 wanted.entry(TEST_TOPIC.to_string()).or_insert(defaults);
@@ -191,4 +205,46 @@ fn run(cli: Cli) -> Result<()> {
 fn main() {
     let cli: Cli = baf::cli::parse("baf-setup");
     baf::cli::run("baf-setup", || run(cli))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(argv: &[&str]) -> Settings {
+        let cli = Cli::try_parse_from(["baf-setup", "create", "t"].iter().chain(argv)).unwrap();
+        match cli.command {
+            Command::Create { settings, .. } => settings,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn lossless_flags() {
+        let a = settings(&["--lossless", "--stall-timeout", "250ms"])
+            .args()
+            .unwrap();
+        assert_eq!((a.lossless, a.stall_ms), (Some(true), Some(250)));
+        let a = settings(&["--lossless"]).args().unwrap();
+        assert_eq!((a.lossless, a.stall_ms), (Some(true), None));
+        let a = settings(&[]).args().unwrap();
+        assert_eq!((a.lossless, a.stall_ms), (None, None));
+        let err = settings(&["--stall-timeout", "2s"]).args().unwrap_err();
+        assert!(baf::cli::message(&err).contains("--stall-timeout needs --lossless"));
+        assert_eq!(baf::cli::exit_code(&err), 2);
+        assert!(Cli::try_parse_from([
+            "baf-setup",
+            "create",
+            "t",
+            "--lossless",
+            "--stall-timeout",
+            "1h"
+        ])
+        .is_err());
+    }
 }

@@ -49,6 +49,14 @@ pub struct CreateOptions {
     pub uid: u32,
     /// Node group.
     pub gid: u32,
+    /// Whether readers may become lossless (`TOPIC_LOSSLESS`, ABI 3): a
+    /// writer then waits for them instead of overwriting what they have not
+    /// read.
+    pub lossless: bool,
+    /// Stall timeout in milliseconds (ABI 3): a lossless reader that holds a
+    /// writer up this long is demoted to lossy. 0: never. At most
+    /// [`abi::STALL_MS_MAX`], and only with [`CreateOptions::lossless`].
+    pub stall_ms: u32,
 }
 
 /// The gid of group `name` from `/etc/group`, if it exists.
@@ -75,7 +83,37 @@ impl CreateOptions {
             mode: 0o660,
             uid,
             gid,
+            lossless: false,
+            stall_ms: 0,
         }
+    }
+
+    /// The `TOPIC_*` flags these options mean.
+    pub fn flags(&self) -> u32 {
+        if self.lossless {
+            abi::TOPIC_LOSSLESS
+        } else {
+            0
+        }
+    }
+
+    /// Checks what the kernel would refuse with a bare `EINVAL` but a
+    /// program can say better: the stall timeout's range, and that it needs
+    /// a lossless topic.
+    pub fn check(&self) -> Result<()> {
+        if self.stall_ms > 0 && !self.lossless {
+            return Err(Failure::Usage.wrap(anyhow::anyhow!(
+                "a stall timeout needs a lossless topic: it demotes lossless readers that hold writers up"
+            )));
+        }
+        if self.stall_ms > abi::STALL_MS_MAX {
+            return Err(Failure::Usage.wrap(anyhow::anyhow!(
+                "stall timeout {} ms is too long: at most {} ms (one hour)",
+                self.stall_ms,
+                abi::STALL_MS_MAX
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -133,6 +171,7 @@ fn control_ioctl<T>(request: u32, arg: &mut T) -> Result<i32> {
 /// Creates topic `name` (idempotent when the settings match).
 pub fn create(name: &str, opts: &CreateOptions) -> Result<Created> {
     check_name(name)?;
+    opts.check()?;
     let Some(packed) = abi::TopicName::new(name.as_bytes()) else {
         return Err(Failure::Usage.wrap(anyhow::anyhow!("topic name {name:?} is too long")));
     };
@@ -143,6 +182,8 @@ pub fn create(name: &str, opts: &CreateOptions) -> Result<Created> {
         mode: opts.mode,
         uid: opts.uid,
         gid: opts.gid,
+        flags: opts.flags(),
+        stall_ms: opts.stall_ms,
     };
     match control_ioctl(abi::IOC_CREATE, &mut spec) {
         Ok(1) => Ok(Created::New),
@@ -177,7 +218,16 @@ fn explain_errno(e: anyhow::Error, name: &str, what: &str) -> anyhow::Error {
         ),
         Some(libc::EINVAL) => (
             Failure::Usage,
-            format!("cannot {what} topic {name:?}: the size must be a power of two from 16K to 64M, record_max from 4K to a quarter of it, the mode at most 0777"),
+            format!(
+                "cannot {what} topic {name:?}: the size must be a power of two from 16K to 64M, record_max from 4K to a quarter of it, the mode at most 0777, and a stall timeout at most {} ms and only on a lossless topic",
+                abi::STALL_MS_MAX
+            ),
+        ),
+        // A module older than ABI 3 does not know IOC_CREATE with the longer
+        // TopicSpec (its size is part of the number).
+        Some(libc::ENOTTY) => (
+            Failure::NoTopic,
+            format!("cannot {what} topic {name:?}: the loaded fanout module is older than ABI version {}: load the fanout.ko built with this program (rmmod fanout; insmod fanout.ko)", abi::ABI_VERSION),
         ),
         _ => return e.context(format!("cannot {what} topic {name:?}")),
     };
@@ -207,6 +257,16 @@ pub struct TopicStatus {
     pub next_seq: u64,
     /// The oldest sequence number still buffered.
     pub oldest_seq: u64,
+    /// Whether readers may be lossless (`TOPIC_LOSSLESS`).
+    pub lossless: bool,
+    /// Stall timeout in milliseconds; 0 for none.
+    pub stall_ms: u64,
+    /// Open files that are lossless readers now.
+    pub lossless_readers: u64,
+    /// Times a writer waited for a lossless reader, ever.
+    pub writer_waits: u64,
+    /// Lossless readers demoted to lossy by the stall timeout, ever.
+    pub demoted: u64,
 }
 
 fn read_u64(dir: &Path, attr: &str) -> Result<u64> {
@@ -215,6 +275,39 @@ fn read_u64(dir: &Path, attr: &str) -> Result<u64> {
     s.trim()
         .parse()
         .with_context(|| format!("parsing {}", p.display()))
+}
+
+/// A value that came with ABI 3: 0 when the module is older and does not
+/// have it, so `status` still shows an older module's topics.
+fn read_u64_v3(dir: &Path, attr: &str) -> Result<u64> {
+    if dir.join(attr).exists() {
+        read_u64(dir, attr)
+    } else {
+        Ok(0)
+    }
+}
+
+/// One topic's values from its sysfs directory `dir`.
+fn read_status(dir: &Path) -> Result<TopicStatus> {
+    let name = std::fs::read_to_string(dir.join("name"))
+        .with_context(|| format!("reading {}", dir.join("name").display()))?;
+    Ok(TopicStatus {
+        name: name.trim_end().to_string(),
+        ring_size: read_u64(dir, "ring_size")?,
+        record_max: read_u64(dir, "record_max")?,
+        records: read_u64(dir, "records")?,
+        bytes: read_u64(dir, "bytes")?,
+        readers: read_u64(dir, "readers")?,
+        writers: read_u64(dir, "writers")?,
+        lost: read_u64(dir, "lost")?,
+        next_seq: read_u64(dir, "next_seq")?,
+        oldest_seq: read_u64(dir, "oldest_seq")?,
+        lossless: read_u64_v3(dir, "lossless")? != 0,
+        stall_ms: read_u64_v3(dir, "stall_ms")?,
+        lossless_readers: read_u64_v3(dir, "lossless_readers")?,
+        writer_waits: read_u64_v3(dir, "writer_waits")?,
+        demoted: read_u64_v3(dir, "demoted")?,
+    })
 }
 
 /// Every topic, sorted by name. Empty when the module is not loaded.
@@ -226,25 +319,9 @@ pub fn list() -> Result<Vec<TopicStatus>> {
     };
     let mut out = Vec::new();
     for entry in dir {
-        let path = entry?.path();
-        let Ok(name) = std::fs::read_to_string(path.join("name")) else {
-            continue; // the control device, or a topic removed meanwhile
-        };
-        let stat = || -> Result<TopicStatus> {
-            Ok(TopicStatus {
-                name: name.trim_end().to_string(),
-                ring_size: read_u64(&path, "ring_size")?,
-                record_max: read_u64(&path, "record_max")?,
-                records: read_u64(&path, "records")?,
-                bytes: read_u64(&path, "bytes")?,
-                readers: read_u64(&path, "readers")?,
-                writers: read_u64(&path, "writers")?,
-                lost: read_u64(&path, "lost")?,
-                next_seq: read_u64(&path, "next_seq")?,
-                oldest_seq: read_u64(&path, "oldest_seq")?,
-            })
-        };
-        if let Ok(s) = stat() {
+        // The control device has no `name`; a topic removed meanwhile
+        // loses its files: both are left out.
+        if let Ok(s) = read_status(&entry?.path()) {
             out.push(s);
         }
     }
@@ -268,4 +345,112 @@ pub fn node_of(name: &str) -> PathBuf {
                 .map(|dev| Path::new("/dev").join(dev))
         })
         .unwrap_or_else(|| crate::dev_dir().join(name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lossless_options() {
+        let mut o = CreateOptions::defaults();
+        assert!(!o.lossless);
+        assert_eq!((o.flags(), o.stall_ms), (0, 0));
+        o.check().unwrap();
+
+        o.stall_ms = 250;
+        let err = o.check().unwrap_err();
+        assert!(
+            crate::cli::message(&err).contains("needs a lossless topic"),
+            "{err:#}"
+        );
+        assert_eq!(crate::cli::exit_code(&err), Failure::Usage.code());
+
+        o.lossless = true;
+        assert_eq!(o.flags(), abi::TOPIC_LOSSLESS);
+        o.check().unwrap();
+        o.stall_ms = abi::STALL_MS_MAX;
+        o.check().unwrap();
+        o.stall_ms = abi::STALL_MS_MAX + 1;
+        assert_eq!(
+            crate::cli::exit_code(&o.check().unwrap_err()),
+            Failure::Usage.code()
+        );
+    }
+
+    fn topic_dir(tag: &str, values: &[(&str, &str)]) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("baf-control-test-{}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        for (attr, value) in values {
+            std::fs::write(dir.join(attr), format!("{value}\n")).unwrap();
+        }
+        dir
+    }
+
+    const V2: [(&str, &str); 10] = [
+        ("name", "robot/arm"),
+        ("ring_size", "65536"),
+        ("record_max", "16384"),
+        ("records", "3"),
+        ("bytes", "30"),
+        ("readers", "2"),
+        ("writers", "1"),
+        ("lost", "4"),
+        ("next_seq", "3"),
+        ("oldest_seq", "0"),
+    ];
+
+    #[test]
+    fn status_from_sysfs() {
+        let mut values = V2.to_vec();
+        values.extend([
+            ("lossless", "1"),
+            ("stall_ms", "250"),
+            ("lossless_readers", "1"),
+            ("writer_waits", "7"),
+            ("demoted", "2"),
+        ]);
+        let dir = topic_dir("v3", &values);
+        let s = read_status(&dir).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(
+            s,
+            TopicStatus {
+                name: "robot/arm".into(),
+                ring_size: 65536,
+                record_max: 16384,
+                records: 3,
+                bytes: 30,
+                readers: 2,
+                writers: 1,
+                lost: 4,
+                next_seq: 3,
+                oldest_seq: 0,
+                lossless: true,
+                stall_ms: 250,
+                lossless_readers: 1,
+                writer_waits: 7,
+                demoted: 2,
+            }
+        );
+    }
+
+    #[test]
+    fn status_of_an_older_module_has_no_lossless_values() {
+        let dir = topic_dir("v2", &V2);
+        let s = read_status(&dir).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!((s.name.as_str(), s.lost), ("robot/arm", 4));
+        assert!(!s.lossless);
+        assert_eq!(
+            (s.stall_ms, s.lossless_readers, s.writer_waits, s.demoted),
+            (0, 0, 0, 0)
+        );
+        // Without `name` (the control device) it is not a topic.
+        let dir = topic_dir("control", &[("dev", "250:0")]);
+        assert!(read_status(&dir).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

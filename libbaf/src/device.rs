@@ -105,9 +105,8 @@ impl Topic {
                 // SAFETY: `IOC_INFO_V2` writes the first `INFO_V2_SIZE`
                 // bytes of an `Info` (a prefix of its fields), which `info`
                 // has room for; it is live and aligned for the call.
-                let rc = unsafe {
-                    libc::ioctl(self.file.as_raw_fd(), abi::IOC_INFO_V2 as _, &mut info)
-                };
+                let rc =
+                    unsafe { libc::ioctl(self.file.as_raw_fd(), abi::IOC_INFO_V2 as _, &mut info) };
                 if rc < 0 {
                     return Err(io::Error::last_os_error());
                 }
@@ -377,19 +376,19 @@ mod tests {
     #[test]
     fn abi_check() {
         let mut info = abi::Info {
-            abi_version: 1,
+            abi_version: 2,
             ..abi::Info::default()
         };
         let e = check_abi(&info).unwrap_err();
         assert_eq!(
             e,
             AbiMismatch {
-                found: 1,
-                needed: 2
+                found: 2,
+                needed: 3
             }
         );
         let msg = e.to_string();
-        assert!(msg.contains("version 1") && msg.contains("fanout.ko") && !msg.contains('\n'));
+        assert!(msg.contains("version 2") && msg.contains("fanout.ko") && !msg.contains('\n'));
         info.abi_version = abi::ABI_VERSION;
         assert!(check_abi(&info).is_ok());
     }

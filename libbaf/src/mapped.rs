@@ -696,7 +696,10 @@ mod tests {
         fn append(&mut self, len: usize, abort: bool) {
             let seq = self.ring.next_seq();
             let data = Self::payload(seq, len);
-            let r = self.ring.reserve(&self.mem, len, crate::ring::NO_FLOOR).unwrap();
+            let r = self
+                .ring
+                .reserve(&self.mem, len, crate::ring::NO_FLOOR)
+                .unwrap();
             self.fake
                 .set_u64(abi::CTRL_TAIL_SEQ, self.ring.oldest_seq());
             self.fake.set_u64(abi::CTRL_TAIL, self.ring.tail());

@@ -237,9 +237,15 @@ impl World {
         let seq = self.model.payloads.len() as u64;
         let data = payload(seq, len, fill);
         let (tail0, oldest0, head0) = (self.ring.tail(), self.ring.oldest_seq(), self.ring.head());
-        let r: Reservation = self.ring.reserve(&self.mem, len, NO_FLOOR).expect("reserve");
+        let r: Reservation = self
+            .ring
+            .reserve(&self.mem, len, NO_FLOOR)
+            .expect("reserve");
         assert_eq!(r.len, len);
-        assert_eq!(self.ring.reserve(&self.mem, 1, NO_FLOOR), Err(RingError::Busy));
+        assert_eq!(
+            self.ring.reserve(&self.mem, 1, NO_FLOOR),
+            Err(RingError::Busy)
+        );
         let span = record_span(len) as u64;
         // The record never wraps, and starts right at the head or after the
         // end-of-ring padding.
@@ -702,17 +708,27 @@ fn run_lossless(size_log2: u32, ops: Vec<LosslessOp>) {
                     match ring.reserve_bytes(&mem, frame.len() as u64, min, floor) {
                         Ok(c) => {
                             assert!(room, "op {i}: a chunk although room_for said no");
-                            assert!(c.pos + c.len <= floor + size as u64, "op {i}: chunk passes the reader");
+                            assert!(
+                                c.pos + c.len <= floor + size as u64,
+                                "op {i}: chunk passes the reader"
+                            );
                             assert!(ring.tail() <= floor, "op {i}: evicted past the reader");
                             mem.write((c.pos & ring.mask()) as usize, &frame);
-                            let f = ring.commit_frames(&mem, &c, frame.len() as u64, record_max, stamp(seq));
+                            let f = ring.commit_frames(
+                                &mem,
+                                &c,
+                                frame.len() as u64,
+                                record_max,
+                                stamp(seq),
+                            );
                             assert_eq!((f.records, f.error), (1, None));
                             all.push(data);
                         }
                         Err(e) => {
                             assert_eq!(e, RingError::Full);
                             assert!(!room, "op {i}: Full although room_for said yes");
-                            let after = (ring.head(), ring.tail(), ring.oldest_seq(), ring.next_seq());
+                            let after =
+                                (ring.head(), ring.tail(), ring.oldest_seq(), ring.next_seq());
                             assert_eq!(before, after, "op {i}: Full changed the ring");
                         }
                     }
@@ -720,7 +736,10 @@ fn run_lossless(size_log2: u32, ops: Vec<LosslessOp>) {
                     match ring.reserve(&mem, len, floor) {
                         Ok(r) => {
                             assert!(room, "op {i}: reserved although room_for said no");
-                            assert!(r.pos + span <= floor + size as u64, "op {i}: record passes the reader");
+                            assert!(
+                                r.pos + span <= floor + size as u64,
+                                "op {i}: record passes the reader"
+                            );
                             assert!(ring.tail() <= floor, "op {i}: evicted past the reader");
                             mem.write(r.payload_off(ring.mask()), &data);
                             ring.commit(&mem, &r, stamp(seq));
@@ -729,7 +748,8 @@ fn run_lossless(size_log2: u32, ops: Vec<LosslessOp>) {
                         Err(e) => {
                             assert_eq!(e, RingError::Full);
                             assert!(!room, "op {i}: Full although room_for said yes");
-                            let after = (ring.head(), ring.tail(), ring.oldest_seq(), ring.next_seq());
+                            let after =
+                                (ring.head(), ring.tail(), ring.oldest_seq(), ring.next_seq());
                             assert_eq!(before, after, "op {i}: Full changed the ring");
                             // Not over-cautious: even the bytes before the
                             // reader could not have made room.
@@ -752,7 +772,9 @@ fn run_lossless(size_log2: u32, ops: Vec<LosslessOp>) {
                 for _ in 0..n {
                     match ring.next(&mem, reader) {
                         Next::Empty => break,
-                        Next::Lapped { lost } => panic!("op {i}: lossless reader lapped, {lost} lost"),
+                        Next::Lapped { lost } => {
+                            panic!("op {i}: lossless reader lapped, {lost} lost")
+                        }
                         Next::Record { header, off, next } => {
                             let want = &all[header.seq as usize];
                             assert_eq!(header.seq, reader.seq);
@@ -770,7 +792,10 @@ fn run_lossless(size_log2: u32, ops: Vec<LosslessOp>) {
             Next::Empty => break,
             Next::Lapped { lost } => panic!("lossless reader lapped at the end, {lost} lost"),
             Next::Record { header, off, next } => {
-                assert_eq!(mem.read(off, all[header.seq as usize].len()), all[header.seq as usize]);
+                assert_eq!(
+                    mem.read(off, all[header.seq as usize].len()),
+                    all[header.seq as usize]
+                );
                 reader = next;
             }
         }

@@ -72,10 +72,56 @@ check "baf-setup status lists every topic" status_table
 baf-setup status
 check "baf-setup status --json" sh -c 'baf-setup status --json > /tmp/j && grep -q "\"name\":\"sensors\"" /tmp/j && grep -q "\"node\":\"/dev/baf/sensors\"" /tmp/j && grep -q "\"records\":$(cat /sys/class/baf/sensors/records)," /tmp/j'
 
+# --- lossless topics (ABI 3) --------------------------------------------------------
+fails_with() { # CODE TEXT COMMAND...: exits CODE with one line that contains TEXT
+  code=$1 text=$2; shift 2
+  exit_is "$code" "$@" || return 1
+  grep -qF -- "$text" /tmp/out || { echo "no '$text' in:"; cat /tmp/out; return 1; }
+}
+sysfs_is() { # TOPIC ATTR VALUE
+  v=$(cat "/sys/class/baf/$1/$2") || return 1
+  [ "$v" = "$3" ] || { echo "$1/$2 is '$v', want '$3'"; return 1; }
+}
+check "create --lossless" baf-setup create ll --lossless
+check "create --lossless makes sysfs lossless read 1" sysfs_is ll lossless 1
+check "create --lossless without a timeout: stall_ms 0" sysfs_is ll stall_ms 0
+check "a plain create makes sysfs lossless read 0" sh -c 'baf-setup create plain && [ "$(cat /sys/class/baf/plain/lossless)" = 0 ] && baf-setup remove plain'
+check "create --lossless --stall-timeout 250ms" baf-setup create ll-stall --lossless --stall-timeout 250ms
+check "--stall-timeout 250ms shows stall_ms 250" sysfs_is ll-stall stall_ms 250
+check "--stall-timeout 250ms topic is lossless" sysfs_is ll-stall lossless 1
+check "create --lossless again with the same settings succeeds" baf-setup create ll-stall --lossless --stall-timeout 250ms
+check "--stall-timeout without --lossless fails (exit 2, says why)" fails_with 2 "--stall-timeout needs --lossless" baf-setup create no-ll --stall-timeout 1s
+check "and creates nothing" sh -c '! [ -e /dev/baf/no-ll ] && ! [ -e /sys/class/baf/no-ll ]'
+check "a bad --stall-timeout is refused (exit 2)" exit_is 2 baf-setup create no-ll --lossless --stall-timeout soon
+check "a stall timeout over an hour is refused (exit 2)" exit_is 2 baf-setup create no-ll --lossless --stall-timeout 3601s
+check "lossless topic created again without --lossless fails (exit 2)" fails_with 2 "already exists with other settings" baf-setup create ll
+check "plain topic created again with --lossless fails (exit 2)" fails_with 2 "already exists with other settings" baf-setup create sensors --lossless
+check "lossless topic created again with another timeout fails (exit 2)" fails_with 2 "already exists with other settings" baf-setup create ll-stall --lossless --stall-timeout 300ms
+json_has() { # TOPIC FIELD... : the topic's object in status --json has every "key":value
+  baf-setup status --json > /tmp/j || return 1
+  # Objects are flat: one a line once split at '}'.
+  obj=$(tr '}' '\n' < /tmp/j | grep "\"name\":\"$1\"") || { cat /tmp/j; return 1; }
+  shift
+  for f in "$@"; do
+    case "$obj" in *"$f"*) ;; *) echo "no $f in $obj"; return 1 ;; esac
+  done
+}
+check "status --json: lossless fields of a lossless topic" json_has ll-stall '"lossless":true' '"stall_ms":250' '"lossless_readers":0' '"writer_waits":0' '"demoted":0'
+check "status --json: a plain topic is not lossless" json_has sensors '"lossless":false' '"stall_ms":0'
+check "status table: LOSSLESS column" sh -c 'baf-setup status > /tmp/st && head -n 1 /tmp/st | grep -q " LOSSLESS  *L_READERS  *WAITS  *DEMOTED  NODE$" && grep -q "^ll-stall .* yes,250ms  *0  *0  *0  /dev/baf/ll-stall " /tmp/st && grep -q "^ll .* yes  *0  *0  *0  /dev/baf/ll " /tmp/st && grep -q "^sensors .* no  *-  *-  *-  /dev/baf/sensors " /tmp/st || { cat /tmp/st; exit 1; }'
+
 # --- apply -----------------------------------------------------------------------
 check "apply --topics makes exactly that set (plus baf-test)" sh -c 'baf-setup apply --topics sensors,t1,t2 && [ "$(baf-setup list | grep -v ^fanout | tr "\n" " ")" = "baf-test sensors t1 t2 " ]'
 check "apply is idempotent" sh -c 'baf-setup apply --topics sensors,t1,t2 2>/tmp/err && ! [ -s /tmp/err ]'
 printf '# topics\nt1 size=32K\nt3 mode=0600 group=root\n' > /tmp/topics
 check "apply --file with settings, --no-test-topic" sh -c 'baf-setup apply --file /tmp/topics --no-test-topic && [ "$(baf-setup list | grep -v ^fanout | tr "\n" " ")" = "t1 t3 " ] && [ "$(cat /sys/class/baf/t1/ring_size)" = 32768 ] && [ "$(stat -c "%a %G" /dev/baf/t3)" = "600 root" ]'
+printf 't1 size=32K\nt4 lossless stall_timeout=1s\n' > /tmp/topics
+check "apply --file with lossless stall_timeout=1s" sh -c 'baf-setup apply --file /tmp/topics --no-test-topic && [ "$(cat /sys/class/baf/t4/lossless)" = 1 ] && [ "$(cat /sys/class/baf/t4/stall_ms)" = 1000 ] && [ "$(cat /sys/class/baf/t1/lossless)" = 0 ] && ! [ -e /dev/baf/t3 ]'
+check "apply with the same lossless settings is idempotent" sh -c 'baf-setup apply --file /tmp/topics --no-test-topic 2>/tmp/err && ! [ -s /tmp/err ]'
+printf 't1 size=32K lossless=yes\nt4 lossless=no\n' > /tmp/topics
+check "apply recreates topics whose lossless setting changed" sh -c 'baf-setup apply --file /tmp/topics --no-test-topic 2>/tmp/err && grep -q "recreated (settings changed): t1, t4" /tmp/err && [ "$(cat /sys/class/baf/t1/lossless)" = 1 ] && [ "$(cat /sys/class/baf/t4/lossless)" = 0 ] && [ "$(cat /sys/class/baf/t4/stall_ms)" = 0 ]'
+printf 't1\nt5 stall_timeout=1s\n' > /tmp/topics
+check "apply refuses stall_timeout without lossless (exit 2, names the line)" fails_with 2 "line 2: stall_timeout needs lossless" baf-setup apply --file /tmp/topics --no-test-topic
+check "and changes nothing" sh -c '[ "$(cat /sys/class/baf/t1/lossless)" = 1 ] && ! [ -e /dev/baf/t5 ]'
 check "remove of a missing topic is fine" baf-setup remove no-such-topic
 baf-setup apply --no-test-topic
