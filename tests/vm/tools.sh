@@ -402,4 +402,88 @@ sub_created() {
 }
 check "submsg creates a missing topic it is given by name, and reads it" sub_created
 
+# --- lossless topics: a pipeline loses nothing ----------------------------------
+# A tar stream of 3 MiB through a 64 KiB ring: pubmsg starts first and waits
+# for its two lossless readers; one of them is throttled (16 KiB every
+# 10 ms), so the writer must wait for it many times; a lossy third reader is
+# SIGSTOPped the whole time and does not slow anyone down. Both lossless
+# outputs must equal the tar file byte for byte.
+throttle() { # OUT: copy stdin to OUT, 16 KiB at a time, 10 ms apart
+  : > "$1"
+  while :; do
+    n=$(dd bs=16384 count=1 2>/dev/null | tee -a "$1" | wc -c)
+    [ "$n" = 0 ] && break
+    usleep 10000
+  done
+}
+lossless_tar() {
+  baf-setup remove ll/tar > /dev/null 2>&1
+  baf-setup create ll/tar --size 64K --lossless > /dev/null || return 1
+  rm -rf /tmp/tree; mkdir -p /tmp/tree/sub
+  for i in 1 2 3; do dd if=/dev/urandom of=/tmp/tree/sub/f$i bs=65536 count=16 2>/dev/null; done
+  seq 1 20000 > /tmp/tree/lines
+  tar c -C /tmp tree > /tmp/tree.tar
+  rm -f /tmp/pub.rc
+  (tar c -C /tmp tree | pubmsg --raw --wait-readers 2 ll/tar 2> /tmp/pub.err; echo $? > /tmp/pub.rc) &
+  pp=$!
+  sub_bg /tmp/t3 ll/tar; p3=$SUB
+  wait_for 10 has_readers ll/tar 1 || { stop $p3; return 1; }
+  kill -STOP $p3
+  sleep 1
+  # Waiting, not writing: no reader is lossless yet.
+  [ "$(sysfs ll/tar records)" = 0 ] || { echo "pubmsg wrote before its readers came"; kill -CONT $p3; stop $p3 $pp; return 1; }
+  grep -q "waiting for 2 lossless reader" /tmp/pub.err || { cat /tmp/pub.err; kill -CONT $p3; stop $p3 $pp; return 1; }
+  sub_bg /tmp/t1 --lossless ll/tar; p1=$SUB
+  (submsg --lossless ll/tar 2> /tmp/t2.err | throttle /tmp/t2) & p2=$!
+  wait_for 120 test -s /tmp/pub.rc || { echo "pubmsg did not finish"; kill -CONT $p3; stop $p1 $p2 $p3 $pp; return 1; }
+  [ "$(cat /tmp/pub.rc)" = 0 ] || { cat /tmp/pub.err; kill -CONT $p3; stop $p1 $p2 $p3; return 1; }
+  waits=$(sysfs ll/tar writer_waits)
+  # Removal ends the readers after they have read everything.
+  baf-setup remove ll/tar
+  wait_for 60 gone $p1; wait_for 60 gone $p2
+  kill -CONT $p3; wait_for 20 gone $p3
+  stop $p1 $p2 $p3; wait $pp
+  cat /tmp/t1.err /tmp/t2.err
+  cmp /tmp/tree.tar /tmp/t1 || { echo "the first lossless reader's copy differs"; return 1; }
+  cmp /tmp/tree.tar /tmp/t2 || { echo "the throttled lossless reader's copy differs"; return 1; }
+  [ "$waits" -gt 0 ] || { echo "the writer never waited: not a test of backpressure"; return 1; }
+  got3=$(wc -c < /tmp/t3); all=$(wc -c < /tmp/tree.tar)
+  [ "$got3" -lt "$all" ] || { echo "the stopped lossy reader lost nothing ($got3 of $all)"; return 1; }
+  grep -q "lost [0-9]* records on topic ll/tar" /tmp/t3.err || { echo "no loss report from the lossy reader:"; cat /tmp/t3.err; return 1; }
+  echo "writer waited $waits times; the stopped lossy reader got $got3 of $all bytes"
+}
+if [ $HAVE_SETUP = 1 ]; then
+  check "lossless: tar c | pubmsg --raw --wait-readers 2, two submsg --lossless (one throttled) byte-exact; a stopped lossy reader loses, slows nobody" lossless_tar
+  ll_refused() {
+    mk ll/plain 64K
+    exit_is 4 submsg --lossless ll/plain && grep -q -- "--lossless" /tmp/x.err
+  }
+  check "submsg --lossless on a topic that does not allow it: exit 4, says how" ll_refused
+  check "pubmsg --wait-readers on a topic without lossless readers: exit 2, one line" \
+    exit_is 2 sh -c 'echo x | pubmsg --wait-readers 1 ll/plain'
+  ll_follow() {
+    baf-setup remove ll/f/a > /dev/null 2>&1
+    sub_bg /tmp/lf --lossless --follow 'll/f/#'; p=$SUB
+    sleep 1
+    baf-setup create ll/f/a --size 64K --lossless > /dev/null
+    wait_for 10 sh -c '[ "$(cat /sys/class/baf/ll!f!a/lossless_readers)" = 1 ]' || { stop $p; cat /tmp/lf.err; echo "the followed topic has no lossless reader"; return 1; }
+    seq 1 30000 | pubmsg ll/f/a
+    wait_for 30 sh -c 'tail -n 1 /tmp/lf | grep -qx 30000'
+    stop $p
+    seq 1 30000 | cmp - /tmp/lf && [ "$(sysfs ll/f/a lost)" = 0 ]
+  }
+  check "submsg --lossless --follow: a topic created later is read losslessly (30000 lines, 64 KiB ring)" ll_follow
+  ll_status() {
+    baf-setup remove ll/st > /dev/null 2>&1
+    baf-setup create ll/st --lossless --stall-timeout 2s > /dev/null || return 1
+    sub_bg /tmp/ls --lossless ll/st; p=$SUB
+    wait_for 10 sh -c '[ "$(cat /sys/class/baf/ll!st/lossless_readers)" = 1 ]' || { stop $p; return 1; }
+    baf-setup status --json > /tmp/st.json
+    stop $p
+    grep -q '"lossless_readers": *1' /tmp/st.json && grep -q '"stall_ms": *2000' /tmp/st.json || { cat /tmp/st.json; return 1; }
+  }
+  check "baf-setup status shows a lossless topic's readers and stall timeout" ll_status
+  for t in ll/plain ll/f/a ll/st; do rm_topic $t; done
+fi
+
 if [ $HAVE_SETUP = 1 ]; then baf-setup apply --no-test-topic > /dev/null 2>&1; fi

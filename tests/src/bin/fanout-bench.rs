@@ -13,6 +13,9 @@
 //!   reading one pipe and writing every chunk into one pipe per reader) and
 //!   a Unix-socket broker (the writer sends every record to one socket per
 //!   reader);
+//! - the same with lossless readers (`FLAG_LOSSLESS` on a topic that
+//!   allows them: the writer waits for the readers and nothing is lost),
+//!   against the pipe and the `tee`;
 //! - a reader of the mapped ring (`mmap`) against a pipe and a `read()`
 //!   reader;
 //! - a batch writer (`FLAG_BATCH`, 512 records of 64 B a `write()`) against
@@ -24,9 +27,10 @@
 //! readers drain), so the whole run takes about a minute whatever the
 //! machine. CPU is `getrusage(RUSAGE_SELF)` user + system of the whole
 //! process over the case (writer, readers, helpers), divided by the bytes
-//! delivered. The fanout writer never waits for readers: a reader slower
-//! than it loses records (counted, beside every figure), where a pipe slows
-//! the writer down instead.
+//! delivered. The fanout writer never waits for lossy readers: a reader
+//! slower than it loses records (counted, beside every figure), where a pipe
+//! slows the writer down instead; with lossless readers it waits too, and
+//! any loss fails the run.
 //!
 //! Prints Markdown tables. Timing never fails anything; a record with
 //! wrong content, or any system call failing, does (exit status 1).
@@ -241,14 +245,28 @@ fn topic_writer(dev: &Path, size: usize, batch: bool, until: Instant) -> Result<
     Ok(n)
 }
 
-fn topic_case(dev: &Path, size: usize, readers: usize, batch: bool) -> Result<Measured> {
+/// One writer, `readers` readers of `dev`; with `lossless` the readers set
+/// `FLAG_LOSSLESS` (the topic must allow it), so the writer waits for them
+/// and nothing may be lost.
+fn topic_case(
+    dev: &Path,
+    size: usize,
+    readers: usize,
+    batch: bool,
+    lossless: bool,
+) -> Result<Measured> {
     let done = Arc::new(AtomicBool::new(false));
     let start = Arc::new(Barrier::new(readers + 1));
     let modulus = if batch { BATCH as u64 } else { u64::MAX };
     let handles = (0..readers)
         .map(|_| {
             let t = Topic::open(dev, false, true)?;
-            t.set_flags(abi::FLAG_RECORD)?;
+            let flags = if lossless {
+                abi::FLAG_RECORD | abi::FLAG_LOSSLESS
+            } else {
+                abi::FLAG_RECORD
+            };
+            t.set_flags(flags)?;
             Ok(topic_reader(t, size, modulus, start.clone(), done.clone()))
         })
         .collect::<Result<Vec<_>>>()?;
@@ -263,6 +281,10 @@ fn topic_case(dev: &Path, size: usize, readers: usize, batch: bool) -> Result<Me
         lost += l;
     }
     let written = written?;
+    ensure!(
+        !lossless || lost == 0,
+        "lossless readers lost {lost} records"
+    );
     Ok(clock.stop(delivered, lost, written * readers as u64))
 }
 
@@ -766,14 +788,22 @@ fn main() -> Result<()> {
             baf::control::node_of("bench-pong")
         }
     };
-    let result = run(&dev, &pong);
+    // A topic of the module's default ring size that allows lossless
+    // readers.
+    let mut o = baf::control::CreateOptions::defaults();
+    o.lossless = true;
+    let _ = baf::control::remove("bench-lossless");
+    baf::control::create("bench-lossless", &o)?;
+    let lossless = baf::control::node_of("bench-lossless");
+    let result = run(&dev, &pong, &lossless);
+    let _ = baf::control::remove("bench-lossless");
     if made_pong {
         let _ = baf::control::remove("bench-pong");
     }
     result
 }
 
-fn run(dev: &Path, pong: &Path) -> Result<()> {
+fn run(dev: &Path, pong: &Path, lossless: &Path) -> Result<()> {
     println!(
         "Throughput: payload MB/s delivered to all readers together, ratio = baf / baseline \
          (above 1, baf is faster); lost = records the fanout readers lost (of records written \
@@ -785,7 +815,7 @@ fn run(dev: &Path, pong: &Path) -> Result<()> {
     let mut pipe_64 = None;
     for size in [64usize, 4096, 65536] {
         let s = size_name(size);
-        let baf1 = topic_case(dev, size, 1, false)?;
+        let baf1 = topic_case(dev, size, 1, false, false)?;
         let pipe1 = pipe_case(size, 1)?;
         let unix1 = unix_case(size, 1)?;
         row(&format!("{s}, 1 reader: read() vs pipe"), &baf1, &pipe1);
@@ -794,7 +824,7 @@ fn run(dev: &Path, pong: &Path) -> Result<()> {
             &baf1,
             &unix1,
         );
-        let baf8 = topic_case(dev, size, 8, false)?;
+        let baf8 = topic_case(dev, size, 8, false, false)?;
         let tee8 = tee_case(size, 8)?;
         let unix8 = unix_case(size, 8)?;
         row(
@@ -812,11 +842,25 @@ fn run(dev: &Path, pong: &Path) -> Result<()> {
             row(&format!("{s}, 1 reader: mmap vs pipe"), &mapped, &pipe1);
             row(&format!("{s}, 1 reader: mmap vs read()"), &mapped, &baf1);
         }
+        // The same with lossless readers: the writer waits for them, as a
+        // pipe writer (and tee) does.
+        let ll1 = topic_case(lossless, size, 1, false, true)?;
+        row(
+            &format!("{s}, 1 lossless reader: read() vs pipe"),
+            &ll1,
+            &pipe1,
+        );
+        let ll8 = topic_case(lossless, size, 8, false, true)?;
+        row(
+            &format!("{s}, 8 lossless readers: read() vs tee into 8 pipes"),
+            &ll8,
+            &tee8,
+        );
         if size == 64 {
             pipe_64 = Some(pipe1);
         }
     }
-    let batch = topic_case(dev, 64, 1, true)?;
+    let batch = topic_case(dev, 64, 1, true, false)?;
     let pipe_batched = pipe_case(64, BATCH)?;
     if let Some(p) = &pipe_64 {
         row(

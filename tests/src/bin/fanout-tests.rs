@@ -18,6 +18,9 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
+#[path = "../lossless_tests.rs"]
+mod lossless;
+
 const RING: u64 = 262_144;
 const RECORD_MAX: usize = (RING / 4) as usize;
 
@@ -2947,6 +2950,38 @@ fn main() {
         (
             "a batch write wakes a blocked reader once, with the whole batch",
             batch_write_wakes_a_blocked_reader_once,
+        ),
+        (
+            "lossless: only with the owner's consent (EPERM, EBADF); ABI 2 structs still work",
+            lossless::lossless_needs_the_owners_consent,
+        ),
+        (
+            "lossless: the writer waits (EAGAIN, partial counts), seeks and syncs hold",
+            lossless::a_lossless_reader_holds_the_writer,
+        ),
+        (
+            "lossless: a SIGSTOPped reader blocks the writer; SIGCONT or SIGKILL releases it",
+            lossless::a_stopped_lossless_process_blocks_the_writer,
+        ),
+        (
+            "lossless: signals and removal release a blocked writer (EINTR, partial, ENODEV)",
+            lossless::signals_and_removal_release_a_blocked_writer,
+        ),
+        (
+            "lossless: poll and epoll POLLOUT follow the lossless readers",
+            lossless::pollout_follows_the_lossless_readers,
+        ),
+        (
+            "lossless: the stall timeout demotes a stuck reader (EPIPE once), not a slow one",
+            lossless::the_stall_timeout_demotes_a_stuck_reader,
+        ),
+        (
+            "lossless: IOC_WAIT_READERS waits for lossless readers (EAGAIN, ENODEV)",
+            lossless::a_publisher_waits_for_its_readers,
+        ),
+        (
+            "lossless: 12000 records, plain and batched, byte-exact to two lossless readers",
+            lossless::lossless_stress_is_byte_exact,
         ),
     ];
     for (name, test) in tests {
