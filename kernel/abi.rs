@@ -48,7 +48,8 @@ pub const INFO_V2_SIZE: usize = 64;
 
 /// Wait until the topic has at least `n` lossless readers (ABI 3).
 /// Argument: pointer to a `u32` `n`. `EAGAIN` with `O_NONBLOCK` while it has
-/// fewer, `ENODEV` once the topic is removed.
+/// fewer, `ENODEV` once the topic is removed, `EPERM` when `n > 0` and the
+/// topic does not allow lossless readers.
 pub const IOC_WAIT_READERS: u32 = ioc(IOC_WRITE, 6, core::mem::size_of::<u32>());
 
 /// Claim the topic's publisher lock for this open file (no argument):

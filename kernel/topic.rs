@@ -423,8 +423,12 @@ impl Topic {
     }
 
     /// Waits until the topic has at least `n` lossless readers (`EAGAIN`
-    /// instead with `nonblock`, `ENODEV` once removed).
+    /// instead with `nonblock`, `ENODEV` once removed, `EPERM` at once if
+    /// the topic allows none, as the wait could never end).
     pub(crate) fn wait_readers(&self, n: u64, nonblock: bool) -> Result {
+        if n > 0 && self.flags & abi::TOPIC_LOSSLESS == 0 {
+            return Err(EPERM);
+        }
         let enough = || self.stats.lossless_readers.load(Relaxed) >= n;
         if !enough() && nonblock {
             return Err(EAGAIN);

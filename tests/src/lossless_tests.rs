@@ -721,7 +721,13 @@ pub(crate) fn the_stall_timeout_demotes_a_stuck_reader(_cx: &Ctx) -> Result<()> 
     Ok(())
 }
 
-pub(crate) fn a_publisher_waits_for_its_readers(_cx: &Ctx) -> Result<()> {
+pub(crate) fn a_publisher_waits_for_its_readers(cx: &Ctx) -> Result<()> {
+    // Never on a topic that allows no lossless reader.
+    let plain = Topic::open(&cx.a, true, false)?;
+    expect_errno(plain.wait_readers(1), libc::EPERM, "a lossy topic")?;
+    plain
+        .wait_readers(0)
+        .context("0 readers of a lossy topic")?;
     let name = "ll/wait";
     let path = lossless_topic(name, 65536, 0)?;
     let nb = Topic::open(&path, true, true)?;

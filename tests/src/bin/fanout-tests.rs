@@ -2976,7 +2976,7 @@ fn main() {
             lossless::the_stall_timeout_demotes_a_stuck_reader,
         ),
         (
-            "lossless: IOC_WAIT_READERS waits for lossless readers (EAGAIN, ENODEV)",
+            "lossless: IOC_WAIT_READERS waits for lossless readers (EAGAIN, ENODEV, EPERM)",
             lossless::a_publisher_waits_for_its_readers,
         ),
         (
