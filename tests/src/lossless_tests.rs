@@ -365,6 +365,26 @@ pub(crate) fn a_lossless_reader_holds_the_writer(_cx: &Ctx) -> Result<()> {
     let next = m.info()?.next_seq;
     ensure!(!m.mapped_sync(next, 0)?, "sync said lapped");
     ensure!(fill(&w, &mut more)? > 0, "the sync released nothing");
+
+    // RWF_NOWAIT on a blocking file gets EAGAIN as O_NONBLOCK does; a seek
+    // forward (SEEK_NOW) releases the writer at once.
+    drain(&r)?;
+    let bw = writer(&path)?;
+    let data = [8u8; SMALL];
+    let iov = libc::iovec {
+        iov_base: data.as_ptr() as *mut libc::c_void,
+        iov_len: data.len(),
+    };
+    // SAFETY: one iovec over `data`, live for the call; offset -1 means
+    // the file's position, as a stream needs.
+    let rc = unsafe { libc::pwritev2(bw.as_raw_fd(), &iov, 1, -1, libc::RWF_NOWAIT) };
+    ensure!(
+        rc < 0 && errno_now() == libc::EAGAIN,
+        "RWF_NOWAIT write to a held ring: {rc}, {}",
+        io::Error::last_os_error()
+    );
+    m.seek(abi::SEEK_NOW, 0)?;
+    ensure!(fill(&w, &mut more)? > 0, "SEEK_NOW released nothing");
     baf::control::remove(name)?;
     Ok(())
 }
