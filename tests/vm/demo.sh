@@ -23,7 +23,7 @@ baf-setup create jobs --lossless --size 16K
 echo "\$ seq 100000 | pubmsg --wait-readers 1 jobs &   # waits for its reader"
 (seq 100000 | pubmsg --wait-readers 1 jobs 2>&1; echo "  pubmsg done") &
 sleep 1
-echo "\$ submsg --lossless jobs | (sleep 1; wc -l)      # a slow consumer"
+echo "\$ submsg --lossless -n 100000 jobs | (sleep 1; wc -l)   # a slow consumer"
 submsg --lossless -n 100000 jobs | (sleep 1; wc -l) > /tmp/C &
 wait_for 60 test -s /tmp/C
 echo "  the slow consumer got $(cat /tmp/C) of 100000 lines"
