@@ -39,7 +39,8 @@ pub(crate) fn ioctl(file: &File, cmd: u32, arg: usize) -> Result<isize> {
             let part = bytes.get_mut(..len).ok_or(EINVAL)?;
             UserSlice::new(ptr, len).reader().read_slice(part)?;
             let spec = TopicSpec::from_bytes_copy(&bytes).ok_or(EINVAL)?;
-            let default_ring = u64::from(crate::module_parameters::ring_size.value());
+            let default_ring =
+                u64::from(crate::compat::param(&crate::module_parameters::ring_size));
             let created = registry::create_from_user(&spec, default_ring)?;
             Ok(isize::from(created))
         }

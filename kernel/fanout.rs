@@ -11,7 +11,8 @@
 //! memory and mapped control page), `waitq.rs` (keyed wait queues),
 //! `topic.rs` (ring + memory + wait queues + counters),
 //! `provenance.rs` (writer pid/uid/time), `file.rs` (an open file's
-//! operations), `fops.rs` (the unsafe `file_operations` glue).
+//! operations), `fops.rs` (the unsafe `file_operations` glue), `compat.rs`
+//! (the differences between the kernel versions it builds on).
 
 use kernel::{bindings, prelude::*, str::CString};
 
@@ -20,6 +21,7 @@ use kernel::{bindings, prelude::*, str::CString};
 #[allow(unreachable_pub, dead_code)]
 mod abi;
 mod chardev;
+mod compat;
 mod control;
 mod file;
 mod fops;
@@ -55,9 +57,9 @@ module! {
             default: 0,
             description: "Group owning /dev/baf-control (mode 0660): its members may create and remove topics",
         },
-        selftest_warn: bool {
-            default: false,
-            description: "Test only: WARN once at load, to prove the test harness catches kernel warnings",
+        selftest_warn: u32 {
+            default: 0,
+            description: "Test only: 1 makes the module WARN once at load, to prove the test harness catches kernel warnings",
         },
     },
 }
@@ -76,9 +78,9 @@ struct Params {
 
 impl Params {
     fn from_module() -> Result<Self> {
-        let devices = module_parameters::devices.value();
-        let ring = module_parameters::ring_size.value();
-        let record = module_parameters::record_max.value();
+        let devices = compat::param(&module_parameters::devices);
+        let ring = compat::param(&module_parameters::ring_size);
+        let record = compat::param(&module_parameters::record_max);
         if devices > MAX_DEVICES {
             pr_err!("devices={devices} is too many: at most {MAX_DEVICES}\n");
             return Err(EINVAL);
@@ -119,7 +121,7 @@ struct FanoutModule {
 
 impl kernel::Module for FanoutModule {
     fn init(_module: &'static ThisModule) -> Result<Self> {
-        if module_parameters::selftest_warn.value() {
+        if compat::param(&module_parameters::selftest_warn) != 0 {
             kernel::warn_on!(true);
         }
         let p = Params::from_module()?;
@@ -136,7 +138,7 @@ impl kernel::Module for FanoutModule {
                 mode: NODE_MODE,
                 uid: bindings::kuid_t { val: 0 },
                 gid: bindings::kgid_t {
-                    val: module_parameters::control_gid.value(),
+                    val: compat::param(&module_parameters::control_gid),
                 },
             },
         )?;

@@ -15,7 +15,6 @@ use kernel::{
     ffi::{c_int, c_long, c_uint, c_ulong},
     fs::File,
     iov::{IovIterDest, IovIterSource},
-    module::this_module,
     prelude::*,
     seq_file::SeqFile,
     types::ForeignOwnable,
@@ -40,7 +39,7 @@ unsafe impl Sync for Fops {}
 
 /// File operations of topic nodes.
 pub(crate) static TOPIC_FOPS: Fops = Fops(bindings::file_operations {
-    owner: this_module::<crate::LocalModule>().as_ptr(),
+    owner: crate::compat::this_module(),
     open: Some(fanout_open),
     release: Some(fanout_release),
     read_iter: Some(fanout_read_iter),
@@ -57,7 +56,7 @@ pub(crate) static TOPIC_FOPS: Fops = Fops(bindings::file_operations {
 
 /// File operations of the control node: only ioctls.
 pub(crate) static CONTROL_FOPS: Fops = Fops(bindings::file_operations {
-    owner: this_module::<crate::LocalModule>().as_ptr(),
+    owner: crate::compat::this_module(),
     open: Some(control_open),
     unlocked_ioctl: Some(control_ioctl),
     #[cfg(CONFIG_COMPAT)]

@@ -98,7 +98,7 @@ impl RingMem {
     pub(crate) fn publish_tail(&self, tail: u64, tail_seq: u64) {
         self.u64_at(abi::CTRL_TAIL_SEQ).store(tail_seq, Relaxed);
         self.u64_at(abi::CTRL_TAIL).store(tail, Relaxed);
-        kernel::sync::barrier::smp_mb(kernel::sync::barrier::Write);
+        crate::compat::smp_wmb();
     }
 
     /// The committed head, with acquire: the bytes below it may be read.
@@ -114,7 +114,7 @@ impl RingMem {
     /// The tail, read after copying out of the ring: a record that starts at
     /// or after it was intact during the copy.
     pub(crate) fn tail_after_copy(&self) -> u64 {
-        kernel::sync::barrier::smp_mb(kernel::sync::barrier::Read);
+        crate::compat::smp_rmb();
         self.u64_at(abi::CTRL_TAIL).load(Relaxed)
     }
 

@@ -25,6 +25,7 @@
 //! least one of them sees the other's store.
 
 use crate::abi;
+use crate::compat::smp_mb;
 use crate::ring::{
     index_len, Chunk, Cursor, Frames, Reservation, Ring, RingError, Stamp, NO_FLOOR,
 };
@@ -36,7 +37,6 @@ use kernel::{
     prelude::*,
     sync::{
         atomic::{Acquire, Atomic, Full, Relaxed, Release},
-        barrier::{smp_mb, Full as Fence},
         Arc, SpinLock,
     },
 };
@@ -305,7 +305,7 @@ impl Topic {
     /// [`Topic::released`].
     fn want_room(&self) {
         self.room_wanted.store(true, Release);
-        smp_mb(Fence);
+        smp_mb();
     }
 
     /// Demotes the lossless readers whose position is `floor`: they leave
@@ -327,7 +327,7 @@ impl Topic {
     /// Called by a lossless reader after it moved its slot forward: wakes
     /// the writers if one of them wants room.
     pub(crate) fn released(&self) {
-        smp_mb(Fence);
+        smp_mb();
         if self.room_wanted.load(Relaxed) && self.room_wanted.xchg(false, Full) {
             self.writers.wake(KEY_OUT);
         }

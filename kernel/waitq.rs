@@ -8,6 +8,7 @@
 //! entries that did not ask for that event are not woken. A topic has one
 //! queue for readers and one for writers.
 
+use crate::compat::smp_mb;
 use core::ptr;
 use kernel::{
     bindings,
@@ -16,7 +17,6 @@ use kernel::{
     prelude::*,
     sync::{
         atomic::{Atomic, Full as FullOrder, Relaxed, Release},
-        barrier::{smp_mb, Full},
         LockClassKey,
     },
     types::Opaque,
@@ -59,7 +59,7 @@ impl WaitQueue {
     /// caller's earlier stores (the condition sleepers test) before the
     /// check; pairs with the barrier in `prepare_to_wait_event`.
     pub(crate) fn has_sleeper(&self) -> bool {
-        smp_mb(Full);
+        smp_mb();
         let wq = self.raw();
         // SAFETY: `wq` is initialized (type invariant). Reading the list
         // head's `next` without the queue lock is what `waitqueue_active`
@@ -261,7 +261,7 @@ impl Drop for TurnGuard<'_> {
         self.turn.busy.store(0, Release);
         // Orders the release before the check of waiters; pairs with the
         // full barrier of the waiters' increment.
-        smp_mb(Full);
+        smp_mb();
         if self.turn.waiting.load(Relaxed) != 0 {
             self.wq.wake(self.key);
         }

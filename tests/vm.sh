@@ -4,7 +4,8 @@
 # failure, a kernel splat, or a VM that does not finish.
 #
 #   tests/vm.sh [--scenario tests|demo|bench|warn|hang] [--extra DIR]
-#               [--kernel debug|bench] [--timeout SECONDS]
+#               [--kernel debug|lite|bench] [--series 7.3|7.2]
+#               [--timeout SECONDS]
 #
 # --extra DIR: every executable in DIR (static binary or busybox-sh script)
 # is copied into the VM and run after our suite as one more test, with
@@ -12,19 +13,20 @@
 set -euo pipefail
 . "$(dirname "$0")/../scripts/lib.sh"
 
-scenario=tests extra="" variant=debug timeout=600
+scenario=tests extra="" variant=debug timeout=600 series=${BAF_KERNEL:-7.3}
 while [ $# -gt 0 ]; do
   case "$1" in
     --scenario) scenario=$2; shift 2 ;;
     --extra) extra=$(cd "$2" && pwd); shift 2 ;;
     --kernel) variant=$2; shift 2 ;;
+    --series) series=$2; shift 2 ;;
     --timeout) timeout=$2; shift 2 ;;
     *) die "unknown argument: $1 (see the header of $0)" ;;
   esac
 done
 
 bash "$REPO/scripts/deps.sh"
-kbuild=$(bash "$REPO/scripts/kernel.sh" "$variant")
+kbuild=$(bash "$REPO/scripts/kernel.sh" "$variant" "$series")
 # A fresh directory per run, so runs can go on side by side; kept when the
 # run fails, for inspection.
 mkdir -p "$CACHE/runs"
@@ -82,7 +84,7 @@ accel=${BAF_ACCEL:-tcg}
 # "BUG: KASAN: wild-memory-access in do_raw_spin_lock" at 0.005 s, long
 # before our module loads); 4-level paging, as on most real machines, avoids
 # that kernel issue.
-say "booting the $variant kernel ($accel), scenario '$scenario'"
+say "booting the $variant $series kernel ($accel), scenario '$scenario'"
 start=$(date +%s)
 set +e
 timeout --foreground "$timeout" qemu-system-x86_64 -accel "$accel" -cpu max,la57=off -smp 2 -m 1G \
