@@ -10,18 +10,44 @@
       forAllSystems =
         f:
         lib.genAttrs [ "x86_64-linux" "aarch64-linux" ] (system: f system nixpkgs.legacyPackages.${system});
+      # fanout.ko supports Linux 7.2 and 7.3, the kernels the test suite runs
+      # on. The kernel package set to build it for: the first of these that
+      # is 7.2 or 7.3 (nixos/module.nix picks its default the same way);
+      # linuxPackages_latest otherwise, where fanout is marked broken.
+      kernelPackagesFor =
+        pkgs:
+        let
+          supported =
+            name:
+            let
+              r = builtins.tryEval (
+                pkgs ? ${name}
+                && lib.versionAtLeast pkgs.${name}.kernel.version "7.2"
+                && lib.versionOlder pkgs.${name}.kernel.version "7.4"
+              );
+            in
+            r.success && r.value;
+        in
+        pkgs.${
+          lib.findFirst supported "linuxPackages_latest" [
+            "linuxPackages_7_3"
+            "linuxPackages_7_2"
+            "linuxPackages_latest"
+          ]
+        };
     in
     {
       packages = forAllSystems (
         system: pkgs: {
           baf-tools = pkgs.callPackage ./nixos/tools.nix { };
-          fanout = pkgs.linuxPackages_latest.callPackage ./nixos/fanout.nix { };
+          fanout = (kernelPackagesFor pkgs).callPackage ./nixos/fanout.nix { };
           default = self.packages.${system}.baf-tools;
         }
       );
 
       # Adds baf-tools, and baf-fanout to every kernel package set
-      # (pkgs.linuxPackages.baf-fanout, pkgs.linuxPackages_latest.baf-fanout, ...).
+      # (pkgs.linuxPackages_7_3.baf-fanout, pkgs.linuxPackages_latest.baf-fanout, ...);
+      # it builds only in the sets whose kernel is 7.2 or 7.3.
       overlays.default = final: prev: {
         baf-tools = final.callPackage ./nixos/tools.nix { };
         kernelPackagesExtensions = prev.kernelPackagesExtensions ++ [
@@ -45,7 +71,7 @@
       devShells = forAllSystems (
         system: pkgs:
         let
-          inherit (pkgs.linuxPackages_latest) kernel;
+          inherit (kernelPackagesFor pkgs) kernel;
         in
         {
           default = pkgs.mkShell {

@@ -129,6 +129,32 @@ let
       ++ lib.optional (t.stallTimeoutMs != null) "stall_timeout=${toString t.stallTimeoutMs}ms"
     );
 
+  # fanout.ko supports Linux 7.2 and 7.3, the kernels the test suite runs on
+  # (fanout.nix marks other kernels broken; the assertions below say so first,
+  # with the fix, instead of a build failure).
+  kernelSupported = kernel: !(lib.versionOlder kernel.version "7.2" || lib.versionAtLeast kernel.version "7.4");
+  kernelHasRust = kernel: kernel.withRust or (kernel.config.isYes "RUST");
+
+  # The newest supported kernel package set this nixpkgs has, or null.
+  # tryEval: a removed kernel is an alias that throws.
+  supportedKernelPackages =
+    let
+      candidates = [
+        "linuxPackages_7_3"
+        "linuxPackages_7_2"
+        "linuxPackages_latest"
+      ];
+      usable =
+        name:
+        let
+          r = builtins.tryEval (pkgs ? ${name} && kernelSupported pkgs.${name}.kernel);
+        in
+        r.success && r.value;
+    in
+    lib.findFirst usable null candidates;
+
+  kernel = config.boot.kernelPackages.kernel;
+
   udevRules = pkgs.writeTextFile {
     name = "baf-udev-rules";
     destination = "/lib/udev/rules.d/99-baf.rules";
@@ -193,17 +219,39 @@ in
       defaultText = lib.literalExpression "config.boot.kernelPackages.callPackage ./fanout.nix { }";
       description = ''
         Package providing {file}`fanout.ko`. It must be built for
-        {option}`boot.kernelPackages`, which must be a Rust-enabled kernel,
-        6.12 or newer.
+        {option}`boot.kernelPackages`, which must be Linux 7.2 or 7.3 (the
+        kernels the test suite runs on) with Rust enabled.
       '';
     };
   };
 
   config = lib.mkIf cfg.enable {
+    # NixOS's own default kernel (pkgs.linuxPackages) is an LTS kernel older
+    # than 7.2; use a supported one unless the configuration chooses a kernel.
+    boot.kernelPackages = lib.mkIf (supportedKernelPackages != null) (
+      lib.mkDefault pkgs.${supportedKernelPackages}
+    );
+
     assertions = [
       {
         assertion = !(config.services.fanout.enable or false);
         message = "baf.services.baf-setup and services.fanout both provide a kernel module named fanout; enable only one.";
+      }
+      {
+        assertion = kernelSupported kernel;
+        message =
+          "baf: fanout.ko supports Linux 7.2 and 7.3 (the kernels its test suite runs on), "
+          + "but boot.kernelPackages is Linux ${kernel.version}. "
+          + (
+            if supportedKernelPackages != null then
+              "Set boot.kernelPackages = pkgs.${supportedKernelPackages}; (or leave boot.kernelPackages unset: with baf enabled it defaults to that)."
+            else
+              "This nixpkgs has no Linux 7.2 or 7.3 package set: use a newer nixpkgs and set boot.kernelPackages = pkgs.linuxPackages_7_3; (or pkgs.linuxPackages_7_2, or pkgs.linuxPackages_latest while it is 7.2 or 7.3)."
+          );
+      }
+      {
+        assertion = !(kernelSupported kernel) || kernelHasRust kernel;
+        message = "baf: fanout.ko is a Rust-for-Linux module, but the kernel of boot.kernelPackages (Linux ${kernel.version}) is built without CONFIG_RUST. Use a nixpkgs kernel (they enable Rust), or set RUST = yes in its structuredExtraConfig.";
       }
     ]
     ++ lib.mapAttrsToList (name: _: {

@@ -77,7 +77,7 @@ done
 start=$(date +%s)
 make -C "$src" O="$build" LLVM=-19 -j"$(nproc)" all 2>&1 | awk -v start="$start" '
   /^make(\[[0-9]+\])?: (Entering|Leaving) directory/ { next }
-  /^  [A-Z]+ / { n++; if (n % 1000 == 0) { "date +%s" | getline now; close("date +%s");
+  /^  [A-Z0-9_]+ / { n++; if (n % 1000 == 0) { "date +%s" | getline now; close("date +%s");
                  printf "    kernel: %d files built, %d min\n", n, (now - start) / 60 > "/dev/stderr"; fflush("/dev/stderr") } next }
   { print > "/dev/stderr" }'
 mk modules_prepare >&2

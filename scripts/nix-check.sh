@@ -144,8 +144,8 @@ eval_true "nixos/module.nix is a NixOS module function" \
      && builtins.all (a: builtins.hasAttr a (builtins.functionArgs f)) [ "config" "lib" "pkgs" ]'
 eval_true "nixos/fanout.nix takes a kernel package set's arguments" \
   'builtins.attrNames (builtins.functionArgs (import ./nixos/fanout.nix)) == [ "kernel" "kernelModuleMakeFlags" "lib" ]'
-eval_true "nixos/tools.nix takes lib and rustPlatform" \
-  'builtins.attrNames (builtins.functionArgs (import ./nixos/tools.nix)) == [ "lib" "rustPlatform" ]'
+eval_true "nixos/tools.nix takes lib, stdenv, rustPlatform and installShellFiles" \
+  'builtins.attrNames (builtins.functionArgs (import ./nixos/tools.nix)) == [ "installShellFiles" "lib" "rustPlatform" "stdenv" ]'
 eval_true "nixos/test.nix and module-check.nix take pkgs" \
   'builtins.functionArgs (import ./nixos/test.nix) == { pkgs = false; }
      && builtins.functionArgs (import ./nixos/module-check.nix) == { pkgs = false; }'
@@ -173,6 +173,72 @@ eval_true "flake output names" '
   && names out.devShells.x86_64-linux == [ "default" ]
   && builtins.isFunction out.overlays.default
   && builtins.isFunction out.nixosModules.default'
+
+# The kernel range (7.2 and 7.3): module.nix's assertions, its default
+# kernel, and fanout.nix's `broken`, evaluated against a stand-in for the
+# few nixpkgs lib functions they use and for kernel package sets.
+kernel_stub='
+  let
+    lib = {
+      mkIf = condition: content: { _type = "if"; inherit condition content; };
+      mkDefault = content: { _type = "override"; priority = 1000; inherit content; };
+      mapAttrsToList = f: attrs: map (n: f n attrs.${n}) (builtins.attrNames attrs);
+      genAttrs = names: f: builtins.listToAttrs (map (name: { inherit name; value = f name; }) names);
+      splitString = sep: s: builtins.filter builtins.isString (builtins.split sep s);
+      any = builtins.any;
+      optional = c: x: if c then [ x ] else [ ];
+      concatStringsSep = builtins.concatStringsSep;
+      versionOlder = a: b: builtins.compareVersions a b < 0;
+      versionAtLeast = a: b: builtins.compareVersions a b >= 0;
+      findFirst = pred: default: list:
+        let found = builtins.filter pred list; in if found == [ ] then default else builtins.head found;
+      fileset = { toSource = x: x; unions = x: x; fileFilter = f: d: d; };
+      importTOML = p: builtins.fromTOML (builtins.readFile p);
+      licenses.gpl2Only = null;
+    };
+    kp = version: { kernel = { inherit version; withRust = true; }; };
+    # pkgs with the given kernel package sets (name -> version)
+    pkgsWith = sets: builtins.mapAttrs (_: kp) sets // { writeTextFile = x: x; callPackage = _: _: null; };
+    cfg = { enable = true; topics = [ ]; bufferSize = 65536; testTopic = true; };
+    eval = sets: kernel:
+      (import ./nixos/module.nix {
+        inherit lib;
+        pkgs = pkgsWith sets;
+        config = {
+          baf.services.baf-setup = cfg // { package = null; kernelModulePackage = null; };
+          boot.kernelPackages = kp kernel;
+          services = { };
+        };
+      }).config.content;
+    failed = c: map (a: a.message) (builtins.filter (a: !a.assertion) c.assertions);
+    broken = version: withRust:
+      (import ./nixos/fanout.nix {
+        inherit lib;
+        kernel = { inherit version withRust; stdenv.mkDerivation = a: a; moduleBuildDependencies = [ ]; dev = ""; modDirVersion = version; };
+        kernelModuleMakeFlags = [ ];
+      }).meta.broken;
+  in'
+eval_true "module.nix: kernels 7.2 and 7.3 pass, others fail with the version and the fix" "$kernel_stub"'
+  failed (eval { linuxPackages_7_3 = "7.3.4"; } "7.2.12") == [ ]
+  && failed (eval { linuxPackages_7_3 = "7.3.4"; } "7.3") == [ ]
+  && failed (eval { linuxPackages_7_3 = "7.3.4"; } "6.18.40") == [
+    "baf: fanout.ko supports Linux 7.2 and 7.3 (the kernels its test suite runs on), but boot.kernelPackages is Linux 6.18.40. Set boot.kernelPackages = pkgs.linuxPackages_7_3; (or leave boot.kernelPackages unset: with baf enabled it defaults to that)."
+  ]
+  && builtins.length (failed (eval { linuxPackages_7_3 = "7.3.4"; } "7.4.1")) == 1
+  && builtins.length (failed (eval { linuxPackages_7_3 = "7.3.4"; } "7.4-rc2")) == 1
+  && builtins.match ".*This nixpkgs has no Linux 7.2 or 7.3 package set.*"
+       (builtins.head (failed (eval { linuxPackages_latest = "7.1.10"; } "7.1.10"))) != null'
+eval_true "module.nix: the default kernel is the newest 7.2 or 7.3 package set" "$kernel_stub"'
+  let default = sets: (eval sets "7.3.4").boot.kernelPackages; in
+  (default { linuxPackages_7_3 = "7.3.4"; linuxPackages_7_2 = "7.2.12"; linuxPackages_latest = "7.3.4"; }).content.content.kernel.version == "7.3.4"
+  && (default { linuxPackages_7_2 = "7.2.12"; linuxPackages_latest = "7.2.12"; }).content.content.kernel.version == "7.2.12"
+  && (default { linuxPackages_latest = "7.3.1"; }).content.content.kernel.version == "7.3.1"
+  && (default { linuxPackages_7_2 = "7.2.12"; linuxPackages_latest = "7.4.2"; }).content.content.kernel.version == "7.2.12"
+  && !(default { linuxPackages_latest = "7.1.10"; }).condition'
+eval_true "fanout.nix: broken outside 7.2 and 7.3 and without Rust" "$kernel_stub"'
+  !(broken "7.2" true) && !(broken "7.2.12" true) && !(broken "7.3.4" true)
+  && broken "7.1.10" true && broken "6.18.40" true && broken "7.4" true && broken "7.4-rc1" true
+  && broken "7.3.4" false'
 
 # 5. The tools' source filter lists every Cargo workspace member.
 check "nixos/tools.nix covers the Cargo workspace" python3 - <<'EOF'
