@@ -55,6 +55,12 @@ vm_suite() { # SERIES VARIANT
 vm_suite 7.3 debug
 vm_suite 7.2 lite
 
+# The install path: scripts/install.sh into a DESTDIR (layout, udev rule,
+# group, dkms.conf, the Makefile's checks) and a DKMS build of the module
+# against our 7.3 kernel's build tree (cached by the VM suite above).
+step "install path (install.sh into a DESTDIR, udev rule, dkms.conf, a DKMS build)" \
+  bash tests/install-test.sh --kdir "$(bash scripts/kernel.sh debug 7.3)"
+
 step "kernel code rustfmt --check" kernel_fmt
 
 # The harness must fail when the kernel warns, even though every test in that

@@ -33,22 +33,33 @@ mkdir -p "$CACHE/runs"
 run=$(mktemp -d "$CACHE/runs/$scenario.XXXXXX")
 
 # --- the module, built outside the repo against our kernel ----------------
+# Built and installed the way a user does it (kernel/Makefile, then
+# modules_install into a staging root); the VM loads the installed file.
 moddir="$run/module"
 mkdir -p "$moddir"
-cp "$REPO"/kernel/*.rs "$REPO"/kernel/Kbuild "$moddir"/
+cp "$REPO"/kernel/*.rs "$REPO"/kernel/Kbuild "$REPO"/kernel/Makefile "$moddir"/
 say "building fanout.ko (with clippy)"
-make -s -C "$kbuild" M="$moddir" LLVM=-19 CLIPPY=1 modules 2>&1 | tee "$run/module-build.log" >&2
+make -s -C "$moddir" KDIR="$kbuild" LLVM=-19 CLIPPY=1 modules 2>&1 | tee "$run/module-build.log" >&2
 [ -f "$moddir/fanout.ko" ] || die "fanout.ko did not build"
 if grep -qE '^(warning|error)' "$run/module-build.log"; then
   die "the module build has warnings (see above); the kernel code must be clippy-clean"
 fi
+stage="$run/stage"
+make -s -C "$moddir" KDIR="$kbuild" LLVM=-19 modules_install INSTALL_MOD_PATH="$stage" \
+  > "$run/module-install.log" 2>&1 || { cat "$run/module-install.log" >&2; die "make modules_install failed"; }
+installed=$(find "$stage/lib/modules" -name fanout.ko)
+if [ -z "$installed" ] || [ "$(echo "$installed" | wc -l)" != 1 ]; then
+  die "modules_install did not install exactly one fanout.ko under $stage/lib/modules"
+fi
+grep -q 'fanout\.ko:' "$stage"/lib/modules/*/modules.dep ||
+  die "depmod did not index the installed fanout.ko (is kmod installed?)"
 
 # --- static userspace programs ----------------------------------------------
-say "building static userspace programs"
+say "building the tools and test programs as static binaries (about 3 minutes the first time)"
 RUSTFLAGS='-C target-feature=+crt-static' cargo build --quiet --release \
   --manifest-path "$REPO/Cargo.toml" --target x86_64-unknown-linux-gnu \
-  --target-dir "$REPO/target/vm" -p pubmsg -p submsg -p baf-setup -p baf-tests
-bins="$REPO/target/vm/x86_64-unknown-linux-gnu/release"
+  --target-dir "$CACHE/target" -p pubmsg -p submsg -p baf-setup -p baf-tests
+bins="$CACHE/target/x86_64-unknown-linux-gnu/release"
 
 # --- initramfs --------------------------------------------------------------
 list="$run/initramfs.list"
@@ -59,7 +70,7 @@ list="$run/initramfs.list"
   echo "slink /bin/sh busybox 777 0 0"
   echo "file /init $REPO/tests/vm/init 755 0 0"
   for f in "$REPO"/tests/vm/*.sh; do echo "file /tests/$(basename "$f") $f 644 0 0"; done
-  echo "file /lib/fanout.ko $moddir/fanout.ko 644 0 0"
+  echo "file /lib/fanout.ko $installed 644 0 0"
   for b in pubmsg submsg baf-setup fanout-tests fanout-bench; do echo "file /bin/$b $bins/$b 755 0 0"; done
   printf 'root:x:0:0:root:/root:/bin/sh\nbaf-user:x:1000:1000::/tmp:/bin/sh\n' > "$run/passwd"
   printf 'root:x:0:\nbaf:x:900:\nbaf-user:x:1000:\n' > "$run/group"
