@@ -7,7 +7,7 @@
 //! new topic only to itself and its own groups (as with chown).
 
 use crate::abi::{self, TopicName, TopicSpec};
-use crate::registry::{self, TOPICS};
+use crate::registry;
 use kernel::{
     fs::{file::flags, File},
     prelude::*,
@@ -49,7 +49,7 @@ pub(crate) fn ioctl(file: &File, cmd: u32, arg: usize) -> Result<isize> {
                 .reader()
                 .read()?;
             abi::check_name(name.as_bytes()).map_err(|_| EINVAL)?;
-            TOPICS.lock().remove(name.as_bytes())?;
+            registry::remove_from_user(name.as_bytes())?;
             Ok(0)
         }
         _ => Err(ENOTTY),

@@ -57,6 +57,14 @@ module! {
             default: 0,
             description: "Group owning /dev/baf-control (mode 0660): its members may create and remove topics",
         },
+        max_topics: u32 {
+            default: 1024,
+            description: "Most topics at once, static ones included (1-4095)",
+        },
+        max_ring_mb: u32 {
+            default: 1024,
+            description: "Most MiB of ring memory of all topics together (at least 1)",
+        },
         selftest_warn: u32 {
             default: 0,
             description: "Test only: 1 makes the module WARN once at load, to prove the test harness catches kernel warnings",
@@ -85,6 +93,19 @@ impl Params {
             pr_err!("devices={devices} is too many: at most {MAX_DEVICES}\n");
             return Err(EINVAL);
         }
+        let max_topics = compat::param(&module_parameters::max_topics);
+        if !(1..chardev::MINORS).contains(&max_topics) || devices > max_topics {
+            pr_err!(
+                "max_topics={max_topics} must be from 1 to {} and at least devices={devices}\n",
+                chardev::MINORS - 1
+            );
+            return Err(EINVAL);
+        }
+        let max_ring_mb = compat::param(&module_parameters::max_ring_mb);
+        if max_ring_mb == 0 {
+            pr_err!("max_ring_mb=0: at least 1 MiB of rings is needed\n");
+            return Err(EINVAL);
+        }
         let Ok((ring_size, record_max)) =
             registry::check_sizes(u64::from(ring), u64::from(record), 0)
         else {
@@ -105,6 +126,12 @@ impl Params {
             }
             return Err(EINVAL);
         };
+        if u64::from(devices) * ring_size > u64::from(max_ring_mb) << 20 {
+            pr_err!(
+                "devices={devices} rings of {ring_size} bytes exceed max_ring_mb={max_ring_mb}\n"
+            );
+            return Err(EINVAL);
+        }
         Ok(Self {
             devices,
             ring_size,
@@ -162,6 +189,7 @@ impl kernel::Module for FanoutModule {
                     gid: 0,
                     flags: 0,
                     stall_ms: 0,
+                    fixed: true,
                 },
             )?;
         }

@@ -687,7 +687,13 @@ impl OpenFile {
                     .read()?;
                 return self.mapped_sync(m);
             }
-            abi::IOC_CLAIM_PUBLISHER => self.topic.claim_publisher(self.holder_id())?,
+            abi::IOC_CLAIM_PUBLISHER => {
+                // Only a file that can publish may keep others from it.
+                if !self.can_write {
+                    return Err(EBADF);
+                }
+                self.topic.claim_publisher(self.holder_id())?
+            }
             abi::IOC_INFO => {
                 let info = self.info();
                 UserSlice::new(ptr, size_of::<abi::Info>())

@@ -27,7 +27,13 @@ pub(crate) struct Settings {
     /// `abi::TOPIC_*`.
     pub(crate) flags: u32,
     pub(crate) stall_ms: u32,
+    /// A static topic of the `devices` parameter: never removed through the
+    /// control device.
+    pub(crate) fixed: bool,
 }
+
+/// The control device's own name in the `baf` class: no topic may take it.
+const RESERVED: &[u8] = b"baf-control";
 
 struct Entry {
     name: CString,
@@ -43,6 +49,13 @@ pub(crate) struct Registry {
     /// Major number of our nodes; 0 until the module has registered it.
     major: u32,
     entries: KVVec<Entry>,
+    /// Where the search for a free minor starts: just after the last one
+    /// given out, so a freed minor is not reused until the numbering wraps
+    /// (a node copied by major:minor, as container runtimes do, cannot
+    /// silently open a newer topic).
+    next_minor: u32,
+    /// Bytes of ring memory of all topics in the registry.
+    ring_bytes: u64,
 }
 
 kernel::sync::global_lock! {
@@ -50,6 +63,8 @@ kernel::sync::global_lock! {
     pub(crate) unsafe(uninit) static TOPICS: Mutex<Registry> = Registry {
         major: 0,
         entries: KVVec::new(),
+        next_minor: 1,
+        ring_bytes: 0,
     };
 }
 
@@ -100,7 +115,21 @@ impl Registry {
         if self.major == 0 {
             return Err(ENODEV);
         }
-        let minor = (1..MINORS)
+        if name == RESERVED {
+            return Err(EINVAL);
+        }
+        // Limits of the module parameters (static topics count too).
+        let max_topics = u64::from(crate::compat::param(&crate::module_parameters::max_topics));
+        let max_bytes =
+            u64::from(crate::compat::param(&crate::module_parameters::max_ring_mb)) << 20;
+        if self.entries.len() as u64 >= max_topics {
+            return Err(ENOSPC);
+        }
+        if self.ring_bytes.saturating_add(s.ring_size) > max_bytes {
+            return Err(ENOMEM);
+        }
+        let minor = (0..MINORS - 1)
+            .map(|i| (self.next_minor - 1 + i) % (MINORS - 1) + 1)
             .find(|m| self.entries.iter().all(|e| e.minor != *m))
             .ok_or(ENOSPC)?;
         let topic = Topic::new(
@@ -132,18 +161,27 @@ impl Registry {
             },
             GFP_KERNEL,
         )?;
+        self.next_minor = minor % (MINORS - 1) + 1;
+        self.ring_bytes = self.ring_bytes.saturating_add(s.ring_size);
         Ok(true)
     }
 
     /// Removes topic `name`: wakes its readers and writers, removes the node.
-    /// Open files keep the topic's memory until they are closed.
-    pub(crate) fn remove(&mut self, name: &[u8]) -> Result {
+    /// Open files keep the topic's memory until they are closed. `may` says
+    /// whether the caller may remove a topic owned by this kuid; static
+    /// topics are never removed here (`EPERM`).
+    pub(crate) fn remove(&mut self, name: &[u8], may: impl FnOnce(u32) -> bool) -> Result {
         let i = self
             .entries
             .iter()
             .position(|e| e.name.to_bytes() == name)
             .ok_or(ENOENT)?;
+        let s = self.entries.get(i).ok_or(ENOENT)?.settings;
+        if s.fixed || !may(s.uid) {
+            return Err(EPERM);
+        }
         let e = self.entries.remove(i)?;
+        self.ring_bytes = self.ring_bytes.saturating_sub(s.ring_size);
         e.topic.kill();
         drop(e);
         Ok(())
@@ -155,6 +193,7 @@ impl Registry {
             e.topic.kill();
         }
         self.major = 0;
+        self.ring_bytes = 0;
     }
 }
 
@@ -207,6 +246,17 @@ pub(crate) fn create_from_user(spec: &TopicSpec, default_ring: u64) -> Result<bo
             gid: gid.val,
             flags: spec.flags,
             stall_ms: spec.stall_ms,
+            fixed: false,
         },
     )
+}
+
+/// `IOC_REMOVE` on the control device, for the current task: the topic's
+/// owner (by effective uid) or a holder of `CAP_SYS_ADMIN` may remove it.
+pub(crate) fn remove_from_user(name: &[u8]) -> Result {
+    let euid = Kuid::current_euid().into_raw();
+    TOPICS.lock().remove(name, |owner| {
+        // SAFETY: `capable` only reads the current task's credentials.
+        owner == euid.val || unsafe { bindings::capable(bindings::CAP_SYS_ADMIN as i32) }
+    })
 }

@@ -306,6 +306,8 @@ in
             "apply"
             "--file"
             "/etc/baf/topics"
+            # The declared set is exact, even when it is empty.
+            "--allow-empty"
           ]
           ++ lib.optional (!cfg.testTopic) "--no-test-topic"
         );

@@ -14,11 +14,13 @@ use clap::{Args, CommandFactory, Parser, Subcommand};
   baf-setup create robot/arm --size 1M --mode 0640 --group robots
   baf-setup create jobs --lossless --stall-timeout 2s  # writers wait for lossless readers
   baf-setup apply --topics sensors,robot/arm    # exactly these (plus baf-test)
-  baf-setup apply --file /etc/baf/topics
+  baf-setup apply --file /etc/baf/topics --dry-run   # show what it would do
   baf-setup status --json
   baf-setup remove sensors
 
-Exit codes: 0 ok, 1 other error, 2 usage, 3 no such topic or no module, 4 no permission."
+Exit codes: 0 ok, 1 other error, 2 usage (also: apply with an empty set and
+no --allow-empty, an --file that does not exist), 3 no such topic, 4 no
+permission, 6 the baf module is not loaded (modprobe fanout) or is too old."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -114,6 +116,14 @@ enum Command {
         /// Do not add the baf-test topic.
         #[arg(long)]
         no_test_topic: bool,
+        /// Allow an empty set (it removes every topic made at run time);
+        /// without it, apply refuses one.
+        #[arg(long)]
+        allow_empty: bool,
+        /// Print what apply would create, recreate and remove, and change
+        /// nothing.
+        #[arg(long, short = 'n')]
+        dry_run: bool,
         /// Defaults for topics that do not set their own.
         #[command(flatten)]
         settings: Settings,
@@ -156,6 +166,8 @@ fn run(cli: Cli) -> Result<()> {
             topics,
             file,
             no_test_topic,
+            allow_empty,
+            dry_run,
             settings,
         } => {
             let defaults = settings.args()?;
@@ -172,6 +184,12 @@ fn run(cli: Cli) -> Result<()> {
             }
             if !no_test_topic {
                 wanted.entry(TEST_TOPIC.to_string()).or_insert(defaults);
+            }
+            baf_setup::check_not_empty(&wanted, allow_empty)?;
+            if dry_run {
+                let plan = baf_setup::dry_run(&wanted)?;
+                print!("{}", baf_setup::describe_plan(&plan));
+                return Ok(());
             }
             let done = baf_setup::apply(&wanted)?;
             for (what, names) in [
@@ -193,6 +211,7 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::List => {
+            baf::control::require_module()?;
             for t in baf::control::list()? {
                 println!("{}", t.name);
             }

@@ -1,7 +1,25 @@
 //! What the three tools share at the edge: exit codes, one-line errors,
 //! command-line parsing, and generated man pages and completions.
+//!
+//! Exit codes (the same in every tool; each tool's `--help` has the table):
+//!
+//! | code | [`Failure`] | meaning |
+//! |------|-------------|---------|
+//! | 0 | | success |
+//! | 1 | | any other error |
+//! | 2 | [`Failure::Usage`] | bad arguments or input; a path that is not a baf topic device |
+//! | 3 | [`Failure::NoTopic`] | no such topic (and it cannot be created here) |
+//! | 4 | [`Failure::Permission`] | no permission (topic or control device) |
+//! | 5 | [`Failure::Busy`] | the topic already has a publisher |
+//! | 6 | [`Failure::NoModule`] | the baf module is not loaded, or is too old |
+//!
+//! A class is decided where the error is known: there the error is tagged
+//! ([`Failure::wrap`]), or it is one of the typed errors of the device
+//! layer ([`ModuleNotLoaded`], [`AbiMismatch`], [`NotATopic`]), which
+//! [`exit_code`] maps. Nothing is guessed from an error's text or OS error
+//! kind: an untagged error is exit 1.
 
-use crate::device::AbiMismatch;
+use crate::device::{AbiMismatch, ModuleNotLoaded, NotATopic};
 use std::fmt;
 
 /// Classes of failure, each with its own exit code.
@@ -9,12 +27,14 @@ use std::fmt;
 pub enum Failure {
     /// Bad arguments or input (exit 2, as clap uses for usage errors).
     Usage,
-    /// No such topic, or no module (or one with an older ABI) (exit 3).
+    /// No such topic (exit 3).
     NoTopic,
     /// Permission denied (exit 4).
     Permission,
     /// The topic already has a publisher (exit 5).
     Busy,
+    /// The baf module is not loaded, or speaks too old an ABI (exit 6).
+    NoModule,
 }
 
 impl Failure {
@@ -25,6 +45,7 @@ impl Failure {
             Failure::NoTopic => 3,
             Failure::Permission => 4,
             Failure::Busy => 5,
+            Failure::NoModule => 6,
         }
     }
 
@@ -44,35 +65,36 @@ impl fmt::Display for Tag {
     }
 }
 
-/// The exit code for `err`: a tagged [`Failure`], else one guessed from an
-/// error inside it (a module with too old an ABI is [`Failure::NoTopic`];
-/// then OS errors), else 1.
-pub fn exit_code(err: &anyhow::Error) -> i32 {
+/// The class of a typed error of the device layer, if `e` is one.
+fn typed_class(e: &(dyn std::error::Error + 'static)) -> Option<Failure> {
+    if e.is::<ModuleNotLoaded>() || e.is::<AbiMismatch>() {
+        Some(Failure::NoModule)
+    } else if e.is::<NotATopic>() {
+        Some(Failure::Usage)
+    } else {
+        None
+    }
+}
+
+/// The class of `err`: the outermost [`Failure`] tag, else that of a typed
+/// error inside it (also one carried inside an `io::Error`); `None` for an
+/// error nobody classified (exit 1).
+pub fn class(err: &anyhow::Error) -> Option<Failure> {
     if let Some(Tag(f)) = err.downcast_ref::<Tag>() {
-        return f.code();
+        return Some(*f);
     }
-    let abi = |c: &(dyn std::error::Error + 'static)| {
-        c.is::<AbiMismatch>()
-            || c.downcast_ref::<std::io::Error>()
+    err.chain().find_map(|c| {
+        typed_class(c).or_else(|| {
+            c.downcast_ref::<std::io::Error>()
                 .and_then(|e| e.get_ref())
-                .is_some_and(|inner| inner.is::<AbiMismatch>())
-    };
-    if err.chain().any(abi) {
-        return Failure::NoTopic.code();
-    }
-    for cause in err.chain() {
-        if let Some(e) = cause.downcast_ref::<std::io::Error>() {
-            match e.kind() {
-                std::io::ErrorKind::NotFound => return Failure::NoTopic.code(),
-                std::io::ErrorKind::PermissionDenied => return Failure::Permission.code(),
-                _ => {}
-            }
-            if e.raw_os_error() == Some(libc::EBUSY) {
-                return Failure::Busy.code();
-            }
-        }
-    }
-    1
+                .and_then(|inner| typed_class(inner))
+        })
+    })
+}
+
+/// The exit code for `err`: its [`class`]'s code, else 1.
+pub fn exit_code(err: &anyhow::Error) -> i32 {
+    class(err).map_or(1, Failure::code)
 }
 
 /// The OS error number inside `err`, if any.
@@ -189,13 +211,56 @@ mod tests {
     }
 
     #[test]
-    fn os_errors_map_to_codes() {
+    fn os_errors_are_not_guessed() {
+        // A file that is not there is not a missing topic, and so on: only
+        // the code that knows what an error means classifies it.
         let e = anyhow::Error::new(std::io::Error::from(std::io::ErrorKind::PermissionDenied))
-            .context("cannot open /dev/baf/t");
-        assert_eq!(exit_code(&e), 4);
+            .context("cannot open /etc/baf/topics");
+        assert_eq!(exit_code(&e), 1);
         let e = anyhow::Error::new(std::io::Error::from_raw_os_error(libc::ENOENT));
-        assert_eq!(exit_code(&e), 3);
+        assert_eq!(exit_code(&e), 1);
+        let e = anyhow::Error::new(std::io::Error::from_raw_os_error(libc::EBUSY));
+        assert_eq!(exit_code(&e), 1);
         assert_eq!(exit_code(&anyhow::anyhow!("other")), 1);
+        let e = Failure::Permission.wrap(anyhow::Error::new(std::io::Error::from(
+            std::io::ErrorKind::PermissionDenied,
+        )));
+        assert_eq!(exit_code(&e), 4);
+    }
+
+    #[test]
+    fn the_outermost_tag_wins() {
+        let e = Failure::NoTopic.wrap(Failure::Usage.wrap(anyhow::anyhow!("x")));
+        assert_eq!(class(&e), Some(Failure::NoTopic));
+        assert_eq!(message(&e), "x");
+    }
+
+    #[test]
+    fn typed_device_errors_have_their_codes() {
+        let e = anyhow::Error::new(ModuleNotLoaded).context("topic t");
+        assert_eq!(exit_code(&e), 6);
+        assert_eq!(
+            message(&e),
+            "topic t: the baf module is not loaded: load it with `modprobe fanout` (or `insmod fanout.ko`)"
+        );
+        let e = anyhow::Error::new(NotATopic {
+            path: "/tmp/f".into(),
+            what: "a FIFO".into(),
+        });
+        assert_eq!(exit_code(&e), 2);
+        assert_eq!(message(&e), "/tmp/f is a FIFO, not a baf topic device");
+        // Codes are distinct.
+        let all = [
+            Failure::Usage,
+            Failure::NoTopic,
+            Failure::Permission,
+            Failure::Busy,
+            Failure::NoModule,
+        ];
+        let mut codes: Vec<i32> = all.iter().map(|f| f.code()).collect();
+        codes.sort_unstable();
+        codes.dedup();
+        assert_eq!(codes, vec![2, 3, 4, 5, 6]);
     }
 
     #[test]
@@ -205,10 +270,10 @@ mod tests {
             needed: 2,
         };
         let e = anyhow::Error::new(old).context("topic t");
-        assert_eq!(exit_code(&e), 3);
+        assert_eq!(exit_code(&e), 6);
         assert!(message(&e).contains("fanout.ko"));
         let e = anyhow::Error::new(std::io::Error::new(std::io::ErrorKind::Unsupported, old))
             .context("mapping topic t");
-        assert_eq!(exit_code(&e), 3);
+        assert_eq!(exit_code(&e), 6);
     }
 }

@@ -3,6 +3,7 @@
 
 use crate::abi;
 use crate::cli::Failure;
+use crate::device::ModuleNotLoaded;
 use anyhow::{Context, Result};
 use std::fs::OpenOptions;
 use std::io;
@@ -18,6 +19,39 @@ pub fn control_path() -> PathBuf {
 
 /// Where the kernel lists topics: `/sys/class/baf`.
 pub const SYSFS_CLASS: &str = "/sys/class/baf";
+
+/// Whether the baf module is loaded: its class is in sysfs.
+pub fn module_loaded() -> bool {
+    Path::new(SYSFS_CLASS).is_dir()
+}
+
+/// A [`ModuleNotLoaded`] error unless the module is loaded.
+pub fn require_module() -> Result<()> {
+    if module_loaded() {
+        Ok(())
+    } else {
+        Err(ModuleNotLoaded.into())
+    }
+}
+
+/// The major numbers of the baf class's devices (from
+/// `/sys/class/baf/*/dev`, `MAJOR:MINOR`); `None` when the module is not
+/// loaded.
+pub fn majors() -> Option<Vec<u32>> {
+    let dir = std::fs::read_dir(SYSFS_CLASS).ok()?;
+    let mut out = Vec::new();
+    for entry in dir.flatten() {
+        let Ok(dev) = std::fs::read_to_string(entry.path().join("dev")) else {
+            continue;
+        };
+        if let Some(Ok(major)) = dev.trim().split(':').next().map(str::parse::<u32>) {
+            if !out.contains(&major) {
+                out.push(major);
+            }
+        }
+    }
+    Some(out)
+}
 
 /// Checks a topic name with the kernel's own rule, with a message that says
 /// what is wrong.
@@ -138,21 +172,17 @@ fn open_control() -> Result<std::fs::File> {
         .read(true)
         .write(true)
         .open(&path)
-        .map_err(|e| {
-            let hint = match e.kind() {
-                io::ErrorKind::NotFound => {
-                    Failure::NoTopic.wrap(anyhow::anyhow!(
-                        "{} does not exist: is the fanout module loaded? (modprobe fanout)",
-                        path.display()
-                    ))
-                }
-                io::ErrorKind::PermissionDenied => Failure::Permission.wrap(anyhow::anyhow!(
-                    "no permission to manage topics ({}): run as root or join the group that owns it",
-                    path.display()
-                )),
-                _ => anyhow::Error::new(e).context(format!("cannot open {}", path.display())),
-            };
-            hint
+        .map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound if !module_loaded() => ModuleNotLoaded.into(),
+            io::ErrorKind::NotFound => Failure::NoModule.wrap(anyhow::anyhow!(
+                "{} does not exist, though the baf module is loaded: is /dev a devtmpfs?",
+                path.display()
+            )),
+            io::ErrorKind::PermissionDenied => Failure::Permission.wrap(anyhow::anyhow!(
+                "no permission to manage topics ({}): run as root or join the group that owns it",
+                path.display()
+            )),
+            _ => anyhow::Error::new(e).context(format!("cannot open {}", path.display())),
         })
 }
 
@@ -212,9 +242,25 @@ fn explain_errno(e: anyhow::Error, name: &str, what: &str) -> anyhow::Error {
             format!("topic {name:?} already exists with other settings: remove it first (baf-setup remove {name})"),
         ),
         Some(libc::ENOENT) => (Failure::NoTopic, format!("topic {name:?} does not exist")),
+        Some(libc::EPERM) if what == "remove" => (
+            Failure::Permission,
+            format!("cannot remove topic {name:?}: only its owner or root may remove it, and static fanoutN topics are removed only by unloading the module"),
+        ),
         Some(libc::EPERM) => (
             Failure::Permission,
             format!("cannot {what} topic {name:?} with that owner or group: only root may give topics to others"),
+        ),
+        Some(libc::ENOSPC) => (
+            Failure::Usage,
+            format!("cannot {what} topic {name:?}: too many topics (the module's max_topics limit; remove one, or load fanout with a larger max_topics)"),
+        ),
+        Some(libc::ENOMEM) => (
+            Failure::Usage,
+            format!("cannot {what} topic {name:?}: its ring would take the topics' memory past the module's max_ring_mb limit (remove a topic, pick a smaller --size, or load fanout with a larger max_ring_mb)"),
+        ),
+        Some(libc::EINVAL) if name == "baf-control" => (
+            Failure::Usage,
+            format!("cannot {what} topic {name:?}: the name is reserved for the control device"),
         ),
         Some(libc::EINVAL) => (
             Failure::Usage,
@@ -226,9 +272,11 @@ fn explain_errno(e: anyhow::Error, name: &str, what: &str) -> anyhow::Error {
         // A module older than ABI 3 does not know IOC_CREATE with the longer
         // TopicSpec (its size is part of the number).
         Some(libc::ENOTTY) => (
-            Failure::NoTopic,
+            Failure::NoModule,
             format!("cannot {what} topic {name:?}: the loaded fanout module is older than ABI version {}: load the fanout.ko built with this program (rmmod fanout; insmod fanout.ko)", abi::ABI_VERSION),
         ),
+        // Says it all, and the same in every tool.
+        _ if e.downcast_ref::<ModuleNotLoaded>().is_some() => return e,
         _ => return e.context(format!("cannot {what} topic {name:?}")),
     };
     class.wrap(e.context(msg))

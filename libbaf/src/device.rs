@@ -8,7 +8,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// An open topic device.
 pub struct Topic {
@@ -162,6 +162,128 @@ pub fn check_abi(info: &abi::Info) -> Result<(), AbiMismatch> {
             needed: MIN_ABI_VERSION,
         })
     }
+}
+
+/// The baf (fanout) kernel module is not loaded: there is no
+/// `/sys/class/baf`, so no topic or control device can exist.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ModuleNotLoaded;
+
+impl fmt::Display for ModuleNotLoaded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(
+            "the baf module is not loaded: load it with `modprobe fanout` (or `insmod fanout.ko`)",
+        )
+    }
+}
+
+impl std::error::Error for ModuleNotLoaded {}
+
+/// A path given as a topic is not a baf topic device (a regular file, a
+/// FIFO, a directory, another driver's character device...).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NotATopic {
+    /// The path as given.
+    pub path: PathBuf,
+    /// What it is instead ("a FIFO", "a regular file", ...).
+    pub what: String,
+}
+
+impl fmt::Display for NotATopic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} is {}, not a baf topic device",
+            self.path.display(),
+            self.what
+        )
+    }
+}
+
+impl std::error::Error for NotATopic {}
+
+/// Why [`check_node`] refused a path.
+#[derive(Debug)]
+pub enum NodeError {
+    /// `stat` failed (`NotFound`, `PermissionDenied` on a directory...).
+    Stat(io::Error),
+    /// It is not a baf topic device.
+    NotATopic(NotATopic),
+    /// It is a character device, but the module is not loaded.
+    ModuleNotLoaded,
+}
+
+impl NodeError {
+    /// As an error for a program to return: the typed errors stay
+    /// downcastable ([`crate::cli::exit_code`] gives them their codes).
+    pub fn into_anyhow(self, path: &Path) -> anyhow::Error {
+        match self {
+            NodeError::Stat(e) => {
+                anyhow::Error::new(e).context(format!("cannot open {}", path.display()))
+            }
+            NodeError::NotATopic(e) => anyhow::Error::new(e),
+            NodeError::ModuleNotLoaded => anyhow::Error::new(ModuleNotLoaded),
+        }
+    }
+}
+
+/// What a file of type `ft` is, for a message; `None` for a character
+/// device.
+pub fn file_kind(ft: std::fs::FileType) -> Option<&'static str> {
+    use std::os::unix::fs::FileTypeExt;
+    if ft.is_char_device() {
+        None
+    } else if ft.is_fifo() {
+        Some("a FIFO")
+    } else if ft.is_file() {
+        Some("a regular file")
+    } else if ft.is_dir() {
+        Some("a directory")
+    } else if ft.is_socket() {
+        Some("a socket")
+    } else if ft.is_block_device() {
+        Some("a block device")
+    } else {
+        Some("not a device")
+    }
+}
+
+/// Decides whether a character device with major number `major` can be a
+/// topic, given the majors of the baf class (`None`: the module is not
+/// loaded).
+pub fn check_major(path: &Path, major: u32, baf_majors: Option<&[u32]>) -> Result<(), NodeError> {
+    match baf_majors {
+        None => Err(NodeError::ModuleNotLoaded),
+        // No device listed (none readable): the open file's IOC_INFO decides.
+        Some(m) if m.is_empty() || m.contains(&major) => Ok(()),
+        Some(m) => Err(NodeError::NotATopic(NotATopic {
+            path: path.to_path_buf(),
+            what: format!(
+                "the character device of another driver (major {major}; baf devices have major {})",
+                m.iter()
+                    .map(u32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(" or ")
+            ),
+        })),
+    }
+}
+
+/// Checks, without opening it, that `path` can be a topic device: it
+/// exists, is a character device, and its major number is one of the baf
+/// class's (`/sys/class/baf/*/dev`). A FIFO is never opened, so this never
+/// blocks. The open file's `IOC_INFO` is the final word.
+pub fn check_node(path: &Path) -> Result<(), NodeError> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).map_err(NodeError::Stat)?;
+    if let Some(what) = file_kind(meta.file_type()) {
+        return Err(NodeError::NotATopic(NotATopic {
+            path: path.to_path_buf(),
+            what: what.to_string(),
+        }));
+    }
+    let major = libc::major(meta.rdev());
+    check_major(path, major, crate::control::majors().as_deref())
 }
 
 /// Records framed for one batch `write()` on a file with
@@ -459,6 +581,86 @@ mod tests {
         let e = write_batch(&mut d, b.as_bytes()).unwrap_err();
         assert_eq!(crate::cli::errno(&e), Some(libc::EMSGSIZE));
         assert!(!crate::cli::message(&e).contains("records"));
+    }
+
+    fn scratch(tag: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("baf-device-test-{}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn not_a_topic(path: &Path) -> String {
+        match check_node(path) {
+            Err(NodeError::NotATopic(e)) => e.to_string(),
+            other => panic!("{}: {other:?}", path.display()),
+        }
+    }
+
+    #[test]
+    fn only_character_devices_pass_and_fifos_are_not_opened() {
+        let dir = scratch("nodes");
+        let file = dir.join("file");
+        std::fs::write(&file, b"x").unwrap();
+        let fifo = dir.join("fifo");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: `c` is a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        assert_eq!(
+            not_a_topic(&file),
+            format!(
+                "{} is a regular file, not a baf topic device",
+                file.display()
+            )
+        );
+        // Opening a FIFO for writing would block: check_node only stats it.
+        assert_eq!(
+            not_a_topic(&fifo),
+            format!("{} is a FIFO, not a baf topic device", fifo.display())
+        );
+        assert!(not_a_topic(&dir).contains("is a directory"));
+        match check_node(&dir.join("missing")) {
+            Err(NodeError::Stat(e)) => assert_eq!(e.kind(), io::ErrorKind::NotFound),
+            other => panic!("{other:?}"),
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+        // A character device passes the type check; whether it is the
+        // module's is then the majors' question.
+        if std::path::Path::new("/dev/null").exists() && !crate::control::module_loaded() {
+            assert!(matches!(
+                check_node(Path::new("/dev/null")),
+                Err(NodeError::ModuleNotLoaded)
+            ));
+        }
+    }
+
+    #[test]
+    fn majors_decide_whose_device_it_is() {
+        let p = Path::new("/dev/null");
+        assert!(check_major(p, 250, Some(&[250])).is_ok());
+        assert!(check_major(p, 250, Some(&[])).is_ok());
+        assert!(matches!(
+            check_major(p, 1, None),
+            Err(NodeError::ModuleNotLoaded)
+        ));
+        match check_major(p, 1, Some(&[250, 251])) {
+            Err(NodeError::NotATopic(e)) => assert_eq!(
+                e.to_string(),
+                "/dev/null is the character device of another driver (major 1; baf devices have major 250 or 251), not a baf topic device"
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn node_errors_keep_their_types() {
+        let p = Path::new("/x");
+        let e = NodeError::ModuleNotLoaded.into_anyhow(p);
+        assert_eq!(crate::cli::class(&e), Some(crate::cli::Failure::NoModule));
+        let e = NodeError::Stat(io::Error::from_raw_os_error(libc::ENOENT)).into_anyhow(p);
+        assert_eq!(crate::cli::class(&e), None);
+        assert_eq!(crate::cli::errno(&e), Some(libc::ENOENT));
     }
 
     #[test]

@@ -11,11 +11,11 @@ use anyhow::{Context, Result};
 use baf::abi;
 use baf::cli::Failure;
 use baf::control;
-use baf::device::{Batch, Topic};
+use baf::device::{self, Batch, ModuleNotLoaded, NodeError, Topic};
 use baf::frame::{FrameError, Framer, Framing};
 use std::fs::OpenOptions;
 use std::io::{self, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 /// What to publish, and where.
@@ -68,6 +68,10 @@ fn open_error(e: io::Error, shown: &str, path: &Path) -> anyhow::Error {
         Some(libc::EACCES) | Some(libc::EPERM) => Failure::Permission.wrap(anyhow::anyhow!(
             "no permission to write to topic {shown} ({p}): join the group that owns it (ls -l {p})"
         )),
+        Some(libc::ENOENT) if !control::module_loaded() => ModuleNotLoaded.into(),
+        Some(libc::ENOENT) if is_path(shown) => {
+            Failure::NoTopic.wrap(anyhow::anyhow!("{p} does not exist"))
+        }
         Some(libc::ENOENT) => Failure::NoTopic.wrap(anyhow::anyhow!(
             "topic {shown} does not exist ({p}): create it with `baf-setup create {shown}`"
         )),
@@ -78,30 +82,51 @@ fn open_error(e: io::Error, shown: &str, path: &Path) -> anyhow::Error {
     }
 }
 
+/// Checks that `path` is a baf topic device before it is opened (a FIFO
+/// or a regular file is refused without being opened, so nothing blocks).
+fn check_node(path: &Path, shown: &str) -> Result<()> {
+    match device::check_node(path) {
+        Ok(()) => Ok(()),
+        Err(NodeError::Stat(e)) => Err(open_error(e, shown, path)),
+        Err(e) => Err(e.into_anyhow(path)),
+    }
+}
+
+/// Opens the topic node `path`, checked first.
+fn open_checked(path: &Path, shown: &str) -> Result<Topic> {
+    check_node(path, shown)?;
+    open_write(path).map_err(|e| open_error(e, shown, path))
+}
+
 /// Opens topic `arg` for writing, creating it first when it is a name that
 /// does not exist and `create` is set. Returns the topic and the name to
 /// show in messages.
 pub fn open_topic(arg: &str, create: bool) -> Result<(Topic, String)> {
     if is_path(arg) {
-        let path = PathBuf::from(arg);
-        return open_write(&path)
-            .map(|t| (t, arg.to_string()))
-            .map_err(|e| open_error(e, arg, &path));
+        return open_checked(Path::new(arg), arg).map(|t| (t, arg.to_string()));
     }
     control::check_name(arg)?;
     let path = control::node_of(arg);
-    match open_write(&path) {
-        Ok(t) => return Ok((t, arg.to_string())),
-        Err(e) if e.kind() == io::ErrorKind::NotFound && create => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Err(Failure::NoTopic.wrap(anyhow::anyhow!(
-                "topic {arg} does not exist ({}): create it with `baf-setup create {arg}`, or leave out --no-create",
-                path.display()
-            )))
+    match device::check_node(&path) {
+        Ok(()) => return open_checked(&path, arg).map(|t| (t, arg.to_string())),
+        Err(NodeError::Stat(e)) if e.kind() == io::ErrorKind::NotFound => {
+            if !control::module_loaded() {
+                return Err(ModuleNotLoaded.into());
+            }
+            if !create {
+                return Err(Failure::NoTopic.wrap(anyhow::anyhow!(
+                    "topic {arg} does not exist ({}): create it with `baf-setup create {arg}`, or leave out --no-create",
+                    path.display()
+                )));
+            }
         }
-        Err(e) => return Err(open_error(e, arg, &path)),
+        Err(NodeError::Stat(e)) => return Err(open_error(e, arg, &path)),
+        Err(e) => return Err(e.into_anyhow(&path)),
     }
     if let Err(e) = control::create(arg, &control::CreateOptions::defaults()) {
+        if baf::cli::class(&e) == Some(Failure::NoModule) {
+            return Err(e);
+        }
         return Err(Failure::NoTopic.wrap(anyhow::anyhow!(
             "topic {arg} does not exist and cannot be created here ({}): as root, run `baf-setup create {arg}`",
             baf::cli::message(&e)
@@ -109,16 +134,15 @@ pub fn open_topic(arg: &str, create: bool) -> Result<(Topic, String)> {
     }
     // devtmpfs makes the node before the create returns; a /dev managed by
     // a slower helper may take a moment.
-    let path = baf::topic_path(arg);
+    let path = control::node_of(arg);
     let mut tries = 0;
     loop {
-        match open_write(&path) {
-            Ok(t) => return Ok((t, arg.to_string())),
-            Err(e) if e.kind() == io::ErrorKind::NotFound && tries < 50 => {
+        match device::check_node(&path) {
+            Err(NodeError::Stat(e)) if e.kind() == io::ErrorKind::NotFound && tries < 50 => {
                 tries += 1;
                 std::thread::sleep(Duration::from_millis(20));
             }
-            Err(e) => return Err(open_error(e, arg, &path)),
+            _ => return open_checked(&path, arg).map(|t| (t, arg.to_string())),
         }
     }
 }

@@ -19,9 +19,14 @@ Records go out in batch writes: as many as stdin has ready at once, each
 batch as soon as stdin pauses. The fanout module must have ABI version 2 or
 later.
 
-Exit codes: 0 end of input, 1 other error, 2 usage or bad input, 3 no such
-topic (and it cannot be created here) or a module too old, 4 no permission,
-5 the topic already has a publisher.";
+A device path must be a baf topic's character device: anything else (a
+regular file, a FIFO, another driver's device) is refused without being
+opened.
+
+Exit codes: 0 end of input, 1 other error, 2 usage or bad input (or a path
+that is not a baf topic device), 3 no such topic (and it cannot be created
+here), 4 no permission, 5 the topic already has a publisher, 6 the baf
+module is not loaded (modprobe fanout) or is too old.";
 
 /// Publish stdin to a baf topic, one record per line (or chunk, or frame).
 ///

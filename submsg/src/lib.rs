@@ -26,7 +26,7 @@ use anyhow::{Context, Result};
 use baf::abi;
 use baf::cli::Failure;
 use baf::control;
-use baf::device::{Record, Topic};
+use baf::device::{self, ModuleNotLoaded, NodeError, NotATopic, Record, Topic};
 use baf::mapped::Mapped;
 use baf::pattern::{split_list, Pattern, Selection};
 use format::{Format, Label};
@@ -112,6 +112,31 @@ pub struct Plan {
     pub exact: Vec<String>,
     /// Device paths asked for (opened as they are).
     pub paths: Vec<String>,
+}
+
+impl Plan {
+    /// Whether topic `name` (found by listing or by `--follow`) is
+    /// selected: it matches a pattern and no exclusion. With no topics
+    /// given, every topic is; with only device paths, no other topic is.
+    pub fn selects(&self, name: &str) -> bool {
+        (self.paths.is_empty() || !self.selection.include.is_empty())
+            && self.selection.matches(name)
+    }
+
+    /// What `--follow` waits for, for a message: "topics", or "topics
+    /// matching 'a,b/#' (except 'c')".
+    pub fn describe(&self) -> String {
+        let list = |ps: &[Pattern]| ps.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(",");
+        let mut s = if self.selection.include.is_empty() {
+            "topics".to_string()
+        } else {
+            format!("topics matching '{}'", list(&self.selection.include))
+        };
+        if !self.selection.exclude.is_empty() {
+            s += &format!(" (except '{}')", list(&self.selection.exclude));
+        }
+        s
+    }
 }
 
 /// Whether a command-line topic is a path rather than a name or pattern.
@@ -335,48 +360,53 @@ struct Subscriber<'a> {
     hot: Vec<u64>,
 }
 
-/// Why a topic could not be joined.
-enum JoinError {
-    /// Worth a warning for a topic found by a pattern.
-    Skip(anyhow::Error),
-    /// A real error.
-    Fail(anyhow::Error),
-}
-
 impl<'a> Subscriber<'a> {
-    /// Opens `path` as topic `name` and adds it to the epoll set.
-    fn join(&mut self, name: &str, path: &Path, start: StartAt) -> Result<(), JoinError> {
+    /// Opens `path` as topic `name` and adds it to the epoll set. The path
+    /// is checked first: only a baf character device is opened (a FIFO or a
+    /// regular file is refused without being opened).
+    fn join(&mut self, name: &str, path: &Path, start: StartAt) -> Result<()> {
         let shown = path.display();
+        let open_error = |e: io::Error| -> anyhow::Error {
+            let no_permission = || {
+                Failure::Permission.wrap(anyhow::anyhow!(
+                    "no permission to read topic {name} ({shown}): join the group that owns it (ls -l {shown})"
+                ))
+            };
+            match e.raw_os_error() {
+                Some(libc::EACCES) | Some(libc::EPERM) => no_permission(),
+                Some(libc::ENOENT) if !control::module_loaded() => ModuleNotLoaded.into(),
+                Some(libc::ENOENT) | Some(libc::ENXIO) | Some(libc::ENODEV) => {
+                    Failure::NoTopic.wrap(anyhow::anyhow!("topic {name} does not exist ({shown})"))
+                }
+                _ => anyhow::Error::new(e).context(format!("cannot open topic {name} ({shown})")),
+            }
+        };
+        match device::check_node(path) {
+            Ok(()) => {}
+            Err(NodeError::Stat(e)) => return Err(open_error(e)),
+            Err(e) => return Err(e.into_anyhow(path)),
+        }
         let file = OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_NONBLOCK)
             .open(path)
-            .map_err(|e| match e.raw_os_error() {
-                Some(libc::EACCES) | Some(libc::EPERM) => JoinError::Skip(Failure::Permission.wrap(anyhow::anyhow!(
-                    "no permission to read topic {name} ({shown}): join the group that owns it (ls -l {shown})"
-                ))),
-                Some(libc::ENOENT) | Some(libc::ENXIO) | Some(libc::ENODEV) => JoinError::Skip(
-                    Failure::NoTopic.wrap(anyhow::anyhow!("topic {name} does not exist ({shown})")),
-                ),
-                _ => JoinError::Fail(anyhow::Error::new(e).context(format!("cannot open topic {name} ({shown})"))),
-            })?;
+            .map_err(open_error)?;
         let topic = Topic::from_file(file);
         let info = match topic.info() {
             Ok(i) => i,
             Err(e) if e.raw_os_error() == Some(libc::ENOTTY) => {
-                return Err(JoinError::Skip(Failure::Usage.wrap(anyhow::anyhow!(
-                    "{shown} is not a baf topic (a fanout device)"
-                ))))
+                return Err(anyhow::Error::new(NotATopic {
+                    path: path.to_path_buf(),
+                    what: "a device that does not answer the baf ioctls".to_string(),
+                }))
             }
             Err(e) => {
-                return Err(JoinError::Fail(
-                    anyhow::Error::new(e).context(format!("cannot query topic {name}")),
-                ))
+                return Err(anyhow::Error::new(e).context(format!("cannot query topic {name}")))
             }
         };
-        baf::device::check_abi(&info).map_err(|e| JoinError::Fail(anyhow::Error::new(e)))?;
+        baf::device::check_abi(&info)?;
         let fail = |e: io::Error, what: &str| {
-            JoinError::Fail(anyhow::Error::new(e).context(format!("cannot {what} topic {name}")))
+            anyhow::Error::new(e).context(format!("cannot {what} topic {name}"))
         };
         // Lossless before the seek: the seek then holds the records from
         // the start point on.
@@ -388,11 +418,11 @@ impl<'a> Subscriber<'a> {
         match topic.set_flags(flags) {
             Ok(()) => {}
             Err(e) if self.cfg.lossless && e.raw_os_error() == Some(libc::EPERM) => {
-                return Err(JoinError::Skip(Failure::Permission.wrap(anyhow::Error::new(e).context(
+                return Err(Failure::Permission.wrap(anyhow::Error::new(e).context(
                     format!(
                         "topic {name} does not allow lossless readers: its owner can allow them with `baf-setup create {name} --lossless` (on a new topic)"
                     ),
-                ))))
+                )))
             }
             Err(e) => return Err(fail(e, "switch to record mode on")),
         }
@@ -418,10 +448,10 @@ impl<'a> Subscriber<'a> {
                     } else if s == info.next_seq {
                         s
                     } else {
-                        return Err(JoinError::Fail(Failure::Usage.wrap(anyhow::anyhow!(
+                        return Err(Failure::Usage.wrap(anyhow::anyhow!(
                             "topic {name} has not reached sequence {s} yet (the next record is {})",
                             info.next_seq
-                        ))));
+                        )));
                     }
                 }
                 Err(e) => return Err(fail(e, "seek on")),
@@ -475,24 +505,24 @@ impl<'a> Subscriber<'a> {
         Ok(())
     }
 
-    /// Joins a topic found by a pattern or by `--follow`: problems are
-    /// warnings (once per topic), not errors.
-    fn join_found(&mut self, name: &str, path: &Path, start: StartAt) -> Result<()> {
+    /// Joins a topic found by a pattern (or by none) or by `--follow`: a
+    /// problem never ends submsg; it is returned for the caller to report
+    /// ([`Self::warn_skip`]).
+    fn join_found(&mut self, name: &str, path: &Path, start: StartAt) -> Option<anyhow::Error> {
         match self.join(name, path, start) {
             Ok(()) => {
                 self.warned.remove(name);
-                Ok(())
+                None
             }
-            Err(JoinError::Skip(e)) => {
-                // A node that vanished in between is not worth a word.
-                if baf::cli::exit_code(&e) != Failure::NoTopic.code()
-                    && self.warned.insert(name.to_string())
-                {
-                    eprintln!("submsg: skipping topic {name}: {}", baf::cli::message(&e));
-                }
-                Ok(())
-            }
-            Err(JoinError::Fail(e)) => Err(e),
+            Err(e) => Some(e),
+        }
+    }
+
+    /// Says on stderr (once per topic) that topic `name` is skipped because
+    /// of `e`; a node that vanished in between is not worth a word.
+    fn warn_skip(&mut self, name: &str, e: &anyhow::Error) {
+        if baf::cli::class(e) != Some(Failure::NoTopic) && self.warned.insert(name.to_string()) {
+            eprintln!("submsg: skipping topic {name}: {}", baf::cli::message(e));
         }
     }
 
@@ -716,7 +746,7 @@ impl<'a> Subscriber<'a> {
     /// Topics that `--follow` saw appear.
     fn on_found(&mut self, found: Vec<follow::Found>) -> Result<()> {
         for (name, path) in found {
-            if !self.plan.selection.matches(&name) {
+            if !self.plan.selects(&name) {
                 continue;
             }
             if let Some(&token) = self.by_name.get(&name) {
@@ -732,7 +762,9 @@ impl<'a> Subscriber<'a> {
                 self.drop_sub(token);
             }
             // A topic made while we run: read it from its beginning.
-            self.join_found(&name, &path, StartAt::Oldest)?;
+            if let Some(e) = self.join_found(&name, &path, StartAt::Oldest) {
+                self.warn_skip(&name, &e);
+            }
         }
         Ok(())
     }
@@ -865,47 +897,49 @@ pub fn run(cfg: &Config) -> Result<()> {
         sub.watcher = Some(w);
     }
 
-    // Device paths, as they are.
+    // Device paths, as they are: any problem is an error.
     for path in sub.plan.paths.clone() {
         let name = label_of_path(&path);
         if sub.by_name.contains_key(&name) {
             continue;
         }
-        match sub.join(&name, Path::new(&path), cfg.start) {
-            Ok(()) => {}
-            Err(JoinError::Skip(e)) | Err(JoinError::Fail(e)) => return Err(e),
-        }
+        sub.join(&name, Path::new(&path), cfg.start)?;
+    }
+    let loaded = control::module_loaded();
+    if !loaded && !cfg.follow {
+        return Err(ModuleNotLoaded.into());
     }
     // Existing topics that match.
     let existing = existing_topics()?;
+    // Topics found by a pattern that could not be read: reported, skipped.
+    let mut skipped = Vec::new();
     for (name, path) in &existing {
-        if sub.by_name.contains_key(name) || !sub.plan.selection.matches(name) {
+        if sub.by_name.contains_key(name) || !sub.plan.selects(name) {
             continue;
         }
         if sub.plan.exact.contains(name) {
             // Asked for by name: any problem is an error.
-            match sub.join(name, path, cfg.start) {
-                Ok(()) => {}
-                Err(JoinError::Skip(e)) | Err(JoinError::Fail(e)) => return Err(e),
+            sub.join(name, path, cfg.start)?;
+        } else if let Some(e) = sub.join_found(name, path, cfg.start) {
+            if baf::cli::class(&e) != Some(Failure::NoTopic) {
+                skipped.push((name.clone(), e));
             }
-        } else {
-            sub.join_found(name, path, cfg.start)?;
         }
     }
     // Exact names that do not exist: create them, or wait, or fail.
+    let mut waiting = Vec::new();
     for name in sub.plan.exact.clone() {
         if existing.contains_key(&name) || sub.plan.selection.excluded(&name) {
             continue;
         }
-        if cfg.create {
+        if cfg.create && loaded {
             match control::create(&name, &control::CreateOptions::defaults()) {
                 Ok(_) => {
                     let path = control::node_of(&name);
-                    match sub.join(&name, &path, StartAt::Oldest) {
-                        Ok(()) => continue,
-                        Err(JoinError::Skip(e)) | Err(JoinError::Fail(e)) => return Err(e),
-                    }
+                    sub.join(&name, &path, StartAt::Oldest)?;
+                    continue;
                 }
+                Err(e) if baf::cli::class(&e) == Some(Failure::NoModule) => return Err(e),
                 Err(e) if !cfg.follow => {
                     return Err(Failure::NoTopic.wrap(anyhow::anyhow!(
                         "topic {name} does not exist and cannot be created here ({}): as root, run `baf-setup create {name}`",
@@ -919,9 +953,22 @@ pub fn run(cfg: &Config) -> Result<()> {
                 "topic {name} does not exist: create it with `baf-setup create {name}`, or use --follow to wait for it"
             )));
         }
-        eprintln!("submsg: waiting for topic {name} to be created");
+        waiting.push(name);
     }
     if sub.subs.is_empty() && !cfg.follow {
+        // Nothing to read. If matching topics were there but none could be
+        // read, that is the error (one line, with its class).
+        let mut skipped = skipped.into_iter();
+        if let Some((_, first)) = skipped.next() {
+            let n = skipped.len() + 1;
+            return Err(if n == 1 {
+                first
+            } else {
+                first.context(format!(
+                    "none of the {n} matching topics can be read; the first"
+                ))
+            });
+        }
         let what = if cfg.topics.is_empty() && cfg.exclude.is_empty() {
             "there are no topics: create one with `baf-setup create NAME`, or use --follow to wait"
                 .to_string()
@@ -938,6 +985,25 @@ pub fn run(cfg: &Config) -> Result<()> {
             )
         };
         return Err(Failure::NoTopic.wrap(anyhow::anyhow!(what)));
+    }
+    for (name, e) in &skipped {
+        sub.warn_skip(name, e);
+    }
+    if sub.subs.is_empty() {
+        // --follow with nothing to read yet: say what we wait for.
+        let module = if loaded {
+            String::new()
+        } else {
+            format!("{ModuleNotLoaded}; ")
+        };
+        eprintln!(
+            "submsg: {module}waiting for {} to be created",
+            sub.plan.describe()
+        );
+    } else {
+        for name in &waiting {
+            eprintln!("submsg: waiting for topic {name} to be created");
+        }
     }
 
     let end = sub.run(&signals);
@@ -998,6 +1064,29 @@ mod tests {
         assert_eq!(p.selection.exclude.len(), 2);
         assert!(p.selection.matches("b/open") && !p.selection.matches("b/secret"));
         assert!(!p.selection.matches("d"));
+    }
+
+    #[test]
+    fn paths_alone_select_no_other_topic() {
+        let p = plan(&cfg(&["/dev/fanout0"], &[])).unwrap();
+        assert!(!p.selects("anything"));
+        let p = plan(&cfg(&["/dev/fanout0", "a/#"], &[])).unwrap();
+        assert!(p.selects("a/b") && !p.selects("b"));
+        let p = plan(&cfg(&[], &[])).unwrap();
+        assert!(p.selects("anything"));
+    }
+
+    #[test]
+    fn follow_says_what_it_waits_for() {
+        assert_eq!(plan(&cfg(&[], &[])).unwrap().describe(), "topics");
+        assert_eq!(
+            plan(&cfg(&["x"], &[])).unwrap().describe(),
+            "topics matching 'x'"
+        );
+        assert_eq!(
+            plan(&cfg(&["a/#,b"], &["a/c"])).unwrap().describe(),
+            "topics matching 'a/#,b' (except 'a/c')"
+        );
     }
 
     #[test]

@@ -34,9 +34,17 @@ allows it (not inside a container's pid or user namespace), else with
 read(); --no-mmap forces read(). The output is the same either way. The
 fanout module must have ABI version 2 or later.
 
+A device path must be a baf topic's character device: anything else (a
+regular file, a FIFO, another driver's device) is refused without being
+opened. A topic found by a pattern (or by none, or by --follow) that cannot
+be read is reported on stderr and skipped; a topic given by its exact name
+or path must be readable. With --follow and nothing to read yet, submsg
+says on stderr what it waits for.
+
 Exit codes: 0 done (stdout closed, --count reached, every topic removed),
-1 other error, 2 usage, 3 no such topic (and it cannot be created here) or a
-module too old, 4 no permission.";
+1 other error, 2 usage (or a path that is not a baf topic device), 3 no such
+topic (and it cannot be created here), 4 no permission, 6 the baf module is
+not loaded (modprobe fanout) or is too old.";
 
 /// Subscribe to baf topics and write what is published to stdout.
 ///

@@ -11,6 +11,9 @@ check "insmod refuses ring_size=1073741824 (too large)" bad_param ring_size=1073
 check "insmod refuses record_max=100 (below 4096)" bad_param record_max=100
 check "insmod refuses record_max above ring_size/4" bad_param record_max=32768
 check "insmod refuses devices=65" bad_param devices=65
+check "insmod refuses max_topics=0" bad_param max_topics=0
+check "insmod refuses max_ring_mb=0" bad_param max_ring_mb=0
+check "insmod refuses more static rings than max_ring_mb holds" bad_param devices=4 ring_size=1048576 max_ring_mb=2
 
 # --- load, nodes ---------------------------------------------------------------
 check "insmod fanout.ko devices=4 ring_size=262144 control_gid=900" insmod /lib/fanout.ko devices=4 ring_size=262144 control_gid=900
@@ -58,3 +61,22 @@ check "rmmod is refused while a topic is open" rmmod_busy
 check "rmmod succeeds once closed, with no topic leaked" sh -c 'rmmod fanout && dmesg | tail -n 3 | grep -q "fanout: unloaded, no topic left"'
 check "the nodes are gone after rmmod" sh -c '! [ -e /dev/fanout0 ]'
 check "insmod again after rmmod" sh -c 'insmod /lib/fanout.ko && rmmod fanout'
+limits() {
+  insmod /lib/fanout.ko devices=0 max_topics=2 max_ring_mb=1 || return 1
+  rc=0
+  baf-setup create lim/a --size 512K > /dev/null || rc=1
+  # 512 KiB + 1 MiB of rings exceed 1 MiB: ENOMEM, nothing made.
+  baf-setup create lim/b --size 1M > /tmp/lim.err 2>&1 && { echo "a ring over max_ring_mb was made"; rc=1; }
+  [ -e /dev/baf/lim/b ] && rc=1
+  baf-setup create lim/c --size 256K > /dev/null || rc=1
+  # A third topic: ENOSPC.
+  baf-setup create lim/d --size 16K > /tmp/lim2.err 2>&1 && { echo "a topic over max_topics was made"; rc=1; }
+  cat /tmp/lim.err /tmp/lim2.err
+  grep -qi "memory\|max_ring_mb" /tmp/lim.err && grep -qi "max_topics\|too many\|no room" /tmp/lim2.err || { echo "the tool did not say which limit"; rc=1; }
+  # Removing one frees its room.
+  baf-setup remove lim/a && baf-setup create lim/d --size 16K > /dev/null || rc=1
+  for t in lim/c lim/d; do baf-setup remove $t; done
+  rmmod fanout || rc=1
+  return $rc
+}
+check "max_topics and max_ring_mb cap creation (ENOSPC, ENOMEM, a clear message)" limits

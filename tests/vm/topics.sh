@@ -41,8 +41,27 @@ check "in group baf the user can read and write" granted
 own_topic() { as_user 'baf-setup create mine' && [ "$(stat -c '%U %G' /dev/baf/mine)" = "baf-user baf" ]; }
 check "in group baf the user can create a topic of their own" own_topic
 check "but cannot give one to root (exit 4)" exit_is 4 as_user 'baf-setup create theirs --owner root'
-check "and can remove topics" as_user 'baf-setup remove mine'
+check "but cannot remove root's topic (exit 4), which stays" sh -c "! as_user 'baf-setup remove sensors' 2>/dev/null && [ -c /dev/baf/sensors ]"
+check "and can remove a topic of their own" as_user 'baf-setup remove mine'
 sed -i 's/^baf:x:900:baf-user$/baf:x:900:/' /etc/group
+
+# --- hardening: names, static topics, minors --------------------------------------
+check "the control device's name is refused as a topic (exit 2), with no kernel warning" exit_is 2 baf-setup create baf-control
+check "a static topic cannot be removed, even by root; it stays" sh -c '! baf-setup remove fanout0 2>/dev/null && [ -c /dev/fanout0 ]'
+minors() {
+  baf-setup create minor/a > /dev/null || return 1
+  a=$(stat -c '%t:%T' /dev/baf/minor/a)
+  mknod /tmp/old-a c $((0x${a%%:*})) $((0x${a##*:})) || return 1
+  baf-setup remove minor/a && baf-setup create minor/b > /dev/null || return 1
+  b=$(stat -c '%t:%T' /dev/baf/minor/b)
+  rc=0
+  [ "$a" != "$b" ] || { echo "minor $a given out again at once"; rc=1; }
+  # A node copied by major:minor no longer opens anything.
+  timeout 2 cat /tmp/old-a < /dev/null > /dev/null 2> /tmp/old.err
+  grep -q "No such device" /tmp/old.err || { echo "a copied node of a removed topic opened:"; cat /tmp/old.err; rc=1; }
+  rm -f /tmp/old-a; baf-setup remove minor/b; return $rc
+}
+check "a removed topic's minor is not reused at once; a copied node no longer opens" minors
 
 # --- stats in sysfs and in baf-setup status -------------------------------------
 stats() {
@@ -124,4 +143,11 @@ printf 't1\nt5 stall_timeout=1s\n' > /tmp/topics
 check "apply refuses stall_timeout without lossless (exit 2, names the line)" fails_with 2 "line 2: stall_timeout needs lossless" baf-setup apply --file /tmp/topics --no-test-topic
 check "and changes nothing" sh -c '[ "$(cat /sys/class/baf/t1/lossless)" = 1 ] && ! [ -e /dev/baf/t5 ]'
 check "remove of a missing topic is fine" baf-setup remove no-such-topic
-baf-setup apply --no-test-topic
+check "apply with an empty set is refused without --allow-empty (exit 2); nothing removed" sh -c '! baf-setup apply --no-test-topic 2>/dev/null && [ -c /dev/baf/t1 ]'
+dry_run() {
+  baf-setup apply --topics t1,new1 --no-test-topic --dry-run > /tmp/plan || return 1
+  cat /tmp/plan
+  grep -q "would create:.*new1" /tmp/plan && ! [ -e /dev/baf/new1 ] && [ -c /dev/baf/t1 ]
+}
+check "apply --dry-run says what it would do and does nothing" dry_run
+baf-setup apply --no-test-topic --allow-empty

@@ -1003,6 +1003,13 @@ fn removal_wakes_readers_and_pollers(_cx: &Ctx) -> Result<()> {
 }
 
 fn publisher_lock_dies_with_its_holder(cx: &Ctx) -> Result<()> {
+    // A reader cannot keep publishers out.
+    let reader_only = Topic::open(&cx.a, false, false)?;
+    expect_errno(
+        reader_only.claim_publisher(),
+        libc::EBADF,
+        "claim through a read-only file",
+    )?;
     let first = Topic::open(&cx.a, true, true)?;
     let second = Topic::open(&cx.a, true, true)?;
     first.claim_publisher()?;

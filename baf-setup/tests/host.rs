@@ -1,0 +1,242 @@
+//! Host-side tests of the built `baf-setup`: bad arguments, `apply`'s
+//! refusal of an empty set, its input file, and no module loaded. They need
+//! no fanout module (the build host and CI have none); a test that needs
+//! the module absent skips itself where it is loaded. Each checks the exit
+//! code and that stderr is exactly one line. (`apply --dry-run`'s listing
+//! needs the module: here only its refusals are tested; the plan itself is
+//! unit-tested in lib.rs.)
+
+#![allow(dead_code)] // the shared helper below is not all used here
+
+const TOOL: &str = env!("CARGO_BIN_EXE_baf-setup");
+const TOOL_NAME: &str = "baf-setup";
+
+// --- shared helper (the same in pubmsg, submsg and baf-setup tests) -------
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const MODULE_MISSING: &str =
+    "the baf module is not loaded: load it with `modprobe fanout` (or `insmod fanout.ko`)";
+
+/// What a run of the tool did.
+struct Ran {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl Ran {
+    /// The one line on stderr (there must be exactly one: no backtrace,
+    /// no clap usage block).
+    fn line(&self) -> &str {
+        let lines: Vec<&str> = self.stderr.lines().collect();
+        assert!(
+            lines.len() == 1 && self.stderr.ends_with('\n'),
+            "stderr is not one line: {:?}",
+            self.stderr
+        );
+        lines[0]
+    }
+
+    /// Checks the exit code and that stderr is exactly `line`.
+    fn fails(&self, code: i32, line: &str) {
+        assert_eq!(self.line(), line, "stderr");
+        assert_eq!(self.code, Some(code), "exit code; stderr: {}", self.stderr);
+    }
+}
+
+fn command(args: &[&str], env: &[(&str, &str)]) -> Command {
+    let mut c = Command::new(TOOL);
+    c.args(args)
+        .envs(env.iter().copied())
+        // A panic would show a backtrace: there must be none.
+        .env("RUST_BACKTRACE", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    c
+}
+
+fn collect(mut child: Child, limit: Duration, what: &str) -> Ran {
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let out = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what}: still running after {limit:?} (it must not block)");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Ran {
+        code: status.code(),
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
+    }
+}
+
+/// Runs the tool to its end (at most 20 s: nothing here may block).
+fn run_env(args: &[&str], env: &[(&str, &str)]) -> Ran {
+    let child = command(args, env).spawn().unwrap();
+    collect(child, Duration::from_secs(20), &format!("{args:?}"))
+}
+
+fn run(args: &[&str]) -> Ran {
+    run_env(args, &[])
+}
+
+/// Whether the baf module is absent here (as on the build host and CI).
+/// Tests that need it absent skip themselves where it is loaded.
+fn module_absent(test: &str) -> bool {
+    let absent = !Path::new("/sys/class/baf").exists();
+    if !absent {
+        eprintln!("{test}: skipped: the baf module is loaded here");
+    }
+    absent
+}
+
+/// A fresh scratch directory for one test.
+fn scratch(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("{TOOL_NAME}-host-{}-{test}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn mkfifo(path: &Path) {
+    let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+    // SAFETY: `c` is a valid NUL-terminated path for the call.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o666) }, 0, "mkfifo");
+}
+// --- end of the shared helper ---------------------------------------------
+
+const EMPTY: &str = "baf-setup: refusing to apply an empty set of topics, which would remove every topic made at run time: name topics (NAMES, --topics, --file), or pass --allow-empty";
+
+#[test]
+fn bad_arguments_are_usage_errors() {
+    run(&["bogus"]).fails(
+        2,
+        "baf-setup: unrecognized subcommand 'bogus' (see baf-setup --help)",
+    );
+    run(&["create", "a b"]).fails(
+        2,
+        "baf-setup: invalid topic name \"a b\": it contains ' '; use letters, digits, '.', '_', '-' and '/' between levels",
+    );
+    run(&["create", "t", "--stall-timeout", "1s"]).fails(
+        2,
+        "baf-setup: --stall-timeout needs --lossless: only lossless readers can hold a writer up",
+    );
+}
+
+#[test]
+fn help_lists_the_exit_codes() {
+    let r = run(&["--help"]);
+    assert_eq!(r.code, Some(0));
+    let help = r.stdout.split_whitespace().collect::<Vec<_>>().join(" ");
+    for code in [
+        "2 usage",
+        "3 no such topic",
+        "4 no permission",
+        "6 the baf module is not loaded (modprobe fanout)",
+    ] {
+        assert!(help.contains(code), "--help lacks {code:?}: {help}");
+    }
+    let r = run(&["apply", "--help"]);
+    assert!(r.stdout.contains("--allow-empty") && r.stdout.contains("--dry-run"));
+}
+
+#[test]
+fn apply_refuses_an_empty_set() {
+    // Decided before the module is asked anything: the same everywhere.
+    run(&["apply", "--no-test-topic"]).fails(2, EMPTY);
+    run(&["apply", "--no-test-topic", "--dry-run"]).fails(2, EMPTY);
+    run(&["apply", "--no-test-topic", "--topics", ""]).fails(2, EMPTY);
+    let dir = scratch("empty");
+    let file = dir.join("topics");
+    std::fs::write(&file, "# nothing here\n\n").unwrap();
+    run(&["apply", "--no-test-topic", "--file", file.to_str().unwrap()]).fails(2, EMPTY);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn apply_reads_its_file_or_says_why_not() {
+    // A missing file is a usage error, not "no such topic".
+    run(&["apply", "--file", "/nonexistent/topics"]).fails(
+        2,
+        "baf-setup: cannot read /nonexistent/topics: No such file or directory (os error 2)",
+    );
+    let dir = scratch("file");
+    let p = dir.to_str().unwrap();
+    run(&["apply", "--file", p]).fails(
+        2,
+        &format!("baf-setup: cannot read {p}: Is a directory (os error 21)"),
+    );
+    let file = dir.join("topics");
+    std::fs::write(&file, "a\nb colour=red\n").unwrap();
+    run(&["apply", "--dry-run", "--file", file.to_str().unwrap()]).fails(
+        2,
+        "baf-setup: line 2: unknown setting \"colour\" (size, record_max, mode, group, owner, lossless, stall_timeout)",
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn an_unreadable_file_is_no_permission() {
+    // Root reads any file: only testable as another user.
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        eprintln!("an_unreadable_file_is_no_permission: skipped: root may read any file");
+        return;
+    }
+    let dir = scratch("perm");
+    let file = dir.join("topics");
+    std::fs::write(&file, "a\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o000)).unwrap();
+    let p = file.to_str().unwrap();
+    run(&["apply", "--file", p]).fails(
+        4,
+        &format!("baf-setup: cannot read {p}: Permission denied (os error 13)"),
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn without_the_module_every_command_says_how_to_load_it() {
+    if !module_absent("without_the_module_every_command_says_how_to_load_it") {
+        return;
+    }
+    let line = format!("baf-setup: {MODULE_MISSING}");
+    for args in [
+        &["create", "sensors"][..],
+        &["remove", "sensors"],
+        &["apply", "sensors"],
+        &["apply", "--dry-run", "sensors"],
+        &["apply", "--no-test-topic", "--allow-empty"],
+        &["apply", "--no-test-topic", "--allow-empty", "--dry-run"],
+        &["list"],
+        &["status"],
+        &["status", "--json"],
+    ] {
+        let r = run(args);
+        assert_eq!(r.line(), line, "{args:?}");
+        assert_eq!(r.code, Some(6), "{args:?}");
+        assert!(r.stdout.is_empty(), "{args:?}: {}", r.stdout);
+    }
+}

@@ -1,0 +1,289 @@
+//! Host-side tests of the built `submsg`: bad arguments, no module loaded
+//! (with and without --follow), and paths that are not baf topic devices.
+//! They need no fanout module (the build host and CI have none); a test
+//! that needs the module absent skips itself where it is loaded. Each
+//! checks the exit code and that stderr is exactly one line.
+
+#![allow(dead_code)] // the shared helper below is not all used here
+
+const TOOL: &str = env!("CARGO_BIN_EXE_submsg");
+const TOOL_NAME: &str = "submsg";
+
+// --- shared helper (the same in pubmsg, submsg and baf-setup tests) -------
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const MODULE_MISSING: &str =
+    "the baf module is not loaded: load it with `modprobe fanout` (or `insmod fanout.ko`)";
+
+/// What a run of the tool did.
+struct Ran {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl Ran {
+    /// The one line on stderr (there must be exactly one: no backtrace,
+    /// no clap usage block).
+    fn line(&self) -> &str {
+        let lines: Vec<&str> = self.stderr.lines().collect();
+        assert!(
+            lines.len() == 1 && self.stderr.ends_with('\n'),
+            "stderr is not one line: {:?}",
+            self.stderr
+        );
+        lines[0]
+    }
+
+    /// Checks the exit code and that stderr is exactly `line`.
+    fn fails(&self, code: i32, line: &str) {
+        assert_eq!(self.line(), line, "stderr");
+        assert_eq!(self.code, Some(code), "exit code; stderr: {}", self.stderr);
+    }
+}
+
+fn command(args: &[&str], env: &[(&str, &str)]) -> Command {
+    let mut c = Command::new(TOOL);
+    c.args(args)
+        .envs(env.iter().copied())
+        // A panic would show a backtrace: there must be none.
+        .env("RUST_BACKTRACE", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    c
+}
+
+fn collect(mut child: Child, limit: Duration, what: &str) -> Ran {
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let out = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what}: still running after {limit:?} (it must not block)");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Ran {
+        code: status.code(),
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
+    }
+}
+
+/// Runs the tool to its end (at most 20 s: nothing here may block).
+fn run_env(args: &[&str], env: &[(&str, &str)]) -> Ran {
+    let child = command(args, env).spawn().unwrap();
+    collect(child, Duration::from_secs(20), &format!("{args:?}"))
+}
+
+fn run(args: &[&str]) -> Ran {
+    run_env(args, &[])
+}
+
+/// Whether the baf module is absent here (as on the build host and CI).
+/// Tests that need it absent skip themselves where it is loaded.
+fn module_absent(test: &str) -> bool {
+    let absent = !Path::new("/sys/class/baf").exists();
+    if !absent {
+        eprintln!("{test}: skipped: the baf module is loaded here");
+    }
+    absent
+}
+
+/// A fresh scratch directory for one test.
+fn scratch(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("{TOOL_NAME}-host-{}-{test}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn mkfifo(path: &Path) {
+    let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+    // SAFETY: `c` is a valid NUL-terminated path for the call.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o666) }, 0, "mkfifo");
+}
+// --- end of the shared helper ---------------------------------------------
+
+/// Starts submsg (which keeps running with --follow), waits for its first
+/// line on stderr and a little more, checks it is still running, stops it,
+/// and returns its stderr.
+fn stderr_while_following(args: &[&str]) -> String {
+    use std::sync::{Arc, Mutex};
+    let mut child = command(args, &[]).spawn().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let reader = {
+        let seen = Arc::clone(&seen);
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = err.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                seen.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !seen.lock().unwrap().contains(&b'\n') {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{args:?}: said nothing on stderr in 20 s");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Anything more would come at once.
+    std::thread::sleep(Duration::from_millis(300));
+    let still = child.try_wait().unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    reader.join().unwrap();
+    let text = String::from_utf8(seen.lock().unwrap().clone()).unwrap();
+    assert!(still.is_none(), "{args:?} ended ({still:?}): {text}");
+    text
+}
+
+fn one_line(text: &str) -> &str {
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines.len() == 1, "stderr is not one line: {text:?}");
+    lines[0]
+}
+
+#[test]
+fn bad_arguments_are_usage_errors() {
+    run(&["--from", "nonsense", "t"]).fails(
+        2,
+        "submsg: invalid value 'nonsense' for '--from <WHERE>': \"nonsense\" is not a start point: use oldest, last:N, seq:S or now (see submsg --help)",
+    );
+    run(&["--bogus"]).fails(
+        2,
+        "submsg: unexpected argument '--bogus' found (see submsg --help)",
+    );
+    run(&["a/#/b"]).fails(
+        2,
+        "submsg: invalid topic pattern \"a/#/b\": '#' may only be the last level",
+    );
+    run(&["a b"]).fails(
+        2,
+        "submsg: invalid topic pattern \"a b\": it contains ' '; topic names use letters, digits, '.', '_', '-' and '/'",
+    );
+}
+
+#[test]
+fn help_lists_the_exit_codes() {
+    let r = run(&["--help"]);
+    assert_eq!(r.code, Some(0));
+    let help = r.stdout.split_whitespace().collect::<Vec<_>>().join(" ");
+    for code in [
+        "2 usage",
+        "3 no such topic",
+        "4 no permission",
+        "6 the baf module is not loaded (modprobe fanout)",
+    ] {
+        assert!(help.contains(code), "--help lacks {code:?}: {help}");
+    }
+}
+
+#[test]
+fn without_the_module_every_selection_says_how_to_load_it() {
+    if !module_absent("without_the_module_every_selection_says_how_to_load_it") {
+        return;
+    }
+    let line = format!("submsg: {MODULE_MISSING}");
+    for args in [
+        &[][..],
+        &["sensors"],
+        &["--no-create", "sensors"],
+        &["robot/#"],
+        &["a,b", "-e", "b"],
+        &["/dev/fanout0"],
+    ] {
+        let r = run(args);
+        assert_eq!(r.line(), line, "{args:?}");
+        assert_eq!(r.code, Some(6), "{args:?}");
+    }
+}
+
+#[test]
+fn follow_says_what_it_waits_for() {
+    if !module_absent("follow_says_what_it_waits_for") {
+        return;
+    }
+    for (args, what) in [
+        (&["-f", "x"][..], "topics matching 'x'"),
+        (&["--follow"], "topics"),
+        (
+            &["-f", "robot/#", "-e", "robot/debug"],
+            "topics matching 'robot/#' (except 'robot/debug')",
+        ),
+    ] {
+        let text = stderr_while_following(args);
+        assert_eq!(
+            one_line(&text),
+            format!("submsg: {MODULE_MISSING}; waiting for {what} to be created"),
+            "{args:?}"
+        );
+    }
+}
+
+#[test]
+fn a_regular_file_is_not_a_topic() {
+    let dir = scratch("file");
+    let file = dir.join("node");
+    std::fs::write(&file, b"data\n").unwrap();
+    let p = file.to_str().unwrap();
+    run(&[p]).fails(
+        2,
+        &format!("submsg: {p} is a regular file, not a baf topic device"),
+    );
+    run(&["-f", p]).fails(
+        2,
+        &format!("submsg: {p} is a regular file, not a baf topic device"),
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_fifo_is_refused_without_blocking() {
+    let dir = scratch("fifo");
+    let fifo = dir.join("fifo");
+    mkfifo(&fifo);
+    let p = fifo.to_str().unwrap();
+    let line = format!("submsg: {p} is a FIFO, not a baf topic device");
+    run(&[p]).fails(2, &line);
+    run(&["--follow", p]).fails(2, &line);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn another_drivers_device_is_not_a_topic() {
+    let r = run(&["/dev/null"]);
+    if Path::new("/sys/class/baf").exists() {
+        assert_eq!(r.code, Some(2), "{}", r.stderr);
+        assert!(r
+            .line()
+            .starts_with("submsg: /dev/null is the character device of another driver (major 1;"));
+    } else {
+        r.fails(6, &format!("submsg: {MODULE_MISSING}"));
+    }
+}
