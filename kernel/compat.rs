@@ -10,7 +10,8 @@
 //! - barriers: `smp_mb(Full | Read | Write)` (7.3) instead of `smp_mb()`,
 //!   `smp_rmb()` and `smp_wmb()`;
 //! - module parameters: `value()` returns a copy (7.3) instead of a
-//!   reference (7.3 calls that `value_ref()`).
+//!   reference (7.3 calls that `value_ref()`);
+//! - 7.2 has no `EBADMSG` and `ENAMETOOLONG` constants.
 
 use kernel::{bindings, module_param::ModuleParamAccess};
 
@@ -64,4 +65,14 @@ pub(crate) fn param<T: Copy>(p: &ModuleParamAccess<T>) -> T {
     {
         *p.value()
     }
+}
+
+/// `EBADMSG` (7.2's kernel crate has no constant for it).
+pub(crate) fn ebadmsg() -> kernel::error::Error {
+    kernel::error::Error::from_errno(-(bindings::EBADMSG as i32))
+}
+
+/// `ENAMETOOLONG` (7.2's kernel crate has no constant for it).
+pub(crate) fn enametoolong() -> kernel::error::Error {
+    kernel::error::Error::from_errno(-(bindings::ENAMETOOLONG as i32))
 }

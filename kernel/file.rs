@@ -24,6 +24,7 @@
 //! same file (they wait interruptibly; fdinfo never waits for them).
 
 use crate::abi::{self, record_span, RecordHeader, RECORD_HEADER_SIZE};
+use crate::compat;
 use crate::provenance::{self, Viewer};
 use crate::ring::{Cursor, Mem, Stamp, PAD_FLAG};
 use crate::topic::{Lossless, Topic, WriterGuard, KEY_IN, KEY_OUT};
@@ -603,7 +604,7 @@ impl OpenFile {
                 return Ok(());
             }
             if rest < HDR {
-                return Err(EBADMSG);
+                return Err(compat::ebadmsg());
             }
             let want = rest.min(cap);
             // SAFETY: `iov` is a valid source iterator.
@@ -621,13 +622,17 @@ impl OpenFile {
                 return Err(match e {
                     abi::FrameError::Invalid => EINVAL,
                     abi::FrameError::TooLong => EMSGSIZE,
-                    abi::FrameError::Truncated => EBADMSG,
+                    abi::FrameError::Truncated => compat::ebadmsg(),
                 });
             }
             if f.records == 0 {
                 // A valid frame always fits a chunk, so nothing published
                 // means a fault, or a frame cut by the end of the buffer.
-                return Err(if copied < c.len { EFAULT } else { EBADMSG });
+                return Err(if copied < c.len {
+                    EFAULT
+                } else {
+                    compat::ebadmsg()
+                });
             }
             if !iov.is_empty() && current!().signal_pending() {
                 return Ok(());

@@ -83,7 +83,7 @@ pub(crate) fn check_sizes(ring: u64, record: u64, default_ring: u64) -> Result<(
 
 fn name_error(e: NameError) -> Error {
     match e {
-        NameError::TooLong => ENAMETOOLONG,
+        NameError::TooLong => crate::compat::enametoolong(),
         _ => EINVAL,
     }
 }
