@@ -177,10 +177,8 @@ impl kernel::Module for FanoutModule {
         };
         for i in 0..p.devices {
             let name = CString::try_from_fmt(fmt!("fanout{i}"))?;
-            let path = CString::try_from_fmt(fmt!("fanout{i}"))?;
             registry::TOPICS.lock().create(
                 name.to_bytes(),
-                path,
                 registry::Settings {
                     ring_size: p.ring_size,
                     record_max: p.record_max,

@@ -40,9 +40,62 @@ struct Entry {
     minor: u32,
     topic: Arc<Topic>,
     settings: Settings,
+    /// Whether other topics sit below this one's name, so its node is
+    /// `baf/<name>/@` rather than `baf/<name>` (which is their directory).
+    parent: bool,
     // Held for its `Drop`, which removes the device node; it is the last
     // field, so the node goes after the topic is killed (see `remove`).
-    _node: NodeHandle,
+    // `None` only while the node is being moved, or if re-adding it failed.
+    node: Option<NodeHandle>,
+}
+
+/// Whether `child` is a level below `parent` (`parent/...`).
+fn is_under(child: &[u8], parent: &[u8]) -> bool {
+    child.len() > parent.len()
+        && child.starts_with(parent)
+        && child.get(parent.len()) == Some(&b'/')
+}
+
+impl Entry {
+    /// The devtmpfs path of this topic's node, relative to `/dev`: a static
+    /// topic's name; `baf/<name>`; or, for a topic that other topics sit
+    /// below, `baf/<name>/@` (`@` is never part of a name, so it cannot
+    /// clash with a topic one level down).
+    fn path(&self) -> Result<CString> {
+        let name = kernel::str::BStr::from_bytes(self.name.to_bytes());
+        Ok(if self.settings.fixed {
+            CString::try_from_fmt(fmt!("{}", name))?
+        } else if self.parent {
+            CString::try_from_fmt(fmt!("baf/{}/@", name))?
+        } else {
+            CString::try_from_fmt(fmt!("baf/{}", name))?
+        })
+    }
+
+    /// Registers this topic's node where [`Entry::path`] says.
+    fn add_node(&mut self, major: u32) -> Result {
+        let node = Node::add(
+            major,
+            NodeSpec {
+                kind: Kind::Topic(self.topic.clone()),
+                minor: self.minor,
+                name: CString::try_from_fmt(fmt!(
+                    "{}",
+                    kernel::str::BStr::from_bytes(self.name.to_bytes())
+                ))?,
+                path: self.path()?,
+                mode: self.settings.mode,
+                uid: bindings::kuid_t {
+                    val: self.settings.uid,
+                },
+                gid: bindings::kgid_t {
+                    val: self.settings.gid,
+                },
+            },
+        )?;
+        self.node = Some(node);
+        Ok(())
+    }
 }
 
 pub(crate) struct Registry {
@@ -102,9 +155,48 @@ impl Registry {
             .map(|e| e.topic.clone())
     }
 
-    /// Creates topic `name` at devtmpfs `path`. Returns `false` when it
-    /// already exists with the same settings (`EEXIST` if they differ).
-    pub(crate) fn create(&mut self, name: &[u8], path: CString, s: Settings) -> Result<bool> {
+    /// Moves the node of entry `i` to its leaf or parent place: removes it,
+    /// then adds it again at the new path (same minor and sysfs name). Open
+    /// files are not affected: they hold the topic, not the node.
+    fn place(&mut self, i: usize, parent: bool) {
+        let major = self.major;
+        let Some(e) = self.entries.get_mut(i) else {
+            return;
+        };
+        e.node = None;
+        e.parent = parent;
+        if let Err(err) = e.add_node(major) {
+            pr_warn!(
+                "topic {}: its node could not be moved ({:?}); it has none now\n",
+                kernel::str::BStr::from_bytes(e.name.to_bytes()),
+                err
+            );
+        }
+    }
+
+    /// Run-time topics whose name is an ancestor level of `name`.
+    fn ancestors(&self, name: &[u8]) -> KVec<usize> {
+        let mut v = KVec::new();
+        for (i, e) in self.entries.iter().enumerate() {
+            if !e.settings.fixed
+                && is_under(name, e.name.to_bytes())
+                && v.push(i, GFP_KERNEL).is_err()
+            {
+                break;
+            }
+        }
+        v
+    }
+
+    /// Creates topic `name`. Returns `false` when it already exists with the
+    /// same settings (`EEXIST` if they differ).
+    ///
+    /// Node layout: a topic's node is `/dev/baf/<name>`, levels being
+    /// directories; a topic that has other topics below it (`sport` beside
+    /// `sport/tennis`) has its node at `/dev/baf/<name>/@` instead, and is
+    /// moved there (or back) as topics below it come and go, so every topic
+    /// of every level has a node at once.
+    pub(crate) fn create(&mut self, name: &[u8], s: Settings) -> Result<bool> {
         if let Some(e) = self.entries.iter().find(|e| e.name.to_bytes() == name) {
             return if e.settings == s {
                 Ok(false)
@@ -139,28 +231,42 @@ impl Registry {
             s.stall_ms,
         )?;
         let cname = CString::try_from_fmt(fmt!("{}", kernel::str::BStr::from_bytes(name)))?;
-        let node = Node::add(
-            self.major,
-            NodeSpec {
-                kind: Kind::Topic(topic.clone()),
-                minor,
-                name: CString::try_from_fmt(fmt!("{}", kernel::str::BStr::from_bytes(name)))?,
-                path,
-                mode: s.mode,
-                uid: bindings::kuid_t { val: s.uid },
-                gid: bindings::kgid_t { val: s.gid },
-            },
-        )?;
-        self.entries.push(
-            Entry {
-                name: cname,
-                minor,
-                topic,
-                settings: s,
-                _node: node,
-            },
-            GFP_KERNEL,
-        )?;
+        let parent = !s.fixed
+            && self
+                .entries
+                .iter()
+                .any(|e| !e.settings.fixed && is_under(e.name.to_bytes(), name));
+        let mut entry = Entry {
+            name: cname,
+            minor,
+            topic,
+            settings: s,
+            parent,
+            node: None,
+        };
+        // Ancestors still at their leaf place must leave it first: it
+        // becomes a directory of the new node's path.
+        let moving = if s.fixed {
+            KVec::new()
+        } else {
+            let mut v = self.ancestors(name);
+            v.retain(|i| self.entries.get(*i).is_some_and(|e| !e.parent));
+            v
+        };
+        for &i in moving.iter() {
+            if let Some(e) = self.entries.get_mut(i) {
+                e.node = None;
+            }
+        }
+        let added = entry
+            .add_node(self.major)
+            .and_then(|()| Ok(self.entries.push(entry, GFP_KERNEL)?));
+        // Ancestors go to their parent place, or back, if the new topic
+        // could not be made.
+        for &i in moving.iter() {
+            self.place(i, added.is_ok());
+        }
+        added?;
         self.next_minor = minor % (MINORS - 1) + 1;
         self.ring_bytes = self.ring_bytes.saturating_add(s.ring_size);
         Ok(true)
@@ -184,6 +290,22 @@ impl Registry {
         self.ring_bytes = self.ring_bytes.saturating_sub(s.ring_size);
         e.topic.kill();
         drop(e);
+        // Ancestors with nothing below them any more go back to their leaf
+        // place (at most one: any higher ancestor still has that one below
+        // it).
+        let mut back = self.ancestors(name);
+        back.retain(|j| {
+            self.entries.get(*j).is_some_and(|a| {
+                a.parent
+                    && !self
+                        .entries
+                        .iter()
+                        .any(|o| is_under(o.name.to_bytes(), a.name.to_bytes()))
+            })
+        });
+        for &j in back.iter() {
+            self.place(j, false);
+        }
         Ok(())
     }
 
@@ -234,10 +356,8 @@ pub(crate) fn create_from_user(spec: &TopicSpec, default_ring: u64) -> Result<bo
     if !may_chown && (uid.val != euid.val || unsafe { bindings::in_group_p(gid) } == 0) {
         return Err(EPERM);
     }
-    let path = CString::try_from_fmt(fmt!("baf/{}", kernel::str::BStr::from_bytes(name)))?;
     TOPICS.lock().create(
         name,
-        path,
         Settings {
             ring_size,
             record_max,

@@ -30,12 +30,13 @@ pub fn dev_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/dev/baf"))
 }
 
-/// The device path of a topic: a name is looked up under [`dev_dir`]; a path
-/// (starting with `/` or `.`) is used as it is.
+/// The device path of a topic: a name is looked up as the kernel placed
+/// its node ([`control::node_of`]); a path (starting with `/` or `.`) is
+/// used as it is.
 pub fn topic_path(topic: &str) -> PathBuf {
     if topic.starts_with('/') || topic.starts_with('.') {
         PathBuf::from(topic)
     } else {
-        dev_dir().join(topic)
+        control::node_of(topic)
     }
 }

@@ -9,6 +9,9 @@
 //! `/dev` it also notices static topics (`/dev/fanoutN`) that appear.
 //!
 //! Removed topics need no inotify: their open files report `POLLHUP`.
+//!
+//! A topic with other topics below it has its node at `<name>/@` (see
+//! `kernel/ABI.md`); the watcher reports it by its name.
 
 use anyhow::{Context, Result};
 use nix::errno::Errno;
@@ -77,6 +80,12 @@ impl Watcher {
         self.ino.as_fd()
     }
 
+    /// The topic name of the node at `rel` under the root: its path, but a
+    /// topic with other topics below it has its node at `<name>/@`.
+    fn topic_name(rel: &str) -> String {
+        rel.strip_suffix("/@").unwrap_or(rel).to_string()
+    }
+
     fn join(rel: &str, name: &str) -> String {
         if rel.is_empty() {
             name.to_string()
@@ -111,7 +120,7 @@ impl Watcher {
             let sub = Self::join(rel, &name);
             match e.file_type() {
                 Ok(t) if t.is_dir() => self.add_tree(&sub, found),
-                Ok(t) if t.is_char_device() => found.push((sub, e.path())),
+                Ok(t) if t.is_char_device() => found.push((Self::topic_name(&sub), e.path())),
                 _ => {}
             }
         }
@@ -169,7 +178,7 @@ impl Watcher {
                 } else {
                     let path = self.root.join(&sub);
                     if is_char_device(&path) {
-                        found.push((sub, path));
+                        found.push((Self::topic_name(&sub), path));
                     }
                 }
             }

@@ -210,7 +210,10 @@ pub fn existing_topics() -> Result<BTreeMap<String, PathBuf>> {
             match e.file_type() {
                 Ok(t) if t.is_dir() => scan(&e.path(), &sub, all),
                 Ok(t) if t.is_char_device() => {
-                    all.entry(sub).or_insert_with(|| e.path());
+                    // A topic with topics below it has its node at
+                    // `<name>/@` (kernel/ABI.md).
+                    let name = sub.strip_suffix("/@").map_or(sub.clone(), str::to_string);
+                    all.entry(name).or_insert_with(|| e.path());
                 }
                 _ => {}
             }

@@ -45,6 +45,43 @@ check "but cannot remove root's topic (exit 4), which stays" sh -c "! as_user 'b
 check "and can remove a topic of their own" as_user 'baf-setup remove mine'
 sed -i 's/^baf:x:900:baf-user$/baf:x:900:/' /etc/group
 
+# --- levels: a topic and topics below it coexist -----------------------------------
+levels() {
+  rc=0
+  baf-setup create sport > /dev/null || return 1
+  [ -c /dev/baf/sport ] || { echo "sport alone is not /dev/baf/sport"; rc=1; }
+  # A reader of sport, opened before its node moves, keeps reading.
+  cat /dev/baf/sport > /tmp/sport.early 2>&1 & early=$!
+  sleep 0.3
+  baf-setup create sport/tennis > /dev/null && baf-setup create sport/tennis/player1 > /dev/null || rc=1
+  for n in /dev/baf/sport/@ /dev/baf/sport/tennis/@ /dev/baf/sport/tennis/player1; do
+    [ -c $n ] || { echo "no node $n"; rc=1; }
+  done
+  # The other order: the deepest first.
+  baf-setup create game/set/match > /dev/null && baf-setup create game > /dev/null && baf-setup create game/set > /dev/null || rc=1
+  for n in /dev/baf/game/@ /dev/baf/game/set/@ /dev/baf/game/set/match; do
+    [ -c $n ] || { echo "no node $n"; rc=1; }
+  done
+  # Every one works by name through the tools.
+  for t in sport sport/tennis sport/tennis/player1 game game/set game/set/match; do
+    echo "to $t" | pubmsg $t || rc=1
+    [ "$(submsg --from oldest -n 1 $t)" = "to $t" ] || { echo "$t does not work by name"; rc=1; }
+    [ -c "$(sed -n 's/^DEVNAME=/\/dev\//p' /sys/class/baf/$(echo $t | tr / '!')/uevent)" ] || rc=1
+  done
+  wait_for 5 grep -qx "to sport" /tmp/sport.early || { echo "the early reader of sport lost it across the move"; rc=1; }
+  kill $early 2>/dev/null; wait $early 2>/dev/null
+  # A subscription to everything takes every level.
+  submsg 'sport/#' 'game/#' sport game --from oldest -n 6 > /tmp/levels.out 2> /tmp/levels.err || { cat /tmp/levels.err; rc=1; }
+  [ "$(sort /tmp/levels.out | tr '\n' ' ')" = "to game to game/set to game/set/match to sport to sport/tennis to sport/tennis/player1 " ] || { cat /tmp/levels.out; rc=1; }
+  # Removing what is below a topic moves its node back.
+  baf-setup remove sport/tennis/player1 && [ -c /dev/baf/sport/tennis ] && [ -c /dev/baf/sport/@ ] || { echo "sport/tennis did not move back"; find /dev/baf/sport; rc=1; }
+  baf-setup remove sport/tennis && [ -c /dev/baf/sport ] || { echo "sport did not move back"; rc=1; }
+  for t in sport game/set/match game/set game; do baf-setup remove $t || rc=1; done
+  ! [ -e /dev/baf/sport ] && ! [ -e /dev/baf/game ] || { echo "nodes or directories left behind"; find /dev/baf; rc=1; }
+  return $rc
+}
+check "sport, sport/tennis and sport/tennis/player1 coexist (nodes at <name>/@ when topics sit below), in any order" levels
+
 # --- hardening: names, static topics, minors --------------------------------------
 check "the control device's name is refused as a topic (exit 2), with no kernel warning" exit_is 2 baf-setup create baf-control
 check "a static topic cannot be removed, even by root; it stays" sh -c '! baf-setup remove fanout0 2>/dev/null && [ -c /dev/fanout0 ]'
