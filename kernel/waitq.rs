@@ -88,9 +88,30 @@ impl WaitQueue {
 
     /// Sleeps (interruptibly) until `ready()` is true. `ERESTARTSYS` when a
     /// signal arrives first. `ready` is called with no lock held.
-    pub(crate) fn wait_interruptible(&self, mut ready: impl FnMut() -> bool) -> Result {
+    pub(crate) fn wait_interruptible(&self, ready: impl FnMut() -> bool) -> Result {
+        // `schedule_timeout(MAX_SCHEDULE_TIMEOUT)` is a plain `schedule()`.
+        self.wait(ready, c_long::MAX).map(|_| ())
+    }
+
+    /// As [`WaitQueue::wait_interruptible`], for at most `timeout` jiffies
+    /// (more than 0): returns the jiffies left, 0 when the time ran out
+    /// before `ready()` became true.
+    pub(crate) fn wait_interruptible_timeout(
+        &self,
+        ready: impl FnMut() -> bool,
+        timeout: c_ulong,
+    ) -> Result<c_ulong> {
+        let left = c_long::try_from(timeout).unwrap_or(c_long::MAX - 1);
+        self.wait(ready, left).map(|l| l.max(0) as c_ulong)
+    }
+
+    /// Sleeps interruptibly until `ready()`, for at most `left` jiffies
+    /// (`c_long::MAX`, the kernel's `MAX_SCHEDULE_TIMEOUT`: no limit).
+    /// Returns the jiffies left (at least 1 when `ready()` became true, 0
+    /// when the time ran out).
+    fn wait(&self, mut ready: impl FnMut() -> bool, mut left: c_long) -> Result<c_long> {
         if ready() {
-            return Ok(());
+            return Ok(left.max(1));
         }
         let entry = Opaque::<bindings::wait_queue_entry>::uninit();
         // SAFETY: `entry` is valid memory for a wait entry, living on this
@@ -99,7 +120,7 @@ impl WaitQueue {
         let result = loop {
             // SAFETY: Queue and entry are valid. This sets the task state
             // (with a full barrier) before `ready` is tested, so a wakeup
-            // between the test and `schedule` is not lost.
+            // between the test and `schedule_timeout` is not lost.
             let rc = unsafe {
                 bindings::prepare_to_wait_event(
                     self.raw(),
@@ -111,46 +132,7 @@ impl WaitQueue {
                 break Err(ERESTARTSYS);
             }
             if ready() {
-                break Ok(());
-            }
-            // SAFETY: We are in process context with no spinlock held.
-            unsafe { bindings::schedule() };
-        };
-        // SAFETY: Queue and entry are valid; this dequeues the entry if it is
-        // still queued and sets the task running.
-        unsafe { bindings::finish_wait(self.raw(), entry.get()) };
-        result
-    }
-
-    /// As [`WaitQueue::wait_interruptible`], for at most `timeout` jiffies
-    /// (more than 0): returns the jiffies left, 0 when the time ran out
-    /// before `ready()` became true.
-    pub(crate) fn wait_interruptible_timeout(
-        &self,
-        mut ready: impl FnMut() -> bool,
-        timeout: c_ulong,
-    ) -> Result<c_ulong> {
-        let mut left = c_long::try_from(timeout).unwrap_or(c_long::MAX - 1);
-        if ready() {
-            return Ok(timeout.max(1));
-        }
-        let entry = Opaque::<bindings::wait_queue_entry>::uninit();
-        // SAFETY: As in `wait_interruptible`.
-        unsafe { bindings::init_wait_entry(entry.get(), 0) };
-        let result = loop {
-            // SAFETY: As in `wait_interruptible`.
-            let rc = unsafe {
-                bindings::prepare_to_wait_event(
-                    self.raw(),
-                    entry.get(),
-                    bindings::TASK_INTERRUPTIBLE as c_int,
-                )
-            };
-            if rc != 0 {
-                break Err(ERESTARTSYS);
-            }
-            if ready() {
-                break Ok(left.max(1) as c_ulong);
+                break Ok(left.max(1));
             }
             if left <= 0 {
                 break Ok(0);
@@ -160,7 +142,8 @@ impl WaitQueue {
             // expects.
             left = unsafe { bindings::schedule_timeout(left) };
         };
-        // SAFETY: As in `wait_interruptible`.
+        // SAFETY: Queue and entry are valid; this dequeues the entry if it is
+        // still queued and sets the task running.
         unsafe { bindings::finish_wait(self.raw(), entry.get()) };
         result
     }

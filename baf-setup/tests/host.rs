@@ -6,125 +6,12 @@
 //! needs the module: here only its refusals are tested; the plan itself is
 //! unit-tested in lib.rs.)
 
-#![allow(dead_code)] // the shared helper below is not all used here
-
 const TOOL: &str = env!("CARGO_BIN_EXE_baf-setup");
 const TOOL_NAME: &str = "baf-setup";
 
-// --- shared helper (the same in pubmsg, submsg and baf-setup tests) -------
-use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-const MODULE_MISSING: &str =
-    "the baf module is not loaded: load it with `modprobe fanout` (or `insmod fanout.ko`)";
-
-/// What a run of the tool did.
-struct Ran {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl Ran {
-    /// The one line on stderr (there must be exactly one: no backtrace,
-    /// no clap usage block).
-    fn line(&self) -> &str {
-        let lines: Vec<&str> = self.stderr.lines().collect();
-        assert!(
-            lines.len() == 1 && self.stderr.ends_with('\n'),
-            "stderr is not one line: {:?}",
-            self.stderr
-        );
-        lines[0]
-    }
-
-    /// Checks the exit code and that stderr is exactly `line`.
-    fn fails(&self, code: i32, line: &str) {
-        assert_eq!(self.line(), line, "stderr");
-        assert_eq!(self.code, Some(code), "exit code; stderr: {}", self.stderr);
-    }
-}
-
-fn command(args: &[&str], env: &[(&str, &str)]) -> Command {
-    let mut c = Command::new(TOOL);
-    c.args(args)
-        .envs(env.iter().copied())
-        // A panic would show a backtrace: there must be none.
-        .env("RUST_BACKTRACE", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    c
-}
-
-fn collect(mut child: Child, limit: Duration, what: &str) -> Ran {
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let out = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
-        s
-    });
-    let err = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
-    });
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{what}: still running after {limit:?} (it must not block)");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    Ran {
-        code: status.code(),
-        stdout: out.join().unwrap(),
-        stderr: err.join().unwrap(),
-    }
-}
-
-/// Runs the tool to its end (at most 20 s: nothing here may block).
-fn run_env(args: &[&str], env: &[(&str, &str)]) -> Ran {
-    let child = command(args, env).spawn().unwrap();
-    collect(child, Duration::from_secs(20), &format!("{args:?}"))
-}
-
-fn run(args: &[&str]) -> Ran {
-    run_env(args, &[])
-}
-
-/// Whether the baf module is absent here (as on the build host and CI).
-/// Tests that need it absent skip themselves where it is loaded.
-fn module_absent(test: &str) -> bool {
-    let absent = !Path::new("/sys/class/baf").exists();
-    if !absent {
-        eprintln!("{test}: skipped: the baf module is loaded here");
-    }
-    absent
-}
-
-/// A fresh scratch directory for one test.
-fn scratch(test: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("{TOOL_NAME}-host-{}-{test}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn mkfifo(path: &Path) {
-    let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
-    // SAFETY: `c` is a valid NUL-terminated path for the call.
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o666) }, 0, "mkfifo");
-}
-// --- end of the shared helper ---------------------------------------------
+#[path = "../../tests/host_support.rs"]
+mod support;
+use support::*;
 
 const EMPTY: &str = "baf-setup: refusing to apply an empty set of topics, which would remove every topic made at run time: name topics (NAMES, --topics, --file), or pass --allow-empty";
 
