@@ -39,6 +39,9 @@ check "write then read: two readers get the same bytes" two_readers
 # --- the device ABI in depth ---------------------------------------------------
 /bin/fanout-tests /dev/fanout1 /dev/fanout2 /dev/fanout3
 
+# --- stress and fuzz (about a minute), rmmod racing opens -----------------------
+. /tests/fuzz.sh
+
 # --- named topics, permissions, stats, baf-setup ------------------------------
 . /tests/topics.sh
 

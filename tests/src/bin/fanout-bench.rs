@@ -47,6 +47,10 @@ use std::sync::{Arc, Barrier};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+#[path = "../common.rs"]
+mod common;
+use common::*;
+
 /// How long each case's writer writes.
 const RUN: Duration = Duration::from_millis(1200);
 /// The readers' buffer, as submsg's.
@@ -145,16 +149,6 @@ fn check(payload: &[u8], size: usize, n: u64) -> Result<()> {
         "record {n} carries {first}/{last}: wrong content"
     );
     Ok(())
-}
-
-fn poll_in(fd: i32, timeout_ms: i32) {
-    let mut p = libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: polling one valid pollfd.
-    unsafe { libc::poll(&mut p, 1, timeout_ms) };
 }
 
 fn join<T>(h: JoinHandle<Result<T>>) -> Result<T> {

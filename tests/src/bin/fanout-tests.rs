@@ -18,6 +18,10 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
+#[path = "../common.rs"]
+mod common;
+use common::*;
+
 #[path = "../lossless_tests.rs"]
 mod lossless;
 
@@ -36,20 +40,6 @@ fn reader(path: &Path) -> Result<Topic> {
 
 fn nb_reader(path: &Path) -> Result<Topic> {
     Topic::open(path, false, true)
-}
-
-fn writer(path: &Path) -> Result<File> {
-    OpenOptions::new()
-        .write(true)
-        .open(path)
-        .with_context(|| format!("open {} for writing", path.display()))
-}
-
-/// One `write()` that must be taken whole.
-fn put(w: &File, data: &[u8]) -> Result<()> {
-    let n = (&*w).write(data).context("write")?;
-    ensure!(n == data.len(), "short write: {n} of {}", data.len());
-    Ok(())
 }
 
 /// One `read()` into a buffer of `cap` bytes.
@@ -1500,12 +1490,6 @@ fn xorshift(x: &mut u64) -> u64 {
     *x
 }
 
-fn fnv1a(b: &[u8]) -> u32 {
-    b.iter().fold(0x811c_9dc5u32, |h, &x| {
-        (h ^ u32::from(x)).wrapping_mul(0x0100_0193)
-    })
-}
-
 /// A stress record: writer id, counter, length and a checksum of the rest
 /// (16 bytes, little endian), then bytes derived from writer and counter.
 fn stress_payload(writer: u32, counter: u32, len: usize) -> Vec<u8> {
@@ -1521,10 +1505,6 @@ fn stress_payload(writer: u32, counter: u32, len: usize) -> Vec<u8> {
     v[8..12].copy_from_slice(&(len as u32).to_le_bytes());
     v[12..16].copy_from_slice(&sum.to_le_bytes());
     v
-}
-
-fn le32(p: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(p[at..at + 4].try_into().unwrap_or_default())
 }
 
 /// Checks a stress record; returns its writer and counter.
@@ -1554,16 +1534,6 @@ fn stress_len(rng: &mut u64, max: usize) -> usize {
         3..=8 => 16 + (r >> 8) as usize % 1024,
         _ => 16 + (r >> 8) as usize % 128,
     }
-}
-
-fn poll_in(fd: i32, timeout_ms: i32) {
-    let mut p = libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: polling one valid pollfd.
-    unsafe { libc::poll(&mut p, 1, timeout_ms) };
 }
 
 /// What one stress reader saw.
