@@ -119,3 +119,15 @@ pub(crate) fn mkfifo(path: &Path) {
     // SAFETY: `c` is a valid NUL-terminated path for the call.
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o666) }, 0, "mkfifo");
 }
+
+/// Checks that `--help` succeeds quietly and lists each of `codes` (an exit
+/// code and the start of its meaning).
+pub(crate) fn help_lists(codes: &[&str]) {
+    let r = run(&["--help"]);
+    assert_eq!(r.code, Some(0));
+    assert!(r.stderr.is_empty(), "--help wrote to stderr: {}", r.stderr);
+    let help = r.stdout.split_whitespace().collect::<Vec<_>>().join(" ");
+    for code in codes {
+        assert!(help.contains(code), "--help lacks {code:?}: {help}");
+    }
+}
