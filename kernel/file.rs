@@ -40,7 +40,7 @@ use kernel::{
     seq_print,
     sync::{
         atomic::{Acquire, Atomic, Relaxed, Release},
-        Arc, SpinLock,
+        Arc, SpinLock, SpinLockGuard,
     },
     transmute::AsBytes,
     uaccess::{UserPtr, UserSlice},
@@ -215,6 +215,27 @@ impl OpenFile {
     fn set_cursor(&self, rs: &mut ReadState, c: Cursor) {
         rs.cursor = c;
         self.cursor_seq.store(c.seq, Release);
+    }
+
+    /// Moves the cursor to `c` for a seek or a mapping reader's sync,
+    /// dropping any record half handed over, then unlocks as
+    /// [`OpenFile::unlock_and_release`] does.
+    fn move_cursor(&self, mut rs: SpinLockGuard<'_, ReadState>, c: Cursor) {
+        self.set_cursor(&mut rs, c);
+        rs.split = None;
+        self.split_pending.store(false, Release);
+        self.unlock_and_release(rs);
+    }
+
+    /// Unlocks the read state after the cursor moved; if this is a lossless
+    /// reader whose oldest needed position moved forward, wakes the writers
+    /// waiting for room (outside the spinlock).
+    fn unlock_and_release(&self, rs: SpinLockGuard<'_, ReadState>) {
+        let released = rs.release();
+        drop(rs);
+        if released {
+            self.topic.released();
+        }
     }
 
     /// Takes this file's read side, waiting interruptibly for another thread
@@ -444,26 +465,21 @@ impl OpenFile {
                 return Err(EFAULT);
             }
         }
-        let released = {
-            let mut rs = self.rs.lock();
-            // Only what a check covered is passed: padding read after the last
-            // delivered record may have been torn, so it is read again.
-            self.set_cursor(
-                &mut rs,
-                Cursor {
-                    pos: rec_start,
-                    seq,
-                },
-            );
-            if new_split.is_some() {
-                rs.split = new_split;
-                self.split_pending.store(true, Release);
-            }
-            rs.release()
-        };
-        if released {
-            self.topic.released();
+        let mut rs = self.rs.lock();
+        // Only what a check covered is passed: padding read after the last
+        // delivered record may have been torn, so it is read again.
+        self.set_cursor(
+            &mut rs,
+            Cursor {
+                pos: rec_start,
+                seq,
+            },
+        );
+        if new_split.is_some() {
+            rs.split = new_split;
+            self.split_pending.store(true, Release);
         }
+        self.unlock_and_release(rs);
         if out > 0 {
             return Ok(Pass::Done(out));
         }
@@ -503,11 +519,7 @@ impl OpenFile {
         } else {
             rs.split = Some(Split { done, ..s });
         }
-        let released = rs.release();
-        drop(rs);
-        if released {
-            self.topic.released();
-        }
+        self.unlock_and_release(rs);
         Ok(Some(copied))
     }
 
@@ -674,15 +686,8 @@ impl OpenFile {
                 // Report first: if that faults, the cursor has not moved.
                 w.write(&seek)?;
                 let mut rs = self.rs.lock();
-                self.set_cursor(&mut rs, c);
                 rs.synced = c.seq;
-                rs.split = None;
-                self.split_pending.store(false, Release);
-                let released = rs.release();
-                drop(rs);
-                if released {
-                    self.topic.released();
-                }
+                self.move_cursor(rs, c);
                 // A reader of this file sleeping in `read` re-checks.
                 self.topic.readers.wake(KEY_IN);
             }
@@ -792,14 +797,7 @@ impl OpenFile {
         }
         rs.synced = m.seq;
         rs.lost = rs.lost.saturating_add(m.lost);
-        self.set_cursor(&mut rs, c);
-        rs.split = None;
-        self.split_pending.store(false, Release);
-        let released = rs.release();
-        drop(rs);
-        if released {
-            self.topic.released();
-        }
+        self.move_cursor(rs, c);
         self.topic.stats.lost.add(m.lost, Relaxed);
         Ok(isize::from(lapped))
     }

@@ -477,8 +477,7 @@ impl Topic {
         &self,
         f: impl FnOnce(&Ring<KVec<u64>>, &RingMem) -> Option<Cursor>,
     ) -> Option<Cursor> {
-        let st = self.state.lock();
-        f(&st.ring, &self.mem)
+        self.seek(None, f)
     }
 
     /// As [`Topic::cursor`], and the lossless `slot` (if any) is moved back

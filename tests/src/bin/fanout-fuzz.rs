@@ -231,21 +231,7 @@ fn payload(writer: u32, counter: u32, len: usize) -> Vec<u8> {
     if len < 16 {
         return short_payload(len);
     }
-    let mut v = vec![0u8; len];
-    let mut x = (u64::from(writer) << 32 | u64::from(counter)) ^ 0x9e37_79b9_7f4a_7c15;
-    for chunk in v[16..].chunks_mut(8) {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        let w = x.to_le_bytes();
-        chunk.copy_from_slice(&w[..chunk.len()]);
-    }
-    let sum = fnv1a(&v[16..]);
-    v[0..4].copy_from_slice(&writer.to_le_bytes());
-    v[4..8].copy_from_slice(&counter.to_le_bytes());
-    v[8..12].copy_from_slice(&(len as u32).to_le_bytes());
-    v[12..16].copy_from_slice(&sum.to_le_bytes());
-    v
+    stress_payload(writer, counter, len)
 }
 
 fn short_payload(len: usize) -> Vec<u8> {
@@ -281,18 +267,7 @@ fn check_payload(p: &[u8], writers: u32, record_max: usize) -> Result<Kind> {
         );
         return Ok(Kind::Short);
     }
-    let (w, c, len, sum) = (le32(p, 0), le32(p, 4), le32(p, 8), le32(p, 12));
-    ensure!(
-        len as usize == p.len(),
-        "record says {len} bytes, has {} (writer {w} #{c})",
-        p.len()
-    );
-    ensure!(w < writers, "unknown writer {w} (torn or mixed record)");
-    ensure!(
-        fnv1a(&p[16..]) == sum,
-        "checksum of writer {w} #{c} ({len} bytes) is wrong: torn or mixed"
-    );
-    Ok(Kind::Long(w, c))
+    check_stress(p, writers).map(|(w, c)| Kind::Long(w, c))
 }
 
 /// The length of the record at the start of a byte stream, if its first
@@ -1245,23 +1220,9 @@ struct Pages {
 impl Pages {
     fn new(rng: &mut Rng) -> Result<Self> {
         let page = page_size();
-        // SAFETY: a fresh anonymous mapping, never unmapped (the process
-        // keeps it to the end, so its addresses are never reused).
-        let base = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                4 * page,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        ensure!(
-            base != libc::MAP_FAILED,
-            "mmap: {}",
-            io::Error::last_os_error()
-        );
+        // Never unmapped: the process keeps it to the end, so its addresses
+        // are never reused.
+        let base = anon_map(4 * page)?;
         let base = base as usize;
         // Bytes with the high bit set: never a valid topic name, so no
         // random buffer can make a topic the cleanup does not know.
@@ -2109,23 +2070,8 @@ impl Uffd {
             io::Error::last_os_error()
         );
         let len = pages * page_size();
-        // SAFETY: a fresh anonymous mapping, never touched before it is
-        // registered.
-        let base = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        ensure!(
-            base != libc::MAP_FAILED,
-            "mmap: {}",
-            io::Error::last_os_error()
-        );
+        // Never touched before it is registered below.
+        let base = anon_map(len)?;
         let mut reg = [base as u64, len as u64, UFFDIO_REGISTER_MODE_MISSING, 0];
         // SAFETY: UFFDIO_REGISTER takes a struct uffdio_register (4 x u64).
         ensure!(

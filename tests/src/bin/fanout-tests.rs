@@ -1483,47 +1483,6 @@ fn fresh_topic(name: &str, ring_size: u64) -> Result<PathBuf> {
     Ok(baf::control::node_of(name))
 }
 
-fn xorshift(x: &mut u64) -> u64 {
-    *x ^= *x << 13;
-    *x ^= *x >> 7;
-    *x ^= *x << 17;
-    *x
-}
-
-/// A stress record: writer id, counter, length and a checksum of the rest
-/// (16 bytes, little endian), then bytes derived from writer and counter.
-fn stress_payload(writer: u32, counter: u32, len: usize) -> Vec<u8> {
-    let mut v = vec![0u8; len.max(16)];
-    let mut x = (u64::from(writer) << 32 | u64::from(counter)) ^ 0x9e37_79b9_7f4a_7c15;
-    for chunk in v[16..].chunks_mut(8) {
-        let w = xorshift(&mut x).to_le_bytes();
-        chunk.copy_from_slice(&w[..chunk.len()]);
-    }
-    let sum = fnv1a(&v[16..]);
-    v[0..4].copy_from_slice(&writer.to_le_bytes());
-    v[4..8].copy_from_slice(&counter.to_le_bytes());
-    v[8..12].copy_from_slice(&(len as u32).to_le_bytes());
-    v[12..16].copy_from_slice(&sum.to_le_bytes());
-    v
-}
-
-/// Checks a stress record; returns its writer and counter.
-fn check_stress(p: &[u8], writers: u32) -> Result<(u32, u32)> {
-    ensure!(p.len() >= 16, "stress record of {} bytes", p.len());
-    let (w, c, len, sum) = (le32(p, 0), le32(p, 4), le32(p, 8), le32(p, 12));
-    ensure!(
-        len as usize == p.len(),
-        "record says {len} bytes, has {} (writer {w} #{c})",
-        p.len()
-    );
-    ensure!(w < writers, "unknown writer {w}");
-    ensure!(
-        fnv1a(&p[16..]) == sum,
-        "checksum of writer {w} #{c} ({len} bytes) is wrong: torn or mixed"
-    );
-    Ok((w, c))
-}
-
 /// A random stress length: mostly small, sometimes up to `max` (and
 /// sometimes exactly `max`).
 fn stress_len(rng: &mut u64, max: usize) -> usize {
@@ -1823,22 +1782,7 @@ struct Holey {
 
 impl Holey {
     fn new(len: usize, hole: usize) -> Result<Self> {
-        // SAFETY: a fresh private anonymous mapping.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        ensure!(
-            p != libc::MAP_FAILED,
-            "mmap: {}",
-            io::Error::last_os_error()
-        );
+        let p = anon_map(len)?;
         let ptr = p.cast::<u8>();
         for i in 0..len {
             // SAFETY: inside the fresh mapping.
