@@ -11,7 +11,7 @@
 //! number, so an old binary keeps getting the layout it was built with.
 
 /// Grows whenever anything in this file changes meaning or grows.
-pub const ABI_VERSION: u32 = 3;
+pub const ABI_VERSION: u32 = 4;
 
 /// The ioctl "type" byte of every fanout ioctl.
 pub const IOC_TYPE: u32 = 0xBA;
@@ -206,8 +206,14 @@ pub const FLAG_BATCH: u32 = 1 << 2;
 /// [`TOPIC_LOSSLESS`] (`EPERM` otherwise) and a file open for reading
 /// (`EBADF` otherwise).
 pub const FLAG_LOSSLESS: u32 = 1 << 3;
+/// Read and write flag (ABI 4): this file's record headers, in record-mode
+/// reads and in batch frames, are the whole [`RecordHeader`]
+/// ([`RECORD_HEADER_SIZE`] bytes, ending with the writer's identity).
+/// Without it they are its first [`RECORD_HEADER_V3_SIZE`] bytes, as
+/// programs built for ABI 3 expect.
+pub const FLAG_WRITER_ID: u32 = 1 << 4;
 /// Every flag this ABI version knows; others are refused with `EINVAL`.
-pub const FLAGS_ALL: u32 = FLAG_RECORD | FLAG_STRICT | FLAG_BATCH | FLAG_LOSSLESS;
+pub const FLAGS_ALL: u32 = FLAG_RECORD | FLAG_STRICT | FLAG_BATCH | FLAG_LOSSLESS | FLAG_WRITER_ID;
 
 /// Header flag of a slot in the ring that holds no record (ABI 2; seen only
 /// by `mmap` readers): skip [`record_span`]`(len)` bytes. Space at the end of
@@ -234,6 +240,17 @@ pub fn check_frame(
     rest: usize,
     record_max: usize,
 ) -> Result<(usize, usize), FrameError> {
+    check_frame_sized(header, RECORD_HEADER_SIZE, rest, record_max)
+}
+
+/// [`check_frame`] for frames whose headers are `header_size` bytes
+/// ([`RECORD_HEADER_SIZE`] or [`RECORD_HEADER_V3_SIZE`]).
+pub fn check_frame_sized(
+    header: &RecordHeader,
+    header_size: usize,
+    rest: usize,
+    record_max: usize,
+) -> Result<(usize, usize), FrameError> {
     let len = header.len as usize;
     if len == 0 || header.flags != 0 {
         return Err(FrameError::Invalid);
@@ -241,7 +258,7 @@ pub fn check_frame(
     if len > record_max {
         return Err(FrameError::TooLong);
     }
-    let span = record_span(len);
+    let span = record_span_sized(header_size, len);
     if rest < span {
         return Err(FrameError::Truncated);
     }
@@ -266,6 +283,9 @@ pub const CTRL_DATA_OFFSET: usize = 16;
 pub const CTRL_RECORD_MAX: usize = 24;
 /// `u32`, atomic: [`CTRL_FLAG_REMOVED`] once the topic is removed.
 pub const CTRL_FLAGS: usize = 28;
+/// `u32`: size of the record headers in the ring, [`RECORD_HEADER_SIZE`]
+/// (ABI 4).
+pub const CTRL_HEADER_SIZE: usize = 32;
 /// `u64`, atomic: position just past the newest committed record. Stored with
 /// release order after the record's bytes: load it with acquire.
 pub const CTRL_HEAD: usize = 64;
@@ -278,8 +298,10 @@ pub const CTRL_TAIL: usize = 128;
 /// it is not updated atomically with [`CTRL_TAIL`]; use the record headers).
 pub const CTRL_TAIL_SEQ: usize = 136;
 
-/// Value at [`CTRL_MAGIC`]: "bafR" in little-endian bytes.
-pub const MMAP_MAGIC: u32 = 0x5266_6162;
+/// Value at [`CTRL_MAGIC`]: "baf4" in little-endian bytes. ABI 2 and 3 used
+/// "bafR" (`0x5266_6162`); the new value makes their mapped readers refuse
+/// the ring's longer ABI 4 headers instead of misreading them.
+pub const MMAP_MAGIC: u32 = 0x3466_6162;
 /// [`CTRL_FLAGS`] bit: the topic was removed; nothing more will be written.
 pub const CTRL_FLAG_REMOVED: u32 = 1;
 
@@ -357,15 +379,39 @@ pub struct RecordHeader {
     pub pid: u32,
     /// Writer's user id in the reader's user namespace.
     pub uid: u32,
+    /// Writer's identity (ABI 4, only with [`FLAG_WRITER_ID`]): the pidfs
+    /// inode number of the writing process, as `fstat()` of a pidfd for it
+    /// gives in `st_ino`; never reused before reboot, unlike a pid. 0 if
+    /// unknown.
+    pub writer: u64,
 }
 
-/// Size of [`RecordHeader`].
+/// Size of [`RecordHeader`]: the header in the ring, in batch frames and
+/// in record-mode reads of a file with [`FLAG_WRITER_ID`].
 pub const RECORD_HEADER_SIZE: usize = core::mem::size_of::<RecordHeader>();
+/// Size of the ABI 3 record header (no `writer`): what a file without
+/// [`FLAG_WRITER_ID`] reads and writes.
+pub const RECORD_HEADER_V3_SIZE: usize = 32;
 
-/// Bytes one record of `len` payload bytes takes in a record-mode read:
-/// header plus payload, rounded up to 8.
+/// Bytes one record of `len` payload bytes takes in the ring and in a
+/// record-mode read with [`FLAG_WRITER_ID`]: header plus payload, rounded
+/// up to 8.
 pub const fn record_span(len: usize) -> usize {
-    (RECORD_HEADER_SIZE + len + 7) & !7
+    record_span_sized(RECORD_HEADER_SIZE, len)
+}
+
+/// [`record_span`] with `header_size`-byte headers.
+pub const fn record_span_sized(header_size: usize, len: usize) -> usize {
+    (header_size + len + 7) & !7
+}
+
+/// Size of the record headers of a file with read/write flags `flags`.
+pub const fn header_size(flags: u32) -> usize {
+    if flags & FLAG_WRITER_ID != 0 {
+        RECORD_HEADER_SIZE
+    } else {
+        RECORD_HEADER_V3_SIZE
+    }
 }
 
 impl RecordHeader {
@@ -378,13 +424,25 @@ impl RecordHeader {
         b[16..24].copy_from_slice(&self.timestamp_ns.to_ne_bytes());
         b[24..28].copy_from_slice(&self.pid.to_ne_bytes());
         b[28..32].copy_from_slice(&self.uid.to_ne_bytes());
+        b[32..40].copy_from_slice(&self.writer.to_ne_bytes());
         b
     }
 
     /// Parses a header from the first [`RECORD_HEADER_SIZE`] bytes of `b`.
     pub fn from_bytes(b: &[u8]) -> Option<Self> {
+        Self::from_bytes_sized(b, RECORD_HEADER_SIZE)
+    }
+
+    /// Parses a `header_size`-byte header from the start of `b`: with
+    /// [`RECORD_HEADER_V3_SIZE`], `writer` is 0.
+    pub fn from_bytes_sized(b: &[u8], header_size: usize) -> Option<Self> {
         let u32_at = |i: usize| Some(u32::from_ne_bytes(b.get(i..i + 4)?.try_into().ok()?));
         let u64_at = |i: usize| Some(u64::from_ne_bytes(b.get(i..i + 8)?.try_into().ok()?));
+        let writer = if header_size >= RECORD_HEADER_SIZE {
+            u64_at(32)?
+        } else {
+            0
+        };
         Some(Self {
             len: u32_at(0)?,
             flags: u32_at(4)?,
@@ -392,6 +450,7 @@ impl RecordHeader {
             timestamp_ns: u64_at(16)?,
             pid: u32_at(24)?,
             uid: u32_at(28)?,
+            writer,
         })
     }
 }

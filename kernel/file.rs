@@ -49,6 +49,16 @@ use kernel::{
 const HDR: u64 = RECORD_HEADER_SIZE as u64;
 /// Bytes of a batch copied into the ring in one go (at most half the ring).
 const BATCH_CHUNK: usize = 256 * 1024;
+
+/// The errno of a refused batch frame.
+fn frame_errno(e: abi::FrameError) -> Error {
+    match e {
+        abi::FrameError::Invalid => EINVAL,
+        abi::FrameError::TooLong => EMSGSIZE,
+        abi::FrameError::Truncated => compat::ebadmsg(),
+    }
+}
+
 /// Zero padding after a payload in record mode.
 static ZEROS: [u8; 8] = [0; 8];
 
@@ -62,7 +72,8 @@ const _: () = {
     assert!(abi::IOC_MAPPED_SYNC == _IOW::<abi::MappedSync>(abi::IOC_TYPE, 5));
     assert!(abi::IOC_WAIT_READERS == _IOW::<u32>(abi::IOC_TYPE, 6));
     assert!(abi::INFO_V2_SIZE == core::mem::offset_of!(abi::Info, topic_flags));
-    assert!(abi::RECORD_HEADER_SIZE == 32);
+    assert!(abi::RECORD_HEADER_SIZE == 40);
+    assert!(abi::CTRL_HEADER_SIZE + 4 <= abi::CTRL_HEAD);
     assert!(abi::CTRL_TAIL_SEQ + 8 <= crate::ringmem::CTRL_SIZE);
 };
 
@@ -337,6 +348,8 @@ impl OpenFile {
     fn read_once(&self, iov: &mut IovIterDest<'_>) -> Result<Pass> {
         let flags = self.flags.load(Relaxed);
         let record_mode = flags & abi::FLAG_RECORD != 0;
+        // The header this file reads: the ring's own, or its ABI 3 prefix.
+        let hsize = abi::header_size(flags);
         let mem = &self.topic.mem;
         let (mut c, split) = {
             let rs = self.rs.lock();
@@ -390,7 +403,11 @@ impl OpenFile {
                 break;
             }
             let body = (off + HDR) as usize;
-            let need = if record_mode { record_span(len) } else { len };
+            let need = if record_mode {
+                abi::record_span_sized(hsize, len)
+            } else {
+                len
+            };
             let before = iov.len();
             if out + need > limit {
                 if out > 0 {
@@ -429,15 +446,17 @@ impl OpenFile {
                     flags: 0,
                     seq: h.seq,
                     timestamp_ns: h.timestamp_ns,
-                    pid: v.pid(h.pid),
+                    pid: v.pid(h.pid, h.writer),
                     uid: v.uid(h.uid),
+                    writer: h.writer,
                 }
                 .to_bytes();
-                ok = iov.copy_to_iter(&hb) == hb.len();
+                let hb = hb.get(..hsize).unwrap_or_default();
+                ok = iov.copy_to_iter(hb) == hsize;
             }
             ok = ok && mem.copy_out(body, len, iov) == len;
             if record_mode && ok {
-                let pad = need - RECORD_HEADER_SIZE - len;
+                let pad = need - hsize - len;
                 ok = iov.copy_to_iter(ZEROS.get(..pad).unwrap_or_default()) == pad;
             }
             let intact = mem.tail_after_copy() <= rec_start;
@@ -534,12 +553,15 @@ impl OpenFile {
         if total == 0 {
             return Ok(0);
         }
-        let batch = self.flags.load(Relaxed) & abi::FLAG_BATCH != 0;
+        let flags = self.flags.load(Relaxed);
+        let batch = flags & abi::FLAG_BATCH != 0;
         let w = self.topic.lock_writer(nonblock)?;
         let stamp = provenance::stamp();
         let mut p = Progress::default();
-        let result = if batch {
+        let result = if batch && flags & abi::FLAG_WRITER_ID != 0 {
             self.write_batch(&w, iov, stamp, nonblock, &mut p)
+        } else if batch {
+            self.write_batch_v3(&w, iov, stamp, nonblock, &mut p)
         } else {
             loop {
                 if p.done >= total {
@@ -631,11 +653,7 @@ impl OpenFile {
             p.records += f.records;
             p.bytes += f.bytes;
             if let Some(e) = f.error {
-                return Err(match e {
-                    abi::FrameError::Invalid => EINVAL,
-                    abi::FrameError::TooLong => EMSGSIZE,
-                    abi::FrameError::Truncated => compat::ebadmsg(),
-                });
+                return Err(frame_errno(e));
             }
             if f.records == 0 {
                 // A valid frame always fits a chunk, so nothing published
@@ -646,6 +664,47 @@ impl OpenFile {
                     compat::ebadmsg()
                 });
             }
+            if !iov.is_empty() && current!().signal_pending() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// A batch whose frames have the 32-byte ABI 3 header (a program built
+    /// before ABI 4): not the ring's layout, so each frame is published as
+    /// one record through [`Self::write_record`]. Errors as `write_batch`;
+    /// after one, only `p` counts (`write()` returns `p.done` or the error),
+    /// not where `iov` stopped.
+    fn write_batch_v3(
+        &self,
+        w: &WriterGuard<'_>,
+        iov: &mut IovIterSource<'_>,
+        stamp: Stamp,
+        nonblock: bool,
+        p: &mut Progress,
+    ) -> Result {
+        const V3: usize = abi::RECORD_HEADER_V3_SIZE;
+        loop {
+            let rest = iov.len();
+            if rest == 0 {
+                return Ok(());
+            }
+            let mut hb = [0u8; V3];
+            let got = iov.copy_from_iter(&mut hb);
+            let h = RecordHeader::from_bytes_sized(&hb, V3).filter(|_| got == V3);
+            let checked = match h {
+                Some(h) => {
+                    abi::check_frame_sized(&h, V3, rest, self.topic.record_max).map_err(frame_errno)
+                }
+                None if rest < V3 => Err(compat::ebadmsg()),
+                None => Err(EFAULT),
+            };
+            let (len, span) = checked?;
+            self.write_record(w, iov, len, stamp, nonblock)?;
+            iov.advance(span - V3 - len);
+            p.done += span;
+            p.records += 1;
+            p.bytes += len as u64;
             if !iov.is_empty() && current!().signal_pending() {
                 return Ok(());
             }
@@ -823,7 +882,7 @@ impl OpenFile {
             flags,
             ring_size: st.ring.size(),
             record_max: u32::try_from(self.topic.record_max).unwrap_or(u32::MAX),
-            header_size: RECORD_HEADER_SIZE as u32,
+            header_size: abi::header_size(flags) as u32,
             cursor_seq: cursor.seq,
             oldest_seq: st.ring.oldest_seq(),
             next_seq: st.ring.next_seq(),

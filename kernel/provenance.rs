@@ -2,9 +2,11 @@
 //! Who wrote a record and when: stamped by the kernel at `write()`, shown to
 //! each reader in the reader's own namespaces.
 //!
-//! The ring stores the writer's pid in the initial pid namespace and its raw
-//! kuid; [`Viewer`] translates both for the reading task. A writer has no way
-//! to set any of it.
+//! The ring stores the writer's pid in the initial pid namespace, its raw
+//! kuid and its identity (the pidfs inode number of its thread group's
+//! `struct pid`, which unlike the pid is never reused before reboot);
+//! [`Viewer`] translates pid and uid for the reading task. A writer has no
+//! way to set any of it.
 
 use crate::ring::Stamp;
 use kernel::{
@@ -33,12 +35,44 @@ fn global_tgid() -> u32 {
     u32::try_from(nr).unwrap_or(0)
 }
 
+/// The pidfs inode number of `pid`: what `fstat()` of a pidfd for that
+/// process gives as `st_ino`.
+///
+/// # Safety
+///
+/// `pid` is a valid `struct pid` (a reference is held, or the RCU read lock
+/// under which it was found).
+unsafe fn pid_ino(pid: *const bindings::pid) -> u64 {
+    // SAFETY: `pid` is valid (the caller's contract). `ino` is set once when
+    // the pid is allocated, before it is visible to anyone, and never
+    // changes while the pid lives.
+    unsafe { (*pid).__bindgen_anon_1.ino }
+}
+
+/// The current process's identity: the pidfs inode number of its thread
+/// group's pid; 0 if it has none.
+fn writer_id() -> u64 {
+    // SAFETY: `current_raw` is the live current task; `get_task_pid` takes a
+    // reference on its thread-group pid (or returns null).
+    let pid =
+        unsafe { bindings::get_task_pid(Task::current_raw(), bindings::pid_type_PIDTYPE_TGID) };
+    if pid.is_null() {
+        return 0;
+    }
+    // SAFETY: We hold the reference `get_task_pid` took.
+    let ino = unsafe { pid_ino(pid) };
+    // SAFETY: Drops that reference; `pid` is not used again.
+    unsafe { bindings::put_pid(pid) };
+    ino
+}
+
 /// The stamp for a record written now by the current task.
 pub(crate) fn stamp() -> Stamp {
     Stamp {
         timestamp_ns: monotonic_ns(),
         pid: global_tgid(),
         uid: Kuid::current_euid().into_raw().val,
+        writer: writer_id(),
     }
 }
 
@@ -70,10 +104,12 @@ impl Viewer {
         Self { ns }
     }
 
-    /// `global` (a pid in the initial namespace) as the viewer sees it; 0 if
-    /// that process is not visible from the viewer's namespace (or has
-    /// exited, when the viewer is in a child namespace).
-    pub(crate) fn pid(&self, global: u32) -> u32 {
+    /// `global` (a pid in the initial namespace) of the process `writer`
+    /// as the viewer sees it; 0 if that process is not visible from the
+    /// viewer's namespace or, when the viewer is in a child namespace, has
+    /// exited (its pid is free, or reused by a process that is not
+    /// `writer`).
+    pub(crate) fn pid(&self, global: u32, writer: u64) -> u32 {
         let init = &raw mut bindings::init_pid_ns;
         if self.ns == init {
             // The initial namespace sees global pids as they are, even of a
@@ -91,6 +127,11 @@ impl Viewer {
         // `init` is the static initial namespace.
         let pid = unsafe { bindings::find_pid_ns(nr, init) };
         if pid.is_null() {
+            return 0;
+        }
+        // SAFETY: `pid` was found under the RCU read lock still held.
+        if writer != 0 && unsafe { pid_ino(pid) } != writer {
+            // The writer exited and its pid now names another process.
             return 0;
         }
         // SAFETY: `pid` was found under the RCU read lock still held, so it

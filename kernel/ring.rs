@@ -75,6 +75,8 @@ pub struct Stamp {
     pub pid: u32,
     /// Writer's kuid.
     pub uid: u32,
+    /// Writer's identity: its pidfs inode number (ABI 4).
+    pub writer: u64,
 }
 
 /// Result of looking at a cursor's next record.
@@ -438,6 +440,7 @@ where
                 timestamp_ns: stamp.timestamp_ns,
                 pid: stamp.pid,
                 uid: stamp.uid,
+                writer: stamp.writer,
             },
         );
         if seq % INDEX_STRIDE == 0 {

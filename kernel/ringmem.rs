@@ -61,6 +61,8 @@ impl RingMem {
             .store(CTRL_SIZE as u64, Relaxed);
         this.u32_at(abi::CTRL_RECORD_MAX)
             .store(u32::try_from(record_max).unwrap_or(u32::MAX), Relaxed);
+        this.u32_at(abi::CTRL_HEADER_SIZE)
+            .store(RECORD_HEADER_SIZE as u32, Relaxed);
         Ok(this)
     }
 

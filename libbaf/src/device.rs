@@ -50,8 +50,13 @@ impl Topic {
         &self.file
     }
 
-    /// Sets this file's read flags (`abi::FLAG_*`).
+    /// Sets this file's read flags (`abi::FLAG_*`). With `FLAG_RECORD` or
+    /// `FLAG_BATCH`, `FLAG_WRITER_ID` is set too: this library reads and
+    /// writes only the whole ABI 4 record header ([`records`], [`Batch`]).
     pub fn set_flags(&self, mut flags: u32) -> io::Result<()> {
+        if flags & (abi::FLAG_RECORD | abi::FLAG_BATCH) != 0 {
+            flags |= abi::FLAG_WRITER_ID;
+        }
         ioctl(&self.file, abi::IOC_SET_FLAGS, &mut flags)
     }
 
@@ -126,8 +131,9 @@ impl Topic {
 }
 
 /// The oldest module ABI the tools work with: batch writes and the mapped
-/// ring came with version 2, lossless readers with version 3.
-pub const MIN_ABI_VERSION: u32 = 3;
+/// ring came with version 2, lossless readers with version 3, the writer
+/// identity (and the 40-byte record header) with version 4.
+pub const MIN_ABI_VERSION: u32 = 4;
 
 /// The loaded module speaks an older ABI than this program needs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -477,12 +483,12 @@ mod tests {
         b.push(b"x").unwrap();
         assert_eq!(b.records(), 3);
         assert_eq!(b.payload_bytes(), 14);
-        assert_eq!(b.len(), 40 + 40 + 40);
+        assert_eq!(b.len(), 48 + 48 + 48);
         let bytes = b.as_bytes();
         assert_eq!(&bytes[..4], &5u32.to_ne_bytes());
-        assert!(bytes[4..32].iter().all(|&x| x == 0), "flags and the rest 0");
-        assert_eq!(&bytes[32..37], b"hello");
-        assert!(bytes[37..40].iter().all(|&x| x == 0), "zero padding");
+        assert!(bytes[4..40].iter().all(|&x| x == 0), "flags and the rest 0");
+        assert_eq!(&bytes[40..45], b"hello");
+        assert!(bytes[45..48].iter().all(|&x| x == 0), "zero padding");
         let recs: Vec<_> = records(bytes).collect();
         assert_eq!(recs.len(), 3);
         assert_eq!(recs[1].payload, &[7u8; 8]);
@@ -506,7 +512,7 @@ mod tests {
             e,
             AbiMismatch {
                 found: 2,
-                needed: 3
+                needed: 4
             }
         );
         let msg = e.to_string();
@@ -575,7 +581,7 @@ mod tests {
             "{}",
             crate::cli::message(&e)
         );
-        assert_eq!(d.got, b.as_bytes()[..6 * 40]);
+        assert_eq!(d.got, b.as_bytes()[..6 * abi::record_span(3)]);
         // Refused at once: the plain errno.
         let mut d = device(4, Some(0));
         let e = write_batch(&mut d, b.as_bytes()).unwrap_err();

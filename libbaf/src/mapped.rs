@@ -282,6 +282,13 @@ impl Mapped {
         let size = region.load_u64(abi::CTRL_RING_SIZE, Ordering::Relaxed);
         let data = region.load_u64(abi::CTRL_DATA_OFFSET, Ordering::Relaxed);
         let record_max = u64::from(region.load_u32(abi::CTRL_RECORD_MAX, Ordering::Relaxed));
+        let header_size = region.load_u32(abi::CTRL_HEADER_SIZE, Ordering::Relaxed);
+        if header_size as usize != abi::RECORD_HEADER_SIZE {
+            return Err(invalid(format!(
+                "the mapped ring has {header_size}-byte record headers, not {}",
+                abi::RECORD_HEADER_SIZE
+            )));
+        }
         let fits = data
             .checked_add(size)
             .is_some_and(|end| end <= region.len as u64);
@@ -612,6 +619,7 @@ mod tests {
             f.set_u64(abi::CTRL_RING_SIZE, size as u64);
             f.set_u64(abi::CTRL_DATA_OFFSET, DATA as u64);
             f.set_u32(abi::CTRL_RECORD_MAX, record_max);
+            f.set_u32(abi::CTRL_HEADER_SIZE, abi::RECORD_HEADER_SIZE as u32);
             f
         }
 
@@ -716,6 +724,7 @@ mod tests {
                         timestamp_ns: seq,
                         pid: 1,
                         uid: 2,
+                        writer: 3,
                     },
                 );
                 self.sent.push(data);
@@ -909,7 +918,8 @@ mod tests {
         }
         let old_head = w.ring.head();
         w.append(20, false);
-        w.fake.set_u64(abi::CTRL_HEAD, old_head - 56);
+        w.fake
+            .set_u64(abi::CTRL_HEAD, old_head - abi::record_span(20) as u64);
         let mut m = w.mapped(4);
         w.fake.set_u64(abi::CTRL_HEAD, w.ring.head());
         assert_eq!(drain(&mut m, u64::MAX).0, vec![]);
@@ -976,10 +986,16 @@ mod tests {
         assert!(oldest > 0 && oldest < 10, "a few were evicted: {oldest}");
         assert_eq!(lost, oldest);
         assert_eq!(got.len() as u64, 60 - oldest);
-        // 40 records of 9 words, then the 20 new ones and the padding at
-        // the end of the ring: the part of the first copy above the new
-        // tail was used, not copied again (that would be 300 words more).
-        assert!(words.get() <= 60 * 9 + 16, "{} words copied", words.get());
+        // 40 records of 10 words (40-byte header, 40-byte payload), then the
+        // 20 new ones and the padding at the end of the ring: the part of the
+        // first copy above the new tail was used, not copied again (that
+        // would be 300 words more).
+        let per_record = abi::record_span(40) / 8;
+        assert!(
+            words.get() <= 60 * per_record + 16,
+            "{} words copied",
+            words.get()
+        );
     }
 
     #[test]

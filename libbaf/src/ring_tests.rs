@@ -137,6 +137,7 @@ fn stamp(seq: u64) -> Stamp {
         timestamp_ns: seq * 1000 + 7,
         pid: seq as u32 ^ 0x55,
         uid: 1000 + seq as u32 % 3,
+        writer: seq ^ 0xabcd_0000_0000,
     }
 }
 
@@ -473,6 +474,7 @@ fn stamps_are_kept() {
         timestamp_ns: 42,
         pid: 7,
         uid: 1000,
+        writer: 1 << 40,
     };
     let r = ring.reserve(&mem, 2, NO_FLOOR).unwrap();
     mem.write(r.payload_off(ring.mask()), b"hi");

@@ -85,8 +85,8 @@ pub fn write_record(
             let h = &record.header;
             let _ = write!(
                 out,
-                "{{\"topic\":{},\"seq\":{},\"timestamp\":{},\"pid\":{},\"uid\":{},\"lost\":{},\"payload\":",
-                label.json, h.seq, h.timestamp_ns, h.pid, h.uid, lost
+                "{{\"topic\":{},\"seq\":{},\"timestamp\":{},\"pid\":{},\"uid\":{},\"writer\":{},\"lost\":{},\"payload\":",
+                label.json, h.seq, h.timestamp_ns, h.pid, h.uid, h.writer, lost
             );
             match std::str::from_utf8(payload) {
                 Ok(s) => {
@@ -124,6 +124,7 @@ mod tests {
                 timestamp_ns: 123_456_789,
                 pid: 42,
                 uid: 1000,
+                writer: 1 << 33,
             },
             payload,
         }
@@ -163,6 +164,7 @@ mod tests {
         assert_eq!(v["timestamp"], 123_456_789);
         assert_eq!(v["pid"], 42);
         assert_eq!(v["uid"], 1000);
+        assert_eq!(v["writer"], 1u64 << 33);
         assert_eq!(v["lost"], 3);
         assert_eq!(v["payload"], "café \"q\"\n");
         assert_eq!(v["encoding"], "utf8");

@@ -22,8 +22,10 @@ Examples:
   submsg frames --len32 | consumer       # exact frames for pubmsg --len32 data
 
 --json prints one object a line: topic, seq, timestamp (CLOCK_MONOTONIC ns),
-pid and uid of the writer, lost (records lost just before this one), payload
-(a string) and encoding (utf8, or base64 when the payload is not UTF-8).
+pid and uid of the writer, writer (the writing process's pidfd inode number:
+unlike a pid, never reused before reboot), lost (records lost just before
+this one), payload (a string) and encoding (utf8, or base64 when the payload
+is not UTF-8).
 
 Lost records (a reader too slow for the ring) are reported on stderr, at
 most once a second, with counts per topic. A closed stdout (submsg | head -1)

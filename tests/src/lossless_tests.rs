@@ -128,7 +128,12 @@ pub(crate) fn lossless_needs_the_owners_consent(cx: &Ctx) -> Result<()> {
         "FLAG_LOSSLESS on a lossy topic",
     )?;
     let i = r.info()?;
-    ensure!(i.flags == abi::FLAG_RECORD, "flags changed: {:#x}", i.flags);
+    // (libbaf sets FLAG_WRITER_ID with FLAG_RECORD.)
+    ensure!(
+        i.flags == abi::FLAG_RECORD | abi::FLAG_WRITER_ID,
+        "flags changed: {:#x}",
+        i.flags
+    );
     ensure!(i.topic_flags == 0 && i.lossless_readers == 0, "{i:?}");
 
     let name = "ll/consent";

@@ -152,15 +152,18 @@ json() {
   wait_for 10 gone $p; stop $p
   cat /tmp/j
   l1=$(sed -n 1p /tmp/j); l2=$(sed -n 2p /tmp/j); l3=$(sed -n 3p /tmp/j)
-  echo "$l1" | grep -q "^{\"topic\":\"js\",\"seq\":0,\"timestamp\":[0-9]*,\"pid\":$pp,\"uid\":0,\"lost\":0,\"payload\":\"hello \\\\\"world\\\\\"\\\\n\",\"encoding\":\"utf8\"}\$" || return 1
+  echo "$l1" | grep -q "^{\"topic\":\"js\",\"seq\":0,\"timestamp\":[0-9]*,\"pid\":$pp,\"uid\":0,\"writer\":[1-9][0-9]*,\"lost\":0,\"payload\":\"hello \\\\\"world\\\\\"\\\\n\",\"encoding\":\"utf8\"}\$" || return 1
   echo "$l2" | grep -q '"seq":1,.*"payload":"//4K","encoding":"base64"}$' || return 1
   if [ $HAVE_SETUP = 1 ]; then
     echo "$l3" | grep -q '"seq":2,.*"uid":1000,.*"payload":"from-user\\n"' || return 1
   fi
   ts1=$(echo "$l1" | sed 's/.*"timestamp":\([0-9]*\).*/\1/'); ts2=$(echo "$l2" | sed 's/.*"timestamp":\([0-9]*\).*/\1/')
-  [ "$ts2" -gt "$ts1" ]
+  [ "$ts2" -gt "$ts1" ] || return 1
+  # Each pubmsg process has its own writer identity (a pidfs inode number).
+  w1=$(echo "$l1" | sed 's/.*"writer":\([0-9]*\).*/\1/'); w2=$(echo "$l2" | sed 's/.*"writer":\([0-9]*\).*/\1/')
+  [ "$w1" -gt 0 ] && [ "$w2" -gt 0 ] && [ "$w1" != "$w2" ]
 }
-check "submsg --json: topic, seq, timestamp, the publisher's pid and uid, lost, payload (utf8 or base64)" json
+check "submsg --json: topic, seq, timestamp, the publisher's pid, uid and writer identity, lost, payload (utf8 or base64)" json
 
 # --- selection: names, lists, patterns, exclusions --------------------------------
 # Each topic holds one record, its own name; submsg --from oldest reads it.
@@ -206,7 +209,9 @@ check "submsg --from last:3, oldest, seq:4, last (the retained last value)" hist
 follow() {
   rm_topic late/x
   sub_bg /tmp/f --follow --prefix 'late/#'; p=$SUB
-  sleep 1 # submsg is watching /dev/baf
+  # Publish only once submsg is watching (it says so): on a loaded host a
+  # fixed sleep was sometimes too short, and late/x then existed at start.
+  wait_for 10 grep -q "waiting for topics matching" /tmp/f.err || { stop $p; cat /tmp/f.err; return 1; }
   echo one | pubmsg late/x # created now, by pubmsg
   wait_for 10 grep -qx 'late/x: one' /tmp/f || { stop $p; cat /tmp/f /tmp/f.err; return 1; }
   if [ $HAVE_SETUP = 1 ]; then

@@ -24,6 +24,10 @@ use common::*;
 
 #[path = "../lossless_tests.rs"]
 mod lossless;
+#[path = "../nowait_tests.rs"]
+mod nowait;
+#[path = "../writer_tests.rs"]
+mod writer_id;
 
 const RING: u64 = 262_144;
 const RECORD_MAX: usize = (RING / 4) as usize;
@@ -492,6 +496,7 @@ fn record_headers_carry_provenance(cx: &Ctx) -> Result<()> {
         timestamp_ns: 1,
         pid: 4242,
         uid: 4242,
+        writer: 4242,
     }
     .to_bytes();
     let w = writer(&cx.a)?;
@@ -852,7 +857,7 @@ fn pid_and_uid_follow_the_readers_namespaces(cx: &Ctx) -> Result<()> {
                 if fd < 0 {
                     libc::_exit(11);
                 }
-                let flags: u32 = abi::FLAG_RECORD;
+                let flags: u32 = abi::FLAG_RECORD | abi::FLAG_WRITER_ID;
                 let mut seek = abi::Seek {
                     whence: abi::SEEK_LAST,
                     reserved: 0,
@@ -1970,6 +1975,7 @@ fn frame(len: u32, payload: &[u8], flags: u32) -> Vec<u8> {
         timestamp_ns: 77,
         pid: 4242,
         uid: 4242,
+        writer: 4242,
     }
     .to_bytes()
     .to_vec();
@@ -2416,7 +2422,7 @@ unsafe fn ns_child_checks(
                 return base + 3;
             }
         }
-        let flags: u32 = abi::FLAG_RECORD;
+        let flags: u32 = abi::FLAG_RECORD | abi::FLAG_WRITER_ID;
         let mut seek = abi::Seek {
             whence: abi::SEEK_LAST,
             reserved: 0,
@@ -2536,7 +2542,7 @@ fn seek_len(k: u64, mixed: bool) -> usize {
     if mixed {
         16 + (k % 5) as usize * 8
     } else {
-        16
+        8
     }
 }
 
@@ -2545,8 +2551,9 @@ fn check_seek_positions(r: &Topic, mixed_from: u64) -> Result<usize> {
     let info = r.info()?;
     let (oldest, next) = (info.oldest_seq, info.next_seq);
     let read_one = |want: u64| -> Result<()> {
-        // 80 bytes: room for one record of at most 48 bytes, never two.
-        let recs = strict_records(&get(r, 80)?)?;
+        // 88 bytes: room for one record of at most 48 bytes (40-byte
+        // header), never two (the smallest take 48 bytes each).
+        let recs = strict_records(&get(r, 88)?)?;
         ensure!(recs.len() == 1, "{} records, want seq {want}", recs.len());
         let (h, p) = &recs[0];
         ensure!(h.seq == want, "landed on seq {}, want {want}", h.seq);
@@ -2621,10 +2628,11 @@ fn seek_by_sequence_lands_exactly(_cx: &Ctx) -> Result<()> {
     let r = nb_reader(&path)?;
     r.set_flags(abi::FLAG_RECORD)?;
     let w = writer(&path)?;
-    // 20000 records of 16 bytes: 960000 bytes, all still buffered.
+    // 20000 records of 8 bytes (48-byte slots): 960000 bytes, all still
+    // buffered.
     const FIRST: u64 = 20_000;
     for k in 0..FIRST {
-        put(&w, &seek_payload(k, 16))?;
+        put(&w, &seek_payload(k, seek_len(k, false)))?;
     }
     let i = r.info()?;
     ensure!(
@@ -2787,6 +2795,26 @@ fn main() {
         (
             "record headers: pid, uid, seq, time; unforgeable",
             record_headers_carry_provenance,
+        ),
+        (
+            "writer identity: the writer's pidfd inode, per process",
+            writer_id::writer_is_the_pidfd_inode,
+        ),
+        (
+            "writer identity: a reused pid is told apart from the old writer",
+            writer_id::a_reused_pid_is_told_apart,
+        ),
+        (
+            "a child pid namespace reads an exited writer's reused pid as 0",
+            writer_id::a_reused_pid_reads_as_0_in_a_namespace,
+        ),
+        (
+            "ABI 3 programs: 32-byte headers in reads and batch frames",
+            writer_id::abi3_programs_keep_32_byte_headers,
+        ),
+        (
+            "RWF_NOWAIT and io_uring: EAGAIN instead of sleeping, blocking reads wait",
+            nowait::rwf_nowait_and_io_uring,
         ),
         (
             "record mode: too small a buffer is EMSGSIZE, loses nothing",
