@@ -1,4 +1,5 @@
-# NixOS module of baf: loads fanout.ko and creates the declared topics at boot.
+# NixOS module of baf: loads fanout.ko and creates the declared topics at boot;
+# bridge.nix (imported below) runs baf-bridge services.
 #
 # Options live under baf.services.baf-setup, as in the original baf. They do
 # not touch nixpkgs' services.fanout / linuxPackages.fanout, which are the
@@ -162,6 +163,9 @@ let
   };
 in
 {
+  # baf.services.bridges: baf-bridge services (topics over Zenoh).
+  imports = [ ./bridge.nix ];
+
   options.baf.services.baf-setup = {
     enable = lib.mkEnableOption "baf, publish/subscribe topics as kernel character devices (fanout.ko)";
 
@@ -210,7 +214,7 @@ in
       type = types.package;
       default = pkgs.callPackage ./tools.nix { };
       defaultText = lib.literalExpression "pkgs.callPackage ./tools.nix { }";
-      description = "Package providing {command}`baf-setup`, {command}`pubmsg` and {command}`submsg`.";
+      description = "Package providing {command}`baf-setup`, {command}`pubmsg`, {command}`submsg` and {command}`baf-bridge`.";
     };
 
     kernelModulePackage = lib.mkOption {

@@ -2,7 +2,8 @@
 # newest of linuxPackages_7_3, linuxPackages_7_2 and linuxPackages_latest that
 # is 7.2 or 7.3, the kernels the test suite runs on) with fanout.ko, declares
 # three topics (one lossless), and checks permissions, one-to-many delivery
-# and that the lossless settings reach the kernel.
+# and that the lossless settings reach the kernel. Two more machines, a and
+# b, run baf-bridge: a record published on one is read on the other.
 #
 #   nix build .#checks.x86_64-linux.vm-test
 { pkgs }:
@@ -37,8 +38,46 @@ pkgs.testers.runNixOSTest {
       users.users.mallory.isNormalUser = true;
     };
 
+  # Two hosts bridged over Zenoh: each exports every topic and imports the
+  # other's under its name ("a/..." on b, "b/..." on a).
+  nodes.a =
+    { ... }:
+    {
+      imports = [ ./module.nix ];
+      baf.services.baf-setup = {
+        enable = true;
+        topics = [ "sensors" ];
+      };
+      baf.services.bridges.lab = {
+        export = [ "#" ];
+        import = [ "baf/**" ];
+        into = "b/";
+        listen = [ "tcp/0.0.0.0:7447" ];
+        multicastScouting = false;
+        openFirewall = true;
+      };
+    };
+  nodes.b =
+    { ... }:
+    {
+      imports = [ ./module.nix ];
+      baf.services.baf-setup = {
+        enable = true;
+        topics = [ "sensors" ];
+      };
+      baf.services.bridges.lab = {
+        export = [ "#" ];
+        import = [ "baf/**" ];
+        into = "a/";
+        connect = [ "tcp/a:7447" ];
+        listen = [ "tcp/0.0.0.0:7447" ];
+        multicastScouting = false;
+      };
+    };
+
   testScript = ''
     import json
+    import time
 
     bin = "/run/current-system/sw/bin"
 
@@ -109,5 +148,39 @@ pkgs.testers.runNixOSTest {
             machine.succeed(f"test -c /dev/baf/{t}")
         out = machine.succeed("cat /sys/class/baf/jobs/lossless").strip()
         assert out == "1", f"jobs after a restart: lossless is {out!r}, want '1'"
+
+    with subtest("two hosts: a record published on a is read on b through the bridges, and back"):
+        for m in [a, b]:
+            m.wait_for_unit("baf-bridge-lab.service")
+        b.succeed(f"systemd-run --unit=from-a -p StandardOutput=file:/tmp/from-a.out {bin}/submsg --follow a/sensors")
+        a.succeed(f"systemd-run --unit=from-b -p StandardOutput=file:/tmp/from-b.out {bin}/submsg --follow b/sensors")
+
+        # Zenoh delivers what is published once the other side's
+        # subscription has reached this one: publish until it arrives.
+        def crosses(src, dst, line, out):
+            for _ in range(120):
+                src.succeed(f"echo {line} | {bin}/pubmsg sensors")
+                if dst.execute(f"grep -qx {line} {out}")[0] == 0:
+                    return
+                time.sleep(1)
+            raise Exception(f"{line} never reached {dst.name}")
+
+        crosses(a, b, "hello-from-a", "/tmp/from-a.out")
+        crosses(b, a, "hello-from-b", "/tmp/from-b.out")
+        # Nothing echoes: neither bridge sends back what it imported.
+        a.fail("test -e /dev/baf/b/a")
+        b.fail("test -e /dev/baf/a/b")
+        a.succeed("journalctl -u baf-bridge-lab | grep -q 'exporting topic sensors as baf/sensors'")
+        b.succeed("journalctl -u baf-bridge-lab | grep -q 'importing key baf/sensors into topic a/sensors'")
+
+    with subtest("the bridge runs hardened, as a dynamic user in group baf, and stops cleanly"):
+        out = a.succeed("systemctl show -p DynamicUser -p DevicePolicy -p ProtectSystem --value baf-bridge-lab").split()
+        assert out == ["yes", "closed", "strict"], f"baf-bridge-lab: {out}"
+        gid = a.succeed("getent group baf | cut -d: -f3").strip()
+        groups = a.succeed("grep '^Groups:' /proc/$(systemctl show -p MainPID --value baf-bridge-lab)/status").split()[1:]
+        assert gid in groups, f"baf-bridge-lab runs in groups {groups}, not baf ({gid})"
+        a.succeed("systemctl stop baf-bridge-lab")
+        out = a.succeed("systemctl show -p Result --value baf-bridge-lab").strip()
+        assert out == "success", f"baf-bridge-lab stopped with {out}"
   '';
 }

@@ -58,7 +58,7 @@ grep -q 'fanout\.ko:' "$stage"/lib/modules/*/modules.dep ||
 say "building the tools and test programs as static binaries (about 3 minutes the first time)"
 RUSTFLAGS='-C target-feature=+crt-static' cargo build --quiet --release \
   --manifest-path "$REPO/Cargo.toml" --target x86_64-unknown-linux-gnu \
-  --target-dir "$CACHE/target" -p pubmsg -p submsg -p baf-setup -p baf-tests
+  --target-dir "$CACHE/target" -p pubmsg -p submsg -p baf-setup -p baf-bridge -p baf-tests
 bins="$CACHE/target/x86_64-unknown-linux-gnu/release"
 
 # --- initramfs --------------------------------------------------------------
@@ -71,7 +71,7 @@ list="$run/initramfs.list"
   echo "file /init $REPO/tests/vm/init 755 0 0"
   for f in "$REPO"/tests/vm/*.sh; do echo "file /tests/$(basename "$f") $f 644 0 0"; done
   echo "file /lib/fanout.ko $installed 644 0 0"
-  for b in pubmsg submsg baf-setup fanout-tests fanout-fuzz fanout-bench; do echo "file /bin/$b $bins/$b 755 0 0"; done
+  for b in pubmsg submsg baf-setup baf-bridge baf-bridge-bench fanout-tests fanout-fuzz fanout-bench; do echo "file /bin/$b $bins/$b 755 0 0"; done
   printf 'root:x:0:0:root:/root:/bin/sh\nbaf-user:x:1000:1000::/tmp:/bin/sh\n' > "$run/passwd"
   printf 'root:x:0:\nbaf:x:900:\nbaf-user:x:1000:\n' > "$run/group"
   echo "file /etc/passwd $run/passwd 644 0 0"

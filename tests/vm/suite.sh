@@ -83,3 +83,6 @@ limits() {
   return $rc
 }
 check "max_topics and max_ring_mb cap creation (ENOSPC, ENOMEM, a clear message)" limits
+
+# --- baf-bridge: two bridges over loopback (loads and unloads the module) ----
+. /tests/bridge.sh

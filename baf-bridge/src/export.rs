@@ -1,0 +1,533 @@
+//! Export: local topics to Zenoh.
+//!
+//! One thread and one epoll set, as `submsg` does it: every exported topic
+//! is an open file in record mode (`read()`, many whole records a call),
+//! with the `--follow` watcher for topics created later, and an eventfd that
+//! says stop. Each record becomes one Zenoh sample on its topic's key,
+//! with its provenance as the attachment ([`crate::attach`]).
+//!
+//! Records the bridge wrote itself (its imports) are skipped: their
+//! kernel-stamped writer is this process. A topic that allows lossless
+//! readers is read losslessly, and its samples are sent with Zenoh's
+//! blocking congestion control, so nothing is lost between the writer and
+//! the network: a slow network holds the topic's writers up instead.
+
+use crate::attach::{self, Provenance};
+use crate::config::{Congestion, Settings};
+use crate::loss::Cause;
+use crate::Shared;
+use anyhow::{Context, Result};
+use baf::abi;
+use baf::device::{self, Topic};
+use nix::errno::Errno;
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use std::collections::{HashMap, HashSet};
+use std::fs::OpenOptions;
+use std::io::{self, Read};
+use std::os::fd::AsFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::time::Instant;
+use submsg::follow::Watcher;
+use zenoh::pubsub::Publisher;
+use zenoh::qos::CongestionControl;
+use zenoh::{Session, Wait};
+
+const TOKEN_WATCH: u64 = 0;
+const TOKEN_STOP: u64 = 1;
+const TOKEN_FIRST_TOPIC: u64 = 16;
+
+/// Reads of one topic in a row before the others get a turn.
+const READS_IN_A_ROW: usize = 8;
+
+/// This process as a record's writer: its pid, and its pidfs inode (ABI 4;
+/// 0 where the kernel has no pidfs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Me {
+    /// `getpid()`.
+    pub pid: u32,
+    /// The pidfs inode number of this process (`fstat` of a pidfd).
+    pub writer: u64,
+}
+
+impl Me {
+    /// This process.
+    pub fn current() -> Self {
+        Self {
+            pid: std::process::id(),
+            writer: own_pidfs_inode(),
+        }
+    }
+
+    /// Whether `h` is a record this process wrote: the kernel stamps the
+    /// writer's identity and pid, which no writer can forge.
+    pub fn wrote(&self, h: &abi::RecordHeader) -> bool {
+        if self.writer != 0 && h.writer != 0 {
+            h.writer == self.writer
+        } else {
+            h.pid != 0 && h.pid == self.pid
+        }
+    }
+}
+
+/// The pidfs inode number of this process, 0 if there is none.
+fn own_pidfs_inode() -> u64 {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: pidfd_open takes a pid and flags and returns a new file
+    // descriptor or -1; no memory is passed.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, libc::getpid(), 0) };
+    let Ok(fd) = i32::try_from(fd) else { return 0 };
+    if fd < 0 {
+        return 0;
+    }
+    // SAFETY: `fd` was just returned by pidfd_open and is owned by nobody
+    // else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    std::fs::File::from(fd).metadata().map_or(0, |m| m.ino())
+}
+
+/// `CLOCK_REALTIME` minus `CLOCK_MONOTONIC`, in ns: added to a record's
+/// monotonic timestamp, the wall-clock time it was written.
+fn realtime_offset() -> i128 {
+    let ns = |id| {
+        nix::time::clock_gettime(id).map_or(0i128, |t| {
+            i128::from(t.tv_sec()) * 1_000_000_000 + i128::from(t.tv_nsec())
+        })
+    };
+    ns(nix::time::ClockId::CLOCK_REALTIME) - ns(nix::time::ClockId::CLOCK_MONOTONIC)
+}
+
+/// One exported topic.
+struct Exported {
+    name: String,
+    topic: Topic,
+    publisher: Publisher<'static>,
+    /// The sequence number expected next; a record above it means loss.
+    expect: u64,
+    lossless: bool,
+    /// Lost in the ring since the last sample, sent with the next one.
+    lost: u64,
+    /// Not exported since the last sample (our own), sent with the next.
+    skipped: u64,
+    /// A failed `put` was logged.
+    put_failed: bool,
+}
+
+/// The export side of the bridge.
+pub struct Exporter<'a> {
+    settings: &'a Settings,
+    session: &'a Session,
+    shared: &'a Shared,
+    epoll: Epoll,
+    watcher: Option<Watcher>,
+    topics: HashMap<u64, Exported>,
+    by_name: HashMap<String, u64>,
+    next_token: u64,
+    buf: Vec<u8>,
+    me: Me,
+    bridge: [u8; 16],
+    att: Vec<u8>,
+    /// Topics already warned about.
+    warned: HashSet<String>,
+}
+
+impl<'a> Exporter<'a> {
+    /// Sets up the epoll set and the watcher, and joins the topics that
+    /// exist and are exported.
+    pub fn new(settings: &'a Settings, session: &'a Session, shared: &'a Shared) -> Result<Self> {
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).context("creating an epoll set")?;
+        epoll
+            .add(
+                shared.stop.wake.as_fd(),
+                EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_STOP),
+            )
+            .context("watching the stop event")?;
+        // Watch before listing, so that a topic made in between is seen.
+        let (watcher, _) =
+            Watcher::new(&baf::dev_dir()).context("watching for topics created later")?;
+        epoll
+            .add(
+                watcher.fd(),
+                EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_WATCH),
+            )
+            .context("watching the topic directory")?;
+        let mut ex = Self {
+            settings,
+            session,
+            shared,
+            epoll,
+            watcher: Some(watcher),
+            topics: HashMap::new(),
+            by_name: HashMap::new(),
+            next_token: TOKEN_FIRST_TOPIC,
+            buf: vec![0u8; 256 * 1024],
+            me: Me::current(),
+            bridge: session.zid().to_le_bytes(),
+            att: Vec::with_capacity(256),
+            warned: HashSet::new(),
+        };
+        let existing = submsg::existing_topics()?;
+        for (name, path) in existing {
+            if settings.exports(&name) {
+                // Existing topics: from now on, as submsg reads them.
+                ex.join(&name, &path, false);
+            }
+        }
+        Ok(ex)
+    }
+
+    /// Starts exporting topic `name`; from its oldest buffered record when
+    /// `from_oldest` (a topic created while the bridge runs). A problem is
+    /// logged once and the topic skipped.
+    fn join(&mut self, name: &str, path: &Path, from_oldest: bool) {
+        match self.try_join(name, path, from_oldest) {
+            Ok(()) => {
+                self.warned.remove(name);
+            }
+            Err(e) => {
+                if self.warned.insert(name.to_string()) {
+                    tracing::warn!("cannot export topic {name}: {}", baf::cli::message(&e));
+                }
+            }
+        }
+    }
+
+    fn try_join(&mut self, name: &str, path: &Path, from_oldest: bool) -> Result<()> {
+        device::check_node(path).map_err(|e| e.into_anyhow(path))?;
+        let file = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        let topic = Topic::from_file(file);
+        let info = topic.info().context("cannot query the topic")?;
+        device::check_abi(&info)?;
+        // Never losslessly where this bridge's own imports may go: it
+        // would hold its own writes up.
+        let lossless =
+            info.topic_flags & abi::TOPIC_LOSSLESS != 0 && !self.settings.import_target(name);
+        let flags = if lossless {
+            abi::FLAG_RECORD | abi::FLAG_LOSSLESS
+        } else {
+            abi::FLAG_RECORD
+        };
+        topic
+            .set_flags(flags)
+            .context("cannot switch to record mode")?;
+        let expect = if from_oldest {
+            topic
+                .seek(abi::SEEK_OLDEST, 0)
+                .context("cannot seek to the oldest record")?
+        } else {
+            info.cursor_seq
+        };
+        let span = abi::record_span(info.record_max as usize);
+        if self.buf.len() < span {
+            self.buf.resize(span, 0);
+        }
+        let block = match self.settings.congestion {
+            Congestion::Auto => lossless,
+            Congestion::Block => true,
+            Congestion::Drop => false,
+        };
+        let key = crate::names::export_key(&self.settings.key_prefix, name);
+        let publisher = self
+            .session
+            .declare_publisher(key.clone())
+            .congestion_control(if block {
+                CongestionControl::Block
+            } else {
+                CongestionControl::Drop
+            })
+            .wait()
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot declare a Zenoh publisher for {key}: {}",
+                    crate::names::zenoh_message(&e)
+                )
+            })?;
+        let token = self.next_token;
+        self.next_token += 1;
+        self.epoll
+            .add(topic.file(), EpollEvent::new(EpollFlags::EPOLLIN, token))
+            .context("cannot watch the topic")?;
+        tracing::info!(
+            "exporting topic {name} as {key} ({}, congestion control {})",
+            if lossless { "read losslessly" } else { "lossy" },
+            if block { "block" } else { "drop" }
+        );
+        self.topics.insert(
+            token,
+            Exported {
+                name: name.to_string(),
+                topic,
+                publisher,
+                expect,
+                lossless,
+                lost: 0,
+                skipped: 0,
+                put_failed: false,
+            },
+        );
+        self.by_name.insert(name.to_string(), token);
+        Ok(())
+    }
+
+    fn drop_topic(&mut self, token: u64, why: &str) {
+        if let Some(t) = self.topics.remove(&token) {
+            let _ = self.epoll.delete(t.topic.file());
+            if self.by_name.get(&t.name) == Some(&token) {
+                self.by_name.remove(&t.name);
+            }
+            tracing::info!("topic {} {why}: no longer exported", t.name);
+            let _ = t.publisher.undeclare().wait();
+        }
+    }
+
+    /// Reads topic `token` until it has nothing more (or others deserve a
+    /// turn), publishing every record.
+    fn read_topic(&mut self, token: u64) -> Result<()> {
+        for _ in 0..READS_IN_A_ROW {
+            let Some(t) = self.topics.get_mut(&token) else {
+                return Ok(());
+            };
+            let n = match t.topic.file().read(&mut self.buf) {
+                Ok(0) => {
+                    self.drop_topic(token, "was removed");
+                    return Ok(());
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => match e.raw_os_error() {
+                    Some(libc::EMSGSIZE) => {
+                        let max = t.topic.info().map(|i| i.record_max).unwrap_or(1 << 20);
+                        let want = abi::record_span(max as usize).max(self.buf.len() * 2);
+                        self.buf.resize(want, 0);
+                        continue;
+                    }
+                    Some(libc::ENODEV) => {
+                        self.drop_topic(token, "was removed");
+                        return Ok(());
+                    }
+                    Some(libc::EPIPE) if t.lossless => {
+                        // The topic's stall timeout made us lossy: what was
+                        // overwritten shows as a gap. Lossless again.
+                        tracing::warn!(
+                            "topic {}: the bridge held its writer up past the topic's stall timeout and was made lossy; reading losslessly again",
+                            t.name
+                        );
+                        if let Err(e) = t.topic.set_flags(abi::FLAG_RECORD | abi::FLAG_LOSSLESS) {
+                            tracing::warn!("topic {}: cannot read losslessly again: {e}", t.name);
+                            t.lossless = false;
+                        }
+                        continue;
+                    }
+                    _ => {
+                        tracing::warn!("reading topic {}: {e}", t.name);
+                        self.drop_topic(token, "cannot be read");
+                        return Ok(());
+                    }
+                },
+            };
+            self.publish(token, n);
+            if n < self.buf.len() / 2 {
+                // Most likely all there was.
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    /// Publishes the records in the first `n` bytes of the read buffer.
+    fn publish(&mut self, token: u64, n: usize) {
+        let Self {
+            topics,
+            buf,
+            me,
+            att,
+            shared,
+            settings,
+            bridge,
+            ..
+        } = self;
+        let Some(t) = topics.get_mut(&token) else {
+            return;
+        };
+        let offset = realtime_offset();
+        let (mut records, mut bytes) = (0u64, 0u64);
+        for r in device::records(buf.get(..n).unwrap_or_default()) {
+            let h = r.header;
+            let gap = h.seq.saturating_sub(t.expect);
+            t.expect = h.seq.wrapping_add(1);
+            if gap > 0 {
+                t.lost += gap;
+                shared.add_loss(Cause::BeforeExport, &t.name, gap);
+            }
+            if me.wrote(&h) {
+                t.skipped += 1;
+                continue;
+            }
+            let p = Provenance {
+                flags: if t.lossless { attach::FLAG_LOSSLESS } else { 0 },
+                pid: h.pid,
+                uid: h.uid,
+                seq: h.seq,
+                timestamp: h.timestamp_ns,
+                realtime: u64::try_from(i128::from(h.timestamp_ns) + offset).unwrap_or(0),
+                lost: t.lost,
+                skipped: t.skipped,
+                bridge: *bridge,
+                host: settings.host_name.as_str(),
+                topic: t.name.as_str(),
+            };
+            att.clear();
+            p.encode_into(att);
+            match t
+                .publisher
+                .put(r.payload.to_vec())
+                .attachment(att.clone())
+                .wait()
+            {
+                Ok(()) => {
+                    t.lost = 0;
+                    t.skipped = 0;
+                    t.put_failed = false;
+                    records += 1;
+                    bytes += r.payload.len() as u64;
+                }
+                Err(e) => {
+                    if !t.put_failed {
+                        tracing::warn!(
+                            "topic {}: cannot publish a record: {}",
+                            t.name,
+                            crate::names::zenoh_message(&e)
+                        );
+                        t.put_failed = true;
+                    }
+                }
+            }
+        }
+        shared.exported.add(records, bytes);
+    }
+
+    /// Topics the watcher saw appear.
+    fn on_found(&mut self) -> Result<()> {
+        let found = match self.watcher.as_mut() {
+            Some(w) => w.events()?,
+            None => return Ok(()),
+        };
+        for (name, path) in found {
+            if !self.settings.exports(&name) {
+                continue;
+            }
+            if let Some(&token) = self.by_name.get(&name) {
+                if !self.hung_up(token) {
+                    continue;
+                }
+                // Removed and made again: finish the old one first.
+                for _ in 0..1000 {
+                    if !self.topics.contains_key(&token) {
+                        break;
+                    }
+                    self.read_topic(token)?;
+                }
+                self.drop_topic(token, "was removed");
+            }
+            self.join(&name, &path, true);
+        }
+        Ok(())
+    }
+
+    fn hung_up(&self, token: u64) -> bool {
+        use nix::poll::{PollFd, PollFlags, PollTimeout};
+        let Some(t) = self.topics.get(&token) else {
+            return true;
+        };
+        let mut fds = [PollFd::new(t.topic.file().as_fd(), PollFlags::POLLIN)];
+        matches!(nix::poll::poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
+            && fds[0]
+                .revents()
+                .is_some_and(|r| r.contains(PollFlags::POLLHUP))
+    }
+
+    /// Runs until asked to stop.
+    pub fn run(&mut self) -> Result<()> {
+        let mut events = vec![EpollEvent::empty(); 64];
+        while !self.shared.stop.requested() {
+            let timeout = match self.shared.loss_due_in(Instant::now()) {
+                Some(d) => EpollTimeout::try_from(d.as_millis().saturating_add(1).min(1000) as u64)
+                    .unwrap_or(EpollTimeout::ZERO),
+                None => EpollTimeout::from(1000u16),
+            };
+            let n = match self.epoll.wait(&mut events, timeout) {
+                Ok(n) => n,
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(e).context("waiting for topics"),
+            };
+            for ev in events.iter().take(n) {
+                match ev.data() {
+                    TOKEN_STOP => {}
+                    TOKEN_WATCH => self.on_found()?,
+                    token => self.read_topic(token)?,
+                }
+                if self.shared.stop.requested() {
+                    break;
+                }
+            }
+            self.shared.report_loss(false);
+        }
+        let tokens: Vec<u64> = self.topics.keys().copied().collect();
+        for token in tokens {
+            if let Some(t) = self.topics.remove(&token) {
+                let _ = t.publisher.undeclare().wait();
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_records_by_identity_or_pid() {
+        let me = Me {
+            pid: 100,
+            writer: 5000,
+        };
+        let h = |pid, writer| abi::RecordHeader {
+            pid,
+            writer,
+            ..abi::RecordHeader::default()
+        };
+        assert!(me.wrote(&h(100, 5000)));
+        // The identity decides when both sides have one (a pid may be
+        // reused, or seen through another namespace).
+        assert!(!me.wrote(&h(100, 6000)));
+        assert!(me.wrote(&h(7, 5000)));
+        // Without identities, the pid; pid 0 (not visible) is nobody.
+        assert!(me.wrote(&h(100, 0)));
+        assert!(!me.wrote(&h(101, 0)));
+        let no_pidfs = Me { pid: 0, writer: 0 };
+        assert!(!no_pidfs.wrote(&h(0, 0)));
+    }
+
+    #[test]
+    fn this_process_has_an_identity() {
+        let me = Me::current();
+        assert_eq!(me.pid, std::process::id());
+        // pidfs came with Linux 6.9; older hosts give 0.
+        if me.writer != 0 {
+            assert_eq!(Me::current().writer, me.writer, "stable");
+        }
+    }
+
+    #[test]
+    fn realtime_offset_is_plausible() {
+        // Since 2020 and monotonic since boot: the offset is after 2020.
+        assert!(realtime_offset() > 1_577_836_800 * 1_000_000_000);
+    }
+}

@@ -1,0 +1,153 @@
+//! `baf-bridge`: carry chosen baf topics to and from other hosts over Zenoh
+//! (command line; the work is in the library, `lib.rs`).
+
+use baf::cli::Generate;
+use baf_bridge::config::{Congestion, Envelope, Flags, Mode, Settings};
+use clap::{CommandFactory, Parser};
+use std::path::PathBuf;
+
+const AFTER_HELP: &str = "\
+Examples:
+  # host a: export every topic, receive b's as b/<topic>, listen for b
+  baf-bridge --export '#' --import 'baf/**' --into b/ --listen tcp/0.0.0.0:7447
+  # host b: receive a's topics as a/<topic>, and send b's sensors/# to a
+  baf-bridge --connect tcp/host-a:7447 --import 'baf/**' --into a/ --export 'sensors/#'
+  # only some topics, through a Zenoh router, with a JSON envelope
+  baf-bridge --mode client --connect tcp/router:7447 --import 'baf/robot/*/state' --envelope json
+  baf-bridge --config /etc/baf/bridge.toml
+
+Names: topic T is exported under the Zenoh key baf/T (--key-prefix); baf
+patterns use '+' for one level and '#' for the rest, Zenoh key expressions
+'*' and '**'. An imported key loses the key prefix and gains --into:
+baf/robot/arm becomes <into>robot/arm, created on demand (--no-create: not).
+The topics under --into are not exported again.
+
+Each record is one Zenoh sample. Its provenance (host name, topic, seq,
+timestamps, writer pid and uid, records lost before it) is the sample's
+attachment; --envelope json puts it into imported records as one JSON
+object a line. Records this bridge wrote itself are never exported, so two
+hosts that export and import '#' to each other do not echo.
+
+Loss: records overwritten before export, dropped by Zenoh on the way, or
+that cannot be written here are reported on stderr, at most once a second,
+with counts. Topics created --lossless are read losslessly and sent with
+Zenoh's blocking congestion control (--congestion), so nothing is lost.
+
+SIGTERM (or SIGINT) stops the bridge cleanly (exit 0).
+
+Exit codes: 0 stopped by a signal, 1 other error (such as a Zenoh session
+that cannot be opened), 2 usage (a bad pattern, key expression, endpoint or
+configuration file), 6 the baf module is not loaded (modprobe fanout) or is
+too old.";
+
+/// Carry chosen baf topics to and from other hosts over Zenoh.
+///
+/// Publishes every record of the exported topics as a Zenoh sample, and
+/// writes the Zenoh samples it imports into local topics, so that
+/// `service | pubmsg t` on one host reaches `submsg t` on another.
+#[derive(Parser, Debug)]
+#[command(name = "baf-bridge", version, about, long_about, after_help = AFTER_HELP)]
+struct Args {
+    /// Export the topics matching PATTERN (baf pattern: robot/+/state,
+    /// sensors/#, '#' for all), now and as they are created. Repeatable,
+    /// or a comma list.
+    #[arg(short, long, value_name = "PATTERN")]
+    export: Vec<String>,
+    /// Do not export the topics matching PATTERN. Repeatable.
+    #[arg(short = 'x', long, value_name = "PATTERN")]
+    exclude: Vec<String>,
+    /// Import the Zenoh samples matching KEYEXPR (baf/**, baf/robot/*)
+    /// into local topics. Repeatable, or a comma list.
+    #[arg(short, long, value_name = "KEYEXPR")]
+    import: Vec<String>,
+    /// Local prefix of imported topics (remote/: baf/t becomes remote/t);
+    /// the topics under it are not exported.
+    #[arg(long, value_name = "PREFIX")]
+    into: Option<String>,
+    /// Zenoh key prefix: topic T is exported as PREFIX/T, and taken off
+    /// imported keys [default: baf].
+    #[arg(long, value_name = "PREFIX")]
+    key_prefix: Option<String>,
+    /// What an imported record holds: the payload (none), or a JSON object
+    /// with the provenance and the payload (json) [default: none].
+    #[arg(long, value_name = "KIND")]
+    envelope: Option<Envelope>,
+    /// Zenoh congestion control of exported samples: block for topics
+    /// read losslessly and drop for the others (auto), or always one
+    /// [default: auto].
+    #[arg(long, value_name = "KIND")]
+    congestion: Option<Congestion>,
+    /// Do not create missing topics for imported keys.
+    #[arg(long)]
+    no_create: bool,
+    /// Host name sent with exported records [default: this host's].
+    #[arg(long, value_name = "NAME")]
+    host_name: Option<String>,
+    /// Zenoh mode [default: peer].
+    #[arg(long, value_name = "MODE")]
+    mode: Option<Mode>,
+    /// Zenoh endpoint to connect to (tcp/HOST:PORT, unixsock-stream/PATH).
+    /// Repeatable.
+    #[arg(long, value_name = "ENDPOINT")]
+    connect: Vec<String>,
+    /// Zenoh endpoint to listen on (tcp/0.0.0.0:7447). Repeatable.
+    #[arg(long, value_name = "ENDPOINT")]
+    listen: Vec<String>,
+    /// Do not look for Zenoh peers by UDP multicast (only the endpoints
+    /// given are used).
+    #[arg(long)]
+    no_multicast_scouting: bool,
+    /// A Zenoh configuration file (JSON5), applied before the other
+    /// settings.
+    #[arg(long, value_name = "FILE")]
+    zenoh_config: Option<PathBuf>,
+    /// Any Zenoh setting, by its path, with a JSON5 value
+    /// (transport/link/tx/lease=5000). Repeatable.
+    #[arg(long, value_name = "PATH=VALUE")]
+    zenoh_set: Vec<String>,
+    /// The bridge's configuration file (TOML, or JSON): the same settings;
+    /// the command line adds to its lists and replaces its other values.
+    #[arg(short, long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Log level (error, warn, info, debug) or a filter such as
+    /// info,zenoh=debug [default: info].
+    #[arg(long, value_name = "LEVEL")]
+    log_level: Option<String>,
+    /// Print a man page or shell completions to stdout and exit.
+    #[arg(long, value_name = "KIND", hide = true, exclusive = true)]
+    generate: Option<Generate>,
+}
+
+impl Args {
+    fn flags(self) -> Flags {
+        Flags {
+            config: self.config,
+            export: self.export,
+            exclude: self.exclude,
+            import: self.import,
+            into: self.into,
+            key_prefix: self.key_prefix,
+            envelope: self.envelope,
+            congestion: self.congestion,
+            create: self.no_create.then_some(false),
+            host_name: self.host_name,
+            log_level: self.log_level,
+            mode: self.mode,
+            connect: self.connect,
+            listen: self.listen,
+            zenoh_config: self.zenoh_config,
+            multicast_scouting: self.no_multicast_scouting.then_some(false),
+            zenoh_set: self.zenoh_set,
+        }
+    }
+}
+
+fn main() {
+    let args: Args = baf::cli::parse("baf-bridge");
+    baf::cli::run("baf-bridge", || {
+        if let Some(what) = args.generate {
+            return baf::cli::generate(Args::command(), what);
+        }
+        baf_bridge::run(Settings::resolve(args.flags())?)
+    })
+}
