@@ -1,11 +1,9 @@
 //! Loss reports: counts per topic and cause, at most one burst of lines
 //! per interval (as `submsg` reports its own loss).
 
-use std::collections::BTreeMap;
+use baf::loss::LossCounts;
+pub use baf::loss::INTERVAL;
 use std::time::{Duration, Instant};
-
-/// How often loss is reported at most.
-pub const INTERVAL: Duration = Duration::from_secs(1);
 
 /// Where records were lost.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -25,61 +23,31 @@ pub enum Cause {
 
 /// Gathers lost-record counts and says when to report them.
 #[derive(Debug)]
-pub struct LossReporter {
-    interval: Duration,
-    pending: BTreeMap<(Cause, String), u64>,
-    totals: BTreeMap<(Cause, String), u64>,
-    last: Option<Instant>,
-}
+pub struct LossReporter(LossCounts<(Cause, String)>);
 
 impl LossReporter {
     /// A reporter that reports at most once per `interval`.
     pub fn new(interval: Duration) -> Self {
-        Self {
-            interval,
-            pending: BTreeMap::new(),
-            totals: BTreeMap::new(),
-            last: None,
-        }
+        Self(LossCounts::new(interval))
     }
 
     /// Counts `n` records of `topic` lost for `cause`.
     pub fn add(&mut self, cause: Cause, topic: &str, n: u64) {
-        if n == 0 {
-            return;
-        }
-        let key = (cause, topic.to_string());
-        *self.totals.entry(key.clone()).or_default() += n;
-        *self.pending.entry(key).or_default() += n;
+        self.0.add((cause, topic.to_string()), n);
     }
 
     /// How long until the pending report is due; `None` when nothing is
     /// pending.
     pub fn due_in(&self, now: Instant) -> Option<Duration> {
-        if self.pending.is_empty() {
-            return None;
-        }
-        Some(match self.last {
-            None => Duration::ZERO,
-            Some(t) => (t + self.interval).saturating_duration_since(now),
-        })
+        self.0.due_in(now)
     }
 
     /// The report lines, if one is due at `now` (or `force`).
     pub fn take(&mut self, now: Instant, force: bool) -> Vec<String> {
-        match self.due_in(now) {
-            Some(d) if d.is_zero() || force => {}
-            _ => return Vec::new(),
-        }
-        self.last = Some(now);
-        std::mem::take(&mut self.pending)
+        self.0
+            .take(now, force)
             .into_iter()
-            .map(|((cause, topic), n)| {
-                let total = self
-                    .totals
-                    .get(&(cause.clone(), topic.clone()))
-                    .copied()
-                    .unwrap_or(n);
+            .map(|((cause, topic), n, total)| {
                 let r = if n == 1 { "record" } else { "records" };
                 match cause {
                     Cause::BeforeExport => format!(
@@ -101,10 +69,7 @@ impl LossReporter {
 
     /// Everything lost for `cause` on `topic` since start.
     pub fn total(&self, cause: &Cause, topic: &str) -> u64 {
-        self.totals
-            .get(&(cause.clone(), topic.to_string()))
-            .copied()
-            .unwrap_or(0)
+        self.0.total(&(cause.clone(), topic.to_string()))
     }
 }
 

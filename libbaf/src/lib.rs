@@ -12,6 +12,7 @@ pub mod cli;
 pub mod control;
 pub mod device;
 pub mod frame;
+pub mod loss;
 pub mod mapped;
 pub mod pattern;
 

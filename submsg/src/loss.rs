@@ -1,66 +1,37 @@
 //! Loss reports on stderr: with counts per topic, at most one burst of
-//! lines per interval.
+//! lines per interval (the counting is `baf::loss`).
 
-use std::collections::BTreeMap;
+use baf::loss::LossCounts;
+pub use baf::loss::INTERVAL;
 use std::time::{Duration, Instant};
-
-/// How often loss is reported at most.
-pub const INTERVAL: Duration = Duration::from_secs(1);
 
 /// Gathers lost-record counts and says when to report them.
 #[derive(Debug)]
-pub struct LossReporter {
-    interval: Duration,
-    /// Not yet reported, per topic.
-    pending: BTreeMap<String, u64>,
-    /// Everything lost since start, per topic.
-    totals: BTreeMap<String, u64>,
-    last: Option<Instant>,
-}
+pub struct LossReporter(LossCounts<String>);
 
 impl LossReporter {
     /// A reporter that reports at most once per `interval`.
     pub fn new(interval: Duration) -> Self {
-        Self {
-            interval,
-            pending: BTreeMap::new(),
-            totals: BTreeMap::new(),
-            last: None,
-        }
+        Self(LossCounts::new(interval))
     }
 
     /// Counts `n` records lost on `topic`.
     pub fn add(&mut self, topic: &str, n: u64) {
-        if n == 0 {
-            return;
-        }
-        *self.pending.entry(topic.to_string()).or_default() += n;
-        *self.totals.entry(topic.to_string()).or_default() += n;
+        self.0.add(topic.to_string(), n);
     }
 
     /// How long until the pending report is due (zero when it is due now);
     /// `None` when nothing is pending.
     pub fn due_in(&self, now: Instant) -> Option<Duration> {
-        if self.pending.is_empty() {
-            return None;
-        }
-        Some(match self.last {
-            None => Duration::ZERO,
-            Some(t) => (t + self.interval).saturating_duration_since(now),
-        })
+        self.0.due_in(now)
     }
 
     /// The report lines, if one is due at `now` (or `force`).
     pub fn take(&mut self, now: Instant, force: bool) -> Vec<String> {
-        match self.due_in(now) {
-            Some(d) if d.is_zero() || force => {}
-            _ => return Vec::new(),
-        }
-        self.last = Some(now);
-        std::mem::take(&mut self.pending)
+        self.0
+            .take(now, force)
             .into_iter()
-            .map(|(topic, n)| {
-                let total = self.totals.get(&topic).copied().unwrap_or(n);
+            .map(|(topic, n, total)| {
                 let s = if n == 1 { "" } else { "s" };
                 format!("lost {n} record{s} on topic {topic} (the reader was too slow; {total} lost in all)")
             })
@@ -69,7 +40,7 @@ impl LossReporter {
 
     /// Everything lost on `topic` since start.
     pub fn total(&self, topic: &str) -> u64 {
-        self.totals.get(topic).copied().unwrap_or(0)
+        self.0.total(&topic.to_string())
     }
 }
 
