@@ -14,6 +14,10 @@
       # on. The kernel package set to build it for: the first of these that
       # is 7.2 or 7.3 (nixos/module.nix picks its default the same way);
       # linuxPackages_latest otherwise, where fanout is marked broken.
+      # fanout.ko is a Rust-for-Linux module: if that set's kernel has no
+      # Rust, Rust is turned on the way the NixOS module's enableKernelRust
+      # does it (the kernel patch `rust`, features.rust = true). That kernel
+      # is then built locally, not taken from the binary cache.
       kernelPackagesFor =
         pkgs:
         let
@@ -27,14 +31,32 @@
               );
             in
             r.success && r.value;
-        in
-        pkgs.${
-          lib.findFirst supported "linuxPackages_latest" [
+          chosen = lib.findFirst supported null [
             "linuxPackages_7_3"
             "linuxPackages_7_2"
             "linuxPackages_latest"
-          ]
-        };
+          ];
+          kernelPackages = pkgs.${chosen};
+          inherit (kernelPackages) kernel;
+        in
+        if chosen == null then
+          pkgs.linuxPackages_latest
+        else if kernel.withRust or (kernel.config.isYes "RUST") then
+          kernelPackages
+        else
+          kernelPackages.extend (
+            _: super: {
+              kernel = super.kernel.override (old: {
+                kernelPatches = (old.kernelPatches or [ ]) ++ [
+                  {
+                    name = "rust";
+                    patch = null;
+                    features.rust = true;
+                  }
+                ];
+              });
+            }
+          );
     in
     {
       packages = forAllSystems (

@@ -46,9 +46,11 @@ kernel.stdenv.mkDerivation {
     ];
     # Supported: Linux 7.2 and 7.3, the kernels the test suite runs on (the
     # kernel's Rust API changes every release; kernel/compat.rs covers these
-    # two). A Rust-for-Linux module, so the kernel also needs CONFIG_RUST.
-    # The NixOS module (module.nix) asserts the same with a message naming
-    # the fix; this keeps a direct build from failing deep in the compiler.
+    # two). A Rust-for-Linux module, so the kernel also needs CONFIG_RUST
+    # (a kernel given features.rust by the kernel patch `rust` has it:
+    # withRust is then true). The NixOS module (module.nix) turns Rust on
+    # (enableKernelRust) and asserts the rest with a message naming the fix;
+    # this keeps a direct build from failing deep in the compiler.
     broken =
       lib.versionOlder kernel.version "7.2" || lib.versionAtLeast kernel.version "7.4" || !withRust;
   };

@@ -1,17 +1,19 @@
 # Cheap checks of module.nix: NixOS evaluation only (no VM, no kernel build).
 # They pin down the generated /etc/baf/topics, the modprobe options, the
 # baf-setup command line, the option validation, the default kernel (7.2 or
-# 7.3) and the assertion that refuses any other kernel; and the baf-bridge
-# services: their configuration files, hardening and firewall ports.
+# 7.3) and the assertion that refuses any other kernel, Rust in the kernel
+# (enableKernelRust); and the baf-bridge services: their configuration
+# files, hardening and firewall ports.
 { pkgs }:
 
 let
   inherit (pkgs) lib;
 
   eval = evalWith { };
-  evalWith =
+  evalWith = extra: settings: (evalFullWith extra settings).config;
+  evalFullWith =
     extra: settings:
-    (pkgs.nixos {
+    pkgs.nixos {
       imports = [
         ./module.nix
         extra
@@ -21,7 +23,7 @@ let
       boot.loader.grub.enable = false;
       fileSystems."/".device = "/dev/null";
       system.stateVersion = lib.trivial.release;
-    }).config;
+    };
 
   # Messages of our own failed assertions.
   failed =
@@ -78,6 +80,37 @@ let
   # not apply. Evaluation must stop with our assertion, naming the version.
   oldKernel = evalWith { boot.kernelPackages = pkgs.linuxPackages; } { enable = true; };
 
+  # Rust in the kernel. Whether nixpkgs builds its 7.2/7.3 kernel with Rust
+  # is not assumed: these hold either way.
+  hasRust = kernel: kernel.withRust or (kernel.config.isYes "RUST");
+  rustPatches =
+    config: lib.filter (p: p.name == "rust" && (p.features.rust or false)) config.boot.kernelPatches;
+  # The package set the module's default kernel starts from: the one
+  # definition of boot.kernelPackages, before NixOS adds boot.kernelPatches.
+  defaultBase = lib.head (evalFullWith { } { enable = true; }).options.boot.kernelPackages.definitions;
+  # enableKernelRust off: no patch; the assertion if that kernel has no Rust.
+  rustOff = eval {
+    enable = true;
+    enableKernelRust = false;
+  };
+  # A kernel that has Rust already (the default one with the rust kernel
+  # patch of its own): the module adds no patch.
+  rustKernel = evalWith {
+    boot.kernelPackages = defaultBase.extend (
+      _: super: {
+        kernel = super.kernel.override (old: {
+          kernelPatches = (old.kernelPatches or [ ]) ++ [
+            {
+              name = "rust";
+              patch = null;
+              features.rust = true;
+            }
+          ];
+        });
+      }
+    );
+  } { enable = true; };
+
   # Bridges: one with everything set, one with nothing to bridge, one off.
   bridged = evalWith {
     networking.hostName = "robot-1";
@@ -132,6 +165,15 @@ pkgs.runCommand "baf-module-check"
     defaultKernel = attrsForm.boot.kernelPackages.kernel.version;
     oldKernelVersion = oldKernel.boot.kernelPackages.kernel.version;
     oldKernelMessages = lib.concatStringsSep "\n" (failed oldKernel);
+    defaultBaseHasRust = lib.boolToString (hasRust defaultBase.kernel);
+    defaultHasRust = lib.boolToString (hasRust attrsForm.boot.kernelPackages.kernel);
+    defaultRustPatches = toString (builtins.length (rustPatches attrsForm));
+    fanoutBroken = lib.boolToString attrsForm.baf.services.baf-setup.kernelModulePackage.meta.broken;
+    rustOffPatches = toString (builtins.length (rustPatches rustOff));
+    rustOffMessages = lib.concatStringsSep "\n" (failed rustOff);
+    rustKernelPatches = toString (builtins.length (rustPatches rustKernel));
+    rustKernelHasRust = lib.boolToString (hasRust rustKernel.boot.kernelPackages.kernel);
+    rustKernelMessages = lib.concatStringsSep "\n" (failed rustKernel);
     bridgeExec = bridgeService.serviceConfig.ExecStart;
     bridgeHardening = toString [
       bridgeService.serviceConfig.DynamicUser
@@ -161,6 +203,25 @@ pkgs.runCommand "baf-module-check"
     case "$oldKernelVersion" in 7.2 | 7.2.* | 7.3 | 7.3.*) echo "pkgs.linuxPackages is $oldKernelVersion, no longer an unsupported kernel"; exit 1 ;; esac
     grep -qF "baf: fanout.ko supports Linux 7.2 and 7.3 (the kernels its test suite runs on), but boot.kernelPackages is Linux $oldKernelVersion. Set boot.kernelPackages = pkgs.linuxPackages_7_" <<<"$oldKernelMessages" ||
       { echo "no kernel assertion for Linux $oldKernelVersion:"; echo "$oldKernelMessages"; exit 1; }
+    # Rust: the module's kernel has it, and fanout.ko is not broken for it;
+    # the rust kernel patch is there only when the kernel it starts from has
+    # no Rust. Off, there is no patch, and the assertion names the option
+    # when that kernel has no Rust. A kernel with Rust gets no patch.
+    [ "$defaultHasRust" = true ] || { echo "the module's kernel has no Rust"; exit 1; }
+    [ "$fanoutBroken" = false ] || { echo "fanout.ko is marked broken for the module's kernel"; exit 1; }
+    if [ "$defaultBaseHasRust" = true ]; then want=0; else want=1; fi
+    [ "$defaultRustPatches" = "$want" ] ||
+      { echo "rust kernel patches: $defaultRustPatches, want $want (base kernel has Rust: $defaultBaseHasRust)"; exit 1; }
+    [ "$rustOffPatches" = 0 ] || { echo "enableKernelRust = false still adds the rust kernel patch"; exit 1; }
+    if [ "$defaultBaseHasRust" = true ]; then
+      [ -z "$rustOffMessages" ] || { echo "refused with enableKernelRust = false: $rustOffMessages"; exit 1; }
+    else
+      grep -qF "is built without CONFIG_RUST. Set baf.services.baf-setup.enableKernelRust = true;" <<<"$rustOffMessages" ||
+        { echo "no Rust assertion with enableKernelRust = false: $rustOffMessages"; exit 1; }
+    fi
+    [ "$rustKernelPatches" = 0 ] || { echo "a kernel with Rust got the rust kernel patch"; exit 1; }
+    [ "$rustKernelHasRust" = true ] && [ -z "$rustKernelMessages" ] ||
+      { echo "a kernel with Rust: has Rust $rustKernelHasRust, refused with: $rustKernelMessages"; exit 1; }
     # Bridges: one service per enabled bridge, hardened, with the bridge's
     # own configuration file; the one with nothing to bridge is refused.
     [ "$bridgeUnits" = "baf-bridge-idle baf-bridge-lab" ] || { echo "bridge units: $bridgeUnits"; exit 1; }

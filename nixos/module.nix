@@ -6,6 +6,7 @@
 # unrelated C module of the same name (the two cannot be loaded together).
 {
   config,
+  options,
   lib,
   pkgs,
   ...
@@ -156,6 +157,39 @@ let
 
   kernel = config.boot.kernelPackages.kernel;
 
+  # Rust in the kernel (option enableKernelRust). fanout.ko needs
+  # CONFIG_RUST; whether nixpkgs builds a given kernel with it is not
+  # something this module can count on, so it can turn it on itself, the
+  # way nixpkgs' own kernel-rust NixOS test does: a kernel patch with no
+  # patch file and features.rust = true, which makes nixpkgs' kernel config
+  # set RUST=y.
+  rustKernelPatch = {
+    name = "rust";
+    patch = null;
+    features.rust = true;
+  };
+  # When to add it cannot be decided from `kernel` above: NixOS makes
+  # config.boot.kernelPackages from the package set it is given plus
+  # config.boot.kernelPatches (the option's `apply`), so reading
+  # config.boot.kernelPackages.kernel.withRust to decide boot.kernelPatches
+  # is an infinite recursion. It is decided from the base package set
+  # instead: the definitions of boot.kernelPackages, merged the way the
+  # option merges them but without its `apply`, so without any
+  # kernelPatches. That is the user's kernel when they choose one, and the
+  # module's default (below) otherwise; it reads neither
+  # config.boot.kernelPackages nor config.boot.kernelPatches.
+  # The patch is added only when that kernel lacks Rust: on a kernel that has
+  # it, the patch would change the kernel's derivation and cost a local
+  # kernel build for nothing. (A rust patch the configuration adds itself is
+  # not seen here, since it is not in the base; baf then adds a second one,
+  # which does no harm: that kernel is built locally either way.)
+  baseKernel =
+    let
+      opt = options.boot.kernelPackages;
+    in
+    (opt.type.merge opt.loc opt.definitionsWithLocations).kernel;
+  addRustPatch = cfg.enableKernelRust && kernelSupported baseKernel && !(kernelHasRust baseKernel);
+
   udevRules = pkgs.writeTextFile {
     name = "baf-udev-rules";
     destination = "/lib/udev/rules.d/99-baf.rules";
@@ -210,6 +244,27 @@ in
       '';
     };
 
+    enableKernelRust = lib.mkOption {
+      type = types.bool;
+      default = true;
+      example = false;
+      description = ''
+        Whether to turn on Rust (`CONFIG_RUST`) in the kernel of
+        {option}`boot.kernelPackages` when that kernel is built without it:
+        {file}`fanout.ko` is a Rust-for-Linux module. baf then adds the
+        kernel patch `rust` (no patch file, only `features.rust = true`, as
+        nixpkgs' own `kernel-rust` test does) to {option}`boot.kernelPatches`.
+        A kernel that already has Rust is left as it is.
+
+        This has a cost: the kernel with Rust turned on is not in the binary
+        cache, so it is built locally, which takes roughly an hour or more,
+        and again on every update of the kernel.
+
+        When `false`, a kernel without Rust stops evaluation with an
+        assertion instead.
+      '';
+    };
+
     package = lib.mkOption {
       type = types.package;
       default = pkgs.callPackage ./tools.nix { };
@@ -224,7 +279,8 @@ in
       description = ''
         Package providing {file}`fanout.ko`. It must be built for
         {option}`boot.kernelPackages`, which must be Linux 7.2 or 7.3 (the
-        kernels the test suite runs on) with Rust enabled.
+        kernels the test suite runs on) with Rust enabled (see
+        {option}`baf.services.baf-setup.enableKernelRust`).
       '';
     };
   };
@@ -235,6 +291,8 @@ in
     boot.kernelPackages = lib.mkIf (supportedKernelPackages != null) (
       lib.mkDefault pkgs.${supportedKernelPackages}
     );
+    # Only for a supported kernel: any other is refused below anyway.
+    boot.kernelPatches = lib.mkIf addRustPatch [ rustKernelPatch ];
 
     assertions = [
       {
@@ -255,7 +313,14 @@ in
       }
       {
         assertion = !(kernelSupported kernel) || kernelHasRust kernel;
-        message = "baf: fanout.ko is a Rust-for-Linux module, but the kernel of boot.kernelPackages (Linux ${kernel.version}) is built without CONFIG_RUST. Use a nixpkgs kernel (they enable Rust), or set RUST = yes in its structuredExtraConfig.";
+        message =
+          "baf: fanout.ko is a Rust-for-Linux module, but the kernel of boot.kernelPackages (Linux ${kernel.version}) is built without CONFIG_RUST"
+          + (
+            if cfg.enableKernelRust then
+              ", even with the kernel patch `rust' (features.rust = true) that baf.services.baf-setup.enableKernelRust adds. nixpkgs turns Rust on only where its rustc is available; a kernel built from its own .config (linuxManualConfig) must set CONFIG_RUST=y itself."
+            else
+              ". Set baf.services.baf-setup.enableKernelRust = true; to have baf turn Rust on (the kernel is then built locally, not taken from the binary cache), or use a kernel with RUST = yes in its structuredExtraConfig."
+          );
       }
     ]
     ++ lib.mapAttrsToList (name: _: {

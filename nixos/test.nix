@@ -17,7 +17,9 @@ pkgs.testers.runNixOSTest {
       imports = [ ./module.nix ];
 
       # boot.kernelPackages is left to the module: it defaults to a
-      # supported kernel (checked below).
+      # supported kernel (checked below). If nixpkgs builds that kernel
+      # without Rust, enableKernelRust (on by default) turns Rust on, and
+      # the test then builds the kernel instead of fetching it.
 
       baf.services.baf-setup = {
         enable = true;

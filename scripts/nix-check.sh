@@ -90,6 +90,20 @@ for e in errors:
 sys.exit(1 if errors else 0)
 EOF
 
+# The pin nixos/README.md documents ("How nixpkgs is pinned") is the lock's.
+check "nixos/README.md documents the locked nixpkgs" python3 - <<'EOF'
+import datetime, json, sys
+lock = json.load(open("flake.lock"))
+l = lock["nodes"][lock["nodes"][lock["root"]]["inputs"]["nixpkgs"]]["locked"]
+doc = open("nixos/README.md").read()
+day = datetime.datetime.fromtimestamp(l["lastModified"], datetime.timezone.utc).date().isoformat()
+missing = [f"{k} {v}" for k, v in [("rev", l["rev"]), ("narHash", l["narHash"]),
+           ("lastModified", str(l["lastModified"])), ("date", day)] if v not in doc]
+for m in missing:
+    print(f"nixos/README.md does not name the lock's {m}")
+sys.exit(1 if missing else 0)
+EOF
+
 # 3. The lock matches flake.nix's inputs. Nix 2.8 checks that itself: with
 #    --no-update-lock-file it refuses a lock that flake.nix's inputs would
 #    change. It reads only flake.nix and flake.lock, so they are copied to a
@@ -141,7 +155,7 @@ eval_true "flake outputs is a function of self and nixpkgs" \
   'builtins.functionArgs (import ./flake.nix).outputs == { self = false; nixpkgs = false; }'
 eval_true "nixos/module.nix is a NixOS module function" \
   'let f = import ./nixos/module.nix; in builtins.isFunction f
-     && builtins.all (a: builtins.hasAttr a (builtins.functionArgs f)) [ "config" "lib" "pkgs" ]'
+     && builtins.all (a: builtins.hasAttr a (builtins.functionArgs f)) [ "config" "options" "lib" "pkgs" ]'
 eval_true "nixos/fanout.nix takes a kernel package set's arguments" \
   'builtins.attrNames (builtins.functionArgs (import ./nixos/fanout.nix)) == [ "kernel" "kernelModuleMakeFlags" "lib" ]'
 eval_true "nixos/tools.nix takes lib, stdenv, rustPlatform and installShellFiles" \
@@ -174,9 +188,10 @@ eval_true "flake output names" '
   && builtins.isFunction out.overlays.default
   && builtins.isFunction out.nixosModules.default'
 
-# The kernel range (7.2 and 7.3): module.nix's assertions, its default
-# kernel, and fanout.nix's `broken`, evaluated against a stand-in for the
-# few nixpkgs lib functions they use and for kernel package sets.
+# The kernel range (7.2 and 7.3) and Rust: module.nix's assertions, its
+# default kernel, the rust kernel patch of enableKernelRust, and fanout.nix's
+# `broken`, evaluated against a stand-in for the few nixpkgs lib functions
+# they use, for kernel package sets, and for NixOS's boot.kernelPackages.
 kernel_stub='
   let
     lib = {
@@ -195,28 +210,56 @@ kernel_stub='
       fileset = { toSource = x: x; unions = x: x; fileFilter = f: d: d; };
       importTOML = p: builtins.fromTOML (builtins.readFile p);
       licenses.gpl2Only = null;
+      mkOption = o: o;
     };
-    kp = version: { kernel = { inherit version; withRust = true; }; };
+    kp = version: withRust: { kernel = { inherit version withRust; }; };
     # pkgs with the given kernel package sets (name -> version)
-    pkgsWith = sets: builtins.mapAttrs (_: kp) sets // { writeTextFile = x: x; callPackage = _: _: null; };
+    pkgsWith = sets: builtins.mapAttrs (_: v: kp v true) sets // { writeTextFile = x: x; callPackage = _: _: null; };
     cfg = { enable = true; topics = [ ]; bufferSize = 65536; testTopic = true; };
-    eval = sets: kernel:
-      (import ./nixos/module.nix {
-        inherit lib;
-        pkgs = pkgsWith sets;
-        config = {
-          baf.services.baf-setup = cfg // { package = null; kernelModulePackage = null; };
-          boot.kernelPackages = kp kernel;
-          services = { };
+    # The module in a stand-in for NixOS. boot.kernelPackages is made the
+    # way NixOS makes it: the package set it is given (`base`, which is
+    # what options.boot.kernelPackages merges) with the boot.kernelPatches
+    # of the module applied, where features.rust turns Rust on (unless
+    # `rustAvailable` is false, as nixpkgs does where rustc is missing). The
+    # patches are read back from the result of the module, so a module that
+    # decided them from config.boot.kernelPackages would recurse forever here.
+    evalFull = { sets, kernel, withRust ? true, enableKernelRust ? true, rustAvailable ? true }:
+      let
+        base = kp kernel withRust;
+        patchesDef = out.boot.kernelPatches or { condition = false; };
+        patches = if patchesDef.condition then patchesDef.content else [ ];
+        final.kernel = base.kernel // {
+          withRust = base.kernel.withRust
+            || (rustAvailable && builtins.any (p: p.features.rust or false) patches);
         };
-      }).config.content;
+        out = (import ./nixos/module.nix {
+          inherit lib;
+          pkgs = pkgsWith sets;
+          config = {
+            baf.services.baf-setup = cfg // { inherit enableKernelRust; package = null; kernelModulePackage = null; };
+            boot.kernelPackages = final;
+            services = { };
+          };
+          options.boot.kernelPackages = {
+            loc = [ "boot" "kernelPackages" ];
+            definitionsWithLocations = [ { file = "stand-in"; value = base; } ];
+            type.merge = loc: defs: if builtins.length defs == 1 then (builtins.head defs).value else throw "one definition";
+          };
+        }).config.content;
+      in
+      { config = out; inherit patches; inherit (final) kernel; };
+    eval = sets: kernel: (evalFull { inherit sets kernel; }).config;
+    module = import ./nixos/module.nix { inherit lib; pkgs = { }; config = { }; options = { }; };
     failed = c: map (a: a.message) (builtins.filter (a: !a.assertion) c.assertions);
-    broken = version: withRust:
+    fanout = kernel:
       (import ./nixos/fanout.nix {
         inherit lib;
-        kernel = { inherit version withRust; stdenv.mkDerivation = a: a; moduleBuildDependencies = [ ]; dev = ""; modDirVersion = version; };
+        kernel = kernel // { stdenv.mkDerivation = a: a; moduleBuildDependencies = [ ]; dev = ""; modDirVersion = kernel.version; };
         kernelModuleMakeFlags = [ ];
-      }).meta.broken;
+      });
+    broken = version: withRust: (fanout { inherit version withRust; }).meta.broken;
+    rustPatch = { name = "rust"; patch = null; features.rust = true; };
+    sets72 = { linuxPackages_7_2 = "7.2.8"; linuxPackages_latest = "7.2.8"; };
   in'
 eval_true "module.nix: kernels 7.2 and 7.3 pass, others fail with the version and the fix" "$kernel_stub"'
   failed (eval { linuxPackages_7_3 = "7.3.4"; } "7.2.12") == [ ]
@@ -239,6 +282,32 @@ eval_true "fanout.nix: broken outside 7.2 and 7.3 and without Rust" "$kernel_stu
   !(broken "7.2" true) && !(broken "7.2.12" true) && !(broken "7.3.4" true)
   && broken "7.1.10" true && broken "6.18.40" true && broken "7.4" true && broken "7.4-rc1" true
   && broken "7.3.4" false'
+eval_true "module.nix: enableKernelRust (default) adds the rust kernel patch to a kernel without Rust" "$kernel_stub"'
+  let r = evalFull { sets = sets72; kernel = "7.2.8"; withRust = false; }; in
+  module.options.baf.services.baf-setup.enableKernelRust.default == true
+  && r.patches == [ rustPatch ]
+  && r.kernel.withRust
+  && failed r.config == [ ]
+  && !(fanout r.kernel).meta.broken'
+eval_true "module.nix: no rust kernel patch for a kernel with Rust, or an unsupported one" "$kernel_stub"'
+  let
+    withRust = evalFull { sets = sets72; kernel = "7.2.8"; withRust = true; };
+    old = evalFull { sets = sets72; kernel = "6.18.40"; withRust = false; };
+  in
+  withRust.patches == [ ] && failed withRust.config == [ ]
+  && old.patches == [ ] && builtins.length (failed old.config) == 1'
+eval_true "module.nix: enableKernelRust = false keeps the assertion, naming the option" "$kernel_stub"'
+  let r = evalFull { sets = sets72; kernel = "7.2.8"; withRust = false; enableKernelRust = false; }; in
+  r.patches == [ ]
+  && failed r.config == [
+    "baf: fanout.ko is a Rust-for-Linux module, but the kernel of boot.kernelPackages (Linux 7.2.8) is built without CONFIG_RUST. Set baf.services.baf-setup.enableKernelRust = true; to have baf turn Rust on (the kernel is then built locally, not taken from the binary cache), or use a kernel with RUST = yes in its structuredExtraConfig."
+  ]'
+eval_true "module.nix: a kernel that stays without Rust despite the patch is refused" "$kernel_stub"'
+  let r = evalFull { sets = sets72; kernel = "7.2.8"; withRust = false; rustAvailable = false; }; in
+  r.patches == [ rustPatch ]
+  && builtins.match ".*Linux 7.2.8.*even with the kernel patch .rust. .features.rust = true. that baf.services.baf-setup.enableKernelRust adds.*"
+       (builtins.head (failed r.config)) != null
+  && builtins.length (failed r.config) == 1'
 
 # 5. The tools' source filter lists every Cargo workspace member.
 check "nixos/tools.nix covers the Cargo workspace" python3 - <<'EOF'
