@@ -106,8 +106,9 @@ signed_by=${found#*$'\t'}
 [ -n "$signed_by" ] || signed_by=/usr/share/keyrings/debian-archive-keyring.gpg
 
 # bookworm-backports: a QEMU new enough, matching the preinstalled qemu-utils.
-# trixie-backports: only to download linux-source-7.2 and 7.3 (pinned low, so
-# nothing else is ever installed from it).
+# trixie-backports: only to download linux-source-7.2 and 7.3 and Debian's own
+# kernel images and headers of the same versions (pinned low, so nothing is
+# ever installed from it).
 want_sources="Types: deb
 URIs: $archive
 Suites: bookworm-backports trixie-backports
@@ -120,7 +121,7 @@ Pin-Priority: 100"
 need_apt=0
 [ "$(cat "$SOURCES" 2>/dev/null)" = "$want_sources" ] || need_apt=1
 [ "$(cat "$PIN" 2>/dev/null)" = "$want_pin" ] || need_apt=1
-for p in "${apt_packages[@]}" qemu-system-x86; do
+for p in "${apt_packages[@]}" qemu-system-x86 debootstrap; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need_apt=1
 done
 
@@ -131,7 +132,9 @@ if [ "$need_apt" = 1 ]; then
   printf '%s\n' "$want_pin" > "$PIN"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${apt_packages[@]}" >/dev/null
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends -t bookworm-backports qemu-system-x86 >/dev/null
+  # debootstrap: a Debian 13 chroot with the compilers of Debian's own
+  # kernels (scripts/kernel-rust.sh --root auto); bookworm-backports' knows trixie.
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends -t bookworm-backports qemu-system-x86 debootstrap >/dev/null
 fi
 
 command -v rustup >/dev/null ||

@@ -3,8 +3,8 @@
 # real device; print each result and a summary line; exit non-zero on any
 # failure, a kernel splat, or a VM that does not finish.
 #
-#   tests/vm.sh [--scenario tests|demo|bench|warn|hang] [--extra DIR]
-#               [--kernel debug|lite|bench] [--series 7.3|7.2]
+#   tests/vm.sh [--scenario tests|tools|demo|bench|warn|hang] [--extra DIR]
+#               [--kernel debug|lite|bench|stock] [--series 7.3|7.2]
 #               [--timeout SECONDS]
 #
 # --extra DIR: every executable in DIR (static binary or busybox-sh script)
@@ -26,7 +26,18 @@ while [ $# -gt 0 ]; do
 done
 
 bash "$REPO/scripts/deps.sh"
-kbuild=$(bash "$REPO/scripts/kernel.sh" "$variant" "$series")
+if [ "$variant" = stock ]; then
+  # Debian's own kernel image, unmodified, and the Rust metadata built for it
+  # (scripts/debian-kernel.sh); the module is built with that kernel's own
+  # compilers, in the Debian 13 chroot kernel-rust.sh made.
+  { read -r stock_tree; read -r kimage; } < <(bash "$REPO/scripts/debian-kernel.sh" "$series")
+  kbuild="$stock_tree/build"
+  gen_init_cpio="$stock_tree/gen_init_cpio"
+else
+  kbuild=$(bash "$REPO/scripts/kernel.sh" "$variant" "$series")
+  kimage="$kbuild/arch/x86/boot/bzImage"
+  gen_init_cpio="$kbuild/usr/gen_init_cpio"
+fi
 # A fresh directory per run, so runs can go on side by side; kept when the
 # run fails, for inspection.
 mkdir -p "$CACHE/runs"
@@ -38,14 +49,24 @@ run=$(mktemp -d "$CACHE/runs/$scenario.XXXXXX")
 moddir="$run/module"
 mkdir -p "$moddir"
 cp "$REPO"/kernel/*.rs "$REPO"/kernel/Kbuild "$REPO"/kernel/Makefile "$moddir"/
-say "building fanout.ko (with clippy)"
-make -s -C "$moddir" KDIR="$kbuild" LLVM=-19 CLIPPY=1 modules 2>&1 | tee "$run/module-build.log" >&2
+if [ "$variant" = stock ]; then
+  # The kernel's compilers, and kernel/Makefile's own choice of CC and LLVM
+  # (none: Debian builds with gcc); clippy runs on our own kernels.
+  kmake() { (cd "$run" && bash "$REPO/scripts/kernel-rust.sh" --exec "$stock_tree" -- make -s -C "$moddir" KDIR="$kbuild" "$@"); }
+  clippy=()
+  say "building fanout.ko with the compilers of Debian's $series kernel"
+else
+  kmake() { make -s -C "$moddir" KDIR="$kbuild" LLVM=-19 "$@"; }
+  clippy=(CLIPPY=1)
+  say "building fanout.ko (with clippy)"
+fi
+kmake "${clippy[@]}" modules 2>&1 | tee "$run/module-build.log" >&2
 [ -f "$moddir/fanout.ko" ] || die "fanout.ko did not build"
 if grep -qE '^(warning|error)' "$run/module-build.log"; then
   die "the module build has warnings (see above); the kernel code must be clippy-clean"
 fi
 stage="$run/stage"
-make -s -C "$moddir" KDIR="$kbuild" LLVM=-19 modules_install INSTALL_MOD_PATH="$stage" \
+kmake modules_install INSTALL_MOD_PATH="$stage" \
   > "$run/module-install.log" 2>&1 || { cat "$run/module-install.log" >&2; die "make modules_install failed"; }
 installed=$(find "$stage/lib/modules" -name fanout.ko)
 if [ -z "$installed" ] || [ "$(echo "$installed" | wc -l)" != 1 ]; then
@@ -82,7 +103,7 @@ list="$run/initramfs.list"
     done
   fi
 } > "$list"
-"$kbuild/usr/gen_init_cpio" "$list" | gzip -1 > "$run/initramfs.cpio.gz"
+"$gen_init_cpio" "$list" | gzip -1 > "$run/initramfs.cpio.gz"
 
 # --- boot -------------------------------------------------------------------
 log="$run/serial.log"
@@ -106,7 +127,7 @@ boot_watch=${BAF_BOOT_WATCH:-240}
 run_qemu() {
   : > "$log"
   timeout --foreground "$timeout" qemu-system-x86_64 -accel "$accel" -cpu max,la57=off -smp 2 -m 1G \
-    -kernel "$kbuild/arch/x86/boot/bzImage" -initrd "$run/initramfs.cpio.gz" \
+    -kernel "$kimage" -initrd "$run/initramfs.cpio.gz" \
     -append "console=ttyS0 panic=-1 loglevel=5 baf.scenario=$scenario" \
     -display none -monitor none -serial "file:$log" -no-reboot &
   local qpid=$! waited=0
