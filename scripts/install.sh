@@ -15,7 +15,9 @@
 #   udev/rules.d/99-baf.rules  group baf may use /dev/baf-control
 #   sysusers.d/baf.conf        declares group baf
 # --dkms also copies the module's sources to /usr/src/fanout-VERSION for
-# DKMS, which then builds fanout.ko for every Rust-enabled kernel.
+# DKMS, which then builds fanout.ko for every Rust-enabled kernel (with
+# kernel-rust.sh, which builds the Rust metadata a distribution kernel's
+# headers leave out, before each build).
 #
 # --destdir DIR (or $DESTDIR) stages everything under DIR, for packaging and
 # tests: nothing outside DIR is touched. Without it (as root) the script
@@ -108,6 +110,8 @@ if [ "$dkms" = 1 ]; then
   for f in "$REPO"/kernel/*.rs "$REPO"/kernel/Kbuild "$REPO"/kernel/Makefile "$REPO"/kernel/dkms.conf; do
     put 644 "$f" "$src/$(basename "$f")"
   done
+  # dkms.conf's PRE_BUILD: the Rust metadata of a distribution kernel.
+  put 755 "$REPO/scripts/kernel-rust.sh" "$src/kernel-rust.sh"
 fi
 
 # --- activate (only on the real system) -----------------------------------------

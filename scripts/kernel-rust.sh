@@ -3,7 +3,7 @@
 # fanout.ko builds for that very kernel and loads into it.
 #
 #   kernel-rust.sh [--kver KVER] [--headers DIR] [--source FILE] [--out DIR]
-#                  [--root DIR] [--check] [--install MODULE_SRC]
+#                  [--root DIR] [--check] [--if-needed] [--install MODULE_SRC]
 #   kernel-rust.sh --exec TREE -- COMMAND...
 #
 # Debian 13's kernels are built with CONFIG_RUST=y, but linux-headers-*
@@ -33,7 +33,9 @@
 # too) when the kernel's own build tree has no Rust metadata. The path of the
 # tree is printed on stdout. --install MODULE_SRC then builds fanout.ko from
 # the kernel/ folder MODULE_SRC and installs it for KVER (modules_install,
-# depmod). --exec TREE -- COMMAND runs COMMAND with the tree's compilers (in
+# depmod). --if-needed does nothing when the kernel's own build tree has its
+# Rust metadata (dkms.conf runs it so before every DKMS build, so that a
+# kernel upgrade gets its metadata by itself). --exec TREE -- COMMAND runs COMMAND with the tree's compilers (in
 # its chroot when it was built with --root), with TREE and the current
 # folder visible at the same paths.
 #
@@ -45,9 +47,9 @@ say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'kernel-rust: %s\n' "$*" >&2; exit 1; }
 
 RECIPE=1 # bump when this script changes what it builds
-TRIXIE_PACKAGES=rustc,rust-src,rustfmt,bindgen,gcc-14,libclang-dev,dwarves,openssl,make,flex,bison,bc,libelf-dev,libssl-dev,python3,cpio,kmod,xz-utils
+TRIXIE_PACKAGES=rustc,rust-src,rustfmt,bindgen,gcc-14,libclang-dev,dwarves,openssl,dkms,make,flex,bison,bc,libelf-dev,libssl-dev,python3,cpio,kmod,xz-utils
 
-kver="" headers="" source="" out="" root="" check_only=0 install_src="" exec_tree=""
+kver="" headers="" source="" out="" root="" check_only=0 install_src="" exec_tree="" if_needed=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --kver) kver=$2; shift 2 ;;
@@ -56,6 +58,7 @@ while [ $# -gt 0 ]; do
     --out) out=$2; shift 2 ;;
     --root) root=$2; shift 2 ;;
     --check) check_only=1; shift ;;
+    --if-needed) if_needed=1; shift ;;
     --install) install_src=$2; shift 2 ;;
     --exec) exec_tree=$2; shift 2; [ "${1:-}" = -- ] && shift; break ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; exit 0 ;;
@@ -112,6 +115,9 @@ case "$headers" in
 esac
 [ -f "$headers/.config" ] ||
   die "no build tree for kernel $kver ($headers/.config is missing): install linux-headers-$kver (apt install linux-headers-$kver) or pass --headers DIR"
+if [ "$if_needed" = 1 ] && [ -f "$headers/rust/libkernel.rmeta" ]; then
+  exit 0 # the kernel's own build tree has its Rust metadata: nothing to do
+fi
 [ -f "$headers/Module.symvers" ] || die "$headers has no Module.symvers: pass the kernel's full headers with --headers DIR"
 config=$headers/.config
 cfg() { sed -n "s/^$1=\"\{0,1\}\([^\"]*\)\"\{0,1\}\$/\1/p" "$config"; }
@@ -134,7 +140,7 @@ make_root() { # DIR: a Debian 13 chroot with the kernel's compilers
   [ -n "$mirror" ] || mirror=$(awk '$1 == "deb" { for (i = 2; i <= NF; i++) if ($i ~ /^(https?|file):/) { print $i; exit } }' /etc/apt/sources.list 2>/dev/null | grep -v security | head -n1)
   [ -n "$mirror" ] || die "no Debian mirror found in /etc/apt to debootstrap Debian 13 from"
   say "making a Debian 13 chroot with the kernel's compilers in $dir (about 2 minutes)"
-  rm -rf "$dir.tmp"
+  rm -rf "$dir.tmp" && mkdir -p "$(dirname "$dir")"
   debootstrap --variant=minbase --include="$TRIXIE_PACKAGES" trixie "$dir.tmp" "$mirror" > "$dir.log" 2>&1 ||
     die "debootstrap of Debian 13 failed: see $dir.log"
   rm -rf "$dir" && mv "$dir.tmp" "$dir"
@@ -203,8 +209,10 @@ fi
 out=${out:-/var/lib/baf/kbuild/$kver}
 mkdir -p "$out" && out=$(cd "$out" && pwd)
 key=$( { echo "$RECIPE $kver $source_version $have_rustc $have_bindgen $have_cc"; cat "$config" "$headers/Module.symvers"; } | sha256sum | cut -c1-16)
-if [ -f "$out/.baf-complete" ] && [ "$(cat "$out/.baf-complete")" = "$key" ] && [ -z "$install_src" ]; then
-  echo "$out"; exit 0
+if [ -f "$out/.baf-complete" ] && [ "$(cat "$out/.baf-complete")" = "$key" ]; then
+  # The same compilers, maybe from another chroot of them: --exec uses this one.
+  if [ -n "$root" ]; then echo "$root" > "$out/root"; fi
+  if [ -z "$install_src" ]; then echo "$out"; exit 0; fi
 fi
 if [ ! -f "$out/.baf-complete" ] || [ "$(cat "$out/.baf-complete")" != "$key" ]; then
   rm -rf "$out/source" "$out/build" "$out/.baf-complete"
@@ -227,6 +235,8 @@ if [ ! -f "$out/.baf-complete" ] || [ "$(cat "$out/.baf-complete")" != "$key" ];
   say "building the Rust metadata of $kver (3-6 minutes)"
   tc "$out" -- "${kmake[@]}" -j"$(nproc)" modules_prepare >&2
   cp "$headers/Module.symvers" "$out/build/Module.symvers"
+  # The kernel's BTF, for the module's own (as Debian's headers give it).
+  if [ -f "$headers/vmlinux" ]; then cp "$headers/vmlinux" "$out/build/vmlinux"; fi
   [ -f "$out/build/rust/libkernel.rmeta" ] || die "the build made no rust/libkernel.rmeta"
   [ "$(cat "$out/build/include/config/kernel.release")" = "$kver" ] || die "the tree's release is not $kver"
   # The proof: every Rust symbol the kernel exports is defined, by the same

@@ -68,8 +68,9 @@ check "sysusers file in /etc/sysusers.d" test -f "$sysusers"
 check "the udev rule is the one the NixOS module ships" cmp -s "$rules" "$REPO/nixos/99-baf.rules"
 src="$dest/usr/src/fanout-$version"
 dkms_files() { (cd "$1" && ls) | sort; }
-check "DKMS sources in /usr/src/fanout-$version: kernel/*.rs, Kbuild, Makefile, dkms.conf" \
-  diff <(dkms_files "$src") <( (cd "$REPO/kernel" && ls ./*.rs Kbuild Makefile dkms.conf) | sed 's|^\./||' | sort)
+check "DKMS sources in /usr/src/fanout-$version: kernel/*.rs, Kbuild, Makefile, dkms.conf, kernel-rust.sh" \
+  diff <(dkms_files "$src") <( (cd "$REPO/kernel" && ls ./*.rs Kbuild Makefile dkms.conf; echo kernel-rust.sh) | sed 's|^\./||' | sort)
+check "kernel-rust.sh (dkms.conf's PRE_BUILD) is executable" test -x "$src/kernel-rust.sh"
 unexpected=$(cd "$dest" && find . -type f | grep -vE "^\./(usr/local/(bin|share/(man/man1|bash-completion/completions|zsh/site-functions|fish/vendor_completions\.d))/[^/]+|etc/udev/rules\.d/99-baf\.rules|etc/sysusers\.d/baf\.conf|usr/src/fanout-$version/[^/]+)$")
 check "nothing else installed" test -z "$unexpected"
 [ -z "$unexpected" ] || echo "$unexpected"
