@@ -196,9 +196,11 @@ if [ -z "$source" ]; then
 fi
 [ -f "$source" ] ||
   die "the kernel's source is missing ($source): install linux-source-$series of the kernel's version ($version${headers_version:+, package $headers_version}) or pass --source FILE"
-case "$source" in *.deb) source_version=$(dpkg-deb -f "$source" Version) ;; esac
-if [ -n "$source_version" ] && [ -n "$headers_version" ] && [ "$source_version" != "$headers_version" ]; then
-  die "linux-source-$series is $source_version but kernel $kver is $headers_version: install linux-source-$series=$headers_version"
+source_pkg=linux-source-$series
+case "$source" in *.deb) source_version=$(dpkg-deb -f "$source" Version); source_pkg=$(dpkg-deb -f "$source" Package) ;; esac
+if [ -n "$source_version" ] && [ -n "$headers_version" ] &&
+  { [ "$source_version" != "$headers_version" ] || [ "$source_pkg" != "linux-source-$series" ]; }; then
+  die "the source is $source_pkg $source_version but kernel $kver is $headers_version: install linux-source-$series=$headers_version"
 fi
 if [ "$check_only" = 1 ]; then
   echo "kernel-rust: kernel $kver can get its Rust metadata: $want_rustc, $want_bindgen and $cc $where, source $source"

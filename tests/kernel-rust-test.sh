@@ -52,6 +52,7 @@ for pkg in "linux-headers-${kver%-amd64}-common" "linux-kbuild-${kver%-amd64}"; 
 done
 root=$(cat "$tree/root")
 echo "kernel-rust test: Debian's $kver ($debver), Debian 13 chroot $root"
+kver_re=$(printf '%s' "$kver" | sed 's/[.+]/\\&/g')
 
 # --- 1. refusals, each before anything is built ---------------------------------
 refused "this machine's rustc is refused" "built with 'rustc 1\.85\.1.*but the rustc on this machine is" \
@@ -65,11 +66,11 @@ printf '#!/bin/sh\necho "bindgen 0.71.1"\n' > "$tmp/fake/bindgen"
 printf '#!/bin/sh\necho "x86_64-linux-gnu-gcc-14 (Debian 14.2.0-19) 14.2.0"\n' > "$tmp/fake/x86_64-linux-gnu-gcc-14"
 chmod +x "$tmp/fake"/*
 refused "a rustc of the same version text but another build is refused by its crate hashes" \
-  "the Rust symbols cannot match kernel $kver: its crate '[a-z_]+' is Cs[0-9A-Za-z]+_[0-9]+[a-z_]+, this rustc .* makes Cs" \
+  "the Rust symbols cannot match kernel $kver_re: its crate '[a-z_]+' is Cs[0-9A-Za-z]+_[0-9]+[a-z_]+, this rustc .* makes Cs" \
   env PATH="$tmp/fake:$PATH" bash "$kr" --kver "$kver" --headers "$headers_deb" --source "$srcdeb" --out "$tmp/out2"
 other=$(ls "$CACHE"/src/linux-source-*.deb | grep -v "linux-source-${series}_" | head -n1)
 if [ -n "$other" ]; then
-  refused "a linux-source of another version is refused" "linux-source-.* is .* but kernel $kver is $debver" \
+  refused "a linux-source of another version is refused" "the source is linux-source-[0-9.]+ [^ ]+ but kernel $kver_re is [^ ]+: install linux-source-$series=" \
     bash "$kr" --kver "$kver" --headers "$headers_deb" --source "$other" --root "$root" --out "$tmp/out3"
 fi
 mkdir -p "$tmp/norust"
@@ -122,8 +123,9 @@ check_in "kernel-rust.sh reuses the complete tree at /var/lib/baf/kbuild/$kver" 
   "test \"\$(bash /src/kernel-rust.sh --kver $kver 2>&1)\" = /var/lib/baf/kbuild/$kver"
 check_in "make -C kernel with the headers' KDIR builds fanout.ko through the metadata tree" \
   "cd /src/kernel && make -s KDIR=/lib/modules/$kver/build modules >/tmp/make.log 2>&1 && test \"\$(modinfo -F vermagic fanout.ko | cut -d' ' -f1)\" = $kver"
-check_in "dkms builds fanout.ko for $kver (BUILD_EXCLUSIVE_CONFIG=CONFIG_RUST, the same redirect)" \
+check_in "dkms builds fanout.ko for $kver (PRE_BUILD kernel-rust.sh --if-needed, then the same redirect)" \
   "rm -f /src/kernel/*.ko /src/kernel/*.o; mkdir -p /usr/src/fanout-0.1.0 && cp /src/kernel/*.rs /src/kernel/Kbuild /src/kernel/Makefile /src/kernel/dkms.conf /usr/src/fanout-0.1.0/ &&
+   install -m 755 /src/kernel-rust.sh /usr/src/fanout-0.1.0/kernel-rust.sh &&
    dkms add -m fanout -v 0.1.0 >/dev/null && dkms build -m fanout -v 0.1.0 -k $kver >/tmp/dkms.log 2>&1 || { tail -n 20 /tmp/dkms.log; cat /var/lib/dkms/fanout/0.1.0/build/make.log 2>/dev/null | tail -n 20; exit 1; }
    ko=\$(find /var/lib/dkms/fanout/0.1.0/$kver -name 'fanout.ko*' | head -n1); test -n \"\$ko\" &&
    test \"\$(modinfo -F vermagic \"\$ko\" | cut -d' ' -f1)\" = $kver"
