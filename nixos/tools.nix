@@ -26,6 +26,7 @@ rustPlatform.buildRustPackage {
       ../Cargo.toml
       ../Cargo.lock
       ../libbaf
+      ../baf-cli
       ../pubmsg
       ../submsg
       ../baf-setup

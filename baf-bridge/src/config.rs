@@ -36,8 +36,8 @@
 
 use crate::names;
 use anyhow::Result;
-use baf::cli::Failure;
 use baf::pattern::{split_list, Pattern};
+use baf_cli::Failure;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -488,8 +488,8 @@ mod tests {
 
     fn usage_of(f: Flags) -> String {
         let e = Settings::resolve(f).unwrap_err();
-        assert_eq!(baf::cli::exit_code(&e), 2, "{e:#}");
-        let m = baf::cli::message(&e);
+        assert_eq!(baf_cli::exit_code(&e), 2, "{e:#}");
+        let m = baf_cli::message(&e);
         assert!(!m.contains('\n'), "{m}");
         m
     }

@@ -1,6 +1,7 @@
 //! Export: local topics to Zenoh.
 //!
-//! One thread and one epoll set, as `submsg` does it: every exported topic
+//! One thread and one epoll set, as `submsg` does it (both open and read
+//! topics with [`baf::subscribe`] and follow them with [`baf::watch`]): every exported topic
 //! is an open file in record mode (`read()`, many whole records a call),
 //! with the `--follow` watcher for topics created later, and an eventfd that
 //! says stop. Each record becomes one Zenoh sample on its topic's key,
@@ -19,16 +20,14 @@ use crate::Shared;
 use anyhow::{Context, Result};
 use baf::abi;
 use baf::device::{self, Topic};
+use baf::subscribe::{self, Lossless, Opened, StartAt, Step};
+use baf::watch::{self, Seen, Watcher};
 use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use std::collections::{HashMap, HashSet};
-use std::fs::OpenOptions;
-use std::io::{self, Read};
 use std::os::fd::AsFd;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::Instant;
-use submsg::follow::Watcher;
 use zenoh::pubsub::Publisher;
 use zenoh::qos::CongestionControl;
 use zenoh::{Session, Wait};
@@ -167,7 +166,7 @@ impl<'a> Exporter<'a> {
             att: Vec::with_capacity(256),
             warned: HashSet::new(),
         };
-        let existing = submsg::existing_topics()?;
+        let existing = watch::existing_topics()?;
         for (name, path) in existing {
             if settings.exports(&name) {
                 // Existing topics: from now on, as submsg reads them.
@@ -187,45 +186,38 @@ impl<'a> Exporter<'a> {
             }
             Err(e) => {
                 if self.warned.insert(name.to_string()) {
-                    tracing::warn!("cannot export topic {name}: {}", baf::cli::message(&e));
+                    tracing::warn!("cannot export topic {name}: {}", baf_cli::message(&e));
                 }
             }
         }
     }
 
     fn try_join(&mut self, name: &str, path: &Path, from_oldest: bool) -> Result<()> {
-        device::check_node(path).map_err(|e| e.into_anyhow(path))?;
-        let file = OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NONBLOCK)
-            .open(path)
-            .with_context(|| format!("cannot open {}", path.display()))?;
-        let topic = Topic::from_file(file);
-        let info = topic.info().context("cannot query the topic")?;
-        device::check_abi(&info)?;
         // Never losslessly where this bridge's own imports may go: it
         // would hold its own writes up.
-        let lossless =
-            info.topic_flags & abi::TOPIC_LOSSLESS != 0 && !self.settings.import_target(name);
-        let flags = if lossless {
-            abi::FLAG_RECORD | abi::FLAG_LOSSLESS
+        let lossless = if self.settings.import_target(name) {
+            Lossless::No
         } else {
-            abi::FLAG_RECORD
+            Lossless::IfAllowed
         };
-        topic
-            .set_flags(flags)
-            .context("cannot switch to record mode")?;
-        let expect = if from_oldest {
-            topic
-                .seek(abi::SEEK_OLDEST, 0)
-                .context("cannot seek to the oldest record")?
+        let start = if from_oldest {
+            StartAt::Oldest
         } else {
-            info.cursor_seq
+            StartAt::Now
         };
-        let span = abi::record_span(info.record_max as usize);
-        if self.buf.len() < span {
-            self.buf.resize(span, 0);
+        let Opened {
+            topic,
+            info,
+            expect,
+            lossless,
+            refused,
+        } = subscribe::open(name, path, start, lossless)?;
+        if refused {
+            tracing::warn!(
+                "topic {name}: its owner does not let this user read losslessly; exporting it lossy"
+            );
         }
+        subscribe::fit(&mut self.buf, info.record_max);
         let block = match self.settings.congestion {
             Congestion::Auto => lossless,
             Congestion::Block => true,
@@ -292,44 +284,30 @@ impl<'a> Exporter<'a> {
             let Some(t) = self.topics.get_mut(&token) else {
                 return Ok(());
             };
-            let n = match t.topic.file().read(&mut self.buf) {
-                Ok(0) => {
+            let n = match subscribe::read(&t.topic, &mut self.buf) {
+                Ok(Step::Records(n)) => n,
+                Ok(Step::Idle) => return Ok(()),
+                Ok(Step::Again) => continue,
+                Ok(Step::Gone) => {
                     self.drop_topic(token, "was removed");
                     return Ok(());
                 }
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => match e.raw_os_error() {
-                    Some(libc::EMSGSIZE) => {
-                        let max = t.topic.info().map(|i| i.record_max).unwrap_or(1 << 20);
-                        let want = abi::record_span(max as usize).max(self.buf.len() * 2);
-                        self.buf.resize(want, 0);
-                        continue;
-                    }
-                    Some(libc::ENODEV) => {
-                        self.drop_topic(token, "was removed");
-                        return Ok(());
-                    }
-                    Some(libc::EPIPE) if t.lossless => {
-                        // The topic's stall timeout made us lossy: what was
-                        // overwritten shows as a gap. Lossless again.
-                        tracing::warn!(
-                            "topic {}: the bridge held its writer up past the topic's stall timeout and was made lossy; reading losslessly again",
-                            t.name
-                        );
-                        if let Err(e) = t.topic.set_flags(abi::FLAG_RECORD | abi::FLAG_LOSSLESS) {
-                            tracing::warn!("topic {}: cannot read losslessly again: {e}", t.name);
-                            t.lossless = false;
-                        }
-                        continue;
-                    }
-                    _ => {
-                        tracing::warn!("reading topic {}: {e}", t.name);
-                        self.drop_topic(token, "cannot be read");
-                        return Ok(());
-                    }
-                },
+                Err(e) if e.raw_os_error() == Some(libc::EPIPE) && t.lossless => {
+                    // The topic's stall timeout made us lossy: what was
+                    // overwritten shows as a gap. A demoted file cannot be
+                    // lossless again (ABI 5): lossy from now on.
+                    tracing::warn!(
+                        "topic {}: the bridge held its writer up past the topic's stall timeout and was made lossy; exporting it lossy until the bridge restarts",
+                        t.name
+                    );
+                    t.lossless = false;
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!("reading topic {}: {e}", t.name);
+                    self.drop_topic(token, "cannot be read");
+                    return Ok(());
+                }
             };
             self.publish(token, n);
             if n < self.buf.len() / 2 {
@@ -422,34 +400,24 @@ impl<'a> Exporter<'a> {
             if !self.settings.exports(&name) {
                 continue;
             }
-            if let Some(&token) = self.by_name.get(&name) {
-                if !self.hung_up(token) {
-                    continue;
-                }
-                // Removed and made again: finish the old one first.
-                for _ in 0..1000 {
-                    if !self.topics.contains_key(&token) {
-                        break;
+            let current = self.by_name.get(&name).copied();
+            match watch::seen(current, |t| self.topics.get(&t).map(|t| t.topic.file())) {
+                Seen::Same => continue,
+                Seen::Remade(token) => {
+                    // Removed and made again: finish the old one first.
+                    for _ in 0..1000 {
+                        if !self.topics.contains_key(&token) {
+                            break;
+                        }
+                        self.read_topic(token)?;
                     }
-                    self.read_topic(token)?;
+                    self.drop_topic(token, "was removed");
                 }
-                self.drop_topic(token, "was removed");
+                Seen::New => {}
             }
             self.join(&name, &path, true);
         }
         Ok(())
-    }
-
-    fn hung_up(&self, token: u64) -> bool {
-        use nix::poll::{PollFd, PollFlags, PollTimeout};
-        let Some(t) = self.topics.get(&token) else {
-            return true;
-        };
-        let mut fds = [PollFd::new(t.topic.file().as_fd(), PollFlags::POLLIN)];
-        matches!(nix::poll::poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
-            && fds[0]
-                .revents()
-                .is_some_and(|r| r.contains(PollFlags::POLLHUP))
     }
 
     /// Runs until asked to stop.

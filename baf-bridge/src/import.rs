@@ -21,10 +21,9 @@ use crate::{names, Shared};
 use anyhow::{Context, Result};
 use baf::abi;
 use baf::control;
-use baf::device::{self, Batch, NodeError, Topic};
+use baf::device::{self, Access, Batch, NodeError, Topic};
 use base64::Engine as _;
 use std::collections::{HashMap, HashSet};
-use std::fs::OpenOptions;
 use std::io;
 use std::rc::Rc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
@@ -274,7 +273,7 @@ impl<'a> Importer<'a> {
                     self.locals.insert(name.to_string(), l);
                 }
                 Err(e) => {
-                    let msg = baf::cli::message(&e);
+                    let msg = baf_cli::message(&e);
                     self.warn_once(name, || {
                         format!("cannot import into topic {name}: {msg}; its records are dropped until it can")
                     });
@@ -356,13 +355,13 @@ impl<'a> Importer<'a> {
                 .imported
                 .add(batch.records() as u64, batch.payload_bytes() as u64),
             Err(e) => {
-                let removed = baf::cli::errno(&e) == Some(libc::ENODEV);
+                let removed = baf_cli::errno(&e) == Some(libc::ENODEV);
                 self.locals.remove(name);
                 let why = if removed {
                     tracing::info!("topic {name} was removed; it is opened (or created) again for the next records");
                     "the topic was removed".to_string()
                 } else {
-                    tracing::warn!("writing to topic {name}: {}", baf::cli::message(&e));
+                    tracing::warn!("writing to topic {name}: {}", baf_cli::message(&e));
                     "the write failed".to_string()
                 };
                 // A prefix of the batch may have been published: the
@@ -387,24 +386,11 @@ impl<'a> Importer<'a> {
                 }
                 control::create(name, &control::CreateOptions::defaults())?;
                 tracing::info!("created topic {name} for key {key}");
-                // devtmpfs makes the node before the create returns; a /dev
-                // managed by a slower helper may take a moment.
-                for _ in 0..50 {
-                    path = control::node_of(name);
-                    if path.exists() {
-                        break;
-                    }
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                device::check_node(&path).map_err(|e| e.into_anyhow(&path))?;
+                path = control::wait_node(name);
             }
             Err(e) => return Err(e.into_anyhow(&path)),
         }
-        let file = OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .with_context(|| format!("cannot open {}", path.display()))?;
-        let topic = Topic::from_file(file);
+        let topic = device::open_node(name, &path, Access::Write)?;
         let info = topic.info().context("cannot query the topic")?;
         device::check_abi(&info)?;
         topic

@@ -1,9 +1,9 @@
 //! `baf-bridge`: carry chosen baf topics to and from other hosts over Zenoh
 //! (command line; the work is in the library, `lib.rs`).
 
-use baf::cli::Generate;
 use baf_bridge::config::{Congestion, Envelope, Flags, Mode, Settings};
-use clap::{CommandFactory, Parser};
+use baf_cli::Generate;
+use clap::Parser;
 use std::path::PathBuf;
 
 const AFTER_HELP: &str = "\
@@ -143,11 +143,9 @@ impl Args {
 }
 
 fn main() {
-    let args: Args = baf::cli::parse("baf-bridge");
-    baf::cli::run("baf-bridge", || {
-        if let Some(what) = args.generate {
-            return baf::cli::generate(Args::command(), what);
-        }
-        baf_bridge::run(Settings::resolve(args.flags())?)
-    })
+    baf_cli::main(
+        "baf-bridge",
+        |a: &Args| a.generate,
+        |a| baf_bridge::run(Settings::resolve(a.flags())?),
+    )
 }

@@ -14,7 +14,7 @@
 //! prefix) is not imported, and the bridge says so once per key.
 
 use anyhow::Result;
-use baf::cli::Failure;
+use baf_cli::Failure;
 use zenoh::key_expr::OwnedKeyExpr;
 
 /// The default Zenoh key prefix of exported topics.
@@ -64,7 +64,7 @@ pub fn normalize_into(into: &str) -> Result<String> {
     baf::control::check_name(base).map_err(|e| {
         usage(format!(
             "invalid --into prefix {into:?}: {}",
-            baf::cli::message(&e)
+            baf_cli::message(&e)
         ))
     })?;
     Ok(format!("{base}/"))
@@ -130,7 +130,7 @@ pub fn import_topic(prefix: &str, into: &str, key: &str) -> Result<String, Strin
     match baf::abi::check_name(name.as_bytes()) {
         Ok(()) => Ok(name),
         Err(_) => match baf::control::check_name(&name) {
-            Err(e) => Err(baf::cli::message(&e)),
+            Err(e) => Err(baf_cli::message(&e)),
             Ok(()) => Err(format!("{name:?} is not a topic name")),
         },
     }
@@ -180,8 +180,8 @@ mod tests {
 
     fn usage_message(r: Result<impl std::fmt::Debug>) -> String {
         let e = r.unwrap_err();
-        assert_eq!(baf::cli::exit_code(&e), 2, "{e:#}");
-        let m = baf::cli::message(&e);
+        assert_eq!(baf_cli::exit_code(&e), 2, "{e:#}");
+        let m = baf_cli::message(&e);
         assert!(!m.contains('\n'), "{m}");
         m
     }

@@ -1,5 +1,7 @@
-//! What the three tools share at the edge: exit codes, one-line errors,
-//! command-line parsing, and generated man pages and completions.
+//! What the baf tools share at the edge: exit codes, one-line errors,
+//! command-line parsing, and generated man pages and completions. The
+//! library (`baf`) below knows nothing of these: its errors have kinds
+//! ([`baf::error::Kind`]), and this crate gives each kind its exit code.
 //!
 //! Exit codes (the same in every tool; each tool's `--help` has the table):
 //!
@@ -14,13 +16,14 @@
 //! | 6 | [`Failure::NoModule`] | the baf module is not loaded, or is too old |
 //!
 //! A class is decided where the error is known: there the error is tagged
-//! ([`Failure::wrap`]), or it is one of the typed errors of the device
-//! layer ([`ModuleNotLoaded`], [`AbiMismatch`], [`NotATopic`]), which
+//! ([`Failure::wrap`], the same tag as [`baf::error::Kind::wrap`]), or it
+//! is one of the library's typed errors ([`baf::error::ModuleNotLoaded`],
+//! [`baf::error::AbiMismatch`], [`baf::error::NotATopic`]), which
 //! [`exit_code`] maps. Nothing is guessed from an error's text or OS error
 //! kind: an untagged error is exit 1.
 
-use crate::device::{AbiMismatch, ModuleNotLoaded, NotATopic};
-use std::fmt;
+use baf::error::Kind;
+pub use baf::error::{errno, message};
 
 /// Classes of failure, each with its own exit code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,66 +54,43 @@ impl Failure {
 
     /// Tags `err` with this class.
     pub fn wrap(self, err: anyhow::Error) -> anyhow::Error {
-        err.context(Tag(self))
+        Kind::from(self).wrap(err)
     }
 }
 
-/// Marker context carrying a [`Failure`]; printed as nothing.
-#[derive(Debug)]
-struct Tag(Failure);
-
-impl fmt::Display for Tag {
-    fn fmt(&self, _: &mut fmt::Formatter<'_>) -> fmt::Result {
-        Ok(())
+impl From<Failure> for Kind {
+    fn from(f: Failure) -> Self {
+        match f {
+            Failure::Usage => Kind::Invalid,
+            Failure::NoTopic => Kind::NoTopic,
+            Failure::Permission => Kind::Permission,
+            Failure::Busy => Kind::Busy,
+            Failure::NoModule => Kind::NoModule,
+        }
     }
 }
 
-/// The class of a typed error of the device layer, if `e` is one.
-fn typed_class(e: &(dyn std::error::Error + 'static)) -> Option<Failure> {
-    if e.is::<ModuleNotLoaded>() || e.is::<AbiMismatch>() {
-        Some(Failure::NoModule)
-    } else if e.is::<NotATopic>() {
-        Some(Failure::Usage)
-    } else {
-        None
+impl From<Kind> for Failure {
+    fn from(k: Kind) -> Self {
+        match k {
+            Kind::Invalid => Failure::Usage,
+            Kind::NoTopic => Failure::NoTopic,
+            Kind::Permission => Failure::Permission,
+            Kind::Busy => Failure::Busy,
+            Kind::NoModule => Failure::NoModule,
+        }
     }
 }
 
-/// The class of `err`: the outermost [`Failure`] tag, else that of a typed
-/// error inside it (also one carried inside an `io::Error`); `None` for an
-/// error nobody classified (exit 1).
+/// The class of `err` ([`baf::error::kind`]); `None` for an error nobody
+/// classified (exit 1).
 pub fn class(err: &anyhow::Error) -> Option<Failure> {
-    if let Some(Tag(f)) = err.downcast_ref::<Tag>() {
-        return Some(*f);
-    }
-    err.chain().find_map(|c| {
-        typed_class(c).or_else(|| {
-            c.downcast_ref::<std::io::Error>()
-                .and_then(|e| e.get_ref())
-                .and_then(|inner| typed_class(inner))
-        })
-    })
+    baf::error::kind(err).map(Failure::from)
 }
 
 /// The exit code for `err`: its [`class`]'s code, else 1.
 pub fn exit_code(err: &anyhow::Error) -> i32 {
     class(err).map_or(1, Failure::code)
-}
-
-/// The OS error number inside `err`, if any.
-pub fn errno(err: &anyhow::Error) -> Option<i32> {
-    err.chain()
-        .find_map(|c| c.downcast_ref::<std::io::Error>())
-        .and_then(|e| e.raw_os_error())
-}
-
-/// The one line a user sees for `err` (the tags left out).
-pub fn message(err: &anyhow::Error) -> String {
-    err.chain()
-        .map(|c| c.to_string())
-        .filter(|s| !s.is_empty())
-        .collect::<Vec<_>>()
-        .join(": ")
 }
 
 /// Runs a tool's main function: on error prints `TOOL: message` on one line
@@ -123,6 +103,21 @@ pub fn run(tool: &str, f: impl FnOnce() -> anyhow::Result<()>) -> ! {
             std::process::exit(exit_code(&e))
         }
     }
+}
+
+/// A tool's whole `main`: parses its command line ([`parse`]); prints the
+/// man page or completions when `generate` finds `--generate` in it, else
+/// runs `work`; then exits as [`run`] does.
+pub fn main<P: clap::Parser>(
+    tool: &str,
+    generate: impl FnOnce(&P) -> Option<Generate>,
+    work: impl FnOnce(P) -> anyhow::Result<()>,
+) -> ! {
+    let args: P = parse(tool);
+    run(tool, || match generate(&args) {
+        Some(what) => self::generate(P::command(), what),
+        None => work(args),
+    })
 }
 
 /// Parses the command line of `tool`. `--help` and `--version` print and
@@ -196,6 +191,7 @@ pub fn generate(mut cmd: clap::Command, what: Generate) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use baf::error::{AbiMismatch, ModuleNotLoaded, NotATopic};
 
     #[test]
     fn tagged_failures_keep_their_code_and_hide_the_tag() {
@@ -236,7 +232,7 @@ mod tests {
     }
 
     #[test]
-    fn typed_device_errors_have_their_codes() {
+    fn typed_library_errors_have_their_codes() {
         let e = anyhow::Error::new(ModuleNotLoaded).context("topic t");
         assert_eq!(exit_code(&e), 6);
         assert_eq!(

@@ -2,8 +2,8 @@
 //! `main.rs`; see `--help` for the command line.
 
 use anyhow::{Context, Result};
-use baf::cli::Failure;
 use baf::control::{self, CreateOptions, Created, TopicStatus};
+use baf_cli::Failure;
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -167,7 +167,7 @@ pub fn create(name: &str, args: &TopicArgs) -> Result<Created> {
 pub fn remove(name: &str) -> Result<bool> {
     match control::remove(name) {
         Ok(()) => Ok(true),
-        Err(e) if baf::cli::errno(&e) == Some(libc::ENOENT) => Ok(false),
+        Err(e) if baf_cli::errno(&e) == Some(libc::ENOENT) => Ok(false),
         Err(e) => Err(e),
     }
 }
@@ -380,7 +380,7 @@ pub fn apply(wanted: &BTreeMap<String, TopicArgs>) -> Result<Applied> {
         match create(name, args) {
             Ok(Created::New) => done.created.push(name.clone()),
             Ok(Created::Existed) => done.kept.push(name.clone()),
-            Err(e) if baf::cli::errno(&e) == Some(libc::EEXIST) => {
+            Err(e) if baf_cli::errno(&e) == Some(libc::EEXIST) => {
                 control::remove(name)?;
                 create(name, args)?;
                 done.recreated.push(name.clone());
@@ -741,8 +741,8 @@ mod tests {
     #[test]
     fn files_report_the_bad_line() {
         let err = parse_topic_file("a\nb size=x\n").unwrap_err();
-        assert!(baf::cli::message(&err).starts_with("line 2:"), "{err:#}");
-        assert_eq!(baf::cli::exit_code(&err), 2);
+        assert!(baf_cli::message(&err).starts_with("line 2:"), "{err:#}");
+        assert_eq!(baf_cli::exit_code(&err), 2);
         let ok = parse_topic_file("a\n\n# c\nb mode=600\n").unwrap();
         assert_eq!(ok.keys().collect::<Vec<_>>(), ["a", "b"]);
     }
@@ -751,8 +751,8 @@ mod tests {
     fn an_empty_set_needs_allow_empty() {
         let none = BTreeMap::new();
         let e = check_not_empty(&none, false).unwrap_err();
-        assert_eq!(baf::cli::exit_code(&e), 2);
-        assert!(baf::cli::message(&e).contains("--allow-empty"));
+        assert_eq!(baf_cli::exit_code(&e), 2);
+        assert!(baf_cli::message(&e).contains("--allow-empty"));
         check_not_empty(&none, true).unwrap();
         let one = BTreeMap::from([("a".to_string(), TopicArgs::default())]);
         check_not_empty(&one, false).unwrap();
@@ -826,9 +826,9 @@ mod tests {
     #[test]
     fn a_missing_file_is_a_usage_error_not_a_missing_topic() {
         let e = read_file("/nonexistent/baf-topics").unwrap_err();
-        assert_eq!(baf::cli::exit_code(&e), 2);
+        assert_eq!(baf_cli::exit_code(&e), 2);
         assert_eq!(
-            baf::cli::message(&e),
+            baf_cli::message(&e),
             "cannot read /nonexistent/baf-topics: No such file or directory (os error 2)"
         );
     }

@@ -1,7 +1,7 @@
 //! `baf-setup`: create, remove, apply and show baf topics.
 
 use anyhow::Result;
-use baf::cli::Failure;
+use baf_cli::Failure;
 use baf_setup::{TopicArgs, TEST_TOPIC};
 use clap::{Args, CommandFactory, Parser, Subcommand};
 
@@ -144,7 +144,7 @@ enum Command {
     Generate {
         /// What to print.
         #[arg(value_enum)]
-        what: baf::cli::Generate,
+        what: baf_cli::Generate,
     },
 }
 
@@ -216,14 +216,13 @@ fn run(cli: Cli) -> Result<()> {
                 println!("{}", t.name);
             }
         }
-        Command::Generate { what } => baf::cli::generate(Cli::command(), what)?,
+        Command::Generate { what } => baf_cli::generate(Cli::command(), what)?,
     }
     Ok(())
 }
 
 fn main() {
-    let cli: Cli = baf::cli::parse("baf-setup");
-    baf::cli::run("baf-setup", || run(cli))
+    baf_cli::main("baf-setup", |_: &Cli| None, run)
 }
 
 #[cfg(test)]
@@ -254,8 +253,8 @@ mod tests {
         let a = settings(&[]).args().unwrap();
         assert_eq!((a.lossless, a.stall_ms), (None, None));
         let err = settings(&["--stall-timeout", "2s"]).args().unwrap_err();
-        assert!(baf::cli::message(&err).contains("--stall-timeout needs --lossless"));
-        assert_eq!(baf::cli::exit_code(&err), 2);
+        assert!(baf_cli::message(&err).contains("--stall-timeout needs --lossless"));
+        assert_eq!(baf_cli::exit_code(&err), 2);
         assert!(Cli::try_parse_from([
             "baf-setup",
             "create",

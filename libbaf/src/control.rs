@@ -2,8 +2,8 @@
 //! device, and the kernel's view of every topic in sysfs.
 
 use crate::abi;
-use crate::cli::Failure;
-use crate::device::ModuleNotLoaded;
+use crate::error::{errno, Kind, ModuleNotLoaded};
+pub use crate::sys::{majors, module_loaded, node_of, require_module, SYSFS_CLASS};
 use anyhow::{Context, Result};
 use std::fs::OpenOptions;
 use std::io;
@@ -15,42 +15,6 @@ pub fn control_path() -> PathBuf {
     std::env::var_os("BAF_CONTROL")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/dev/baf-control"))
-}
-
-/// Where the kernel lists topics: `/sys/class/baf`.
-pub const SYSFS_CLASS: &str = "/sys/class/baf";
-
-/// Whether the baf module is loaded: its class is in sysfs.
-pub fn module_loaded() -> bool {
-    Path::new(SYSFS_CLASS).is_dir()
-}
-
-/// A [`ModuleNotLoaded`] error unless the module is loaded.
-pub fn require_module() -> Result<()> {
-    if module_loaded() {
-        Ok(())
-    } else {
-        Err(ModuleNotLoaded.into())
-    }
-}
-
-/// The major numbers of the baf class's devices (from
-/// `/sys/class/baf/*/dev`, `MAJOR:MINOR`); `None` when the module is not
-/// loaded.
-pub fn majors() -> Option<Vec<u32>> {
-    let dir = std::fs::read_dir(SYSFS_CLASS).ok()?;
-    let mut out = Vec::new();
-    for entry in dir.flatten() {
-        let Ok(dev) = std::fs::read_to_string(entry.path().join("dev")) else {
-            continue;
-        };
-        if let Some(Ok(major)) = dev.trim().split(':').next().map(str::parse::<u32>) {
-            if !out.contains(&major) {
-                out.push(major);
-            }
-        }
-    }
-    Some(out)
 }
 
 /// Checks a topic name with the kernel's own rule, with a message that says
@@ -66,7 +30,7 @@ pub fn check_name(name: &str) -> Result<()> {
                 char::from(b)
             ),
         };
-        Failure::Usage.wrap(anyhow::anyhow!("invalid topic name {name:?}: {why}"))
+        Kind::Invalid.wrap(anyhow::anyhow!("invalid topic name {name:?}: {why}"))
     })
 }
 
@@ -136,12 +100,12 @@ impl CreateOptions {
     /// a lossless topic.
     pub fn check(&self) -> Result<()> {
         if self.stall_ms > 0 && !self.lossless {
-            return Err(Failure::Usage.wrap(anyhow::anyhow!(
+            return Err(Kind::Invalid.wrap(anyhow::anyhow!(
                 "a stall timeout needs a lossless topic: it demotes lossless readers that hold writers up"
             )));
         }
         if self.stall_ms > abi::STALL_MS_MAX {
-            return Err(Failure::Usage.wrap(anyhow::anyhow!(
+            return Err(Kind::Invalid.wrap(anyhow::anyhow!(
                 "stall timeout {} ms is too long: at most {} ms (one hour)",
                 self.stall_ms,
                 abi::STALL_MS_MAX
@@ -174,11 +138,11 @@ fn open_control() -> Result<std::fs::File> {
         .open(&path)
         .map_err(|e| match e.kind() {
             io::ErrorKind::NotFound if !module_loaded() => ModuleNotLoaded.into(),
-            io::ErrorKind::NotFound => Failure::NoModule.wrap(anyhow::anyhow!(
+            io::ErrorKind::NotFound => Kind::NoModule.wrap(anyhow::anyhow!(
                 "{} does not exist, though the baf module is loaded: is /dev a devtmpfs?",
                 path.display()
             )),
-            io::ErrorKind::PermissionDenied => Failure::Permission.wrap(anyhow::anyhow!(
+            io::ErrorKind::PermissionDenied => Kind::Permission.wrap(anyhow::anyhow!(
                 "no permission to manage topics ({}): run as root or join the group that owns it",
                 path.display()
             )),
@@ -203,7 +167,7 @@ pub fn create(name: &str, opts: &CreateOptions) -> Result<Created> {
     check_name(name)?;
     opts.check()?;
     let Some(packed) = abi::TopicName::new(name.as_bytes()) else {
-        return Err(Failure::Usage.wrap(anyhow::anyhow!("topic name {name:?} is too long")));
+        return Err(Kind::Invalid.wrap(anyhow::anyhow!("topic name {name:?} is too long")));
     };
     let mut spec = abi::TopicSpec {
         name: packed,
@@ -222,11 +186,40 @@ pub fn create(name: &str, opts: &CreateOptions) -> Result<Created> {
     }
 }
 
+/// Creates topic `name`, missing, with the defaults (for a tool that
+/// creates topics on demand), and returns its node ([`wait_node`]). A
+/// failure is "no such topic" ([`Kind::NoTopic`]) with the reason, but a
+/// module that is not there (or too old) stays that.
+pub fn create_on_demand(name: &str) -> Result<PathBuf> {
+    match create(name, &CreateOptions::defaults()) {
+        Ok(_) => Ok(wait_node(name)),
+        Err(e) if crate::error::kind(&e) == Some(Kind::NoModule) => Err(e),
+        Err(e) => Err(Kind::NoTopic.error(format_args!(
+            "topic {name} does not exist and cannot be created here ({}): as root, run `baf-setup create {name}`",
+            crate::error::message(&e)
+        ))),
+    }
+}
+
+/// The node of topic `name`, just created ([`create`]): devtmpfs makes it
+/// before the create returns, but a `/dev` managed by a slower helper may
+/// take a moment, so this waits for it up to a second.
+pub fn wait_node(name: &str) -> PathBuf {
+    for _ in 0..50 {
+        let path = node_of(name);
+        if path.exists() {
+            return path;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    node_of(name)
+}
+
 /// Removes topic `name`: its readers see end of file, its writers `ENODEV`.
 pub fn remove(name: &str) -> Result<()> {
     check_name(name)?;
     let Some(mut packed) = abi::TopicName::new(name.as_bytes()) else {
-        return Err(Failure::Usage.wrap(anyhow::anyhow!("topic name {name:?} is too long")));
+        return Err(Kind::Invalid.wrap(anyhow::anyhow!("topic name {name:?} is too long")));
     };
     control_ioctl(abi::IOC_REMOVE, &mut packed)
         .map(|_| ())
@@ -234,36 +227,36 @@ pub fn remove(name: &str) -> Result<()> {
 }
 
 /// Says what a control ioctl's errno means; the OS error stays the cause,
-/// so callers can still test it with [`crate::cli::errno`].
+/// so callers can still test it with [`errno`].
 fn explain_errno(e: anyhow::Error, name: &str, what: &str) -> anyhow::Error {
-    let (class, msg) = match crate::cli::errno(&e) {
+    let (class, msg) = match errno(&e) {
         Some(libc::EEXIST) => (
-            Failure::Usage,
+            Kind::Invalid,
             format!("topic {name:?} already exists with other settings: remove it first (baf-setup remove {name})"),
         ),
-        Some(libc::ENOENT) => (Failure::NoTopic, format!("topic {name:?} does not exist")),
+        Some(libc::ENOENT) => (Kind::NoTopic, format!("topic {name:?} does not exist")),
         Some(libc::EPERM) if what == "remove" => (
-            Failure::Permission,
+            Kind::Permission,
             format!("cannot remove topic {name:?}: only its owner or root may remove it, and static fanoutN topics are removed only by unloading the module"),
         ),
         Some(libc::EPERM) => (
-            Failure::Permission,
+            Kind::Permission,
             format!("cannot {what} topic {name:?} with that owner or group: only root may give topics to others"),
         ),
         Some(libc::ENOSPC) => (
-            Failure::Usage,
+            Kind::Invalid,
             format!("cannot {what} topic {name:?}: too many topics (the module's max_topics limit; remove one, or load fanout with a larger max_topics)"),
         ),
         Some(libc::ENOMEM) => (
-            Failure::Usage,
+            Kind::Invalid,
             format!("cannot {what} topic {name:?}: its ring would take the topics' memory past the module's max_ring_mb limit (remove a topic, pick a smaller --size, or load fanout with a larger max_ring_mb)"),
         ),
         Some(libc::EINVAL) if name == "baf-control" => (
-            Failure::Usage,
+            Kind::Invalid,
             format!("cannot {what} topic {name:?}: the name is reserved for the control device"),
         ),
         Some(libc::EINVAL) => (
-            Failure::Usage,
+            Kind::Invalid,
             format!(
                 "cannot {what} topic {name:?}: the size must be a power of two from 16K to 64M, record_max from 4K to a quarter of it, the mode at most 0777, and a stall timeout at most {} ms and only on a lossless topic",
                 abi::STALL_MS_MAX
@@ -272,7 +265,7 @@ fn explain_errno(e: anyhow::Error, name: &str, what: &str) -> anyhow::Error {
         // A module older than ABI 3 does not know IOC_CREATE with the longer
         // TopicSpec (its size is part of the number).
         Some(libc::ENOTTY) => (
-            Failure::NoModule,
+            Kind::NoModule,
             format!("cannot {what} topic {name:?}: the loaded fanout module is older than ABI version {}: load the fanout.ko built with this program (rmmod fanout; insmod fanout.ko)", abi::ABI_VERSION),
         ),
         // Says it all, and the same in every tool.
@@ -377,24 +370,6 @@ pub fn list() -> Result<Vec<TopicStatus>> {
     Ok(out)
 }
 
-/// The device node of topic `name`, as the kernel named it (the `DEVNAME`
-/// of its sysfs `uevent`: `/dev/baf/<name>`, or `/dev/fanoutN` for the
-/// static topics); for a topic the kernel does not list, where it would be:
-/// under [`crate::dev_dir`].
-pub fn node_of(name: &str) -> PathBuf {
-    let uevent = Path::new(SYSFS_CLASS)
-        .join(name.replace('/', "!"))
-        .join("uevent");
-    std::fs::read_to_string(uevent)
-        .ok()
-        .and_then(|text| {
-            text.lines()
-                .find_map(|l| l.strip_prefix("DEVNAME="))
-                .map(|dev| Path::new("/dev").join(dev))
-        })
-        .unwrap_or_else(|| crate::dev_dir().join(name))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -409,10 +384,10 @@ mod tests {
         o.stall_ms = 250;
         let err = o.check().unwrap_err();
         assert!(
-            crate::cli::message(&err).contains("needs a lossless topic"),
+            crate::error::message(&err).contains("needs a lossless topic"),
             "{err:#}"
         );
-        assert_eq!(crate::cli::exit_code(&err), Failure::Usage.code());
+        assert_eq!(crate::error::kind(&err), Some(Kind::Invalid));
 
         o.lossless = true;
         assert_eq!(o.flags(), abi::TOPIC_LOSSLESS);
@@ -421,8 +396,8 @@ mod tests {
         o.check().unwrap();
         o.stall_ms = abi::STALL_MS_MAX + 1;
         assert_eq!(
-            crate::cli::exit_code(&o.check().unwrap_err()),
-            Failure::Usage.code()
+            crate::error::kind(&o.check().unwrap_err()),
+            Some(Kind::Invalid)
         );
     }
 

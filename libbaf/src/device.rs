@@ -1,14 +1,17 @@
 //! A topic's device file, with the fanout ioctls as safe methods; the ABI
-//! version check; and batch writes ([`Batch`], [`write_batch`]).
+//! version check; and the check that a path is a topic's device before it
+//! is opened. Batch writes and record-mode reads are in [`crate::batch`].
 
 use crate::abi;
+pub use crate::batch::{records, write_batch, Batch, Record};
+use crate::error::Kind;
+pub use crate::error::{AbiMismatch, ModuleNotLoaded, NotATopic};
 use anyhow::{Context, Result};
-use std::fmt;
 use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// An open topic device.
 pub struct Topic {
@@ -130,32 +133,67 @@ impl Topic {
     }
 }
 
+/// How a topic is opened ([`open_node`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// For reading, non-blocking (a subscriber in an epoll set).
+    Read,
+    /// For writing, blocking (a publisher).
+    Write,
+}
+
+/// Says what an error opening topic `name` (as given: a name or a path) at
+/// `path` means, with what to do; the OS error stays the cause where no
+/// kind fits.
+pub fn open_error(e: io::Error, name: &str, path: &Path, access: Access) -> anyhow::Error {
+    let p = path.display();
+    let write = access == Access::Write;
+    match e.raw_os_error() {
+        Some(libc::EACCES) | Some(libc::EPERM) => Kind::Permission.error(format!(
+            "no permission to {} topic {name} ({p}): join the group that owns it (ls -l {p})",
+            if write { "write to" } else { "read" }
+        )),
+        Some(libc::ENOENT) if !crate::sys::module_loaded() => ModuleNotLoaded.into(),
+        Some(libc::ENOENT) if write && crate::sys::is_path(name) => {
+            Kind::NoTopic.error(format!("{p} does not exist"))
+        }
+        Some(libc::ENOENT) if write => Kind::NoTopic.error(format!(
+            "topic {name} does not exist ({p}): create it with `baf-setup create {name}`"
+        )),
+        Some(libc::ENXIO) | Some(libc::ENODEV) if write => {
+            Kind::NoTopic.error(format!("topic {name} was removed ({p})"))
+        }
+        Some(libc::ENOENT) | Some(libc::ENXIO) | Some(libc::ENODEV) => {
+            Kind::NoTopic.error(format!("topic {name} does not exist ({p})"))
+        }
+        _ => anyhow::Error::new(e).context(format!("cannot open topic {name} ({p})")),
+    }
+}
+
+/// Opens topic `name`'s node `path`, checked first ([`check_node`]: a FIFO
+/// or a regular file is refused without being opened, so nothing blocks),
+/// with errors that say what they mean ([`open_error`]).
+pub fn open_node(name: &str, path: &Path, access: Access) -> Result<Topic> {
+    match check_node(path) {
+        Ok(()) => {}
+        Err(NodeError::Stat(e)) => return Err(open_error(e, name, path, access)),
+        Err(e) => return Err(e.into_anyhow(path)),
+    }
+    let mut options = OpenOptions::new();
+    match access {
+        Access::Read => options.read(true).custom_flags(libc::O_NONBLOCK),
+        Access::Write => options.write(true),
+    };
+    options
+        .open(path)
+        .map(Topic::from_file)
+        .map_err(|e| open_error(e, name, path, access))
+}
+
 /// The oldest module ABI the tools work with: batch writes and the mapped
 /// ring came with version 2, lossless readers with version 3, the writer
 /// identity (and the 40-byte record header) with version 4.
 pub const MIN_ABI_VERSION: u32 = 4;
-
-/// The loaded module speaks an older ABI than this program needs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct AbiMismatch {
-    /// The module's ABI version (`Info::abi_version`).
-    pub found: u32,
-    /// The version needed.
-    pub needed: u32,
-}
-
-impl fmt::Display for AbiMismatch {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "the loaded fanout module has ABI version {}, but this program needs version {} or later: \
-             load the fanout.ko built with it (rmmod fanout; insmod fanout.ko)",
-            self.found, self.needed
-        )
-    }
-}
-
-impl std::error::Error for AbiMismatch {}
 
 /// Checks that the module that filled in `info` speaks at least
 /// [`MIN_ABI_VERSION`].
@@ -170,44 +208,6 @@ pub fn check_abi(info: &abi::Info) -> Result<(), AbiMismatch> {
     }
 }
 
-/// The baf (fanout) kernel module is not loaded: there is no
-/// `/sys/class/baf`, so no topic or control device can exist.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ModuleNotLoaded;
-
-impl fmt::Display for ModuleNotLoaded {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(
-            "the baf module is not loaded: load it with `modprobe fanout` (or `insmod fanout.ko`)",
-        )
-    }
-}
-
-impl std::error::Error for ModuleNotLoaded {}
-
-/// A path given as a topic is not a baf topic device (a regular file, a
-/// FIFO, a directory, another driver's character device...).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NotATopic {
-    /// The path as given.
-    pub path: PathBuf,
-    /// What it is instead ("a FIFO", "a regular file", ...).
-    pub what: String,
-}
-
-impl fmt::Display for NotATopic {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} is {}, not a baf topic device",
-            self.path.display(),
-            self.what
-        )
-    }
-}
-
-impl std::error::Error for NotATopic {}
-
 /// Why [`check_node`] refused a path.
 #[derive(Debug)]
 pub enum NodeError {
@@ -221,7 +221,7 @@ pub enum NodeError {
 
 impl NodeError {
     /// As an error for a program to return: the typed errors stay
-    /// downcastable ([`crate::cli::exit_code`] gives them their codes).
+    /// downcastable ([`crate::error::kind`] gives them their kinds).
     pub fn into_anyhow(self, path: &Path) -> anyhow::Error {
         match self {
             NodeError::Stat(e) => {
@@ -289,217 +289,13 @@ pub fn check_node(path: &Path) -> Result<(), NodeError> {
         }));
     }
     let major = libc::major(meta.rdev());
-    check_major(path, major, crate::control::majors().as_deref())
-}
-
-/// Records framed for one batch `write()` on a file with
-/// [`abi::FLAG_BATCH`]: each frame is a [`abi::RecordHeader`] with only
-/// `len` set, the payload, and zero padding to [`abi::record_span`].
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Batch {
-    buf: Vec<u8>,
-    records: usize,
-    payload_bytes: usize,
-}
-
-impl Batch {
-    /// An empty batch.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// An empty batch with room for `bytes` of frames.
-    pub fn with_capacity(bytes: usize) -> Self {
-        Self {
-            buf: Vec::with_capacity(bytes),
-            ..Self::default()
-        }
-    }
-
-    /// Bytes the frame of a `len`-byte payload takes.
-    pub const fn frame_len(len: usize) -> usize {
-        abi::record_span(len)
-    }
-
-    /// Appends one record. An empty payload, or one longer than a header
-    /// can describe, is refused (`InvalidInput`); the topic's own limit is
-    /// the caller's to respect (the kernel refuses the frame with
-    /// `EMSGSIZE`).
-    pub fn push(&mut self, payload: &[u8]) -> io::Result<()> {
-        let len = u32::try_from(payload.len())
-            .ok()
-            .filter(|&l| l > 0)
-            .ok_or_else(|| {
-                io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    "a record must have 1 to 4294967295 bytes",
-                )
-            })?;
-        let header = abi::RecordHeader {
-            len,
-            ..abi::RecordHeader::default()
-        };
-        let start = self.buf.len();
-        self.buf.extend_from_slice(&header.to_bytes());
-        self.buf.extend_from_slice(payload);
-        self.buf.resize(start + abi::record_span(payload.len()), 0);
-        self.records += 1;
-        self.payload_bytes += payload.len();
-        Ok(())
-    }
-
-    /// The frames, ready for `write()`.
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.buf
-    }
-
-    /// Bytes of frames.
-    pub fn len(&self) -> usize {
-        self.buf.len()
-    }
-
-    /// Whether no record was pushed.
-    pub fn is_empty(&self) -> bool {
-        self.records == 0
-    }
-
-    /// Records in the batch.
-    pub fn records(&self) -> usize {
-        self.records
-    }
-
-    /// Payload bytes in the batch.
-    pub fn payload_bytes(&self) -> usize {
-        self.payload_bytes
-    }
-
-    /// Empties the batch, keeping its memory.
-    pub fn clear(&mut self) {
-        self.buf.clear();
-        self.records = 0;
-        self.payload_bytes = 0;
-    }
-}
-
-/// Writes the framed batch `frames` (see [`Batch`]) to a topic file with
-/// [`abi::FLAG_BATCH`] set, all of it.
-///
-/// The kernel may publish only a prefix of the frames: a signal ends a
-/// batch early at a frame boundary, and a bad frame ends it before that
-/// frame. The write is then retried from where it stopped (and an `EINTR`
-/// before anything was published is retried too), so a bad frame gets its
-/// errno on the retry. An error after part of the batch was published says
-/// how much was.
-pub fn write_batch<W: Write>(mut out: W, frames: &[u8]) -> Result<()> {
-    let total = records(frames).count();
-    let mut done = 0usize;
-    let mut done_records = 0usize;
-    while done < frames.len() {
-        let rest = frames.get(done..).unwrap_or_default();
-        match out.write(rest) {
-            Ok(0) => {
-                return Err(partial(
-                    io::Error::from(io::ErrorKind::WriteZero),
-                    done_records,
-                    total,
-                ))
-            }
-            Ok(n) => {
-                let n = n.min(rest.len());
-                // The kernel stops only at frame boundaries.
-                let mut walked = 0usize;
-                let mut count = 0usize;
-                for r in records(rest) {
-                    if walked >= n {
-                        break;
-                    }
-                    walked += abi::record_span(r.payload.len());
-                    count += 1;
-                }
-                if walked != n {
-                    return Err(partial(
-                        io::Error::new(
-                            io::ErrorKind::InvalidData,
-                            format!("the topic took {n} bytes of a batch, which is not a whole number of frames"),
-                        ),
-                        done_records,
-                        total,
-                    ));
-                }
-                done += n;
-                done_records += count;
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(partial(e, done_records, total)),
-        }
-    }
-    Ok(())
-}
-
-/// `e`, with how much of the batch was published when there was some.
-fn partial(e: io::Error, done: usize, total: usize) -> anyhow::Error {
-    let e = anyhow::Error::new(e);
-    if done == 0 {
-        e
-    } else {
-        e.context(format!(
-            "the topic took {done} of the {total} records of a batch, then refused the rest"
-        ))
-    }
-}
-
-/// One record of a record-mode read buffer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Record<'a> {
-    /// The kernel-filled header.
-    pub header: abi::RecordHeader,
-    /// The payload.
-    pub payload: &'a [u8],
-}
-
-/// Splits the bytes of one record-mode `read()` into records. Stops at the
-/// first incomplete record (which the kernel never returns).
-pub fn records(mut buf: &[u8]) -> impl Iterator<Item = Record<'_>> {
-    std::iter::from_fn(move || {
-        let header = abi::RecordHeader::from_bytes(buf)?;
-        let len = header.len as usize;
-        let payload = buf.get(abi::RECORD_HEADER_SIZE..abi::RECORD_HEADER_SIZE + len)?;
-        buf = buf.get(abi::record_span(len)..).unwrap_or_default();
-        Some(Record { header, payload })
-    })
+    check_major(path, major, crate::sys::majors().as_deref())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proptest::prelude::*;
-
-    #[test]
-    fn frames_are_record_mode_records() {
-        let mut b = Batch::new();
-        assert!(b.is_empty());
-        b.push(b"hello").unwrap();
-        b.push(&[7u8; 8]).unwrap();
-        b.push(b"x").unwrap();
-        assert_eq!(b.records(), 3);
-        assert_eq!(b.payload_bytes(), 14);
-        assert_eq!(b.len(), 48 + 48 + 48);
-        let bytes = b.as_bytes();
-        assert_eq!(&bytes[..4], &5u32.to_ne_bytes());
-        assert!(bytes[4..40].iter().all(|&x| x == 0), "flags and the rest 0");
-        assert_eq!(&bytes[40..45], b"hello");
-        assert!(bytes[45..48].iter().all(|&x| x == 0), "zero padding");
-        let recs: Vec<_> = records(bytes).collect();
-        assert_eq!(recs.len(), 3);
-        assert_eq!(recs[1].payload, &[7u8; 8]);
-        for r in &recs {
-            let (len, span) = abi::check_frame(&r.header, bytes.len(), 100).unwrap();
-            assert_eq!((len, span), (r.payload.len(), Batch::frame_len(len)));
-        }
-        b.clear();
-        assert!(b.is_empty() && b.as_bytes().is_empty());
-        assert_eq!(b.push(b"").unwrap_err().kind(), io::ErrorKind::InvalidInput);
-    }
+    use std::path::PathBuf;
 
     #[test]
     fn abi_check() {
@@ -524,71 +320,6 @@ mod tests {
     /// A topic stand-in for batch writes: takes whole frames only, up to
     /// `take` of them per call, with `EINTR`s, then fails once `fail_after`
     /// frames were taken.
-    struct Device {
-        got: Vec<u8>,
-        take: usize,
-        calls: usize,
-        fail_after: Option<usize>,
-        taken: usize,
-    }
-
-    impl Write for &mut Device {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            self.calls += 1;
-            if self.calls % 3 == 0 {
-                return Err(io::Error::from(io::ErrorKind::Interrupted));
-            }
-            if self.fail_after == Some(self.taken) {
-                return Err(io::Error::from_raw_os_error(libc::EMSGSIZE));
-            }
-            let mut n = 0;
-            for r in records(buf).take(self.take) {
-                if self.fail_after == Some(self.taken) {
-                    break;
-                }
-                n += abi::record_span(r.payload.len());
-                self.taken += 1;
-            }
-            self.got.extend_from_slice(&buf[..n]);
-            Ok(n)
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-
-    fn device(take: usize, fail_after: Option<usize>) -> Device {
-        Device {
-            got: Vec::new(),
-            take,
-            calls: 0,
-            fail_after,
-            taken: 0,
-        }
-    }
-
-    #[test]
-    fn batch_write_errors_say_how_far_it_got() {
-        let mut b = Batch::new();
-        for i in 0..10u8 {
-            b.push(&[i; 3]).unwrap();
-        }
-        let mut d = device(4, Some(6));
-        let e = write_batch(&mut d, b.as_bytes()).unwrap_err();
-        assert_eq!(crate::cli::errno(&e), Some(libc::EMSGSIZE));
-        assert!(
-            crate::cli::message(&e).starts_with("the topic took 6 of the 10 records"),
-            "{}",
-            crate::cli::message(&e)
-        );
-        assert_eq!(d.got, b.as_bytes()[..6 * abi::record_span(3)]);
-        // Refused at once: the plain errno.
-        let mut d = device(4, Some(0));
-        let e = write_batch(&mut d, b.as_bytes()).unwrap_err();
-        assert_eq!(crate::cli::errno(&e), Some(libc::EMSGSIZE));
-        assert!(!crate::cli::message(&e).contains("records"));
-    }
-
     fn scratch(tag: &str) -> PathBuf {
         let dir =
             std::env::temp_dir().join(format!("baf-device-test-{}-{tag}", std::process::id()));
@@ -633,7 +364,7 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
         // A character device passes the type check; whether it is the
         // module's is then the majors' question.
-        if std::path::Path::new("/dev/null").exists() && !crate::control::module_loaded() {
+        if std::path::Path::new("/dev/null").exists() && !crate::sys::module_loaded() {
             assert!(matches!(
                 check_node(Path::new("/dev/null")),
                 Err(NodeError::ModuleNotLoaded)
@@ -663,46 +394,9 @@ mod tests {
     fn node_errors_keep_their_types() {
         let p = Path::new("/x");
         let e = NodeError::ModuleNotLoaded.into_anyhow(p);
-        assert_eq!(crate::cli::class(&e), Some(crate::cli::Failure::NoModule));
+        assert_eq!(crate::error::kind(&e), Some(crate::error::Kind::NoModule));
         let e = NodeError::Stat(io::Error::from_raw_os_error(libc::ENOENT)).into_anyhow(p);
-        assert_eq!(crate::cli::class(&e), None);
-        assert_eq!(crate::cli::errno(&e), Some(libc::ENOENT));
-    }
-
-    #[test]
-    fn a_short_count_inside_a_frame_is_an_error() {
-        struct Odd;
-        impl Write for Odd {
-            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-                Ok(buf.len().min(12))
-            }
-            fn flush(&mut self) -> io::Result<()> {
-                Ok(())
-            }
-        }
-        let mut b = Batch::new();
-        b.push(b"abc").unwrap();
-        let e = write_batch(Odd, b.as_bytes()).unwrap_err();
-        assert!(crate::cli::message(&e).contains("not a whole number of frames"));
-    }
-
-    proptest! {
-        /// However the device splits a batch, it gets every frame once, in
-        /// order.
-        #[test]
-        fn short_writes_resume_at_the_boundary(
-            payloads in prop::collection::vec(prop::collection::vec(any::<u8>(), 1..50), 0..40),
-            take in 1usize..5,
-        ) {
-            let mut b = Batch::new();
-            for p in &payloads {
-                b.push(p).unwrap();
-            }
-            let mut d = device(take, None);
-            write_batch(&mut d, b.as_bytes()).unwrap();
-            prop_assert_eq!(&d.got, &b.as_bytes().to_vec());
-            let back: Vec<Vec<u8>> = records(&d.got).map(|r| r.payload.to_vec()).collect();
-            prop_assert_eq!(back, payloads);
-        }
+        assert_eq!(crate::error::kind(&e), None);
+        assert_eq!(crate::error::errno(&e), Some(libc::ENOENT));
     }
 }

@@ -1,20 +1,35 @@
-//! Shared code of the baf tools.
+//! The baf library: the fanout device ABI and safe wrappers around it,
+//! for the tools and for any program. It knows nothing of command lines
+//! or exit codes (that is `baf-cli`); its errors are typed ([`error`]).
 //!
-//! [`abi`] is the kernel module's own ABI file, compiled here unchanged;
-//! [`device`] wraps a topic's character device in safe Rust (and writes
-//! batches); [`mapped`] reads a topic through a mapping of its ring; [`control`]
-//! creates, removes and lists topics; [`cli`] gives the tools their exit
-//! codes and one-line errors.
+//! From the bottom up (each module uses only those above it):
+//!
+//! - [`abi`] is the kernel module's own ABI file, compiled here unchanged;
+//!   [`error`] the typed errors and kinds of failure; [`sys`] what sysfs
+//!   and `/dev` say (module loaded, majors, where a topic's node is).
+//! - [`batch`] frames records for batch writes and splits record-mode
+//!   reads; [`device`] wraps a topic's character device; [`control`]
+//!   creates, removes and lists topics.
+//! - [`mapped`] reads a topic through a mapping of its ring; [`frame`]
+//!   cuts input into records; [`pattern`] matches topic names; [`loss`]
+//!   counts lost records for rate-limited reports.
+//! - [`watch`] notices topics as they are created (and re-created);
+//!   [`subscribe`] opens topics for reading and reads them, for every
+//!   subscriber (`submsg`, the bridge's export).
 
 #[path = "../../kernel/abi.rs"]
 pub mod abi;
-pub mod cli;
+pub mod batch;
 pub mod control;
 pub mod device;
+pub mod error;
 pub mod frame;
 pub mod loss;
 pub mod mapped;
 pub mod pattern;
+pub mod subscribe;
+pub mod sys;
+pub mod watch;
 
 #[cfg(test)]
 #[path = "../../kernel/ring.rs"]
@@ -22,22 +37,11 @@ mod ring;
 #[cfg(test)]
 mod ring_tests;
 
-use std::path::PathBuf;
+pub use sys::{dev_dir, topic_path};
 
-/// Where topic nodes live: `$BAF_DEV_DIR`, or `/dev/baf`.
-pub fn dev_dir() -> PathBuf {
-    std::env::var_os("BAF_DEV_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/dev/baf"))
-}
-
-/// The device path of a topic: a name is looked up as the kernel placed
-/// its node ([`control::node_of`]); a path (starting with `/` or `.`) is
-/// used as it is.
-pub fn topic_path(topic: &str) -> PathBuf {
-    if topic.starts_with('/') || topic.starts_with('.') {
-        PathBuf::from(topic)
-    } else {
-        control::node_of(topic)
-    }
+/// The old home of [`error::errno`] and [`error::message`], kept for the
+/// programs of the VM suite.
+#[doc(hidden)]
+pub mod cli {
+    pub use crate::error::{errno, message};
 }

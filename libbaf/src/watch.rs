@@ -1,5 +1,7 @@
-//! `--follow`: notices topics as their nodes appear, with inotify on the
-//! topic directory (`/dev/baf`) and every level below it.
+//! Topics as they come and go: every topic there is now
+//! ([`existing_topics`]), and a [`Watcher`] that notices topics as their
+//! nodes appear (`submsg --follow`, the bridge's export), with inotify on
+//! the topic directory (`/dev/baf`) and every level below it.
 //!
 //! devtmpfs makes `/dev/baf` with the first named topic and removes it with
 //! the last one, and makes a directory per level (`/dev/baf/robot/arm`), so
@@ -8,23 +10,90 @@
 //! appears, scanning it for nodes made before the watch was in place. In
 //! `/dev` it also notices static topics (`/dev/fanoutN`) that appear.
 //!
-//! Removed topics need no inotify: their open files report `POLLHUP`.
+//! Removed topics need no inotify: their open files report `POLLHUP`
+//! ([`hung_up`]); a topic removed and made again under the same name shows
+//! as a node that appears while the old file is hung up ([`Seen`]).
 //!
 //! A topic with other topics below it has its node at `<name>/@` (see
 //! `kernel/ABI.md`); the watcher reports it by its name.
 
+use crate::control;
+pub use crate::sys::is_static_name;
 use anyhow::{Context, Result};
 use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 
-/// Whether `name` is a static topic's node name (`fanoutN`).
-pub fn is_static_name(name: &str) -> bool {
-    name.strip_prefix("fanout")
-        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+/// Every topic there is: the kernel's list (sysfs) and the nodes under the
+/// topic directory ([`crate::sys::dev_dir`]), by name.
+pub fn existing_topics() -> Result<BTreeMap<String, PathBuf>> {
+    let mut all = BTreeMap::new();
+    for t in control::list().context("listing topics")? {
+        let path = control::node_of(&t.name);
+        all.insert(t.name, path);
+    }
+    fn scan(dir: &Path, rel: &str, all: &mut BTreeMap<String, PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let Ok(name) = e.file_name().into_string() else {
+                continue;
+            };
+            let sub = Watcher::join(rel, &name);
+            match e.file_type() {
+                Ok(t) if t.is_dir() => scan(&e.path(), &sub, all),
+                Ok(t) if t.is_char_device() => {
+                    all.entry(Watcher::topic_name(&sub))
+                        .or_insert_with(|| e.path());
+                }
+                _ => {}
+            }
+        }
+    }
+    scan(&crate::sys::dev_dir(), "", &mut all);
+    Ok(all)
+}
+
+/// Whether the topic of open file `file` was removed: its file reports
+/// `POLLHUP` (once what it had is read, a read returns 0).
+pub fn hung_up(file: &impl AsFd) -> bool {
+    let mut fds = [PollFd::new(file.as_fd(), PollFlags::POLLIN)];
+    matches!(nix::poll::poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
+        && fds[0]
+            .revents()
+            .is_some_and(|r| r.contains(PollFlags::POLLHUP))
+}
+
+/// What a topic node that appeared means to a reader that already reads
+/// some topics ([`seen`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Seen<T> {
+    /// A topic not read yet: join it.
+    New,
+    /// The topic already read (its node changed owner or mode): nothing to
+    /// do.
+    Same,
+    /// A topic of that name was removed and made again: finish reading the
+    /// old one (`T`, the caller's handle of it), drop it, join the new one.
+    Remade(T),
+}
+
+/// Sorts out a node that appeared for topic `name`: `current` is the
+/// caller's handle of the topic of that name it reads, if any, and
+/// `file` gives that handle's open file.
+pub fn seen<T: Copy, F: AsFd>(current: Option<T>, file: impl FnOnce(T) -> Option<F>) -> Seen<T> {
+    match current {
+        None => Seen::New,
+        Some(t) => match file(t) {
+            Some(f) if !hung_up(&f) => Seen::Same,
+            _ => Seen::Remade(t),
+        },
+    }
 }
 
 fn is_char_device(path: &Path) -> bool {
@@ -82,11 +151,12 @@ impl Watcher {
 
     /// The topic name of the node at `rel` under the root: its path, but a
     /// topic with other topics below it has its node at `<name>/@`.
-    fn topic_name(rel: &str) -> String {
+    pub fn topic_name(rel: &str) -> String {
         rel.strip_suffix("/@").unwrap_or(rel).to_string()
     }
 
-    fn join(rel: &str, name: &str) -> String {
+    /// The path `name` in directory `rel` under the root.
+    pub fn join(rel: &str, name: &str) -> String {
         if rel.is_empty() {
             name.to_string()
         } else {
@@ -204,7 +274,7 @@ mod tests {
     /// tests check real topics).
     #[test]
     fn watches_levels_as_they_appear() {
-        let tmp = std::env::temp_dir().join(format!("submsg-follow-{}", std::process::id()));
+        let tmp = std::env::temp_dir().join(format!("baf-watch-{}", std::process::id()));
         let root = tmp.join("baf");
         let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir_all(&tmp).unwrap();
@@ -242,11 +312,5 @@ mod tests {
             "the root is watched again when it comes back"
         );
         std::fs::remove_dir_all(&tmp).unwrap();
-    }
-
-    #[test]
-    fn static_names() {
-        assert!(is_static_name("fanout0") && is_static_name("fanout63"));
-        assert!(!is_static_name("fanout") && !is_static_name("fanoutx") && !is_static_name("baf"));
     }
 }

@@ -9,14 +9,13 @@
 
 use anyhow::{Context, Result};
 use baf::abi;
-use baf::cli::Failure;
 use baf::control;
-use baf::device::{self, Batch, ModuleNotLoaded, NodeError, Topic};
+use baf::device::{self, open_error, open_node, Access, Batch, ModuleNotLoaded, NodeError, Topic};
 use baf::frame::{FrameError, Framer, Framing};
-use std::fs::OpenOptions;
+pub use baf::sys::is_path;
+use baf_cli::Failure;
 use std::io::{self, Read, Write};
 use std::path::Path;
-use std::time::Duration;
 
 /// What to publish, and where.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -48,67 +47,17 @@ pub struct Stats {
     pub empty_frames: u64,
 }
 
-/// Whether a command-line topic is a path (used as it is) rather than a
-/// name.
-pub fn is_path(topic: &str) -> bool {
-    topic.starts_with('/') || topic.starts_with('.')
-}
-
-fn open_write(path: &Path) -> io::Result<Topic> {
-    OpenOptions::new()
-        .write(true)
-        .open(path)
-        .map(Topic::from_file)
-}
-
-/// Says what an error opening topic `shown` at `path` means, with what to do.
-fn open_error(e: io::Error, shown: &str, path: &Path) -> anyhow::Error {
-    let p = path.display();
-    match e.raw_os_error() {
-        Some(libc::EACCES) | Some(libc::EPERM) => Failure::Permission.wrap(anyhow::anyhow!(
-            "no permission to write to topic {shown} ({p}): join the group that owns it (ls -l {p})"
-        )),
-        Some(libc::ENOENT) if !control::module_loaded() => ModuleNotLoaded.into(),
-        Some(libc::ENOENT) if is_path(shown) => {
-            Failure::NoTopic.wrap(anyhow::anyhow!("{p} does not exist"))
-        }
-        Some(libc::ENOENT) => Failure::NoTopic.wrap(anyhow::anyhow!(
-            "topic {shown} does not exist ({p}): create it with `baf-setup create {shown}`"
-        )),
-        Some(libc::ENXIO) | Some(libc::ENODEV) => {
-            Failure::NoTopic.wrap(anyhow::anyhow!("topic {shown} was removed ({p})"))
-        }
-        _ => anyhow::Error::new(e).context(format!("cannot open topic {shown} ({p})")),
-    }
-}
-
-/// Checks that `path` is a baf topic device before it is opened (a FIFO
-/// or a regular file is refused without being opened, so nothing blocks).
-fn check_node(path: &Path, shown: &str) -> Result<()> {
-    match device::check_node(path) {
-        Ok(()) => Ok(()),
-        Err(NodeError::Stat(e)) => Err(open_error(e, shown, path)),
-        Err(e) => Err(e.into_anyhow(path)),
-    }
-}
-
-/// Opens the topic node `path`, checked first.
-fn open_checked(path: &Path, shown: &str) -> Result<Topic> {
-    check_node(path, shown)?;
-    open_write(path).map_err(|e| open_error(e, shown, path))
-}
-
 /// Opens topic `arg` for writing, creating it first when it is a name that
 /// does not exist and `create` is set. Returns the topic and the name to
 /// show in messages.
 pub fn open_topic(arg: &str, create: bool) -> Result<(Topic, String)> {
     if is_path(arg) {
-        return open_checked(Path::new(arg), arg).map(|t| (t, arg.to_string()));
+        return open_node(arg, Path::new(arg), Access::Write).map(|t| (t, arg.to_string()));
     }
     control::check_name(arg)?;
     let path = control::node_of(arg);
     match device::check_node(&path) {
-        Ok(()) => return open_checked(&path, arg).map(|t| (t, arg.to_string())),
+        Ok(()) => return open_node(arg, &path, Access::Write).map(|t| (t, arg.to_string())),
         Err(NodeError::Stat(e)) if e.kind() == io::ErrorKind::NotFound => {
             if !control::module_loaded() {
                 return Err(ModuleNotLoaded.into());
@@ -120,31 +69,11 @@ pub fn open_topic(arg: &str, create: bool) -> Result<(Topic, String)> {
                 )));
             }
         }
-        Err(NodeError::Stat(e)) => return Err(open_error(e, arg, &path)),
+        Err(NodeError::Stat(e)) => return Err(open_error(e, arg, &path, Access::Write)),
         Err(e) => return Err(e.into_anyhow(&path)),
     }
-    if let Err(e) = control::create(arg, &control::CreateOptions::defaults()) {
-        if baf::cli::class(&e) == Some(Failure::NoModule) {
-            return Err(e);
-        }
-        return Err(Failure::NoTopic.wrap(anyhow::anyhow!(
-            "topic {arg} does not exist and cannot be created here ({}): as root, run `baf-setup create {arg}`",
-            baf::cli::message(&e)
-        )));
-    }
-    // devtmpfs makes the node before the create returns; a /dev managed by
-    // a slower helper may take a moment.
-    let path = control::node_of(arg);
-    let mut tries = 0;
-    loop {
-        match device::check_node(&path) {
-            Err(NodeError::Stat(e)) if e.kind() == io::ErrorKind::NotFound && tries < 50 => {
-                tries += 1;
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            _ => return open_checked(&path, arg).map(|t| (t, arg.to_string())),
-        }
-    }
+    let path = control::create_on_demand(arg)?;
+    open_node(arg, &path, Access::Write).map(|t| (t, arg.to_string()))
 }
 
 /// Takes the topic's publisher lock, with a one-line error when another
@@ -356,7 +285,7 @@ pub fn run(opts: &Options) -> Result<()> {
     let stdin = io::stdin().lock();
     let warn = |msg: &str| eprintln!("pubmsg: warning: {msg}");
     publish(stdin, topic.file(), &mut framer, stdin_ready, warn).map_err(|e| {
-        if baf::cli::errno(&e) == Some(libc::ENODEV) {
+        if baf_cli::errno(&e) == Some(libc::ENODEV) {
             Failure::NoTopic.wrap(anyhow::anyhow!(
                 "topic {shown} was removed while publishing"
             ))
@@ -570,11 +499,11 @@ mod tests {
         let mut sink = Sink::default();
         let data = baf::frame::encode_len32([&b"ok"[..], &b"12345"[..]]);
         let e = publish(&data[..], &mut sink, &mut framer, || true, |_| {}).unwrap_err();
-        assert_eq!(baf::cli::exit_code(&e), 2);
+        assert_eq!(baf_cli::exit_code(&e), 2);
         assert!(
-            baf::cli::message(&e).contains("record limit of 4"),
+            baf_cli::message(&e).contains("record limit of 4"),
             "{}",
-            baf::cli::message(&e)
+            baf_cli::message(&e)
         );
         assert_eq!(
             sink.records(),
@@ -586,7 +515,7 @@ mod tests {
         let mut data = baf::frame::encode_len32([&b"ok"[..]]);
         data.extend_from_slice(&[0u8, 0, 0, 3, 1]);
         let e = publish(&data[..], &mut sink, &mut framer, || true, |_| {}).unwrap_err();
-        assert!(baf::cli::message(&e).contains("ended inside a frame"));
+        assert!(baf_cli::message(&e).contains("ended inside a frame"));
         assert_eq!(sink.records(), vec![b"ok".to_vec()]);
     }
 
@@ -603,14 +532,14 @@ mod tests {
         }
         let mut framer = Framer::new(Framing::Lines, 10);
         let e = publish(&b"x\n"[..], Gone, &mut framer, || false, |_| {}).unwrap_err();
-        assert_eq!(baf::cli::errno(&e), Some(libc::ENODEV));
-        assert!(baf::cli::message(&e).starts_with("writing to the topic"));
+        assert_eq!(baf_cli::errno(&e), Some(libc::ENODEV));
+        assert!(baf_cli::message(&e).starts_with("writing to the topic"));
         // Also when the batch fills up in the middle of a read.
         let mut framer = Framer::new(Framing::Lines, 60_000);
         let data = [[b'z'; 40_000].as_slice(), b"\n", &[b'z'; 40_000], b"\n"].concat();
         let e = publish(&data[..], Gone, &mut framer, || true, |_| {}).unwrap_err();
-        assert_eq!(baf::cli::errno(&e), Some(libc::ENODEV));
-        assert!(baf::cli::message(&e).starts_with("writing to the topic"));
+        assert_eq!(baf_cli::errno(&e), Some(libc::ENODEV));
+        assert!(baf_cli::message(&e).starts_with("writing to the topic"));
     }
 
     #[test]

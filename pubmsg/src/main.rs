@@ -1,9 +1,9 @@
 //! `pubmsg TOPIC`: publish stdin to a baf topic (command line; the work is
 //! in the library, `lib.rs`).
 
-use baf::cli::Generate;
 use baf::frame::Framing;
-use clap::{CommandFactory, Parser};
+use baf_cli::Generate;
+use clap::Parser;
 
 const AFTER_HELP: &str = "\
 Examples:
@@ -80,16 +80,17 @@ impl Args {
 }
 
 fn main() {
-    let args: Args = baf::cli::parse("pubmsg");
-    baf::cli::run("pubmsg", || match args.generate {
-        Some(what) => baf::cli::generate(Args::command(), what),
-        None => pubmsg::run(&args.options()),
-    })
+    baf_cli::main(
+        "pubmsg",
+        |a: &Args| a.generate,
+        |a| pubmsg::run(&a.options()),
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::CommandFactory;
 
     fn parse_from(args: &[&str]) -> Result<Args, clap::Error> {
         Args::try_parse_from(std::iter::once("pubmsg").chain(args.iter().copied()))
@@ -116,7 +117,7 @@ mod tests {
     fn topic_required_unless_generating() {
         let e = parse_from(&[]).unwrap_err();
         assert_eq!(
-            baf::cli::one_line(&e),
+            baf_cli::one_line(&e),
             "the following required arguments were not provided: <TOPIC>"
         );
         assert_eq!(
@@ -138,7 +139,7 @@ mod tests {
     #[test]
     fn one_line_errors() {
         let e = parse_from(&["--bogus", "t"]).unwrap_err();
-        let line = baf::cli::one_line(&e);
+        let line = baf_cli::one_line(&e);
         assert!(!line.contains('\n'));
         assert!(line.contains("--bogus"), "{line}");
     }

@@ -1,8 +1,8 @@
 //! `submsg [TOPICS...] [-e EXCLUDED...]`: subscribe to baf topics and write
 //! them to stdout (command line; the work is in the library, `lib.rs`).
 
-use baf::cli::Generate;
-use clap::{ArgGroup, CommandFactory, Parser};
+use baf_cli::Generate;
+use clap::{ArgGroup, Parser};
 use submsg::format::Format;
 use submsg::StartAt;
 
@@ -134,16 +134,17 @@ impl Args {
 }
 
 fn main() {
-    let args: Args = baf::cli::parse("submsg");
-    baf::cli::run("submsg", || match args.generate {
-        Some(what) => baf::cli::generate(Args::command(), what),
-        None => submsg::run(&args.config()),
-    })
+    baf_cli::main(
+        "submsg",
+        |a: &Args| a.generate,
+        |a| submsg::run(&a.config()),
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::CommandFactory;
 
     fn parse_from(args: &[&str]) -> Result<Args, clap::Error> {
         Args::try_parse_from(std::iter::once("submsg").chain(args.iter().copied()))
@@ -190,11 +191,11 @@ mod tests {
         assert_eq!(parse_from(&["t"]).unwrap().config().start, StartAt::Now);
         let e = parse_from(&["--from", "yesterday"]).unwrap_err();
         assert!(
-            baf::cli::one_line(&e).contains("oldest, last:N, seq:S"),
+            baf_cli::one_line(&e).contains("oldest, last:N, seq:S"),
             "{}",
-            baf::cli::one_line(&e)
+            baf_cli::one_line(&e)
         );
-        assert!(!baf::cli::one_line(&e).contains('\n'));
+        assert!(!baf_cli::one_line(&e).contains('\n'));
     }
 
     #[test]

@@ -558,7 +558,7 @@ fn main() {
         Cmd::BafPong { input, out } => baf_pong(input, out),
     };
     if let Err(e) = r {
-        eprintln!("baf-bridge-bench: {}", baf::cli::message(&e));
+        eprintln!("baf-bridge-bench: {}", baf_cli::message(&e));
         std::process::exit(1);
     }
 }

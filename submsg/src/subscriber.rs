@@ -1,0 +1,537 @@
+//! The subscriber's loop: one epoll set for every topic, the `--follow`
+//! watcher, a signalfd and stdout; mapped topics on a hot list, read until
+//! they have nothing new; the others read with `read()` when ready.
+
+use crate::format::{self, Format, Label};
+use crate::loss;
+use crate::output::{Output, DIRECT, FLUSH_AT};
+use crate::{Config, Plan};
+use anyhow::{Context, Result};
+use baf::device::{Record, Topic};
+use baf::mapped::Mapped;
+use baf::subscribe::{self, Lossless, Opened, StartAt};
+use baf::watch::{self, Seen, Watcher};
+use baf_cli::Failure;
+use nix::errno::Errno;
+use nix::poll::PollTimeout;
+use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags};
+use nix::sys::signal::Signal;
+use nix::sys::signalfd::SignalFd;
+use std::collections::{HashMap, HashSet};
+use std::io;
+use std::path::Path;
+use std::time::Instant;
+
+/// One subscribed topic.
+pub(crate) struct Sub {
+    topic: Topic,
+    label: Label,
+    /// The sequence number expected next; a record above it means loss.
+    expect: u64,
+    /// The ring, mapped (else the topic is read with `read()`).
+    mapped: Option<Mapped>,
+    /// In the hot list: read again without waiting.
+    hot: bool,
+}
+
+/// What one read of a topic found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Step {
+    /// Records, or something else worth reading again at once.
+    Data,
+    /// Nothing new.
+    Idle,
+    /// The topic is gone (removed and read to its end); it was dropped.
+    Gone,
+}
+
+/// Appends `record` of topic `label` to `out` in `format`, counting a gap
+/// before it (from `expect`, the seq wanted next) as lost. The same for both
+/// ways of reading, so their output is the same.
+pub(crate) fn deliver(
+    format: Format,
+    out: &mut Vec<u8>,
+    label: &Label,
+    expect: &mut u64,
+    loss: &mut loss::LossReporter,
+    record: &Record<'_>,
+) {
+    let seq = record.header.seq;
+    let lost = seq.saturating_sub(*expect);
+    *expect = seq.wrapping_add(1);
+    loss.add(&label.name, lost);
+    format::write_record(format, out, label, record, lost);
+}
+
+/// Whether a failed `mmap` is a refusal by the system (an errno: `EPERM`
+/// inside a container's namespaces, `EACCES`, `ENODEV`, `ENOMEM`...), after
+/// which `read()` is used without a word; anything else (a control page
+/// that makes no sense) is worth a warning.
+pub(crate) fn quiet_mmap_refusal(e: &io::Error) -> bool {
+    e.raw_os_error().is_some()
+}
+
+pub(crate) const TOKEN_WATCH: u64 = 0;
+pub(crate) const TOKEN_STDOUT: u64 = 1;
+pub(crate) const TOKEN_SIGNAL: u64 = 2;
+pub(crate) const TOKEN_FIRST_TOPIC: u64 = 16;
+
+/// How the main loop ended.
+pub(crate) enum End {
+    /// Normally: exit 0.
+    Done,
+    /// By a signal, to be raised again once the output is out.
+    Signal(Signal),
+}
+
+pub(crate) struct Subscriber<'a> {
+    pub(crate) cfg: &'a Config,
+    pub(crate) plan: Plan,
+    pub(crate) epoll: Epoll,
+    pub(crate) subs: HashMap<u64, Sub>,
+    pub(crate) by_name: HashMap<String, u64>,
+    pub(crate) next_token: u64,
+    pub(crate) buf: Vec<u8>,
+    pub(crate) out: Output,
+    pub(crate) loss: loss::LossReporter,
+    pub(crate) remaining: Option<u64>,
+    pub(crate) watcher: Option<Watcher>,
+    /// Topics already warned about (no permission, not a topic).
+    pub(crate) warned: HashSet<String>,
+    /// Mapped topics to read again without waiting.
+    pub(crate) hot: Vec<u64>,
+}
+
+impl<'a> Subscriber<'a> {
+    /// Opens `path` as topic `name` ([`subscribe::open`]) and adds it to
+    /// the epoll set.
+    pub(crate) fn join(&mut self, name: &str, path: &Path, start: StartAt) -> Result<()> {
+        let lossless = if self.cfg.lossless {
+            Lossless::Required
+        } else {
+            Lossless::No
+        };
+        let Opened {
+            topic,
+            info,
+            expect,
+            ..
+        } = subscribe::open(name, path, start, lossless)?;
+        // The file is where the reader starts (seeked above): map the ring
+        // from there, or read the file. A lossless reader reads the file:
+        // each read() releases the writers at once.
+        let mapped = if self.cfg.no_mmap || self.cfg.lossless {
+            None
+        } else {
+            match Mapped::new(&topic) {
+                Ok(m) => Some(m),
+                Err(e) => {
+                    if !quiet_mmap_refusal(&e) {
+                        eprintln!(
+                            "submsg: topic {name}: cannot read it through a mapping ({e}); using read()"
+                        );
+                    }
+                    None
+                }
+            }
+        };
+        if mapped.is_none() {
+            subscribe::fit(&mut self.buf, info.record_max);
+        }
+        let token = self.next_token;
+        self.next_token += 1;
+        self.epoll
+            .add(topic.file(), EpollEvent::new(EpollFlags::EPOLLIN, token))
+            .map_err(|e| {
+                anyhow::Error::new(io::Error::from(e)).context(format!("cannot watch topic {name}"))
+            })?;
+        let hot = mapped.is_some();
+        self.subs.insert(
+            token,
+            Sub {
+                topic,
+                label: Label::new(name),
+                expect,
+                mapped,
+                hot,
+            },
+        );
+        if hot {
+            // History (--from) may be waiting: read before sleeping.
+            self.hot.push(token);
+        }
+        self.by_name.insert(name.to_string(), token);
+        Ok(())
+    }
+
+    /// Joins a topic found by a pattern (or by none) or by `--follow`: a
+    /// problem never ends submsg; it is returned for the caller to report
+    /// ([`Self::warn_skip`]).
+    pub(crate) fn join_found(
+        &mut self,
+        name: &str,
+        path: &Path,
+        start: StartAt,
+    ) -> Option<anyhow::Error> {
+        match self.join(name, path, start) {
+            Ok(()) => {
+                self.warned.remove(name);
+                None
+            }
+            Err(e) => Some(e),
+        }
+    }
+
+    /// Says on stderr (once per topic) that topic `name` is skipped because
+    /// of `e`; a node that vanished in between is not worth a word.
+    pub(crate) fn warn_skip(&mut self, name: &str, e: &anyhow::Error) {
+        if baf_cli::class(e) != Some(Failure::NoTopic) && self.warned.insert(name.to_string()) {
+            eprintln!("submsg: skipping topic {name}: {}", baf_cli::message(e));
+        }
+    }
+
+    fn drop_sub(&mut self, token: u64) {
+        if let Some(sub) = self.subs.remove(&token) {
+            let _ = self.epoll.delete(sub.topic.file());
+            if self.by_name.get(&sub.label.name) == Some(&token) {
+                self.by_name.remove(&sub.label.name);
+            }
+        }
+    }
+
+    /// One read of a topic, whichever way it is read.
+    fn read_topic(&mut self, token: u64) -> Result<Step> {
+        match self.subs.get(&token) {
+            None => Ok(Step::Gone),
+            Some(sub) if sub.mapped.is_some() => self.read_mapped(token),
+            Some(_) => self.read_file(token),
+        }
+    }
+
+    /// One batch out of a mapped ring.
+    fn read_mapped(&mut self, token: u64) -> Result<Step> {
+        let Self {
+            subs,
+            out,
+            loss,
+            remaining,
+            cfg,
+            ..
+        } = self;
+        let Some(sub) = subs.get_mut(&token) else {
+            return Ok(Step::Gone);
+        };
+        let Some(mapped) = sub.mapped.as_mut() else {
+            return Ok(Step::Gone);
+        };
+        let format = cfg.format;
+        let (label, expect) = (&sub.label, &mut sub.expect);
+        let limit = remaining.unwrap_or(u64::MAX);
+        let progress = mapped
+            .read_into(&mut out.buf, limit, |buf, header, payload| {
+                let record = Record {
+                    header: *header,
+                    payload,
+                };
+                deliver(format, buf, label, expect, loss, &record);
+            })
+            .with_context(|| format!("reading topic {} through its mapping", sub.label.name))?;
+        if progress.lost > 0 {
+            // The kernel counts a mapping reader's loss only when told.
+            mapped
+                .report_loss(&sub.topic)
+                .with_context(|| format!("reporting loss on topic {}", sub.label.name))?;
+        }
+        if let Some(r) = remaining {
+            *r = r.saturating_sub(progress.records);
+        }
+        if progress.ended {
+            self.drop_sub(token);
+            Ok(Step::Gone)
+        } else if progress.records > 0 {
+            Ok(Step::Data)
+        } else {
+            Ok(Step::Idle)
+        }
+    }
+
+    /// Before sleeping: moves a mapped topic's file cursor to where its
+    /// reader is. False when the reader must read again first.
+    fn prepare_wait(&mut self, token: u64) -> Result<bool> {
+        let Some(sub) = self.subs.get_mut(&token) else {
+            return Ok(true);
+        };
+        let Some(mapped) = sub.mapped.as_mut() else {
+            return Ok(true);
+        };
+        mapped
+            .prepare_wait(&sub.topic)
+            .with_context(|| format!("cannot seek on topic {}", sub.label.name))
+    }
+
+    /// Reads each hot (mapped, busy) topic once; keeps those that had
+    /// something, and lets the others sleep in epoll.
+    fn serve_hot(&mut self) -> Result<()> {
+        let hot = std::mem::take(&mut self.hot);
+        for (i, &token) in hot.iter().enumerate() {
+            if self.done() {
+                self.hot.extend_from_slice(hot.get(i..).unwrap_or_default());
+                break;
+            }
+            let keep = match self.read_topic(token)? {
+                Step::Gone => false,
+                Step::Data => true,
+                Step::Idle => !self.prepare_wait(token)?,
+            };
+            if keep {
+                self.hot.push(token);
+            } else if let Some(sub) = self.subs.get_mut(&token) {
+                sub.hot = false;
+            }
+            if self.out.buf.len() >= FLUSH_AT {
+                self.out.flush()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Epoll says topic `token` is ready.
+    fn on_ready(&mut self, token: u64) -> Result<()> {
+        match self.subs.get_mut(&token) {
+            Some(sub) if sub.mapped.is_some() => {
+                if !sub.hot {
+                    sub.hot = true;
+                    self.hot.push(token);
+                }
+                Ok(())
+            }
+            Some(_) => self.read_file(token).map(|_| ()),
+            None => Ok(()),
+        }
+    }
+
+    /// One `read()` of a ready topic.
+    fn read_file(&mut self, token: u64) -> Result<Step> {
+        let Self {
+            subs,
+            buf,
+            out,
+            loss,
+            remaining,
+            cfg,
+            ..
+        } = self;
+        let Some(sub) = subs.get_mut(&token) else {
+            return Ok(Step::Gone);
+        };
+        let n = match subscribe::read(&sub.topic, buf) {
+            Ok(subscribe::Step::Records(n)) => n,
+            Ok(subscribe::Step::Idle) => return Ok(Step::Idle),
+            Ok(subscribe::Step::Again) => return Ok(Step::Data),
+            Ok(subscribe::Step::Gone) => {
+                self.drop_sub(token);
+                return Ok(Step::Gone);
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EPIPE) && cfg.lossless => {
+                // Demoted by the topic's stall timeout: what was delivered
+                // is complete up to here; say so and stop.
+                out.flush()?;
+                return Err(anyhow::Error::new(e).context(format!(
+                    "topic {}: this lossless reader held the writer up past the topic's stall timeout and was made lossy; records after the output's end were lost",
+                    sub.label.name
+                )));
+            }
+            Err(e) => {
+                return Err(e).with_context(|| format!("reading topic {}", sub.label.name));
+            }
+        };
+        for record in baf::device::records(buf.get(..n).unwrap_or_default()) {
+            if *remaining == Some(0) {
+                break;
+            }
+            match cfg.format {
+                Format::Raw | Format::Len32 if record.payload.len() >= DIRECT => {
+                    // Large payloads go from the read buffer to stdout
+                    // directly (what `deliver` would do, without the copy).
+                    let seq = record.header.seq;
+                    loss.add(&sub.label.name, seq.saturating_sub(sub.expect));
+                    sub.expect = seq.wrapping_add(1);
+                    if cfg.format == Format::Len32 {
+                        out.buf
+                            .extend_from_slice(&(record.payload.len() as u32).to_be_bytes());
+                    }
+                    out.flush_with(record.payload)?;
+                }
+                format => deliver(
+                    format,
+                    &mut out.buf,
+                    &sub.label,
+                    &mut sub.expect,
+                    loss,
+                    &record,
+                ),
+            }
+            if let Some(r) = remaining {
+                *r -= 1;
+            }
+        }
+        Ok(Step::Data)
+    }
+
+    /// Topics that `--follow` saw appear.
+    fn on_found(&mut self, found: Vec<watch::Found>) -> Result<()> {
+        for (name, path) in found {
+            if !self.plan.selects(&name) {
+                continue;
+            }
+            let current = self.by_name.get(&name).copied();
+            match watch::seen(current, |t| self.subs.get(&t).map(|s| s.topic.file())) {
+                Seen::Same => continue, // the topic we already read
+                Seen::Remade(token) => {
+                    // Removed and made again: finish the old one first.
+                    for _ in 0..1_000_000 {
+                        if self.read_topic(token)? == Step::Gone {
+                            break;
+                        }
+                    }
+                    self.drop_sub(token);
+                }
+                Seen::New => {}
+            }
+            // A topic made while we run: read it from its beginning.
+            if let Some(e) = self.join_found(&name, &path, StartAt::Oldest) {
+                self.warn_skip(&name, &e);
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn report_loss(&mut self, force: bool) {
+        if self.out.closed {
+            // Whoever read our output is gone (`submsg | head -1`): the end
+            // is quiet, and records lost after that matter to no one.
+            return;
+        }
+        for line in self.loss.take(Instant::now(), force) {
+            eprintln!("submsg: {line}");
+        }
+    }
+
+    fn done(&self) -> bool {
+        self.out.closed
+            || self.remaining == Some(0)
+            || (self.subs.is_empty() && self.watcher.is_none())
+    }
+
+    pub(crate) fn run(&mut self, signals: &SignalFd) -> Result<End> {
+        let mut events = vec![EpollEvent::empty(); 256];
+        while !self.done() {
+            self.serve_hot()?;
+            if self.done() {
+                break;
+            }
+            let timeout = if !self.hot.is_empty() || !self.out.buf.is_empty() {
+                PollTimeout::ZERO
+            } else if let Some(d) = self.loss.due_in(Instant::now()) {
+                PollTimeout::try_from(d.as_millis().saturating_add(1).min(60_000) as u64)
+                    .unwrap_or(PollTimeout::ZERO)
+            } else {
+                PollTimeout::NONE
+            };
+            let n = match self.epoll.wait(&mut events, timeout) {
+                Ok(n) => n,
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(e).context("waiting for topics"),
+            };
+            if n == 0 && self.hot.is_empty() {
+                // Idle: everything read is written now.
+                self.out.flush()?;
+            }
+            for ev in events.iter().take(n) {
+                match ev.data() {
+                    TOKEN_WATCH => {
+                        let found = match self.watcher.as_mut() {
+                            Some(w) => w.events()?,
+                            None => Vec::new(),
+                        };
+                        self.on_found(found)?;
+                    }
+                    TOKEN_STDOUT => {
+                        // The pipe's reader is gone (EPOLLERR): stop now
+                        // rather than at the next write.
+                        self.out.closed = true;
+                    }
+                    TOKEN_SIGNAL => {
+                        if let Ok(Some(info)) = signals.read_signal() {
+                            if let Ok(sig) = Signal::try_from(info.ssi_signo as i32) {
+                                return Ok(End::Signal(sig));
+                            }
+                        }
+                    }
+                    token => self.on_ready(token)?,
+                }
+                if self.done() {
+                    break;
+                }
+            }
+            self.report_loss(false);
+            if self.out.buf.len() >= FLUSH_AT {
+                self.out.flush()?;
+            }
+        }
+        Ok(End::Done)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deliver_counts_gaps_and_formats_like_write_record() {
+        use baf::abi::RecordHeader;
+        let label = Label::new("t");
+        let mut loss = loss::LossReporter::new(loss::INTERVAL);
+        let mut expect = 5;
+        let mut out = Vec::new();
+        for (seq, payload) in [(5u64, &b"a\n"[..]), (6, b"b\n"), (9, b"c\n")] {
+            let header = RecordHeader {
+                len: payload.len() as u32,
+                seq,
+                ..RecordHeader::default()
+            };
+            let record = Record { header, payload };
+            deliver(
+                Format::Json,
+                &mut out,
+                &label,
+                &mut expect,
+                &mut loss,
+                &record,
+            );
+        }
+        assert_eq!(expect, 10);
+        assert_eq!(loss.total("t"), 2);
+        let lines: Vec<serde_json::Value> = out
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_slice(l).unwrap())
+            .collect();
+        let lost: Vec<_> = lines.iter().map(|v| v["lost"].as_u64().unwrap()).collect();
+        assert_eq!(lost, vec![0, 0, 2]);
+    }
+
+    #[test]
+    fn mmap_refusals_by_the_system_are_quiet() {
+        assert!(quiet_mmap_refusal(&io::Error::from_raw_os_error(
+            libc::EPERM
+        )));
+        assert!(quiet_mmap_refusal(&io::Error::from_raw_os_error(
+            libc::ENODEV
+        )));
+        assert!(!quiet_mmap_refusal(&io::Error::new(
+            io::ErrorKind::InvalidData,
+            "bad control page"
+        )));
+    }
+}
