@@ -12,7 +12,8 @@
 # 2. A Debian 13 machine as a user has it: a throwaway overlay of the Debian
 #    13 chroot with Debian's linux-headers, linux-source and dkms packages
 #    installed by dpkg. There, natively: kernel-rust.sh --check passes,
-#    kernel-rust.sh finds its tree complete, `make -C kernel` with the
+#    kernel-rust.sh finds its tree complete, --install builds and installs
+#    fanout.ko where modprobe finds it, `make -C kernel` with the
 #    headers' own KDIR builds fanout.ko through the metadata tree (the
 #    Makefile's redirect), and `dkms build` does the same. Both modules carry
 #    the kernel's release in their vermagic.
@@ -123,6 +124,9 @@ check_in "kernel-rust.sh reuses the complete tree at /var/lib/baf/kbuild/$kver" 
   "test \"\$(bash /src/kernel-rust.sh --kver $kver 2>&1)\" = /var/lib/baf/kbuild/$kver"
 check_in "make -C kernel with the headers' KDIR builds fanout.ko through the metadata tree" \
   "cd /src/kernel && make -s KDIR=/lib/modules/$kver/build modules >/tmp/make.log 2>&1 && test \"\$(modinfo -F vermagic fanout.ko | cut -d' ' -f1)\" = $kver"
+check_in "kernel-rust.sh --install builds and installs fanout.ko for $kver (modules_install, depmod)" \
+  "bash /src/kernel-rust.sh --kver $kver --install /src/kernel >/tmp/install.log 2>&1 || { tail -n 20 /tmp/install.log; exit 1; }
+   test \"\$(modinfo -k $kver -F vermagic fanout | cut -d' ' -f1)\" = $kver && modinfo -k $kver -n fanout | grep -q '^/lib/modules/$kver/updates/fanout.ko'"
 check_in "dkms builds fanout.ko for $kver (PRE_BUILD kernel-rust.sh --if-needed, then the same redirect)" \
   "rm -f /src/kernel/*.ko /src/kernel/*.o; mkdir -p /usr/src/fanout-0.1.0 && cp /src/kernel/*.rs /src/kernel/Kbuild /src/kernel/Makefile /src/kernel/dkms.conf /usr/src/fanout-0.1.0/ &&
    install -m 755 /src/kernel-rust.sh /usr/src/fanout-0.1.0/kernel-rust.sh &&
