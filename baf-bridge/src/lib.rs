@@ -32,8 +32,8 @@ pub use import::envelope_json;
 use anyhow::{Context, Result};
 use config::Settings;
 use nix::sys::eventfd::{EfdFlags, EventFd};
-use nix::sys::signal::{SigSet, Signal};
-use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::signal::Signal;
+use nix::sys::signalfd::SignalFd;
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -257,13 +257,7 @@ pub fn run(settings: Settings) -> Result<()> {
     baf::control::require_module()?;
     // Signals are blocked in every thread (Zenoh's too, which inherit the
     // mask) and read from a signalfd by one.
-    let mut mask = SigSet::empty();
-    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
-        mask.add(s);
-    }
-    mask.thread_block().context("blocking signals")?;
-    let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
-        .context("creating a signalfd")?;
+    let (_, signals) = baf::signals::take_ending_signals()?;
     // Lives as long as the process: the signal thread may outlive `run`.
     let shared: &'static Shared = Box::leak(Box::new(Shared::new()?));
     std::thread::Builder::new()

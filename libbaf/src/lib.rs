@@ -15,7 +15,8 @@
 //!   counts lost records for rate-limited reports.
 //! - [`watch`] notices topics as they are created (and re-created);
 //!   [`subscribe`] opens topics for reading and reads them, for every
-//!   subscriber (`submsg`, the bridge's export).
+//!   subscriber (`submsg`, the bridge's export); [`signals`] takes the
+//!   signals that end such a program through a signalfd.
 
 #[path = "../../kernel/abi.rs"]
 pub mod abi;
@@ -27,6 +28,7 @@ pub mod frame;
 pub mod loss;
 pub mod mapped;
 pub mod pattern;
+pub mod signals;
 pub mod subscribe;
 pub mod sys;
 pub mod watch;

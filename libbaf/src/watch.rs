@@ -36,27 +36,44 @@ pub fn existing_topics() -> Result<BTreeMap<String, PathBuf>> {
         let path = control::node_of(&t.name);
         all.insert(t.name, path);
     }
-    fn scan(dir: &Path, rel: &str, all: &mut BTreeMap<String, PathBuf>) {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return;
+    walk(
+        &crate::sys::dev_dir(),
+        "",
+        &mut |_, _| true,
+        &mut |name, path| {
+            all.entry(name).or_insert(path);
+        },
+    );
+    Ok(all)
+}
+
+/// Walks directory `dir` (`rel` under the topic directory, "" for itself):
+/// `enter` first (false: leave it out), then every topic node in it to
+/// `node` (by name, see [`Watcher::topic_name`]) and every directory below
+/// it, the same way.
+fn walk(
+    dir: &Path,
+    rel: &str,
+    enter: &mut dyn FnMut(&Path, &str) -> bool,
+    node: &mut dyn FnMut(String, PathBuf),
+) {
+    if !enter(dir, rel) {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let Ok(name) = e.file_name().into_string() else {
+            continue;
         };
-        for e in entries.flatten() {
-            let Ok(name) = e.file_name().into_string() else {
-                continue;
-            };
-            let sub = Watcher::join(rel, &name);
-            match e.file_type() {
-                Ok(t) if t.is_dir() => scan(&e.path(), &sub, all),
-                Ok(t) if t.is_char_device() => {
-                    all.entry(Watcher::topic_name(&sub))
-                        .or_insert_with(|| e.path());
-                }
-                _ => {}
-            }
+        let sub = Watcher::join(rel, &name);
+        match e.file_type() {
+            Ok(t) if t.is_dir() => walk(&e.path(), &sub, enter, node),
+            Ok(t) if t.is_char_device() => node(Watcher::topic_name(&sub), e.path()),
+            _ => {}
         }
     }
-    scan(&crate::sys::dev_dir(), "", &mut all);
-    Ok(all)
 }
 
 /// Whether the topic of open file `file` was removed: its file reports
@@ -174,26 +191,19 @@ impl Watcher {
         };
         // Watch first, then list: a node made in between is seen twice,
         // never missed.
-        match self.ino.add_watch(&dir, DIR_EVENTS) {
-            Ok(wd) => {
-                self.dirs.insert(wd, rel.to_string());
-            }
-            Err(_) => return, // gone already, or not a directory
-        }
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            return;
-        };
-        for e in entries.flatten() {
-            let Ok(name) = e.file_name().into_string() else {
-                continue;
-            };
-            let sub = Self::join(rel, &name);
-            match e.file_type() {
-                Ok(t) if t.is_dir() => self.add_tree(&sub, found),
-                Ok(t) if t.is_char_device() => found.push((Self::topic_name(&sub), e.path())),
-                _ => {}
-            }
-        }
+        let (ino, dirs) = (&self.ino, &mut self.dirs);
+        walk(
+            &dir,
+            rel,
+            &mut |dir, rel| match ino.add_watch(dir, DIR_EVENTS) {
+                Ok(wd) => {
+                    dirs.insert(wd, rel.to_string());
+                    true
+                }
+                Err(_) => false, // gone already, or not a directory
+            },
+            &mut |name, path| found.push((name, path)),
+        );
     }
 
     /// Reads pending events; returns the topic names whose nodes appeared

@@ -32,8 +32,6 @@ use baf::sys::{is_path, label_of_path};
 use baf_cli::Failure;
 use format::Format;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
-use nix::sys::signal::{SigSet, Signal};
-use nix::sys::signalfd::{SfdFlags, SignalFd};
 use output::Output;
 use std::collections::{HashMap, HashSet};
 use std::os::fd::AsFd;
@@ -130,13 +128,7 @@ pub fn run(cfg: &Config) -> Result<()> {
     let plan = plan(cfg)?;
     // Signals that end us arrive through a signalfd, so buffered output is
     // written before we go.
-    let mut mask = SigSet::empty();
-    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
-        mask.add(s);
-    }
-    mask.thread_block().context("blocking signals")?;
-    let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
-        .context("creating a signalfd")?;
+    let (mask, signals) = baf::signals::take_ending_signals()?;
     let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).context("creating an epoll set")?;
     epoll
         .add(
