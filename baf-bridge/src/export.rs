@@ -20,11 +20,11 @@ use crate::Shared;
 use anyhow::{Context, Result};
 use baf::abi;
 use baf::device::{self, Topic};
-use baf::subscribe::{self, Lossless, Opened, StartAt, Step};
+use baf::subscribe::{self, Lossless, Opened, StartAt, Step, Subscribed, Topics};
 use baf::watch::{self, Seen, Watcher};
 use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::os::fd::AsFd;
 use std::path::Path;
 use std::time::Instant;
@@ -113,16 +113,22 @@ struct Exported {
     put_failed: bool,
 }
 
+impl Subscribed for Exported {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn topic(&self) -> &Topic {
+        &self.topic
+    }
+}
+
 /// The export side of the bridge.
 pub struct Exporter<'a> {
     settings: &'a Settings,
     session: &'a Session,
     shared: &'a Shared,
-    epoll: Epoll,
     watcher: Option<Watcher>,
-    topics: HashMap<u64, Exported>,
-    by_name: HashMap<String, u64>,
-    next_token: u64,
+    topics: Topics<Exported>,
     buf: Vec<u8>,
     me: Me,
     bridge: [u8; 16],
@@ -155,11 +161,8 @@ impl<'a> Exporter<'a> {
             settings,
             session,
             shared,
-            epoll,
             watcher: Some(watcher),
-            topics: HashMap::new(),
-            by_name: HashMap::new(),
-            next_token: TOKEN_FIRST_TOPIC,
+            topics: Topics::new(epoll, TOKEN_FIRST_TOPIC),
             buf: vec![0u8; 256 * 1024],
             me: Me::current(),
             bridge: session.zid().to_le_bytes(),
@@ -239,39 +242,26 @@ impl<'a> Exporter<'a> {
                     crate::names::zenoh_message(&e)
                 )
             })?;
-        let token = self.next_token;
-        self.next_token += 1;
-        self.epoll
-            .add(topic.file(), EpollEvent::new(EpollFlags::EPOLLIN, token))
-            .context("cannot watch the topic")?;
+        self.topics.add(Exported {
+            name: name.to_string(),
+            topic,
+            publisher,
+            expect,
+            lossless,
+            lost: 0,
+            skipped: 0,
+            put_failed: false,
+        })?;
         tracing::info!(
             "exporting topic {name} as {key} ({}, congestion control {})",
             if lossless { "read losslessly" } else { "lossy" },
             if block { "block" } else { "drop" }
         );
-        self.topics.insert(
-            token,
-            Exported {
-                name: name.to_string(),
-                topic,
-                publisher,
-                expect,
-                lossless,
-                lost: 0,
-                skipped: 0,
-                put_failed: false,
-            },
-        );
-        self.by_name.insert(name.to_string(), token);
         Ok(())
     }
 
     fn drop_topic(&mut self, token: u64, why: &str) {
-        if let Some(t) = self.topics.remove(&token) {
-            let _ = self.epoll.delete(t.topic.file());
-            if self.by_name.get(&t.name) == Some(&token) {
-                self.by_name.remove(&t.name);
-            }
+        if let Some(t) = self.topics.remove(token) {
             tracing::info!("topic {} {why}: no longer exported", t.name);
             let _ = t.publisher.undeclare().wait();
         }
@@ -281,7 +271,7 @@ impl<'a> Exporter<'a> {
     /// turn), publishing every record.
     fn read_topic(&mut self, token: u64) -> Result<()> {
         for _ in 0..READS_IN_A_ROW {
-            let Some(t) = self.topics.get_mut(&token) else {
+            let Some(t) = self.topics.get_mut(token) else {
                 return Ok(());
             };
             let n = match subscribe::read(&t.topic, &mut self.buf) {
@@ -330,7 +320,7 @@ impl<'a> Exporter<'a> {
             bridge,
             ..
         } = self;
-        let Some(t) = topics.get_mut(&token) else {
+        let Some(t) = topics.get_mut(token) else {
             return;
         };
         let offset = realtime_offset();
@@ -400,13 +390,12 @@ impl<'a> Exporter<'a> {
             if !self.settings.exports(&name) {
                 continue;
             }
-            let current = self.by_name.get(&name).copied();
-            match watch::seen(current, |t| self.topics.get(&t).map(|t| t.topic.file())) {
+            match self.topics.seen(&name) {
                 Seen::Same => continue,
                 Seen::Remade(token) => {
                     // Removed and made again: finish the old one first.
                     for _ in 0..1000 {
-                        if !self.topics.contains_key(&token) {
+                        if self.topics.get(token).is_none() {
                             break;
                         }
                         self.read_topic(token)?;
@@ -429,7 +418,7 @@ impl<'a> Exporter<'a> {
                     .unwrap_or(EpollTimeout::ZERO),
                 None => EpollTimeout::from(1000u16),
             };
-            let n = match self.epoll.wait(&mut events, timeout) {
+            let n = match self.topics.epoll().wait(&mut events, timeout) {
                 Ok(n) => n,
                 Err(Errno::EINTR) => continue,
                 Err(e) => return Err(e).context("waiting for topics"),
@@ -446,9 +435,8 @@ impl<'a> Exporter<'a> {
             }
             self.shared.report_loss(false);
         }
-        let tokens: Vec<u64> = self.topics.keys().copied().collect();
-        for token in tokens {
-            if let Some(t) = self.topics.remove(&token) {
+        for token in self.topics.tokens() {
+            if let Some(t) = self.topics.remove(token) {
                 let _ = t.publisher.undeclare().wait();
             }
         }

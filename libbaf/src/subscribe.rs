@@ -1,7 +1,8 @@
 //! Reading topics, for every subscriber (`submsg`, the bridge's export):
 //! opening a topic for reading in record mode, losslessly where asked and
 //! allowed, at a chosen start point ([`open`]); and one record-mode
-//! `read()` of it, with the buffer grown to fit ([`read`]).
+//! `read()` of it, with the buffer grown to fit ([`read`]); and the set of
+//! topics a subscriber reads, in its epoll set ([`Topics`]).
 //!
 //! Record mode gives every record its header, whose sequence numbers make
 //! loss an exact count: the seq expected next ([`Opened::expect`]) against
@@ -10,7 +11,10 @@
 use crate::abi;
 use crate::device::{self, Access, NotATopic, Topic};
 use crate::error::Kind;
+use crate::watch::{self, Seen};
 use anyhow::Result;
+use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags};
+use std::collections::HashMap;
 use std::io::{self, Read as _};
 use std::path::Path;
 use std::str::FromStr;
@@ -208,6 +212,102 @@ pub fn read(topic: &Topic, buf: &mut Vec<u8>) -> io::Result<Step> {
         }
         Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(Step::Gone),
         Err(e) => Err(e),
+    }
+}
+
+/// What a subscriber keeps for each topic it reads ([`Topics`]).
+pub trait Subscribed {
+    /// The topic's name.
+    fn name(&self) -> &str;
+    /// Its open file.
+    fn topic(&self) -> &Topic;
+}
+
+/// The topics a subscriber reads: each an open file in the subscriber's
+/// epoll set under a token of its own, and found by name too. Tokens below
+/// the first one given to [`Topics::new`] are the caller's (a watcher, a
+/// signalfd...).
+pub struct Topics<T> {
+    epoll: Epoll,
+    items: HashMap<u64, T>,
+    by_name: HashMap<String, u64>,
+    next: u64,
+}
+
+impl<T: Subscribed> Topics<T> {
+    /// No topics yet, in `epoll`; topics get tokens from `first` up.
+    pub fn new(epoll: Epoll, first: u64) -> Self {
+        Self {
+            epoll,
+            items: HashMap::new(),
+            by_name: HashMap::new(),
+            next: first,
+        }
+    }
+
+    /// The epoll set (to wait on, and for the caller's own files).
+    pub fn epoll(&self) -> &Epoll {
+        &self.epoll
+    }
+
+    /// Adds `item`, which epoll then reports ready to read under the token
+    /// returned.
+    pub fn add(&mut self, item: T) -> Result<u64> {
+        let token = self.next;
+        self.epoll
+            .add(
+                item.topic().file(),
+                EpollEvent::new(EpollFlags::EPOLLIN, token),
+            )
+            .map_err(|e| {
+                anyhow::Error::new(io::Error::from(e))
+                    .context(format!("cannot watch topic {}", item.name()))
+            })?;
+        self.next += 1;
+        self.by_name.insert(item.name().to_string(), token);
+        self.items.insert(token, item);
+        Ok(token)
+    }
+
+    /// Takes topic `token` out (its file leaves the epoll set).
+    pub fn remove(&mut self, token: u64) -> Option<T> {
+        let item = self.items.remove(&token)?;
+        let _ = self.epoll.delete(item.topic().file());
+        if self.by_name.get(item.name()) == Some(&token) {
+            self.by_name.remove(item.name());
+        }
+        Some(item)
+    }
+
+    /// Topic `token`.
+    pub fn get(&self, token: u64) -> Option<&T> {
+        self.items.get(&token)
+    }
+
+    /// Topic `token`, to change.
+    pub fn get_mut(&mut self, token: u64) -> Option<&mut T> {
+        self.items.get_mut(&token)
+    }
+
+    /// Whether topic `name` is read.
+    pub fn has(&self, name: &str) -> bool {
+        self.by_name.contains_key(name)
+    }
+
+    /// What a node that appeared for topic `name` means ([`watch::seen`]).
+    pub fn seen(&self, name: &str) -> Seen<u64> {
+        let current = self.by_name.get(name).copied();
+        watch::seen(current, |t| self.items.get(&t).map(|i| i.topic().file()))
+    }
+
+    /// Whether no topic is read.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Every topic's token.
+    pub fn tokens(&self) -> Vec<u64> {
+        self.items.keys().copied().collect()
     }
 }
 

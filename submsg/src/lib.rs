@@ -28,12 +28,13 @@ use baf::control;
 use baf::device::ModuleNotLoaded;
 use baf::pattern::{split_list, Pattern, Selection};
 pub use baf::subscribe::StartAt;
+use baf::subscribe::Topics;
 use baf::sys::{is_path, label_of_path};
 use baf_cli::Failure;
 use format::Format;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 use output::Output;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::os::fd::AsFd;
 use std::path::Path;
 use subscriber::{End, Subscriber, TOKEN_FIRST_TOPIC, TOKEN_SIGNAL, TOKEN_STDOUT, TOKEN_WATCH};
@@ -147,10 +148,7 @@ pub fn run(cfg: &Config) -> Result<()> {
     let mut sub = Subscriber {
         cfg,
         plan,
-        epoll,
-        subs: HashMap::new(),
-        by_name: HashMap::new(),
-        next_token: TOKEN_FIRST_TOPIC,
+        topics: Topics::new(epoll, TOKEN_FIRST_TOPIC),
         buf: vec![0u8; 256 * 1024],
         out,
         loss: loss::LossReporter::new(loss::INTERVAL),
@@ -162,7 +160,8 @@ pub fn run(cfg: &Config) -> Result<()> {
     if cfg.follow {
         // Watch before listing, so a topic made in between is not missed.
         let (w, _) = baf::watch::Watcher::new(&baf::dev_dir())?;
-        sub.epoll
+        sub.topics
+            .epoll()
             .add(w.fd(), EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_WATCH))
             .context("watching the topic directory")?;
         sub.watcher = Some(w);
@@ -171,7 +170,7 @@ pub fn run(cfg: &Config) -> Result<()> {
     // Device paths, as they are: any problem is an error.
     for path in sub.plan.paths.clone() {
         let name = label_of_path(&path);
-        if sub.by_name.contains_key(&name) {
+        if sub.topics.has(&name) {
             continue;
         }
         sub.join(&name, Path::new(&path), cfg.start)?;
@@ -185,7 +184,7 @@ pub fn run(cfg: &Config) -> Result<()> {
     // Topics found by a pattern that could not be read: reported, skipped.
     let mut skipped = Vec::new();
     for (name, path) in &existing {
-        if sub.by_name.contains_key(name) || !sub.plan.selects(name) {
+        if sub.topics.has(name) || !sub.plan.selects(name) {
             continue;
         }
         if sub.plan.exact.contains(name) {
@@ -221,7 +220,7 @@ pub fn run(cfg: &Config) -> Result<()> {
         }
         waiting.push(name);
     }
-    if sub.subs.is_empty() && !cfg.follow {
+    if sub.topics.is_empty() && !cfg.follow {
         // Nothing to read. If matching topics were there but none could be
         // read, that is the error (one line, with its class).
         let mut skipped = skipped.into_iter();
@@ -255,7 +254,7 @@ pub fn run(cfg: &Config) -> Result<()> {
     for (name, e) in &skipped {
         sub.warn_skip(name, e);
     }
-    if sub.subs.is_empty() {
+    if sub.topics.is_empty() {
         // --follow with nothing to read yet: say what we wait for.
         let module = if loaded {
             String::new()

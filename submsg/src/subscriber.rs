@@ -9,15 +9,15 @@ use crate::{Config, Plan};
 use anyhow::{Context, Result};
 use baf::device::{Record, Topic};
 use baf::mapped::Mapped;
-use baf::subscribe::{self, Lossless, Opened, StartAt};
+use baf::subscribe::{self, Lossless, Opened, StartAt, Subscribed, Topics};
 use baf::watch::{self, Seen, Watcher};
 use baf_cli::Failure;
 use nix::errno::Errno;
 use nix::poll::PollTimeout;
-use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags};
+use nix::sys::epoll::EpollEvent;
 use nix::sys::signal::Signal;
 use nix::sys::signalfd::SignalFd;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::io;
 use std::path::Path;
 use std::time::Instant;
@@ -32,6 +32,15 @@ pub(crate) struct Sub {
     mapped: Option<Mapped>,
     /// In the hot list: read again without waiting.
     hot: bool,
+}
+
+impl Subscribed for Sub {
+    fn name(&self) -> &str {
+        &self.label.name
+    }
+    fn topic(&self) -> &Topic {
+        &self.topic
+    }
 }
 
 /// What one read of a topic found.
@@ -87,10 +96,7 @@ pub(crate) enum End {
 pub(crate) struct Subscriber<'a> {
     pub(crate) cfg: &'a Config,
     pub(crate) plan: Plan,
-    pub(crate) epoll: Epoll,
-    pub(crate) subs: HashMap<u64, Sub>,
-    pub(crate) by_name: HashMap<String, u64>,
-    pub(crate) next_token: u64,
+    pub(crate) topics: Topics<Sub>,
     pub(crate) buf: Vec<u8>,
     pub(crate) out: Output,
     pub(crate) loss: loss::LossReporter,
@@ -138,29 +144,18 @@ impl<'a> Subscriber<'a> {
         if mapped.is_none() {
             subscribe::fit(&mut self.buf, info.record_max);
         }
-        let token = self.next_token;
-        self.next_token += 1;
-        self.epoll
-            .add(topic.file(), EpollEvent::new(EpollFlags::EPOLLIN, token))
-            .map_err(|e| {
-                anyhow::Error::new(io::Error::from(e)).context(format!("cannot watch topic {name}"))
-            })?;
         let hot = mapped.is_some();
-        self.subs.insert(
-            token,
-            Sub {
-                topic,
-                label: Label::new(name),
-                expect,
-                mapped,
-                hot,
-            },
-        );
+        let token = self.topics.add(Sub {
+            topic,
+            label: Label::new(name),
+            expect,
+            mapped,
+            hot,
+        })?;
         if hot {
             // History (--from) may be waiting: read before sleeping.
             self.hot.push(token);
         }
-        self.by_name.insert(name.to_string(), token);
         Ok(())
     }
 
@@ -191,17 +186,12 @@ impl<'a> Subscriber<'a> {
     }
 
     fn drop_sub(&mut self, token: u64) {
-        if let Some(sub) = self.subs.remove(&token) {
-            let _ = self.epoll.delete(sub.topic.file());
-            if self.by_name.get(&sub.label.name) == Some(&token) {
-                self.by_name.remove(&sub.label.name);
-            }
-        }
+        self.topics.remove(token);
     }
 
     /// One read of a topic, whichever way it is read.
     fn read_topic(&mut self, token: u64) -> Result<Step> {
-        match self.subs.get(&token) {
+        match self.topics.get(token) {
             None => Ok(Step::Gone),
             Some(sub) if sub.mapped.is_some() => self.read_mapped(token),
             Some(_) => self.read_file(token),
@@ -211,14 +201,14 @@ impl<'a> Subscriber<'a> {
     /// One batch out of a mapped ring.
     fn read_mapped(&mut self, token: u64) -> Result<Step> {
         let Self {
-            subs,
+            topics,
             out,
             loss,
             remaining,
             cfg,
             ..
         } = self;
-        let Some(sub) = subs.get_mut(&token) else {
+        let Some(sub) = topics.get_mut(token) else {
             return Ok(Step::Gone);
         };
         let Some(mapped) = sub.mapped.as_mut() else {
@@ -258,7 +248,7 @@ impl<'a> Subscriber<'a> {
     /// Before sleeping: moves a mapped topic's file cursor to where its
     /// reader is. False when the reader must read again first.
     fn prepare_wait(&mut self, token: u64) -> Result<bool> {
-        let Some(sub) = self.subs.get_mut(&token) else {
+        let Some(sub) = self.topics.get_mut(token) else {
             return Ok(true);
         };
         let Some(mapped) = sub.mapped.as_mut() else {
@@ -285,7 +275,7 @@ impl<'a> Subscriber<'a> {
             };
             if keep {
                 self.hot.push(token);
-            } else if let Some(sub) = self.subs.get_mut(&token) {
+            } else if let Some(sub) = self.topics.get_mut(token) {
                 sub.hot = false;
             }
             if self.out.buf.len() >= FLUSH_AT {
@@ -297,7 +287,7 @@ impl<'a> Subscriber<'a> {
 
     /// Epoll says topic `token` is ready.
     fn on_ready(&mut self, token: u64) -> Result<()> {
-        match self.subs.get_mut(&token) {
+        match self.topics.get_mut(token) {
             Some(sub) if sub.mapped.is_some() => {
                 if !sub.hot {
                     sub.hot = true;
@@ -313,7 +303,7 @@ impl<'a> Subscriber<'a> {
     /// One `read()` of a ready topic.
     fn read_file(&mut self, token: u64) -> Result<Step> {
         let Self {
-            subs,
+            topics,
             buf,
             out,
             loss,
@@ -321,7 +311,7 @@ impl<'a> Subscriber<'a> {
             cfg,
             ..
         } = self;
-        let Some(sub) = subs.get_mut(&token) else {
+        let Some(sub) = topics.get_mut(token) else {
             return Ok(Step::Gone);
         };
         let n = match subscribe::read(&sub.topic, buf) {
@@ -384,8 +374,7 @@ impl<'a> Subscriber<'a> {
             if !self.plan.selects(&name) {
                 continue;
             }
-            let current = self.by_name.get(&name).copied();
-            match watch::seen(current, |t| self.subs.get(&t).map(|s| s.topic.file())) {
+            match self.topics.seen(&name) {
                 Seen::Same => continue, // the topic we already read
                 Seen::Remade(token) => {
                     // Removed and made again: finish the old one first.
@@ -420,7 +409,7 @@ impl<'a> Subscriber<'a> {
     fn done(&self) -> bool {
         self.out.closed
             || self.remaining == Some(0)
-            || (self.subs.is_empty() && self.watcher.is_none())
+            || (self.topics.is_empty() && self.watcher.is_none())
     }
 
     pub(crate) fn run(&mut self, signals: &SignalFd) -> Result<End> {
@@ -438,7 +427,7 @@ impl<'a> Subscriber<'a> {
             } else {
                 PollTimeout::NONE
             };
-            let n = match self.epoll.wait(&mut events, timeout) {
+            let n = match self.topics.epoll().wait(&mut events, timeout) {
                 Ok(n) => n,
                 Err(Errno::EINTR) => continue,
                 Err(e) => return Err(e).context("waiting for topics"),
