@@ -127,12 +127,17 @@ pub fn describe_plan(plan: &Applied) -> String {
     out
 }
 
-/// `apply --dry-run`: what [`apply`] would do now, changing nothing.
-pub fn dry_run(wanted: &BTreeMap<String, TopicArgs>) -> Result<Applied> {
+/// Checks the wanted names, and that the module is there to apply them to.
+fn check_wanted(wanted: &BTreeMap<String, TopicArgs>) -> Result<()> {
     for name in wanted.keys() {
         control::check_name(name)?;
     }
-    control::require_module()?;
+    control::require_module()
+}
+
+/// `apply --dry-run`: what [`apply`] would do now, changing nothing.
+pub fn dry_run(wanted: &BTreeMap<String, TopicArgs>) -> Result<Applied> {
+    check_wanted(wanted)?;
     let mut current = BTreeMap::new();
     for status in control::list()? {
         let node = std::fs::metadata(control::node_of(&status.name))
@@ -145,10 +150,7 @@ pub fn dry_run(wanted: &BTreeMap<String, TopicArgs>) -> Result<Applied> {
 
 /// `apply`: make the set of (non-static) topics exactly `wanted`.
 pub fn apply(wanted: &BTreeMap<String, TopicArgs>) -> Result<Applied> {
-    for name in wanted.keys() {
-        control::check_name(name)?;
-    }
-    control::require_module()?;
+    check_wanted(wanted)?;
     let mut done = Applied::default();
     for t in control::list()? {
         if !is_static(&t.name) && !wanted.contains_key(&t.name) {
