@@ -151,7 +151,7 @@ fi
 dkms_conf_ok() {
   (
     # shellcheck disable=SC2034 # used by dkms.conf
-    kernel_source_dir=/KSRC
+    kernel_source_dir=/KSRC kernelver=7.3.4-test
     # shellcheck disable=SC1090
     . "$1"
     [ "$PACKAGE_NAME" = fanout ] || { echo "PACKAGE_NAME=$PACKAGE_NAME"; exit 1; }
@@ -162,12 +162,13 @@ dkms_conf_ok() {
     [ "$BUILD_EXCLUSIVE_CONFIG" = CONFIG_RUST ] || { echo "BUILD_EXCLUSIVE_CONFIG"; exit 1; }
     case "${MAKE[0]}" in "make KDIR=/KSRC "*modules) ;; *) echo "MAKE[0]=${MAKE[0]}"; exit 1 ;; esac
     case "$CLEAN" in "make KDIR=/KSRC "*clean) ;; *) echo "CLEAN=$CLEAN"; exit 1 ;; esac
+    [ "$PRE_BUILD" = "kernel-rust.sh --kver 7.3.4-test --headers /KSRC --if-needed" ] || { echo "PRE_BUILD=$PRE_BUILD"; exit 1; }
   )
 }
-check "dkms.conf: name, version (= Cargo.toml), module, AUTOINSTALL, MAKE" dkms_conf_ok "$REPO/kernel/dkms.conf"
+check "dkms.conf: name, version (= Cargo.toml), module, AUTOINSTALL, MAKE, PRE_BUILD" dkms_conf_ok "$REPO/kernel/dkms.conf"
 # shellcheck disable=SC2016
 check "dkms.conf: LLVM from the environment reaches MAKE" \
-  bash -c 'kernel_source_dir=/K LLVM=-19; . "$1"; [ "${MAKE[0]}" = "make KDIR=/K LLVM=-19 modules" ]' _ "$REPO/kernel/dkms.conf"
+  bash -c 'kernel_source_dir=/K kernelver=7.3.4-test LLVM=-19; . "$1"; [ "${MAKE[0]}" = "make KDIR=/K LLVM=-19 modules" ]' _ "$REPO/kernel/dkms.conf"
 
 # --- kernel/Makefile refuses unusable kernels with a clear message ---------------
 fake="$tmp/fake-kernel"
