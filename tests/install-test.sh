@@ -37,7 +37,7 @@ version=$(sed -n 's/^version = "\(.*\)"$/\1/p' "$REPO/Cargo.toml" | head -n1)
 
 # --- install into DESTDIR -----------------------------------------------------
 say "install test: building the tools (debug) and installing into a temporary DESTDIR"
-cargo build --quiet --manifest-path "$REPO/Cargo.toml" -p pubmsg -p submsg -p baf-setup ||
+cargo build --quiet --manifest-path "$REPO/Cargo.toml" -p pubmsg -p submsg -p baf-setup -p baf-bridge ||
   die "cargo build failed"
 bins="$REPO/target/debug"
 if bash "$REPO/scripts/install.sh" --destdir "$dest" --prefix "$prefix" --binaries "$bins" --dkms \
@@ -48,7 +48,7 @@ else
 fi
 
 # --- layout ---------------------------------------------------------------------
-for t in pubmsg submsg baf-setup; do
+for t in pubmsg submsg baf-setup baf-bridge; do
   f="$dest$prefix/bin/$t"
   check "$t: executable in bin/" test -x "$f"
   # shellcheck disable=SC2016
@@ -71,18 +71,62 @@ dkms_files() { (cd "$1" && ls) | sort; }
 check "DKMS sources in /usr/src/fanout-$version: kernel/*.rs, Kbuild, Makefile, dkms.conf, kernel-rust.sh" \
   diff <(dkms_files "$src") <( (cd "$REPO/kernel" && ls ./*.rs Kbuild Makefile dkms.conf; echo kernel-rust.sh) | sed 's|^\./||' | sort)
 check "kernel-rust.sh (dkms.conf's PRE_BUILD) is executable" test -x "$src/kernel-rust.sh"
-unexpected=$(cd "$dest" && find . -type f | grep -vE "^\./(usr/local/(bin|share/(man/man1|bash-completion/completions|zsh/site-functions|fish/vendor_completions\.d))/[^/]+|etc/udev/rules\.d/99-baf\.rules|etc/sysusers\.d/baf\.conf|usr/src/fanout-$version/[^/]+)$")
+unexpected=$(cd "$dest" && find . -type f | grep -vE "^\./(usr/local/(bin|share/(man/man1|bash-completion/completions|zsh/site-functions|fish/vendor_completions\.d))/[^/]+|etc/udev/rules\.d/99-baf\.rules|etc/(sysusers|modules-load|modprobe)\.d/baf\.conf|etc/systemd/system/baf-(setup|bridge@)\.service|usr/src/fanout-$version/[^/]+)$")
 check "nothing else installed" test -z "$unexpected"
 [ -z "$unexpected" ] || echo "$unexpected"
+
+# The boot-time files and the units: fanout loads at boot with named topics
+# only; the units run the installed binaries and verify (systemd-analyze).
+check "modules-load.d loads fanout, modprobe.d sets devices=0" sh -c \
+  "grep -qx fanout '$dest/etc/modules-load.d/baf.conf' && grep -qx 'options fanout devices=0' '$dest/etc/modprobe.d/baf.conf'"
+units="$dest/etc/systemd/system"
+check "baf-setup.service applies /etc/baf/topics with the installed baf-setup" \
+  grep -qx "ExecStart=$prefix/bin/baf-setup apply --file /etc/baf/topics --allow-empty" "$units/baf-setup.service"
+check "baf-bridge@.service runs the installed baf-bridge with /etc/baf/bridge/%i.toml, hardened" sh -c \
+  "grep -qx 'ExecStart=$prefix/bin/baf-bridge --config /etc/baf/bridge/%i.toml' '$units/baf-bridge@.service' &&
+   grep -qx 'DynamicUser=yes' '$units/baf-bridge@.service' && grep -qx 'ProtectSystem=strict' '$units/baf-bridge@.service' &&
+   grep -qx 'NoNewPrivileges=yes' '$units/baf-bridge@.service' && grep -qx 'NoNewPrivileges=yes' '$units/baf-setup.service'"
+units_verify() { # systemd-analyze verify, with the installed binaries where the units name them
+  command -v systemd-analyze >/dev/null || { echo "(no systemd-analyze: skipped)"; return 0; }
+  local root="$tmp/verify" out
+  mkdir -p "$root$prefix/bin" && cp "$dest$prefix/bin/"* "$root$prefix/bin/"
+  sed "s|$prefix/bin|$root$prefix/bin|g" "$units/baf-setup.service" > "$tmp/baf-setup.service"
+  sed "s|$prefix/bin|$root$prefix/bin|g" "$units/baf-bridge@.service" > "$tmp/baf-bridge@.service"
+  cp "$tmp/baf-bridge@.service" "$tmp/baf-bridge@x.service"
+  out=$(SYSTEMD_LOG_LEVEL=warning systemd-analyze verify --man=no "$tmp/baf-setup.service" "$tmp/baf-bridge@x.service" 2>&1 |
+        grep -v 'Cannot add dependency job\|network-online.target\|systemd-udev-trigger\|Failed to prepare filename\|not found\|Unit .* not' || true)
+  [ -z "$out" ] || { echo "$out"; return 1; }
+}
+check "systemd-analyze verify: both units are valid" units_verify
 
 # PREFIX=/usr puts the system files where packages put them.
 if bash "$REPO/scripts/install.sh" --destdir "$tmp/pkg" --prefix /usr --binaries "$bins" >/dev/null 2>&1 &&
   [ -f "$tmp/pkg/usr/lib/udev/rules.d/99-baf.rules" ] && [ -f "$tmp/pkg/usr/lib/sysusers.d/baf.conf" ] &&
-  [ -x "$tmp/pkg/usr/bin/pubmsg" ] && [ ! -e "$tmp/pkg/etc" ]; then
-  ok "--prefix /usr: /usr/bin, /usr/lib/udev/rules.d, /usr/lib/sysusers.d"
+  [ -f "$tmp/pkg/usr/lib/systemd/system/baf-setup.service" ] && [ -f "$tmp/pkg/usr/lib/modules-load.d/baf.conf" ] &&
+  grep -q '^ExecStart=/usr/bin/baf-setup ' "$tmp/pkg/usr/lib/systemd/system/baf-setup.service" &&
+  [ -x "$tmp/pkg/usr/bin/pubmsg" ] && [ -x "$tmp/pkg/usr/bin/baf-bridge" ] && [ ! -e "$tmp/pkg/etc" ]; then
+  ok "--prefix /usr: /usr/bin, /usr/lib/{udev/rules.d,sysusers.d,systemd/system,modules-load.d}"
 else
-  bad "--prefix /usr: /usr/bin, /usr/lib/udev/rules.d, /usr/lib/sysusers.d"
+  bad "--prefix /usr: /usr/bin, /usr/lib/{udev/rules.d,sysusers.d,systemd/system,modules-load.d}"
 fi
+
+# --uninstall removes everything the same options installed, and the
+# folders that leaves empty; a file of someone else's in them stays.
+uninstall_clean() { # PREFIX
+  local d="$tmp/un-${1//\//_}" left
+  bash "$REPO/scripts/install.sh" --destdir "$d" --prefix "$1" --binaries "$bins" --dkms > "$tmp/un.log" 2>&1 ||
+    { cat "$tmp/un.log"; return 1; }
+  local rules; rules=$(cd "$d" && find . -name 99-baf.rules)
+  echo keep > "$d/$(dirname "$rules")/50-other.rules"
+  bash "$REPO/scripts/install.sh" --uninstall --destdir "$d" --prefix "$1" --dkms > "$tmp/un.log" 2>&1 ||
+    { cat "$tmp/un.log"; return 1; }
+  left=$(cd "$d" && find . -mindepth 1 | sort)
+  [ "$left" = "$(printf '%s\n' "$(dirname "$rules")" "$rules" | sed 's|/99-baf.rules$|/50-other.rules|' | sort -u |
+    awk -F/ '{ p = $1; for (i = 2; i <= NF; i++) { p = p "/" $i; print p } }' | sort -u)" ] ||
+    { echo "left after --uninstall:"; echo "$left"; return 1; }
+}
+check "--uninstall --dkms (prefix /usr/local) removes every file it installed, and only those" uninstall_clean /usr/local
+check "--uninstall --dkms (prefix /usr) removes every file it installed, and only those" uninstall_clean /usr
 
 # --dry-run changes nothing, even without DESTDIR, and says what it would do.
 mkdir -p "$tmp/dry"
