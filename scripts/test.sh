@@ -68,10 +68,10 @@ vm_suite 7.3 stock tools
 step "install path (install.sh into a DESTDIR, udev rule, dkms.conf, a DKMS build)" \
   bash tests/install-test.sh --kdir "$(bash scripts/kernel.sh debug 7.3)"
 
-# The install path for Debian's own kernels: kernel-rust.sh's refusals, and
-# make and dkms building fanout.ko natively on a Debian 13 overlay.
-step "install path for Debian's own 7.3 kernel (kernel-rust.sh refusals; make and dkms on Debian 13)" \
-  bash tests/kernel-rust-test.sh 7.3
+# The install paths for Debian's own kernels: kernel-rust.sh's refusals;
+# make, dkms and the .deb packages on throwaway Debian 13 machines.
+step "install paths on Debian 13 for its own 7.3 kernel (kernel-rust.sh refusals; make, dkms, the .debs)" \
+  bash tests/debian13-test.sh 7.3
 
 step "kernel code rustfmt --check" kernel_fmt
 

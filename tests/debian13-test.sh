@@ -1,22 +1,25 @@
 #!/usr/bin/env bash
-# Test of the install path for Debian's own kernels (scripts/kernel-rust.sh),
-# after the VM suite has built their Rust metadata (scripts/debian-kernel.sh,
-# cached). Ends with "kernel-rust test: N passed, N failed".
+# The install paths on Debian 13 for Debian's own kernels, after the VM suite
+# has built their Rust metadata (scripts/debian-kernel.sh, cached). Ends with
+# "debian13 test: N passed, N failed".
 #
-#   tests/kernel-rust-test.sh [SERIES]      (default 7.3; run as root)
+#   tests/debian13-test.sh [SERIES]      (default 7.3; run as root)
 #
-# 1. Refusals: each mismatch is refused in one line, before anything is
-#    built (this machine's own rustc is not the kernel's; a rustc that only
-#    claims the kernel's version makes other crate hashes; a source of
-#    another version; a kernel without Rust; no headers).
+# 1. kernel-rust.sh's refusals: each mismatch is refused in one line, before
+#    anything is built (this machine's own rustc is not the kernel's; a rustc
+#    that only claims the kernel's version makes other crate hashes; a source
+#    of another version; a kernel without Rust; no headers).
 # 2. A Debian 13 machine as a user has it: a throwaway overlay of the Debian
 #    13 chroot with Debian's linux-headers, linux-source and dkms packages
 #    installed by dpkg. There, natively: kernel-rust.sh --check passes,
 #    kernel-rust.sh finds its tree complete, --install builds and installs
-#    fanout.ko where modprobe finds it, `make -C kernel` with the
-#    headers' own KDIR builds fanout.ko through the metadata tree (the
-#    Makefile's redirect), and `dkms build` does the same. Both modules carry
-#    the kernel's release in their vermagic.
+#    fanout.ko where modprobe finds it, `make -C kernel` with the headers'
+#    own KDIR builds fanout.ko through the metadata tree (the Makefile's
+#    redirect), and `dkms build` does the same (PRE_BUILD). Every module
+#    carries the kernel's release in its vermagic.
+# 3. The .deb packages (scripts/package.sh) on another fresh Debian 13
+#    machine: installed with dpkg, DKMS builds fanout.ko for Debian's kernel
+#    in postinst, the tools run, and a purge leaves nothing behind.
 set -uo pipefail
 . "$(dirname "$0")/../scripts/lib.sh"
 
@@ -35,7 +38,8 @@ refused() { # NAME PATTERN COMMAND...: exit 1, one line on stderr matching PATTE
 }
 
 tmp=$(mktemp -d)
-cleanup() { umount -l "$tmp/m" 2>/dev/null; rm -rf "$tmp"; }
+mounts=()
+cleanup() { for mp in "${mounts[@]}"; do umount -l "$mp" 2>/dev/null; done; rm -rf "$tmp"; }
 trap cleanup EXIT
 kr="$REPO/scripts/kernel-rust.sh"
 
@@ -52,7 +56,7 @@ for pkg in "linux-headers-${kver%-amd64}-common" "linux-kbuild-${kver%-amd64}"; 
     { bad "download $pkg=$debver"; exit 1; }
 done
 root=$(cat "$tree/root")
-echo "kernel-rust test: Debian's $kver ($debver), Debian 13 chroot $root"
+echo "debian13 test: Debian's $kver ($debver), Debian 13 chroot $root"
 kver_re=$(printf '%s' "$kver" | sed 's/[.+]/\\&/g')
 
 # --- 1. refusals, each before anything is built ---------------------------------
@@ -87,18 +91,21 @@ for o in "$tmp"/out*; do
 done
 
 # --- 2. a Debian 13 machine -----------------------------------------------------------
-mkdir -p "$tmp/u" "$tmp/w" "$tmp/m"
-if ! mount -t overlay overlay -o "lowerdir=$root,upperdir=$tmp/u,workdir=$tmp/w" "$tmp/m"; then
-  bad "overlay of the Debian 13 chroot"; echo "kernel-rust test: $passed passed, $failed failed"; exit 1
-fi
-m="$tmp/m"
-mkdir -p "$m/debs" "$m/var/lib/baf/kbuild" "$m/src/kernel"
-cp "$dir"/linux-headers-*.deb "$dir"/linux-kbuild-*.deb "$srcdeb" "$m/debs/"
-cp "$REPO"/kernel/*.rs "$REPO"/kernel/Kbuild "$REPO"/kernel/Makefile "$REPO"/kernel/dkms.conf "$m/src/kernel/"
-cp "$kr" "$m/src/kernel-rust.sh"
-# The tree the VM suite built stands in for /var/lib/baf/kbuild/KVER (same
-# inputs, so kernel-rust.sh finds it complete and builds nothing again).
-ln -s "$tree" "$m/var/lib/baf/kbuild/$kver"
+debian13() { # NAME: a fresh throwaway Debian 13 machine (an overlay of the chroot) at $m
+  m="$tmp/$1/m"
+  mkdir -p "$tmp/$1/u" "$tmp/$1/w" "$m"
+  mount -t overlay overlay -o "lowerdir=$root,upperdir=$tmp/$1/u,workdir=$tmp/$1/w" "$m" ||
+    { bad "overlay of the Debian 13 chroot"; return 1; }
+  mounts+=("$m")
+  mkdir -p "$m/debs" "$m/var/lib/baf/kbuild" "$m/src/kernel"
+  cp "$dir"/linux-headers-*.deb "$dir"/linux-kbuild-*.deb "$srcdeb" "$m/debs/"
+  cp "$REPO"/kernel/*.rs "$REPO"/kernel/Kbuild "$REPO"/kernel/Makefile "$REPO"/kernel/dkms.conf "$m/src/kernel/"
+  cp "$kr" "$m/src/kernel-rust.sh"
+  # The tree the VM suite built stands in for /var/lib/baf/kbuild/KVER (same
+  # inputs, so kernel-rust.sh finds it complete and builds nothing again).
+  ln -s "$tree" "$m/var/lib/baf/kbuild/$kver"
+}
+debian13 make || { echo "debian13 test: $passed passed, $failed failed"; exit 1; }
 in_debian13() { # COMMAND (sh -c): in the overlay, with the cache at its own path
   unshare -m -- /bin/sh -c '
     m=$1 cache=$2; shift 2
@@ -133,7 +140,41 @@ check_in "dkms builds fanout.ko for $kver (PRE_BUILD kernel-rust.sh --if-needed,
    dkms add -m fanout -v 0.1.0 >/dev/null && dkms build -m fanout -v 0.1.0 -k $kver >/tmp/dkms.log 2>&1 || { tail -n 20 /tmp/dkms.log; cat /var/lib/dkms/fanout/0.1.0/build/make.log 2>/dev/null | tail -n 20; exit 1; }
    ko=\$(find /var/lib/dkms/fanout/0.1.0/$kver -name 'fanout.ko*' | head -n1); test -n \"\$ko\" &&
    test \"\$(modinfo -F vermagic \"\$ko\" | cut -d' ' -f1)\" = $kver"
-umount -l "$m" 2>/dev/null
 
-echo "kernel-rust test: $passed passed, $failed failed"
+# --- 3. the .deb packages (scripts/package.sh) on a fresh Debian 13 machine -----------
+if pkgs=$(bash "$REPO/scripts/package.sh" --out "$tmp/pkgs" 2>"$tmp/package.log"); then
+  ok "scripts/package.sh builds baf and fanout-dkms"
+  debian13 packages
+  cp $pkgs "$m/debs/"
+  check_in "Debian's headers and source for $kver (the kernel the module is built for)" \
+    "dpkg -i --force-depends /debs/linux-*.deb >/dev/null 2>&1; dpkg-query -W linux-headers-$kver >/dev/null"
+  # What is on the machine before, to compare after the purge.
+  snapshot() { in_debian13 "find / -xdev \( -path /proc -o -path /dev -o -path /tmp -o -path /var/lib/dpkg -o -path /var/log -o -path /var/cache -o -path /root -o -path '$CACHE' \) -prune -o -print" | sort; }
+  snapshot > "$tmp/before"
+  # (The machine has Debian's headers but not its image, so depmod has no
+  # System.map and DKMS leaves modules.dep alone: the file is checked.)
+  check_in "apt's way: dpkg -i baf and fanout-dkms; DKMS builds and installs fanout.ko for $kver in postinst" \
+    "dpkg -i /debs/baf_*.deb /debs/fanout-dkms_*.deb >/tmp/dpkg.log 2>&1 || { tail -n 30 /tmp/dpkg.log; exit 1; }
+     ko=\$(find /lib/modules/$kver/updates -name 'fanout.ko*' | head -n1)
+     [ -n \"\$ko\" ] && test \"\$(modinfo -F vermagic \"\$ko\" | cut -d' ' -f1)\" = $kver || { tail -n 30 /tmp/dpkg.log; exit 1; }"
+  check_in "the packaged tools run: baf-setup without the module says so in one line (exit 6)" \
+    "pubmsg --version >/dev/null && submsg --version >/dev/null && baf-bridge --version >/dev/null &&
+     baf-setup status >/dev/null 2>/tmp/e; rc=\$?; [ \$rc = 6 ] && [ \$(wc -l < /tmp/e) = 1 ] || { echo \"exit \$rc\"; cat /tmp/e; exit 1; }"
+  check_in "the package's units, modules-load.d entry and man pages are in place" \
+    "test -f /usr/lib/systemd/system/baf-setup.service && test -f '/usr/lib/systemd/system/baf-bridge@.service' &&
+     grep -qx fanout /usr/lib/modules-load.d/baf.conf && test -f /usr/share/man/man1/baf-bridge.1 && getent group baf >/dev/null"
+  check_in "dpkg --purge baf fanout-dkms (DKMS removes the module)" \
+    "dpkg --purge fanout-dkms baf >/tmp/purge.log 2>&1 || { cat /tmp/purge.log; exit 1; }; [ -z \"\$(find /lib/modules/$kver -name 'fanout.ko*')\" ]"
+  snapshot > "$tmp/after"
+  # Group baf stays (files of that group may remain), and with it its
+  # lines in /etc/group and /etc/gshadow and their backups.
+  # DKMS keeps the module-signing key it made for itself (for every module).
+  left=$(comm -13 "$tmp/before" "$tmp/after" | grep -vxE '/etc/(group|gshadow|passwd|shadow)-?|/var/lib/dkms/mok\.(key|pub)' || true)
+  if [ -z "$left" ]; then ok "the purge leaves nothing behind"; else echo "$left"; bad "the purge leaves nothing behind"; fi
+else
+  cat "$tmp/package.log"; bad "scripts/package.sh builds baf and fanout-dkms"
+fi
+for mp in "${mounts[@]}"; do umount -l "$mp" 2>/dev/null; done
+
+echo "debian13 test: $passed passed, $failed failed"
 [ "$failed" = 0 ]
