@@ -11,7 +11,7 @@
 //! number, so an old binary keeps getting the layout it was built with.
 
 /// Grows whenever anything in this file changes meaning or grows.
-pub const ABI_VERSION: u32 = 4;
+pub const ABI_VERSION: u32 = 5;
 
 /// The ioctl "type" byte of every fanout ioctl.
 pub const IOC_TYPE: u32 = 0xBA;
@@ -140,8 +140,10 @@ pub struct TopicSpec {
     /// `TOPIC_*` flags (ABI 3).
     pub flags: u32,
     /// Stall timeout in milliseconds (ABI 3): a lossless reader that holds a
-    /// writer up this long without reading is demoted to lossy. 0: never.
-    /// At most [`STALL_MS_MAX`]; needs [`TOPIC_LOSSLESS`].
+    /// writer up this long without reading is demoted to lossy. 0: the
+    /// default, [`STALL_MS_DEFAULT`] (ABI 5; ABI 3 and 4 meant "never").
+    /// At most [`STALL_MS_MAX`], or [`STALL_MS_NEVER`] (only with
+    /// `CAP_SYS_ADMIN`); needs [`TOPIC_LOSSLESS`].
     pub stall_ms: u32,
 }
 
@@ -151,6 +153,16 @@ pub const TOPIC_LOSSLESS: u32 = 1 << 0;
 pub const TOPIC_FLAGS_ALL: u32 = TOPIC_LOSSLESS;
 /// Largest [`TopicSpec::stall_ms`]: one hour.
 pub const STALL_MS_MAX: u32 = 3_600_000;
+/// The stall timeout of a lossless topic created with `stall_ms` 0 (ABI 5):
+/// ten seconds.
+pub const STALL_MS_DEFAULT: u32 = 10_000;
+/// [`TopicSpec::stall_ms`] for no stall timeout at all (ABI 5): a stuck
+/// lossless reader may then hold writers up forever, so only a caller with
+/// `CAP_SYS_ADMIN` may ask for it (`EPERM` otherwise).
+pub const STALL_MS_NEVER: u32 = u32::MAX;
+/// Most lossless readers of one topic at once (ABI 5); one more is refused
+/// with `ENOSPC`.
+pub const LOSSLESS_MAX: usize = 64;
 
 /// Why a topic name is refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -204,7 +216,9 @@ pub const FLAG_BATCH: u32 = 1 << 2;
 /// Read flag (ABI 3): this file is a lossless reader. Writers wait rather
 /// than overwrite a record it has not read. Only on a topic created with
 /// [`TOPIC_LOSSLESS`] (`EPERM` otherwise) and a file open for reading
-/// (`EBADF` otherwise).
+/// (`EBADF` otherwise); from ABI 5 only for a file opened by the topic's
+/// owner, a member of its group or a holder of `CAP_SYS_ADMIN`, and never
+/// again on a file the stall timeout demoted (`EPERM`).
 pub const FLAG_LOSSLESS: u32 = 1 << 3;
 /// Read and write flag (ABI 4): this file's record headers, in record-mode
 /// reads and in batch frames, are the whole [`RecordHeader`]

@@ -177,7 +177,7 @@ impl kernel::Module for FanoutModule {
         };
         for i in 0..p.devices {
             let name = CString::try_from_fmt(fmt!("fanout{i}"))?;
-            registry::TOPICS.lock().create(
+            registry::create(
                 name.to_bytes(),
                 registry::Settings {
                     ring_size: p.ring_size,
@@ -204,7 +204,7 @@ impl kernel::Module for FanoutModule {
 impl Drop for FanoutModule {
     fn drop(&mut self) {
         // Topic nodes go before the control node and the region.
-        registry::TOPICS.lock().clear();
+        registry::clear();
         // No file is open (the module could not unload otherwise), so every
         // topic must be gone now.
         let live = topic::LIVE.load(kernel::sync::atomic::Relaxed);

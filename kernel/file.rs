@@ -21,7 +21,11 @@
 //!
 //! Per open file there is only small fixed state: a cursor and a loss count
 //! under a spinlock, and a flag that serialises threads reading through the
-//! same file (they wait interruptibly; fdinfo never waits for them).
+//! same file (they wait interruptibly; fdinfo never waits for them). The
+//! exception is a record larger than the reader's buffer: it is copied
+//! whole into a buffer of the file's (charged to the reader's memory
+//! cgroup) and handed over from there, so a writer lapping the reader
+//! between the pieces cannot tear it.
 
 use crate::abi::{self, record_span, RecordHeader, RECORD_HEADER_SIZE};
 use crate::compat;
@@ -91,16 +95,17 @@ unsafe impl kernel::transmute::FromBytes for abi::MappedSync {}
 unsafe impl kernel::transmute::AsBytes for abi::Info {}
 
 /// A record larger than the caller's buffer, handed over in pieces (plain
-/// mode only).
+/// mode only) from the file's copy of it, `ReadState::buf`.
 #[derive(Clone, Copy)]
 struct Split {
-    /// Position of its header.
-    pos: u64,
     /// Payload bytes in all.
     len: usize,
     /// Payload bytes already delivered.
     done: usize,
 }
+
+/// A split's buffer larger than this is freed when the split is done.
+const SPLIT_KEEP: usize = 64 * 1024;
 
 struct ReadState {
     /// The next record this file reads.
@@ -108,20 +113,30 @@ struct ReadState {
     /// The record being handed over in pieces, if any; `cursor` is already
     /// past it.
     split: Option<Split>,
+    /// The payload of `split` (its capacity is kept for the next one, up to
+    /// [`SPLIT_KEEP`]). Taken out while it is used, so no copy happens
+    /// under the spinlock.
+    buf: KVVec<u8>,
     /// Records this file lost to overrun.
     lost: u64,
     /// The sequence number of the last seek or mapped-reader sync: a
     /// mapping reader cannot report more loss than it moved past since.
     synced: u64,
+    /// The highest sequence number up to which this file's loss has been
+    /// counted (or its records read): never lowered, so seeking back and
+    /// syncing again cannot count the same records twice.
+    counted: u64,
     /// This file's lossless slot, while it is a lossless reader.
     slot: Option<Arc<Lossless>>,
+    /// The stall timeout demoted this file: it cannot be lossless again.
+    was_demoted: bool,
 }
 
 impl ReadState {
-    /// The oldest position this file still needs: the start of a record it
-    /// is handing over in pieces, else its cursor.
+    /// The oldest position this file still needs: its cursor (a record it
+    /// hands over in pieces is in its own buffer).
     fn hold_pos(&self) -> u64 {
-        self.split.map_or(self.cursor.pos, |s| s.pos)
+        self.cursor.pos
     }
 
     /// Moves a lossless reader's slot forward to what it still needs;
@@ -145,6 +160,9 @@ pub(crate) struct OpenFile {
     topic: Arc<Topic>,
     can_read: bool,
     can_write: bool,
+    /// Whether the opener may be a lossless reader: the topic's owner, a
+    /// member of its group, or a holder of `CAP_SYS_ADMIN`.
+    may_lossless: bool,
     /// Cursor, split record and loss count: small, and never held across a
     /// user copy or a sleep.
     #[pin]
@@ -188,17 +206,29 @@ impl OpenFile {
         can_write: bool,
     ) -> Result<Pin<KBox<Self>>> {
         let cursor = topic.cursor(|r, _| Some(r.now())).unwrap_or_default();
+        let may_lossless = can_read && topic.flags & abi::TOPIC_LOSSLESS != 0 && {
+            let euid = kernel::task::Kuid::current_euid().into_raw().val;
+            // SAFETY: `in_group_p` and `capable` only read the current
+            // task's credentials (the opener's, as this is `open`).
+            euid == topic.uid
+                || unsafe { bindings::in_group_p(bindings::kgid_t { val: topic.gid }) } != 0
+                || unsafe { bindings::capable(bindings::CAP_SYS_ADMIN as i32) }
+        };
         let this = KBox::pin_init(
             try_pin_init!(Self {
                 topic,
                 can_read,
                 can_write,
+                may_lossless,
                 rs <- new_spinlock!(ReadState {
                     cursor,
                     split: None,
+                    buf: KVVec::new(),
                     lost: 0,
                     synced: cursor.seq,
+                    counted: cursor.seq,
                     slot: None,
+                    was_demoted: false,
                 }, "fanout_file"),
                 flags: Atomic::new(0),
                 cursor_seq: Atomic::new(cursor.seq),
@@ -300,6 +330,7 @@ impl OpenFile {
         }
         // It already left the topic's list; this drops the file's share.
         let slot = rs.slot.take();
+        rs.was_demoted = true;
         drop(rs);
         drop(slot);
         let flags = self.flags.load(Relaxed);
@@ -319,22 +350,13 @@ impl OpenFile {
         let lost = oldest.seq.saturating_sub(c.seq);
         self.set_cursor(&mut rs, oldest);
         rs.lost = rs.lost.saturating_add(lost);
+        rs.counted = rs.counted.max(oldest.seq);
         drop(rs);
         self.topic.stats.lost.add(lost, Relaxed);
         if lost > 0 && flags & abi::FLAG_STRICT != 0 {
             return Err(EPIPE);
         }
         Ok(oldest)
-    }
-
-    /// Counts one record lost (a split record overwritten mid-way).
-    fn lose_one(&self, flags: u32) -> Result {
-        self.rs.lock().lost += 1;
-        self.topic.stats.lost.add(1, Relaxed);
-        if flags & abi::FLAG_STRICT != 0 {
-            return Err(EPIPE);
-        }
-        Ok(())
     }
 
     /// One pass over the ring. The caller holds the reader guard.
@@ -356,9 +378,7 @@ impl OpenFile {
             (rs.cursor, rs.split)
         };
         if let Some(s) = split {
-            if let Some(n) = self.read_split(s, iov, flags)? {
-                return Ok(Pass::Done(n));
-            }
+            return self.read_split(s, iov).map(Pass::Done);
         }
         // Removal is checked before the head, so a reader that sees it has
         // also seen every record.
@@ -422,20 +442,18 @@ impl OpenFile {
                     // unread.
                     return Err(EMSGSIZE);
                 }
-                // Plain mode: hand the record over in pieces.
-                let n = mem.copy_out(body, limit, iov);
-                if mem.tail_after_copy() > rec_start {
-                    // SAFETY: `n` bytes were just copied into `iov`.
-                    unsafe { iov.revert(n) };
-                    torn = true;
-                } else if n == 0 {
-                    faulted = true;
-                } else {
-                    out = n;
-                    new_split = Some(Split { pos, len, done: n });
-                    pos += record_span(len) as u64;
-                    seq += 1;
-                    rec_start = pos;
+                // Plain mode: hand the record over in pieces, from a copy
+                // of the whole record, so a writer cannot tear it.
+                match self.start_split(body, len, rec_start, iov)? {
+                    None => torn = true,
+                    Some(0) => faulted = true,
+                    Some(n) => {
+                        out = n;
+                        new_split = Some(Split { len, done: n });
+                        pos += record_span(len) as u64;
+                        seq += 1;
+                        rec_start = pos;
+                    }
                 }
                 break;
             }
@@ -494,6 +512,7 @@ impl OpenFile {
                 seq,
             },
         );
+        rs.counted = rs.counted.max(seq);
         if new_split.is_some() {
             rs.split = new_split;
             self.split_pending.store(true, Release);
@@ -509,37 +528,70 @@ impl OpenFile {
         })
     }
 
-    /// Hands over more of a record larger than the caller's buffer.
-    /// `None` when the record was overwritten before it was all delivered:
-    /// its rest is dropped and it counts as lost.
-    fn read_split(&self, s: Split, iov: &mut IovIterDest<'_>, flags: u32) -> Result<Option<usize>> {
-        let mem = &self.topic.mem;
-        let mask = mem.size() as u64 - 1;
-        let body = ((s.pos & mask) + HDR) as usize + s.done;
-        let n = (s.len - s.done).min(iov.len());
-        let copied = mem.copy_out(body, n, iov);
-        let intact = mem.tail_after_copy() <= s.pos;
-        if !intact {
-            // SAFETY: `copied` bytes were copied into `iov` just above.
-            unsafe { iov.revert(copied) };
-            self.rs.lock().split = None;
-            self.split_pending.store(false, Release);
-            self.lose_one(flags)?;
-            return Ok(None);
+    /// Starts handing over a record of `len` payload bytes at ring offset
+    /// `body` (its walk began at `rec_start`) that is larger than the
+    /// caller's buffer: copies all of it into this file's buffer, checks
+    /// that the writer did not overwrite it meanwhile, and delivers the
+    /// first piece. `None` when it was overwritten (nothing delivered);
+    /// `Some(0)` on a fault (nothing delivered); else the bytes delivered.
+    fn start_split(
+        &self,
+        body: usize,
+        len: usize,
+        rec_start: u64,
+        iov: &mut IovIterDest<'_>,
+    ) -> Result<Option<usize>> {
+        let mut buf = core::mem::take(&mut self.rs.lock().buf);
+        let r = (|| -> Result<Option<usize>> {
+            buf.clear();
+            buf.resize(len, 0, GFP_KERNEL_ACCOUNT)?;
+            let mem = &self.topic.mem;
+            if !mem.copy_to_kernel(body, &mut buf) || mem.tail_after_copy() > rec_start {
+                return Ok(None);
+            }
+            let first = buf.get(..iov.len().min(len)).unwrap_or_default();
+            Ok(Some(iov.copy_to_iter(first)))
+        })();
+        self.put_buf(buf, r.as_ref().is_ok_and(|n| n.is_some_and(|n| n > 0)));
+        r
+    }
+
+    /// Gives the split buffer back to the read state; when no split is
+    /// under way (`keep` false) a large one is freed, outside the lock.
+    fn put_buf(&self, buf: KVVec<u8>, keep: bool) {
+        let big = buf.capacity() > SPLIT_KEEP;
+        let spare = if keep || !big {
+            core::mem::replace(&mut self.rs.lock().buf, buf)
+        } else {
+            buf
+        };
+        drop(spare);
+    }
+
+    /// Hands over more of a record larger than the caller's buffer, from
+    /// this file's copy of it.
+    fn read_split(&self, s: Split, iov: &mut IovIterDest<'_>) -> Result<usize> {
+        let buf = core::mem::take(&mut self.rs.lock().buf);
+        let end = s.len.min(s.done.saturating_add(iov.len()));
+        let piece = buf.get(s.done..end).unwrap_or_default();
+        let copied = iov.copy_to_iter(piece);
+        let done = s.done + copied;
+        let finished = done >= s.len;
+        let mut rs = self.rs.lock();
+        if copied > 0 {
+            if finished {
+                rs.split = None;
+                self.split_pending.store(false, Release);
+            } else {
+                rs.split = Some(Split { done, ..s });
+            }
         }
+        drop(rs);
+        self.put_buf(buf, !finished);
         if copied == 0 {
             return Err(EFAULT);
         }
-        let mut rs = self.rs.lock();
-        let done = s.done + copied;
-        if done >= s.len {
-            rs.split = None;
-            self.split_pending.store(false, Release);
-        } else {
-            rs.split = Some(Split { done, ..s });
-        }
-        self.unlock_and_release(rs);
-        Ok(Some(copied))
+        Ok(copied)
     }
 
     /// `write()`: each `record_max` bytes become one record, or, in batch
@@ -611,8 +663,8 @@ impl OpenFile {
             self.topic.abort(w, &r);
             return Err(EFAULT);
         }
-        self.topic.commit(w, &r, stamp);
-        Ok(())
+        // ENODEV when the topic was removed meanwhile: nothing published.
+        self.topic.commit(w, &r, stamp)
     }
 
     /// A batch: the frames are the ring's own record format, so they are
@@ -645,7 +697,7 @@ impl OpenFile {
             unsafe { bindings::fault_in_iov_iter_readable(iov.as_raw(), want as usize) };
             let c = self.topic.reserve_bytes(w, want, min, nonblock)?;
             let copied = mem.copy_in((c.pos & mask) as usize, c.len as usize, iov) as u64;
-            let f = self.topic.commit_frames(w, &c, copied, stamp);
+            let f = self.topic.commit_frames(w, &c, copied, stamp)?;
             // What follows the whole frames is read again next time.
             // SAFETY: `copied - f.used` of the bytes just copied from `iov`.
             unsafe { iov.revert((copied - f.used) as usize) };
@@ -794,23 +846,38 @@ impl OpenFile {
         if lossless && !self.can_read {
             return Err(EBADF);
         }
-        if lossless && self.topic.flags & abi::TOPIC_LOSSLESS == 0 {
+        if lossless && !self.may_lossless {
+            // A lossy topic, or an opener its owner did not allow.
             return Err(EPERM);
         }
+        // The cursor (and the split record) are ours from here on: no
+        // other thread's read can start a split behind the check below.
+        let _g = self.lock_reader()?;
         let changes_mode = (flags ^ self.flags.load(Relaxed)) & abi::FLAG_RECORD != 0;
         if changes_mode && self.split_pending.load(Acquire) {
             // Finish reading the split record first.
             return Err(EBUSY);
         }
-        // The cursor is ours while the slot is made or dropped.
-        let _g = self.lock_reader()?;
         let (slot, pos) = {
             let mut rs = self.rs.lock();
-            if rs.slot.as_ref().is_some_and(|l| l.demoted.load(Acquire)) {
-                // Demoted and now set again (or cleared): start afresh.
-                rs.slot = None;
+            let demoted =
+                rs.was_demoted || rs.slot.as_ref().is_some_and(|l| l.demoted.load(Acquire));
+            if lossless && demoted {
+                // Demoted by the stall timeout: lossless again only after
+                // reopening the topic.
+                return Err(EPERM);
             }
-            (rs.slot.clone(), rs.hold_pos())
+            let slot = if demoted {
+                // Cleared after a demotion: start afresh.
+                rs.was_demoted = true;
+                rs.slot.take()
+            } else {
+                None
+            };
+            let r = (rs.slot.clone(), rs.hold_pos());
+            drop(rs);
+            drop(slot);
+            r
         };
         match (lossless, slot) {
             (true, None) => {
@@ -829,11 +896,20 @@ impl OpenFile {
     }
 
     /// `IOC_MAPPED_SYNC`: a mapping reader reports where it is and what it
-    /// lost. 1 when `seq` is already overwritten, else 0.
+    /// lost. 1 when `seq` is already overwritten, else 0. The report is
+    /// checked before anything (the lossless hold included) moves.
     fn mapped_sync(&self, m: abi::MappedSync) -> Result<isize> {
         let _g = self.lock_reader()?;
         self.check_demoted()?;
-        let slot = self.rs.lock().slot.clone();
+        let (slot, synced, counted) = {
+            let rs = self.rs.lock();
+            (rs.slot.clone(), rs.synced, rs.counted)
+        };
+        // Loss can only be reported for records never counted before: not
+        // again after a seek backward.
+        if m.seq < synced || m.lost > m.seq.saturating_sub(synced.max(counted)) {
+            return Err(EINVAL);
+        }
         let (c, lapped) = {
             let st = self.topic.state.lock();
             let ring = &st.ring;
@@ -851,10 +927,8 @@ impl OpenFile {
             found
         };
         let mut rs = self.rs.lock();
-        if m.seq < rs.synced || m.lost > m.seq - rs.synced {
-            return Err(EINVAL);
-        }
         rs.synced = m.seq;
+        rs.counted = rs.counted.max(m.seq);
         rs.lost = rs.lost.saturating_add(m.lost);
         self.move_cursor(rs, c);
         self.topic.stats.lost.add(m.lost, Relaxed);

@@ -4,12 +4,71 @@
 //! minor number when a node is opened.
 //!
 //! One global mutex orders every create, remove and open lookup, so a name
-//! is either fully there (topic, minor, device node) or not at all.
+//! is either fully there (topic, minor, device node) or not at all. The
+//! ring's memory is allocated (and a topic's memory freed, with its RCU
+//! waits) outside that mutex, so an `open()` never waits for either.
+//!
+//! The caps (`max_topics`, `max_ring_mb`) count topics as long as their
+//! memory lives: a topic is charged before its ring is allocated and
+//! uncharged when it is freed (after its last open file or mapping is
+//! gone), not when it is removed, so open-then-remove loops cannot pin
+//! memory past them.
 
 use crate::abi::{self, NameError, TopicSpec};
 use crate::chardev::{Kind, Node, NodeHandle, NodeSpec, MINORS};
 use crate::topic::Topic;
-use kernel::{bindings, prelude::*, str::CString, sync::Arc, task::Kuid};
+use kernel::{
+    bindings,
+    prelude::*,
+    str::CString,
+    sync::{
+        atomic::{Atomic, Relaxed},
+        Arc,
+    },
+    task::Kuid,
+};
+
+/// Ring bytes of every topic whose memory is alive (charged at creation,
+/// uncharged when freed).
+static CHARGED_BYTES: Atomic<u64> = Atomic::new(0);
+/// Topics whose memory is alive.
+static CHARGED_TOPICS: Atomic<u64> = Atomic::new(0);
+
+/// Adds `n` to `counter` unless that passes `max`; whether it did.
+fn charge_one(counter: &Atomic<u64>, n: u64, max: u64) -> bool {
+    let mut cur = counter.load(Relaxed);
+    loop {
+        let Some(new) = cur.checked_add(n).filter(|v| *v <= max) else {
+            return false;
+        };
+        match counter.cmpxchg(cur, new, Relaxed) {
+            Ok(_) => return true,
+            Err(now) => cur = now,
+        }
+    }
+}
+
+/// Charges a new topic with a ring of `bytes` against the caps: `ENOSPC`
+/// past `max_topics`, `ENOMEM` past `max_ring_mb`, with nothing charged.
+fn charge(bytes: u64) -> Result {
+    let max_topics = u64::from(crate::compat::param(&crate::module_parameters::max_topics));
+    let max_bytes = u64::from(crate::compat::param(&crate::module_parameters::max_ring_mb)) << 20;
+    if !charge_one(&CHARGED_TOPICS, 1, max_topics) {
+        return Err(ENOSPC);
+    }
+    if !charge_one(&CHARGED_BYTES, bytes, max_bytes) {
+        CHARGED_TOPICS.fetch_sub(1, Relaxed);
+        return Err(ENOMEM);
+    }
+    Ok(())
+}
+
+/// Gives back the charge of a topic with a ring of `bytes` whose memory is
+/// freed (called from the topic's drop).
+pub(crate) fn uncharge(bytes: u64) {
+    CHARGED_BYTES.fetch_sub(bytes, Relaxed);
+    CHARGED_TOPICS.fetch_sub(1, Relaxed);
+}
 
 /// Largest and smallest ring, and smallest record limit.
 pub(crate) const RING_MIN: u64 = 16 * 1024;
@@ -107,8 +166,6 @@ pub(crate) struct Registry {
     /// (a node copied by major:minor, as container runtimes do, cannot
     /// silently open a newer topic).
     next_minor: u32,
-    /// Bytes of ring memory of all topics in the registry.
-    ring_bytes: u64,
 }
 
 kernel::sync::global_lock! {
@@ -117,7 +174,6 @@ kernel::sync::global_lock! {
         major: 0,
         entries: KVVec::new(),
         next_minor: 1,
-        ring_bytes: 0,
     };
 }
 
@@ -188,48 +244,27 @@ impl Registry {
         v
     }
 
-    /// Creates topic `name`. Returns `false` when it already exists with the
-    /// same settings (`EEXIST` if they differ).
+    /// Adds `topic` (made by [`create`]) as `name`. Returns `false` when a
+    /// topic of that name already exists with the same settings (`EEXIST`
+    /// if they differ); the caller then drops `topic`, outside the lock.
     ///
     /// Node layout: a topic's node is `/dev/baf/<name>`, levels being
     /// directories; a topic that has other topics below it (`sport` beside
     /// `sport/tennis`) has its node at `/dev/baf/<name>/@` instead, and is
     /// moved there (or back) as topics below it come and go, so every topic
     /// of every level has a node at once.
-    pub(crate) fn create(&mut self, name: &[u8], s: Settings) -> Result<bool> {
-        if let Some(e) = self.entries.iter().find(|e| e.name.to_bytes() == name) {
-            return if e.settings == s {
-                Ok(false)
-            } else {
-                Err(EEXIST)
-            };
+    fn insert(&mut self, name: &[u8], s: Settings, topic: &Arc<Topic>) -> Result<bool> {
+        if let Some(found) = self.existing(name, s) {
+            return found;
         }
         if self.major == 0 {
             return Err(ENODEV);
-        }
-        if name == RESERVED {
-            return Err(EINVAL);
-        }
-        // Limits of the module parameters (static topics count too).
-        let max_topics = u64::from(crate::compat::param(&crate::module_parameters::max_topics));
-        let max_bytes =
-            u64::from(crate::compat::param(&crate::module_parameters::max_ring_mb)) << 20;
-        if self.entries.len() as u64 >= max_topics {
-            return Err(ENOSPC);
-        }
-        if self.ring_bytes.saturating_add(s.ring_size) > max_bytes {
-            return Err(ENOMEM);
         }
         let minor = (0..MINORS - 1)
             .map(|i| (self.next_minor - 1 + i) % (MINORS - 1) + 1)
             .find(|m| self.entries.iter().all(|e| e.minor != *m))
             .ok_or(ENOSPC)?;
-        let topic = Topic::new(
-            s.ring_size as usize,
-            s.record_max as usize,
-            s.flags,
-            s.stall_ms,
-        )?;
+        let topic = topic.clone();
         let cname = CString::try_from_fmt(fmt!("{}", kernel::str::BStr::from_bytes(name)))?;
         let parent = !s.fixed
             && self
@@ -268,15 +303,28 @@ impl Registry {
         }
         added?;
         self.next_minor = minor % (MINORS - 1) + 1;
-        self.ring_bytes = self.ring_bytes.saturating_add(s.ring_size);
         Ok(true)
+    }
+
+    /// For a create of `name` with settings `s`: `Some(Ok(false))` when
+    /// it exists with exactly these settings, `Some(Err(EEXIST))` with
+    /// others, `None` when it does not exist.
+    fn existing(&self, name: &[u8], s: Settings) -> Option<Result<bool>> {
+        let e = self.entries.iter().find(|e| e.name.to_bytes() == name)?;
+        Some(if e.settings == s {
+            Ok(false)
+        } else {
+            Err(EEXIST)
+        })
     }
 
     /// Removes topic `name`: wakes its readers and writers, removes the node.
     /// Open files keep the topic's memory until they are closed. `may` says
     /// whether the caller may remove a topic owned by this kuid; static
-    /// topics are never removed here (`EPERM`).
-    pub(crate) fn remove(&mut self, name: &[u8], may: impl FnOnce(u32) -> bool) -> Result {
+    /// topics are never removed here (`EPERM`). Returns the topic, for the
+    /// caller to drop after it unlocked the registry (the last reference
+    /// frees the ring and waits for RCU).
+    fn remove(&mut self, name: &[u8], may: impl FnOnce(u32) -> bool) -> Result<Arc<Topic>> {
         let i = self
             .entries
             .iter()
@@ -287,8 +335,8 @@ impl Registry {
             return Err(EPERM);
         }
         let e = self.entries.remove(i)?;
-        self.ring_bytes = self.ring_bytes.saturating_sub(s.ring_size);
-        e.topic.kill();
+        let topic = e.topic.clone();
+        topic.kill();
         drop(e);
         // Ancestors with nothing below them any more go back to their leaf
         // place (at most one: any higher ancestor still has that one below
@@ -306,16 +354,58 @@ impl Registry {
         for &j in back.iter() {
             self.place(j, false);
         }
-        Ok(())
+        Ok(topic)
     }
+}
 
-    /// Removes every topic (module unload).
-    pub(crate) fn clear(&mut self) {
-        while let Some(e) = self.entries.pop() {
-            e.topic.kill();
+/// Creates topic `name` with settings `s` (checked by the caller). Returns
+/// `false` when it already exists with the same settings (`EEXIST` if they
+/// differ). The topic is charged against the caps and its ring allocated
+/// before the registry is locked.
+pub(crate) fn create(name: &[u8], s: Settings) -> Result<bool> {
+    if name == RESERVED {
+        return Err(EINVAL);
+    }
+    if let Some(found) = TOPICS.lock().existing(name, s) {
+        return found;
+    }
+    charge(s.ring_size)?;
+    let topic = match Topic::new(
+        s.ring_size as usize,
+        s.record_max as usize,
+        s.flags,
+        s.stall_ms,
+        s.uid,
+        s.gid,
+    ) {
+        Ok(t) => t,
+        Err(e) => {
+            uncharge(s.ring_size);
+            return Err(e);
         }
-        self.major = 0;
-        self.ring_bytes = 0;
+    };
+    let r = TOPICS.lock().insert(name, s, &topic);
+    // Not inserted: the last reference goes here, unlocked.
+    drop(topic);
+    r
+}
+
+/// Removes every topic (module unload); each is freed outside the lock.
+pub(crate) fn clear() {
+    loop {
+        let e = {
+            let mut reg = TOPICS.lock();
+            let e = reg.entries.pop();
+            if e.is_none() {
+                reg.major = 0;
+            }
+            e
+        };
+        let Some(e) = e else {
+            break;
+        };
+        e.topic.kill();
+        drop(e);
     }
 }
 
@@ -329,12 +419,26 @@ pub(crate) fn create_from_user(spec: &TopicSpec, default_ring: u64) -> Result<bo
         .ok()
         .filter(|m| *m <= 0o777)
         .ok_or(EINVAL)?;
+    let lossless = spec.flags & abi::TOPIC_LOSSLESS != 0;
     if spec.flags & !abi::TOPIC_FLAGS_ALL != 0
-        || spec.stall_ms > abi::STALL_MS_MAX
-        || (spec.stall_ms != 0 && spec.flags & abi::TOPIC_LOSSLESS == 0)
+        || (spec.stall_ms > abi::STALL_MS_MAX && spec.stall_ms != abi::STALL_MS_NEVER)
+        || (spec.stall_ms != 0 && !lossless)
     {
         return Err(EINVAL);
     }
+    // A lossless topic always has a stall timeout; only an administrator
+    // may let a stuck reader hold its writers up forever.
+    if spec.stall_ms == abi::STALL_MS_NEVER {
+        // SAFETY: `capable` only reads the current task's credentials.
+        if !unsafe { bindings::capable(bindings::CAP_SYS_ADMIN as i32) } {
+            return Err(EPERM);
+        }
+    }
+    let stall_ms = if lossless && spec.stall_ms == 0 {
+        abi::STALL_MS_DEFAULT
+    } else {
+        spec.stall_ms
+    };
     // SAFETY: These helpers only read the current task's credentials.
     let (ns, euid) = unsafe { (bindings::current_user_ns(), Kuid::current_euid().into_raw()) };
     // SAFETY: `ns` is the current task's own user namespace.
@@ -356,7 +460,7 @@ pub(crate) fn create_from_user(spec: &TopicSpec, default_ring: u64) -> Result<bo
     if !may_chown && (uid.val != euid.val || unsafe { bindings::in_group_p(gid) } == 0) {
         return Err(EPERM);
     }
-    TOPICS.lock().create(
+    create(
         name,
         Settings {
             ring_size,
@@ -365,7 +469,7 @@ pub(crate) fn create_from_user(spec: &TopicSpec, default_ring: u64) -> Result<bo
             uid: uid.val,
             gid: gid.val,
             flags: spec.flags,
-            stall_ms: spec.stall_ms,
+            stall_ms,
             fixed: false,
         },
     )
@@ -375,8 +479,12 @@ pub(crate) fn create_from_user(spec: &TopicSpec, default_ring: u64) -> Result<bo
 /// owner (by effective uid) or a holder of `CAP_SYS_ADMIN` may remove it.
 pub(crate) fn remove_from_user(name: &[u8]) -> Result {
     let euid = Kuid::current_euid().into_raw();
-    TOPICS.lock().remove(name, |owner| {
+    let topic = TOPICS.lock().remove(name, |owner| {
         // SAFETY: `capable` only reads the current task's credentials.
         owner == euid.val || unsafe { bindings::capable(bindings::CAP_SYS_ADMIN as i32) }
-    })
+    })?;
+    // If no file holds it, the topic is freed here, with the registry
+    // unlocked.
+    drop(topic);
+    Ok(())
 }

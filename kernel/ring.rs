@@ -412,6 +412,24 @@ where
         Ok((pos, self.tail_seq - before))
     }
 
+    /// Where the tail has to be for a record of `len` bytes to fit after the
+    /// head, whatever it evicts: a reader below it is lapped by that record.
+    /// Changes nothing.
+    pub fn tail_for<M: Mem>(&self, mem: &M, len: usize) -> u64 {
+        let span = record_span(len) as u64;
+        match self.plan(mem, self.end_pad(span) + span, NO_FLOOR) {
+            Ok((tail, _)) => tail,
+            Err(_) => self.head,
+        }
+    }
+
+    /// Gives up the open reservation (or chunk) without publishing
+    /// anything: the head stays where it is, so no reader ever sees what
+    /// was copied into it.
+    pub fn cancel(&mut self) {
+        self.reserved = self.head;
+    }
+
     /// Publishes the reserved record, whose payload the caller has copied in;
     /// returns its sequence number.
     pub fn commit<M: Mem>(&mut self, mem: &M, r: &Reservation, stamp: Stamp) -> u64 {

@@ -172,6 +172,22 @@ impl RingMem {
         unsafe { bindings::_copy_to_iter(src.cast::<c_void>().cast_const(), len, iov.as_raw()) }
     }
 
+    /// Copies `dst.len()` bytes at ring offset `off` into `dst`; false (and
+    /// nothing copied) if they are not inside the ring. A writer may
+    /// overwrite them meanwhile: the caller must validate with
+    /// [`RingMem::tail_after_copy`] before using them.
+    pub(crate) fn copy_to_kernel(&self, off: usize, dst: &mut [u8]) -> bool {
+        let Some(src) = self.data(off, dst.len()) else {
+            return false;
+        };
+        // SAFETY: `src..src + dst.len()` is inside the area (checked by
+        // `data`) and does not overlap `dst`, a buffer of the caller's.
+        // The ring bytes may be written concurrently, as for `header`; the
+        // caller validates the copy against the tail.
+        unsafe { core::ptr::copy_nonoverlapping(src.cast_const(), dst.as_mut_ptr(), dst.len()) };
+        true
+    }
+
     /// The `struct page` of page `index` of the area (control page first).
     pub(crate) fn page(&self, index: usize) -> Option<*mut bindings::page> {
         let off = index.checked_mul(bindings::PAGE_SIZE)?;

@@ -74,10 +74,20 @@ pub fn differs(cur: &Current, want: &CreateOptions, default_ring: Option<u64>) -
     ring.is_some_and(|r| r != s.ring_size)
         || record_max.is_some_and(|m| m != s.record_max)
         || want.lossless != s.lossless
-        || u64::from(want.stall_ms) != s.stall_ms
+        || u64::from(effective_stall_ms(want)) != s.stall_ms
         || cur
             .node
             .is_some_and(|(mode, uid, gid)| (mode, uid, gid) != (want.mode, want.uid, want.gid))
+}
+
+/// The stall timeout a topic created with `o` has: a lossless topic's 0
+/// is the module's default (ABI 5).
+fn effective_stall_ms(o: &CreateOptions) -> u32 {
+    if o.lossless && o.stall_ms == 0 {
+        baf::abi::STALL_MS_DEFAULT
+    } else {
+        o.stall_ms
+    }
 }
 
 /// What `apply` would do, from the current topics: the wanted ones that

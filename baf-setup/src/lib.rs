@@ -99,9 +99,13 @@ impl TopicArgs {
     }
 }
 
-/// Parses a stall timeout: `500ms`, `2s`, or plain milliseconds; 0 is
-/// none, at most one hour.
+/// Parses a stall timeout: `500ms`, `2s`, or plain milliseconds, at most
+/// one hour; 0 is the module's default (10 s), `never` none at all (only
+/// root may create such a topic).
 pub fn parse_duration_ms(s: &str) -> Result<u32, String> {
+    if s == "never" {
+        return Ok(baf::abi::STALL_MS_NEVER);
+    }
     let (num, mult) = match s.strip_suffix("ms") {
         Some(n) => (n, 1),
         None => match s.strip_suffix('s') {
@@ -122,9 +126,11 @@ pub fn parse_duration_ms(s: &str) -> Result<u32, String> {
         .ok_or_else(|| format!("stall timeout {s:?} is too long: at most 3600s (one hour)"))
 }
 
-/// A stall timeout as `status` shows it: `250ms`, `2s`.
+/// A stall timeout as `status` shows it: `250ms`, `2s`, `never`.
 pub fn format_duration_ms(ms: u64) -> String {
-    if ms >= 1000 && ms % 1000 == 0 {
+    if ms == u64::from(baf::abi::STALL_MS_NEVER) {
+        "never".to_string()
+    } else if ms >= 1000 && ms % 1000 == 0 {
         format!("{}s", ms / 1000)
     } else {
         format!("{ms}ms")

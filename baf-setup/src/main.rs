@@ -52,8 +52,8 @@ struct Settings {
     #[arg(long)]
     lossless: bool,
     /// With --lossless: demote a lossless reader that holds a writer up this
-    /// long to lossy (500ms, 2s, or milliseconds; at most 3600s)
-    /// [default: never].
+    /// long to lossy (500ms, 2s, or milliseconds; at most 3600s; `never`
+    /// only for root) [default: 10s].
     #[arg(long, value_name = "DURATION", value_parser = baf_setup::parse_duration_ms)]
     stall_timeout: Option<u32>,
 }
@@ -129,7 +129,7 @@ enum Command {
         settings: Settings,
     },
     /// Show every topic with its counters. LOSSLESS is yes (with the stall
-    /// timeout, if any) or no; for a lossless topic L_READERS counts its
+    /// timeout) or no; for a lossless topic L_READERS counts its
     /// lossless readers now, WAITS the times a writer waited for one, and
     /// DEMOTED the readers the stall timeout made lossy.
     Status {

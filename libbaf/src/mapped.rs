@@ -392,6 +392,19 @@ impl Mapped {
                 continue;
             }
             if head == self.pos {
+                if removed && !self.exact {
+                    // Lapped over nothing but padding (aborted writes) up
+                    // to the final head: every record from `seq` on is
+                    // gone, and the head's next seq is final once the
+                    // topic is removed.
+                    let next = self.region.load_u64(abi::CTRL_HEAD_SEQ, Ordering::Acquire);
+                    if next > self.seq {
+                        progress.lost += next - self.seq;
+                        self.unreported += next - self.seq;
+                        self.seq = next;
+                    }
+                    self.exact = true;
+                }
                 progress.ended = removed;
                 return Ok(progress);
             }
@@ -567,17 +580,31 @@ impl Mapped {
     /// means that record (or a later one) exists. Returns false when it must
     /// not sleep: that seq is no longer buffered (lapped since the last
     /// read), so read again first.
+    ///
+    /// After a lap over nothing but padding (aborted writes), this consumer
+    /// is at the head but does not know the seq there yet (the next record
+    /// will tell it, and so the exact loss): the kernel then moves the
+    /// file's cursor to the oldest record, so `POLLIN` is right, and this
+    /// says it may sleep rather than have its caller spin.
     pub fn prepare_wait(&mut self, topic: &Topic) -> io::Result<bool> {
         loop {
             match topic.mapped_sync(self.seq, self.unreported) {
                 Ok(lapped) => {
                     self.unreported = 0;
-                    return Ok(!lapped);
+                    return Ok(self.may_sleep(lapped));
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// Whether to sleep after a sync that said `lapped`: not when this
+    /// consumer knows exactly where it is (read again first), but after a
+    /// lap over padding, where reading again finds nothing until a record
+    /// comes.
+    fn may_sleep(&self, lapped: bool) -> bool {
+        !lapped || !self.exact
     }
 
     /// Reports loss counted since the last report to the kernel at once
@@ -882,6 +909,41 @@ mod tests {
         assert_eq!(got.first().map(|g| g.seq), Some(w.ring.oldest_seq()));
         assert_eq!(lost, w.ring.oldest_seq());
         assert_eq!(got.len() as u64 + lost, 100);
+    }
+
+    #[test]
+    fn a_lap_over_padding_counts_exact_loss_and_does_not_spin() {
+        let mut w = Writer::new(1024);
+        let mut m = w.mapped(0);
+        for _ in 0..3 {
+            w.append(50, false);
+        }
+        // Aborted writes lap the reader: nothing but padding is left.
+        for _ in 0..20 {
+            w.append(200, true);
+        }
+        let (got, lost, ended) = drain(&mut m, u64::MAX);
+        assert!(got.is_empty() && lost == 0 && !ended);
+        // The sync says "lapped"; the consumer may sleep all the same.
+        assert!(m.may_sleep(true));
+        // The next record tells the exact loss.
+        w.append(50, false);
+        let (got, lost, _) = drain(&mut m, u64::MAX);
+        assert_eq!((got.len(), lost), (1, 3));
+        check(&w, &got);
+        assert!(!m.may_sleep(true));
+        // Lapped over padding again, then removed: the loss is counted at
+        // the end.
+        w.append(50, false);
+        w.append(50, false);
+        for _ in 0..20 {
+            w.append(200, true);
+        }
+        w.remove();
+        let (got, lost, ended) = drain(&mut m, u64::MAX);
+        assert!(got.is_empty() && ended);
+        assert_eq!(lost, 2);
+        assert_eq!(m.next_seq(), w.ring.next_seq());
     }
 
     #[test]

@@ -853,3 +853,39 @@ fn a_batch_chunk_shrinks_to_the_room_before_a_lossless_reader() {
         .unwrap();
     assert_eq!(c.len, size as u64 / 2);
 }
+
+/// `tail_for` says where the tail must be for a record to fit: a
+/// reservation made with no floor leaves the tail exactly there, and a
+/// floor below it makes the reservation fail.
+#[test]
+fn tail_for_is_where_a_reservation_puts_the_tail() {
+    let mem = VecMem::new(4096);
+    let mut ring = Ring::new(4096, vec![0; index_len(4096)]).unwrap();
+    for len in [100usize, 700, 33, 900, 250, 1000, 64, 512, 1024, 8] {
+        let need = ring.tail_for(&mem, len);
+        assert!(need >= ring.tail());
+        if need > ring.tail() {
+            // A lossless reader at the oldest record (below the needed
+            // tail) stops it.
+            assert_eq!(ring.reserve(&mem, len, ring.tail()), Err(RingError::Full));
+        }
+        let r = ring.reserve(&mem, len, NO_FLOOR).unwrap();
+        assert_eq!(ring.tail(), need, "record of {len}");
+        ring.commit(&mem, &r, Stamp::default());
+    }
+}
+
+/// `cancel` gives a reservation up without publishing anything: the head
+/// and the next seq stay, and the next reservation starts where it did.
+#[test]
+fn cancel_publishes_nothing() {
+    let mem = VecMem::new(4096);
+    let mut ring = Ring::new(4096, vec![0; index_len(4096)]).unwrap();
+    let r = ring.reserve(&mem, 100, NO_FLOOR).unwrap();
+    ring.commit(&mem, &r, Stamp::default());
+    let (head, seq) = (ring.head(), ring.next_seq());
+    let r = ring.reserve(&mem, 200, NO_FLOOR).unwrap();
+    ring.cancel();
+    assert_eq!((ring.head(), ring.next_seq()), (head, seq));
+    assert_eq!(ring.reserve(&mem, 300, NO_FLOOR).unwrap().pos, r.pos);
+}

@@ -140,7 +140,8 @@ sysfs_is() { # TOPIC ATTR VALUE
 }
 check "create --lossless" baf-setup create ll --lossless
 check "create --lossless makes sysfs lossless read 1" sysfs_is ll lossless 1
-check "create --lossless without a timeout: stall_ms 0" sysfs_is ll stall_ms 0
+check "create --lossless without a timeout: the default stall_ms 10000" sysfs_is ll stall_ms 10000
+check "create --lossless again (default timeout) succeeds" baf-setup create ll --lossless
 check "a plain create makes sysfs lossless read 0" sh -c 'baf-setup create plain && [ "$(cat /sys/class/baf/plain/lossless)" = 0 ] && baf-setup remove plain'
 check "create --lossless --stall-timeout 250ms" baf-setup create ll-stall --lossless --stall-timeout 250ms
 check "--stall-timeout 250ms shows stall_ms 250" sysfs_is ll-stall stall_ms 250
@@ -164,7 +165,7 @@ json_has() { # TOPIC FIELD... : the topic's object in status --json has every "k
 }
 check "status --json: lossless fields of a lossless topic" json_has ll-stall '"lossless":true' '"stall_ms":250' '"lossless_readers":0' '"writer_waits":0' '"demoted":0'
 check "status --json: a plain topic is not lossless" json_has sensors '"lossless":false' '"stall_ms":0'
-check "status table: LOSSLESS column" sh -c 'baf-setup status > /tmp/st && head -n 1 /tmp/st | grep -q " LOSSLESS  *L_READERS  *WAITS  *DEMOTED  NODE$" && grep -q "^ll-stall .* yes,250ms  *0  *0  *0  /dev/baf/ll-stall " /tmp/st && grep -q "^ll .* yes  *0  *0  *0  /dev/baf/ll " /tmp/st && grep -q "^sensors .* no  *-  *-  *-  /dev/baf/sensors " /tmp/st || { cat /tmp/st; exit 1; }'
+check "status table: LOSSLESS column" sh -c 'baf-setup status > /tmp/st && head -n 1 /tmp/st | grep -q " LOSSLESS  *L_READERS  *WAITS  *DEMOTED  NODE$" && grep -q "^ll-stall .* yes,250ms  *0  *0  *0  /dev/baf/ll-stall " /tmp/st && grep -q "^ll .* yes,10s  *0  *0  *0  /dev/baf/ll " /tmp/st && grep -q "^sensors .* no  *-  *-  *-  /dev/baf/sensors " /tmp/st || { cat /tmp/st; exit 1; }'
 
 # --- apply -----------------------------------------------------------------------
 check "apply --topics makes exactly that set (plus baf-test)" sh -c 'baf-setup apply --topics sensors,t1,t2 && [ "$(baf-setup list | grep -v ^fanout | tr "\n" " ")" = "baf-test sensors t1 t2 " ]'
@@ -188,3 +189,31 @@ dry_run() {
 }
 check "apply --dry-run says what it would do and does nothing" dry_run
 baf-setup apply --no-test-topic --allow-empty
+
+# --- the caps hold while removed topics are still open (ABI 5) -------------------
+# A removed topic's ring lives until its last file is closed, and counts
+# against max_ring_mb until then: create, open, remove in a loop stops.
+ring_caps() {
+  rmmod fanout || return 1
+  insmod /lib/fanout.ko devices=0 max_ring_mb=1 || return 1
+  rc=0; holders=""
+  for i in 1 2; do
+    baf-setup create caps/a --size 512K > /dev/null || { echo "create $i failed"; rc=1; }
+    sleep 1000 < /dev/baf/caps/a & holders="$holders $!"
+    wait_for 5 sh -c '[ "$(cat /sys/class/baf/caps!a/readers)" = 1 ]' || rc=1
+    baf-setup remove caps/a || rc=1
+  done
+  # Two removed, still open 512 KiB rings fill max_ring_mb=1.
+  if baf-setup create caps/a --size 512K > /tmp/caps.err 2>&1; then
+    echo "a third 512 KiB ring was made while two removed ones are open"; rc=1
+  fi
+  grep -qi "memory\|max_ring_mb" /tmp/caps.err || { cat /tmp/caps.err; rc=1; }
+  # Closing them frees the room.
+  for p in $holders; do kill $p; wait $p 2>/dev/null; done
+  wait_for 5 baf-setup create caps/a --size 512K || { echo "closing the removed topics freed nothing"; rc=1; }
+  baf-setup remove caps/a
+  rmmod fanout || rc=1
+  insmod /lib/fanout.ko devices=4 ring_size=262144 control_gid=900 || rc=1
+  return $rc
+}
+check "max_ring_mb counts removed topics until their last file is closed" ring_caps

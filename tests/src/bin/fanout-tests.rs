@@ -22,6 +22,8 @@ use std::time::{Duration, Instant};
 mod common;
 use common::*;
 
+#[path = "../hardening_tests.rs"]
+mod hardening;
 #[path = "../lossless_tests.rs"]
 mod lossless;
 #[path = "../nowait_tests.rs"]
@@ -2931,6 +2933,34 @@ fn main() {
         (
             "lossless: 12000 records, plain and batched, byte-exact to two lossless readers",
             lossless::lossless_stress_is_byte_exact,
+        ),
+        (
+            "stall bound: a blocking, an O_NONBLOCK and a poll-driven writer resume after one stall timeout; stuck readers demoted together, never lossless again",
+            hardening::the_stall_bound_holds_for_every_writer,
+        ),
+        (
+            "FLAG_LOSSLESS only for the topic's owner, group or CAP_SYS_ADMIN; no stall timeout only for CAP_SYS_ADMIN; at most LOSSLESS_MAX",
+            hardening::lossless_only_where_the_owner_allows,
+        ),
+        (
+            "writes racing removal: ENODEV, and every write reported done is read before end of file",
+            hardening::writes_racing_removal_fail_with_enodev,
+        ),
+        (
+            "seek back + MAPPED_SYNC cannot count the same loss twice; a refused sync moves no hold",
+            hardening::seek_and_sync_cannot_inflate_loss,
+        ),
+        (
+            "a split read cannot slip into record mode (raw bytes in a record-mode read)",
+            hardening::split_and_record_reads_do_not_mix,
+        ),
+        (
+            "1-, 7-, 100- and 3000-byte readers of a busy topic never see a torn record",
+            hardening::small_buffer_readers_never_see_a_torn_record,
+        ),
+        (
+            "a mapped reader lapped over padding sleeps, then counts its loss exactly",
+            hardening::a_mapped_reader_lapped_over_padding,
         ),
     ];
     for (name, test) in tests {
