@@ -226,6 +226,12 @@ printf 'CONFIG_RUST=y\nCONFIG_CLANG_VERSION=190107\nCONFIG_RUSTC_VERSION_TEXT="r
 mkdir -p "$fake/rust" && : > "$fake/rust/libkernel.rmeta"
 msg=$(make -s -C "$REPO/kernel" KDIR="$fake" check 2>&1)
 check "Makefile: a rustc other than the kernel's is refused" grep -q "built with 'rustc 0.0.1 (none)'" <<<"$msg"
+# A versioned rustc-X.Y of the kernel's version is used by itself (DKMS too).
+mkdir -p "$tmp/bin" && printf '#!/bin/sh\necho "rustc 0.0.1 (none)"\n' > "$tmp/bin/rustc-0.0" && chmod +x "$tmp/bin/rustc-0.0"
+check "Makefile: the kernel's rustc as rustc-X.Y on the PATH passes the check" \
+  env PATH="$tmp/bin:$PATH" make -s -C "$REPO/kernel" KDIR="$fake" check
+dry=$(PATH="$tmp/bin:$PATH" make -n -C "$REPO/kernel" KDIR="$fake" modules 2>&1)
+check "Makefile: ... and is passed to the kernel's build as RUSTC" grep -q -- "RUSTC=rustc-0.0 *modules" <<<"$dry"
 dry=$(make -n -C "$REPO/kernel" KDIR="$fake" modules_install INSTALL_MOD_PATH=/stage 2>&1)
 want_llvm=1; command -v clang-19 >/dev/null && want_llvm=-19
 check "Makefile: LLVM=$want_llvm chosen for a clang-19 kernel" grep -q -- "M=$REPO/kernel LLVM=$want_llvm .*modules_install" <<<"$dry"
