@@ -2962,6 +2962,10 @@ fn main() {
             "a mapped reader lapped over padding sleeps, then counts its loss exactly",
             hardening::a_mapped_reader_lapped_over_padding,
         ),
+        (
+            "open() of a topic does not wait while a 64 MiB ring is allocated or freed",
+            hardening::opens_do_not_wait_for_a_big_ring,
+        ),
     ];
     for (name, test) in tests {
         match test(&cx) {
