@@ -19,9 +19,35 @@ use kernel::{
     ffi::{c_char, c_void},
     prelude::*,
     str::CString,
-    sync::{atomic::Relaxed, Arc},
+    sync::{
+        atomic::{Acquire, Atomic, Relaxed, Release},
+        Arc,
+    },
     types::Opaque,
 };
+
+/// Nodes made and not yet released. The driver core may release a device
+/// after `device_unregister` returns (later still with
+/// `CONFIG_DEBUG_KOBJECT_RELEASE`), and `node_release` is this module's
+/// code: the module's exit waits for this to reach 0 ([`wait_released`]).
+static NODES: Atomic<u64> = Atomic::new(0);
+
+/// Waits (up to 30 s, logging if that runs out) until every node ever made
+/// has been released, so no `node_release` can run after the module is
+/// gone. Called at unload, after every node was unregistered.
+pub(crate) fn wait_released() {
+    for _ in 0..3000 {
+        if NODES.load(Acquire) == 0 {
+            return;
+        }
+        // SAFETY: Process context (module exit), where sleeping is allowed.
+        unsafe { bindings::msleep(10) };
+    }
+    pr_err!(
+        "{} device nodes still not released at unload\n",
+        NODES.load(Acquire)
+    );
+}
 
 /// Minors of the region: the control device plus up to 4095 topics.
 pub(crate) const MINORS: u32 = 4096;
@@ -92,6 +118,8 @@ impl Node {
             GFP_KERNEL,
         )?;
         let raw = KBox::into_raw(node);
+        // From here on `node_release` will run once, whatever happens.
+        NODES.add(1, Relaxed);
         // SAFETY: `raw` is a valid, exclusively owned `Node` whose `dev` is
         // zeroed, as `device_initialize` requires. From here on the device's
         // reference count owns the allocation: `node_release` frees it.
@@ -142,6 +170,8 @@ unsafe extern "C" fn node_release(dev: *mut bindings::device) {
     // SAFETY: `dev` is the `dev` field of a `Node` leaked by `Node::add`
     // (`repr(C)`, first field); nothing uses the node any more.
     drop(unsafe { KBox::from_raw(dev.cast::<Node>()) });
+    // Last: the module's exit may go on once this is 0.
+    NODES.fetch_sub(1, Release);
 }
 
 /// The node of a device of ours.

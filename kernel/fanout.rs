@@ -141,8 +141,9 @@ impl Params {
 }
 
 struct FanoutModule {
-    // Dropped in this order, after `drop` below has removed every topic.
-    _control: chardev::NodeHandle,
+    /// Taken and dropped by `drop` below, after every topic.
+    control: Option<chardev::NodeHandle>,
+    // Dropped after `drop` below, once every node is released.
     _region: chardev::Region,
 }
 
@@ -172,7 +173,7 @@ impl kernel::Module for FanoutModule {
         registry::TOPICS.lock().set_major(region.major());
         // From here on, an error drops `this`, which removes what was made.
         let this = Self {
-            _control: control,
+            control: Some(control),
             _region: region,
         };
         for i in 0..p.devices {
@@ -205,6 +206,11 @@ impl Drop for FanoutModule {
     fn drop(&mut self) {
         // Topic nodes go before the control node and the region.
         registry::clear();
+        drop(self.control.take());
+        // The driver core may release a node later (with
+        // CONFIG_DEBUG_KOBJECT_RELEASE, seconds later): its release
+        // function is ours, so wait for it before the module goes.
+        chardev::wait_released();
         // No file is open (the module could not unload otherwise), so every
         // topic must be gone now.
         let live = topic::LIVE.load(kernel::sync::atomic::Relaxed);
