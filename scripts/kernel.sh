@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Build the VM kernel from Debian's linux-source package, outside the repo.
-#   scripts/kernel.sh [debug|lite|bench] [SERIES]   prints the build directory
-# debug (the default) adds lockdep, KASAN and atomic-sleep checks for tests;
-# lite has the same checks but KASAN (a faster build, for the second kernel
-# series the suite runs on); bench is the kernel without them, for
-# benchmarks. SERIES is the kernel series (Debian's linux-source-SERIES):
+#   scripts/kernel.sh [debug|lite|kcsan|bench] [SERIES]   prints the build directory
+# debug (the default) adds lockdep, KASAN, atomic-sleep and delayed kobject
+# release checks for tests; lite has the same checks but KASAN (a faster
+# build); kcsan is lite plus the KCSAN data-race detector (KCSAN and KASAN
+# exclude each other); bench is the kernel without them, for benchmarks. SERIES is the kernel series (Debian's linux-source-SERIES):
 # 7.3 (the default, or $BAF_KERNEL) or 7.2.
 # The build directory is keyed by everything that shapes the kernel, so a warm
 # run returns at once and a changed input gets a fresh build.
@@ -13,7 +13,7 @@ set -euo pipefail
 
 variant=${1:-debug}
 series=${2:-${BAF_KERNEL:-7.3}}
-case "$variant" in debug|lite|bench) ;; *) die "usage: $0 [debug|lite|bench] [7.3|7.2]" ;; esac
+case "$variant" in debug|lite|kcsan|bench) ;; *) die "usage: $0 [debug|lite|kcsan|bench] [7.3|7.2]" ;; esac
 case "$series" in 7.2|7.3) ;; *) die "kernel series $series is not supported (7.2 and 7.3 are)" ;; esac
 
 SRC_PKG=linux-source-$series
@@ -42,11 +42,12 @@ fi
 # --- build directory, keyed by its inputs ----------------------------------
 frags=("$REPO/kernel/config/base.config")
 [ "$variant" = debug ] && frags+=("$REPO/kernel/config/debug.config")
-if [ "$variant" = lite ]; then
+if [ "$variant" = lite ] || [ "$variant" = kcsan ]; then
   # The debug checks without KASAN, which doubles the build time.
   grep -v KASAN "$REPO/kernel/config/debug.config" > "$CACHE/lite.config"
   frags+=("$CACHE/lite.config")
 fi
+[ "$variant" = kcsan ] && frags+=("$REPO/kernel/config/kcsan.config")
 key=$( {
   echo "$RECIPE $debver"
   cat "${frags[@]}"

@@ -4,7 +4,7 @@
 # failure, a kernel splat, or a VM that does not finish.
 #
 #   tests/vm.sh [--scenario tests|tools|demo|bench|warn|hang] [--extra DIR]
-#               [--kernel debug|lite|bench|stock] [--series 7.3|7.2]
+#               [--kernel debug|lite|kcsan|bench|stock] [--series 7.3|7.2]
 #               [--timeout SECONDS]
 #
 # --extra DIR: every executable in DIR (static binary or busybox-sh script)
@@ -85,6 +85,11 @@ grep -q 'fanout\.ko\(\.xz\)\{0,1\}:' "$stage"/lib/modules/*/modules.dep ||
 
 # --- static userspace programs ----------------------------------------------
 say "building the tools and test programs as static binaries (about 3 minutes the first time)"
+# One target directory for every checkout (a cold build takes minutes), so
+# runs from several work trees take turns: the lock is held from the build
+# until the binaries are packed, and no run packs another tree's binaries.
+exec 9> "$CACHE/target.lock"
+flock 9
 RUSTFLAGS='-C target-feature=+crt-static' cargo build --quiet --release \
   --manifest-path "$REPO/Cargo.toml" --target x86_64-unknown-linux-gnu \
   --target-dir "$CACHE/target" -p pubmsg -p submsg -p baf-setup -p baf-bridge -p baf-tests
@@ -112,6 +117,7 @@ list="$run/initramfs.list"
   fi
 } > "$list"
 "$gen_init_cpio" "$list" | gzip -1 > "$run/initramfs.cpio.gz"
+flock -u 9
 
 # --- boot -------------------------------------------------------------------
 log="$run/serial.log"
