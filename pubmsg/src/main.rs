@@ -16,7 +16,7 @@ A line longer than the topic's record limit is sent as several records (with
 one warning); a --len32 frame longer than the limit is refused.
 
 Records go out in batch writes: as many as stdin has ready at once, each
-batch as soon as stdin pauses. The fanout module must have ABI version 2 or
+batch as soon as stdin pauses. The fanout module must have ABI version 5 or
 later.
 
 A device path must be a baf topic's character device: anything else (a
