@@ -148,11 +148,11 @@ def check_meaning(where, n, meaning):
     low = meaning.lower()
     for cls, (_, only) in MEANING.items():
         if only and re.search(only, low) and CLASSES[cls] != n:
-            problem(where, f"gives exit {n} to '{meaning.strip()[:70]}', which is {cls}: exit {CLASSES[cls]} (baf-cli)")
+            problem(where, f"gives exit {n} to '{' '.join(meaning.split())[:70]}', which is {cls}: exit {CLASSES[cls]} (baf-cli)")
             return
     cls = CLASS_OF.get(n)
     if cls and not re.search(MEANING[cls][0], low):
-        problem(where, f"exit {n} is {cls} in baf-cli, but the text says '{meaning.strip()[:70]}'")
+        problem(where, f"exit {n} is {cls} in baf-cli, but the text says '{' '.join(meaning.split())[:70]}'")
 
 
 def split_top(s):
@@ -223,7 +223,7 @@ def check_exits(name, text):
         low = ctx.lower()
         for cls, (_, only) in MEANING.items():
             if only and re.search(only, low) and CLASSES[cls] != n:
-                problem(where, f"gives exit {n} after '{ctx.strip()[-70:]}', which is {cls}: exit {CLASSES[cls]} (baf-cli)")
+                problem(where, f"gives exit {n} after '{' '.join(ctx.split())[-70:]}', which is {cls}: exit {CLASSES[cls]} (baf-cli)")
                 break
 
 
