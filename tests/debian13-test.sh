@@ -235,7 +235,7 @@ debian13_vm() {
   # builds virtio and ext4 as modules), in modprobe's order.
   mkdir -p "$vm/initrd/modules"
   local deps mods=() line n=0 f
-  deps=$(in_debian13 "modprobe -S $kver --show-depends virtio_pci virtio_blk ext4") || { bad "modprobe --show-depends in the machine"; return 1; }
+  deps=$(in_debian13 "modprobe -a -S $kver --show-depends virtio_pci virtio_blk ext4") || { bad "modprobe --show-depends in the machine"; return 1; }
   : > "$vm/initrd/modules.order"
   while read -r line; do
     case "$line" in
