@@ -20,6 +20,14 @@
 # 3. The .deb packages (scripts/package.sh) on another fresh Debian 13
 #    machine: installed with dpkg, DKMS builds fanout.ko for Debian's kernel
 #    in postinst, the tools run, and a purge leaves nothing behind.
+# 4. The same packages on a Debian 13 machine that boots: Debian's kernel,
+#    systemd and udev installed, then booted in QEMU (TCG) from a disk made
+#    of it, with Debian's own kernel and systemd as init. There
+#    modules-load.d loads fanout, baf-setup.service applies /etc/baf/topics,
+#    a pubmsg | submsg pipeline moves every record, and dpkg --purge with
+#    systemd running leaves nothing behind (tests/debian13-vm/check.sh,
+#    whose results come back over the serial console). About 5 minutes;
+#    BAF_DEBIAN13_VM_TIMEOUT (default 900) bounds the boot.
 set -uo pipefail
 . "$(dirname "$0")/../scripts/lib.sh"
 
