@@ -243,19 +243,21 @@ debian13_vm() {
   # The initramfs: busybox, and the modules that reach the disk (Debian
   # builds virtio and ext4 as modules), in modprobe's order.
   mkdir -p "$vm/initrd/modules"
-  local deps mods=() line n=0 f
+  local deps mods=() line n=0 f seen=" "
   deps=$(in_debian13 "modprobe -a -S $kver --show-depends virtio_pci virtio_blk ext4") || { bad "modprobe --show-depends in the machine"; return 1; }
   : > "$vm/initrd/modules.order"
   while read -r line; do
     case "$line" in
       insmod\ *)
-        f=$(echo "$line" | cut -d' ' -f2); n=$((n + 1))
+        f=$(echo "$line" | cut -d' ' -f2)
+        case "$seen" in *" $f "*) continue ;; esac  # a module two of them need
+        seen="$seen$f "; n=$((n + 1))
         case "$f" in
           *.xz) xz -dc "$m$f" > "$vm/initrd/modules/$n.ko" ;;
           *.zst) zstd -qdc "$m$f" > "$vm/initrd/modules/$n.ko" ;;
           *) cp "$m$f" "$vm/initrd/modules/$n.ko" ;;
         esac
-        grep -qx "$n.ko" "$vm/initrd/modules.order" || echo "$n.ko" >> "$vm/initrd/modules.order"
+        echo "$n.ko" >> "$vm/initrd/modules.order"
         mods+=("$(basename "$f")") ;;
     esac
   done <<< "$deps"
@@ -278,7 +280,8 @@ debian13_vm() {
   t1=$(date +%s)
   echo "  (machine ready in $((t1 - t0))s: a ${mb} MiB disk; initramfs modules: ${mods[*]})"
   # Boot. Units that only cost time here are masked; the test unit is
-  # pulled in from the command line.
+  # pulled in from the command line. loglevel=5 shows warnings (a WARN
+  # splat prints at that level) on the console, where they are looked for.
   local log="$vm/serial.log" qemu_rc mask=""
   for u in serial-getty@ttyS0.service getty@tty1.service systemd-logind.service apt-daily.timer \
            apt-daily-upgrade.timer e2scrub_reap.service e2scrub_all.timer fstrim.timer dpkg-db-backup.timer \
@@ -288,7 +291,7 @@ debian13_vm() {
   timeout --foreground "${BAF_DEBIAN13_VM_TIMEOUT:-900}" qemu-system-x86_64 -accel tcg -cpu max,la57=off -smp 2 -m 2G \
     -kernel "$vmlinuz" -initrd "$vm/initrd.gz" \
     -drive "file=$vm/disk.img,format=raw,if=virtio" -nic none \
-    -append "console=ttyS0 root=/dev/vda rw panic=-1 loglevel=4 systemd.show_status=0 systemd.wants=baf-vm-test.service$mask" \
+    -append "console=ttyS0 root=/dev/vda rw panic=-1 loglevel=5 systemd.show_status=0 systemd.wants=baf-vm-test.service$mask" \
     -display none -monitor none -serial "file:$log" -no-reboot
   qemu_rc=$?
   local t2; t2=$(date +%s)
