@@ -42,8 +42,8 @@ module! {
     license: "GPL",
     params: {
         devices: u32 {
-            default: 1,
-            description: "Number of static topics /dev/fanout0../dev/fanoutN-1 (0-64)",
+            default: 0,
+            description: "Number of static topics /dev/fanout0../dev/fanoutN-1 (0-64); 0, the default, makes none",
         },
         ring_size: u32 {
             default: 65536,

@@ -72,17 +72,18 @@ if [ "$1" = configure ]; then
     else groupadd --system baf; fi
   fi
   if command -v udevadm >/dev/null && [ -d /run/udev ]; then udevadm control --reload || true; fi
-  if [ -d /run/systemd/system ]; then
-    systemctl daemon-reload || true
-    systemctl enable baf-setup.service || true
-  fi
+  if [ -d /run/systemd/system ]; then systemctl daemon-reload || true; fi
+  # Enabled also where systemd is not running (a machine installed from a
+  # chroot or into an image), so the unit runs at its next boot.
+  if command -v systemctl >/dev/null; then systemctl enable baf-setup.service || true; fi
 fi
 EOF
 cat > "$t/DEBIAN/prerm" <<'EOF'
 #!/bin/sh
 set -e
-if [ "$1" = remove ] && [ -d /run/systemd/system ]; then
-  systemctl disable --now baf-setup.service || true
+if [ "$1" = remove ] && command -v systemctl >/dev/null; then
+  if [ -d /run/systemd/system ]; then systemctl disable --now baf-setup.service || true
+  else systemctl disable baf-setup.service || true; fi
 fi
 EOF
 cat > "$t/DEBIAN/postrm" <<'EOF'

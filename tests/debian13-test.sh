@@ -20,6 +20,14 @@
 # 3. The .deb packages (scripts/package.sh) on another fresh Debian 13
 #    machine: installed with dpkg, DKMS builds fanout.ko for Debian's kernel
 #    in postinst, the tools run, and a purge leaves nothing behind.
+# 4. The same packages on a Debian 13 machine that boots: Debian's kernel,
+#    systemd and udev installed, then booted in QEMU (TCG) from a disk made
+#    of it, with Debian's own kernel and systemd as init. There
+#    modules-load.d loads fanout, baf-setup.service applies /etc/baf/topics,
+#    a pubmsg | submsg pipeline moves every record, and dpkg --purge with
+#    systemd running leaves nothing behind (tests/debian13-vm/check.sh,
+#    whose results come back over the serial console). About 5 minutes;
+#    BAF_DEBIAN13_VM_TIMEOUT (default 900) bounds the boot.
 set -uo pipefail
 . "$(dirname "$0")/../scripts/lib.sh"
 
@@ -43,14 +51,16 @@ cleanup() { for mp in "${mounts[@]}"; do umount -l "$mp" 2>/dev/null; done; rm -
 trap cleanup EXIT
 kr="$REPO/scripts/kernel-rust.sh"
 
-{ read -r tree; read -r _; } < <(bash "$REPO/scripts/debian-kernel.sh" "$series") || { bad "scripts/debian-kernel.sh $series"; exit 1; }
+{ read -r tree; read -r vmlinuz; } < <(bash "$REPO/scripts/debian-kernel.sh" "$series") || { bad "scripts/debian-kernel.sh $series"; exit 1; }
 dir=$(dirname "$tree")
 headers_deb=$(ls "$dir"/linux-headers-*-amd64_*.deb)
 kver=$(dpkg-deb -f "$headers_deb" Package | sed 's/^linux-headers-//')
 debver=$(dpkg-deb -f "$headers_deb" Version)
 srcdeb=$(ls "$CACHE/src/linux-source-${series}_${debver}"_*.deb)
-# What linux-headers-KVER depends on, as a user's apt would bring it.
-for pkg in "linux-headers-${kver%-amd64}-common" "linux-kbuild-${kver%-amd64}"; do
+# What linux-headers-KVER depends on, as a user's apt would bring it; and
+# the rest of the kernel (its modules and base files; debian-kernel.sh has
+# its image), for the machine that boots (4).
+for pkg in "linux-headers-${kver%-amd64}-common" "linux-kbuild-${kver%-amd64}" "linux-modules-$kver" "linux-base-$kver"; do
   ls "$dir/${pkg}"_*.deb >/dev/null 2>&1 ||
     (cd "$dir" && apt-get -q -o APT::Sandbox::User=root download "$pkg=$debver" >/dev/null) ||
     { bad "download $pkg=$debver"; exit 1; }
@@ -117,7 +127,7 @@ in_debian13() { # COMMAND (sh -c): in the overlay, with the cache at its own pat
 }
 check_in() { # NAME COMMAND (sh -c)
   local name=$1 out
-  if out=$(in_debian13 "$2" 2>&1); then ok "$name"; else echo "$out" | tail -n 15; bad "$name"; fi
+  if out=$(in_debian13 "$2" 2>&1); then ok "$name"; else echo "$out" | tail -n 15; bad "$name"; return 1; fi
 }
 # linux-base and gcc-14-for-host are Debian's kernel packaging's own, not
 # needed to build a module; dkms comes with the chroot's packages.
@@ -142,6 +152,7 @@ check_in "dkms builds fanout.ko for $kver (PRE_BUILD kernel-rust.sh --if-needed,
    test \"\$(modinfo -F vermagic \"\$ko\" | cut -d' ' -f1)\" = $kver"
 
 # --- 3. the .deb packages (scripts/package.sh) on a fresh Debian 13 machine -----------
+pkgs=""
 if pkgs=$(bash "$REPO/scripts/package.sh" --out "$tmp/pkgs" 2>"$tmp/package.log"); then
   ok "scripts/package.sh builds baf and fanout-dkms"
   debian13 packages
@@ -172,8 +183,144 @@ if pkgs=$(bash "$REPO/scripts/package.sh" --out "$tmp/pkgs" 2>"$tmp/package.log"
   left=$(comm -13 "$tmp/before" "$tmp/after" | grep -vxE '/etc/(group|gshadow|passwd|shadow)-?|/var/lib/dkms/mok\.(key|pub)' || true)
   if [ -z "$left" ]; then ok "the purge leaves nothing behind"; else echo "$left"; bad "the purge leaves nothing behind"; fi
 else
-  cat "$tmp/package.log"; bad "scripts/package.sh builds baf and fanout-dkms"
+  pkgs=""; cat "$tmp/package.log"; bad "scripts/package.sh builds baf and fanout-dkms"
 fi
+
+# --- 4. the packages on a booted Debian 13 machine: systemd, the module, the unit ---
+# Another fresh machine with Debian's kernel image, systemd and udev, the
+# packages installed as in 3 (DKMS builds fanout.ko in postinst), and an
+# /etc/baf/topics; then it boots in QEMU (TCG) from a disk made of it, with
+# Debian's own kernel and systemd as init. There tests/debian13-vm/check.sh
+# (run by a unit once baf-setup.service is done) checks that
+# modules-load.d loaded fanout, that the unit applied /etc/baf/topics, that
+# a pubmsg | submsg pipeline moves every record, and that dpkg --purge with
+# systemd running leaves nothing behind; each result is a line
+# "BAF-VM-RESULT ok|FAILED NAME" on the serial console, counted here.
+debian13_vm() {
+  local vmdir="$REPO/tests/debian13-vm" sysdebs="$CACHE/debian13-vm/debs" vm="$tmp/vm"
+  local image_deb t0 t1
+  image_deb=$(ls "$dir"/linux-binary-"$kver"_*.deb "$dir"/linux-modules-"$kver"_*.deb "$dir"/linux-base-"$kver"_*.deb) ||
+    { bad "Debian's kernel image, modules and base packages are in the cache"; return 1; }
+  t0=$(date +%s)
+  # systemd, systemd-sysv and udev of Debian 13, with what they need that the
+  # chroot lacks: downloaded once (in a throwaway machine), then from the cache.
+  if ! [ -f "$sysdebs/complete" ]; then
+    debian13 download || return 1
+    mkdir -p "$sysdebs/partial"
+    check_in "download Debian 13's systemd, systemd-sysv and udev (once; cached)" \
+      "apt-get -q -o APT::Sandbox::User=root update >/tmp/apt.log 2>&1 &&
+       apt-get -q -y -o APT::Sandbox::User=root -o Dir::Cache::archives=$sysdebs --no-install-recommends --download-only install systemd systemd-sysv udev >>/tmp/apt.log 2>&1 ||
+       { tail -n 20 /tmp/apt.log; exit 1; }" || return 1
+    touch "$sysdebs/complete"
+  fi
+  debian13 vm || return 1
+  mkdir -p "$m/etc/systemd/system"
+  install -m 644 "$vmdir/baf-vm-test.service" "$m/etc/systemd/system/baf-vm-test.service"
+  install -m 755 "$vmdir/check.sh" "$m/root/check.sh"
+  cp $image_deb "$m/debs/"
+  # Debian's kernel (image, modules, base files), headers and source,
+  # systemd: a Debian 13 machine as it boots. (The libraries go first:
+  # systemd and systemd-sysv pre-depend on what comes before them.)
+  check_in "the machine: Debian's kernel (image, modules, base), headers and source for $kver, systemd and udev (dpkg)" \
+    "cd $sysdebs && { dpkg -i \$(ls *.deb | grep -vE '^(systemd|systemd-sysv|udev)_') && dpkg -i systemd_*.deb && dpkg -i systemd-sysv_*.deb udev_*.deb; } >/tmp/sd.log 2>&1 ||
+       { grep -iE 'error|depend' /tmp/sd.log | head -n 20; exit 1; }
+     dpkg -i --force-depends /debs/linux-*.deb >/tmp/k.log 2>&1
+     dpkg-query -W linux-headers-$kver >/dev/null && test -f /lib/modules/$kver/modules.builtin || { tail -n 20 /tmp/k.log; exit 1; }
+     test -x /sbin/init && systemd-machine-id-setup >/dev/null 2>&1 && test -s /etc/machine-id" || return 1
+  rm -f "$m/debs/"*.deb
+  in_debian13 "/root/check.sh --files" > "$m/root/before.list"
+  # The admin's topics, and what check.sh expects of them (baf-test comes
+  # with apply; the unit passes no --no-test-topic).
+  mkdir -p "$m/etc/baf"
+  printf '# tests/debian13-test.sh\nsensors size=256K lossless\nrobot/arm size=32K mode=0640\n' > "$m/etc/baf/topics"
+  printf 'sensors 262144 660\nrobot/arm 32768 640\nbaf-test %s 660\n' 65536 > "$m/root/topics-want"
+  cp $pkgs "$m/debs/"
+  check_in "on it, dpkg -i baf and fanout-dkms: DKMS builds fanout.ko for $kver, depmod indexes it, the unit is enabled" \
+    "dpkg -i /debs/baf_*.deb /debs/fanout-dkms_*.deb >/tmp/dpkg.log 2>&1 || { tail -n 30 /tmp/dpkg.log; exit 1; }
+     grep -q 'updates/dkms/fanout.ko' /lib/modules/$kver/modules.dep || { echo 'fanout is not in modules.dep'; tail -n 30 /tmp/dpkg.log; exit 1; }
+     test -L /etc/systemd/system/multi-user.target.wants/baf-setup.service || { echo 'baf-setup.service is not enabled'; exit 1; }" || return 1
+  rm -rf "$m/debs"
+  # The initramfs: busybox, and the modules that reach the disk (Debian
+  # builds virtio and ext4 as modules), in modprobe's order.
+  mkdir -p "$vm/initrd/modules"
+  local deps mods=() line n=0 f seen=" "
+  deps=$(in_debian13 "modprobe -a -S $kver --show-depends virtio_pci virtio_blk ext4") || { bad "modprobe --show-depends in the machine"; return 1; }
+  : > "$vm/initrd/modules.order"
+  while read -r line; do
+    case "$line" in
+      insmod\ *)
+        f=$(echo "$line" | cut -d' ' -f2)
+        case "$seen" in *" $f "*) continue ;; esac  # a module two of them need
+        seen="$seen$f "; n=$((n + 1))
+        case "$f" in
+          *.xz) xz -dc "$m$f" > "$vm/initrd/modules/$n.ko" ;;
+          *.zst) zstd -qdc "$m$f" > "$vm/initrd/modules/$n.ko" ;;
+          *) cp "$m$f" "$vm/initrd/modules/$n.ko" ;;
+        esac
+        echo "$n.ko" >> "$vm/initrd/modules.order"
+        mods+=("$(basename "$f")") ;;
+    esac
+  done <<< "$deps"
+  {
+    echo "dir /bin 755 0 0"; echo "dir /modules 755 0 0"; echo "dir /dev 755 0 0"
+    echo "nod /dev/console 600 0 0 c 5 1"
+    echo "file /bin/busybox $(command -v busybox) 755 0 0"
+    echo "slink /bin/sh busybox 777 0 0"
+    echo "file /init $vmdir/init 755 0 0"
+    echo "file /modules.order $vm/initrd/modules.order 644 0 0"
+    for f in "$vm"/initrd/modules/*.ko; do echo "file /modules/$(basename "$f") $f 644 0 0"; done
+  } > "$vm/initrd.list"
+  "$tree/gen_init_cpio" "$vm/initrd.list" | gzip -1 > "$vm/initrd.gz" || { bad "the initramfs"; return 1; }
+  # The disk: the machine's files, as they are.
+  local mb
+  mb=$(( $(du -sxm "$m" | cut -f1) * 5 / 4 + 512 ))
+  truncate -s "${mb}M" "$vm/disk.img"
+  mkfs.ext4 -q -F -L baf-debian13 -d "$m" "$vm/disk.img" > "$vm/mkfs.log" 2>&1 ||
+    { cat "$vm/mkfs.log"; bad "a disk image of the machine (mkfs.ext4 -d)"; return 1; }
+  t1=$(date +%s)
+  echo "  (machine ready in $((t1 - t0))s: a ${mb} MiB disk; initramfs modules: ${mods[*]})"
+  # Boot. Units that only cost time here are masked; the test unit is
+  # pulled in from the command line. loglevel=5 shows warnings (a WARN
+  # splat prints at that level) on the console, where they are looked for.
+  local log="$vm/serial.log" qemu_rc mask=""
+  for u in serial-getty@ttyS0.service getty@tty1.service systemd-logind.service apt-daily.timer \
+           apt-daily-upgrade.timer e2scrub_reap.service e2scrub_all.timer fstrim.timer dpkg-db-backup.timer \
+           systemd-timesyncd.service systemd-networkd-wait-online.service; do
+    mask="$mask systemd.mask=$u"
+  done
+  timeout --foreground "${BAF_DEBIAN13_VM_TIMEOUT:-900}" qemu-system-x86_64 -accel tcg -cpu max,la57=off -smp 2 -m 2G \
+    -kernel "$vmlinuz" -initrd "$vm/initrd.gz" \
+    -drive "file=$vm/disk.img,format=raw,if=virtio" -nic none \
+    -append "console=ttyS0 root=/dev/vda rw panic=-1 loglevel=5 systemd.show_status=0 systemd.wants=baf-vm-test.service$mask" \
+    -display none -monitor none -serial "file:$log" -no-reboot
+  qemu_rc=$?
+  local t2; t2=$(date +%s)
+  # What the test printed (kernel lines and passes left out); systemd may
+  # put terminal control bytes before a line.
+  sed 's/\r$//' "$log" | grep -v '^\[ *[0-9]' | grep -v 'BAF-VM-RESULT ok ' | sed 's/^/    /'
+  local name
+  while read -r line; do
+    name=${line#BAF-VM-RESULT * }
+    case "$line" in
+      "BAF-VM-RESULT ok "*) ok "booted: $name" ;;
+      *) bad "booted: $name" ;;
+    esac
+  done < <(sed 's/\r$//' "$log" | grep -oE 'BAF-VM-RESULT (ok|FAILED) .*')
+  local problems=()
+  grep -q 'BAF-VM-DONE' "$log" || problems+=("the machine's test did not finish (qemu exit $qemu_rc, 124 is the timeout)")
+  grep -qF "kernel: $kver " "$log" || problems+=("the machine did not run Debian's $kver")
+  splat_re='BUG:|WARNING:|Oops|Call Trace|UBSAN:|Kernel panic|general protection fault|rust_panic'
+  grep -qE "$splat_re" "$log" && problems+=("kernel splat: $(grep -m1 -E "$splat_re" "$log" | tr -d '\r')")
+  if [ ${#problems[@]} = 0 ]; then
+    ok "the machine booted Debian's $kver with systemd, ran its test and powered off"
+  else
+    for p in "${problems[@]}"; do bad "booted: $p"; done
+    mkdir -p "$CACHE/runs"; cp "$log" "$CACHE/runs/debian13-vm-serial.log"
+    echo "    (serial log: $CACHE/runs/debian13-vm-serial.log; its end:)"; tail -n 20 "$log" | sed 's/^/    /'
+  fi
+  echo "  (booted machine: prepared in $((t1 - t0))s, QEMU ran $((t2 - t1))s)"
+}
+if [ -n "${pkgs:-}" ]; then debian13_vm || true; fi
 for mp in "${mounts[@]}"; do umount -l "$mp" 2>/dev/null; done
 
 echo "debian13 test: $passed passed, $failed failed"

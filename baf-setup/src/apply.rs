@@ -1,7 +1,7 @@
 //! `baf-setup apply`: make the set of topics exactly the wanted one, and
 //! what it would do (`--dry-run`).
 
-use crate::{create, TopicArgs};
+use crate::TopicArgs;
 use anyhow::Result;
 use baf::control::{self, CreateOptions, Created, TopicStatus};
 use baf_cli::Failure;
@@ -94,7 +94,7 @@ fn effective_stall_ms(o: &CreateOptions) -> u32 {
 /// are missing are created, those whose settings differ recreated, the
 /// others kept; the (non-static) topics not wanted are removed.
 pub fn plan_apply(
-    wanted: &BTreeMap<String, TopicArgs>,
+    wanted: &BTreeMap<String, CreateOptions>,
     current: &BTreeMap<String, Current>,
     is_static: impl Fn(&str) -> bool,
     default_ring: Option<u64>,
@@ -105,12 +105,11 @@ pub fn plan_apply(
             done.removed.push(name.clone());
         }
     }
-    for (name, args) in wanted {
-        let opts = args.options()?;
+    for (name, opts) in wanted {
         opts.check()?;
         match current.get(name) {
             None => done.created.push(name.clone()),
-            Some(cur) if differs(cur, &opts, default_ring) => done.recreated.push(name.clone()),
+            Some(cur) if differs(cur, opts, default_ring) => done.recreated.push(name.clone()),
             Some(_) => done.kept.push(name.clone()),
         }
     }
@@ -138,7 +137,7 @@ pub fn describe_plan(plan: &Applied) -> String {
 }
 
 /// Checks the wanted names, and that the module is there to apply them to.
-fn check_wanted(wanted: &BTreeMap<String, TopicArgs>) -> Result<()> {
+fn check_wanted(wanted: &BTreeMap<String, CreateOptions>) -> Result<()> {
     for name in wanted.keys() {
         control::check_name(name)?;
     }
@@ -146,7 +145,8 @@ fn check_wanted(wanted: &BTreeMap<String, TopicArgs>) -> Result<()> {
 }
 
 /// `apply --dry-run`: what [`apply`] would do now, changing nothing.
-pub fn dry_run(wanted: &BTreeMap<String, TopicArgs>) -> Result<Applied> {
+/// `wanted` is what [`crate::validate`] made of the wanted topics.
+pub fn dry_run(wanted: &BTreeMap<String, CreateOptions>) -> Result<Applied> {
     check_wanted(wanted)?;
     let mut current = BTreeMap::new();
     for status in control::list()? {
@@ -158,8 +158,11 @@ pub fn dry_run(wanted: &BTreeMap<String, TopicArgs>) -> Result<Applied> {
     plan_apply(wanted, &current, is_static, default_ring_size())
 }
 
-/// `apply`: make the set of (non-static) topics exactly `wanted`.
-pub fn apply(wanted: &BTreeMap<String, TopicArgs>) -> Result<Applied> {
+/// `apply`: make the set of (non-static) topics exactly `wanted`, what
+/// [`crate::validate`] made of the wanted topics (so a bad setting is
+/// refused before anything is removed or created; only the kernel's own
+/// refusals, such as its limits, can stop `apply` part way).
+pub fn apply(wanted: &BTreeMap<String, CreateOptions>) -> Result<Applied> {
     check_wanted(wanted)?;
     let mut done = Applied::default();
     for t in control::list()? {
@@ -168,13 +171,13 @@ pub fn apply(wanted: &BTreeMap<String, TopicArgs>) -> Result<Applied> {
             done.removed.push(t.name);
         }
     }
-    for (name, args) in wanted {
-        match create(name, args) {
+    for (name, opts) in wanted {
+        match control::create(name, opts) {
             Ok(Created::New) => done.created.push(name.clone()),
             Ok(Created::Existed) => done.kept.push(name.clone()),
             Err(e) if baf_cli::errno(&e) == Some(libc::EEXIST) => {
                 control::remove(name)?;
-                create(name, args)?;
+                control::create(name, opts)?;
                 done.recreated.push(name.clone());
             }
             Err(e) => return Err(e),
@@ -248,6 +251,8 @@ mod tests {
             ("chmod".to_string(), TopicArgs::default()),
             ("new".to_string(), TopicArgs::default()),
         ]);
+        let (wanted, places) = (wanted, crate::Places::new());
+        let wanted = crate::validate(&wanted, &places, Some(65536)).unwrap();
         let plan = plan_apply(&wanted, &current, |n| n == "fanout0", Some(65536)).unwrap();
         assert_eq!(plan.created, ["new"]);
         assert_eq!(plan.recreated, ["bigger", "chmod", "lossy"]);

@@ -226,16 +226,101 @@ pub fn parse_topic_line(line: &str) -> Result<Option<(String, TopicArgs)>, Strin
     Ok(Some((name.to_string(), args)))
 }
 
-/// The wanted set for `apply`, from a file's text.
-pub fn parse_topic_file(text: &str) -> Result<BTreeMap<String, TopicArgs>> {
+/// Where each wanted topic of `apply` was asked for, to name in an error:
+/// `FILE line N` for a file's line; a topic named on the command line has
+/// no entry (its error names the topic).
+pub type Places = BTreeMap<String, String>;
+
+/// The wanted set for `apply`, from the text of file `source` (`-` is
+/// stdin), and where each topic is in it. A bad line, a bad topic name or a
+/// topic named twice is a usage error naming the file and line.
+pub fn parse_topic_file(text: &str, source: &str) -> Result<(BTreeMap<String, TopicArgs>, Places)> {
+    let source = if source == "-" { "stdin" } else { source };
     let mut out = BTreeMap::new();
+    let mut places = Places::new();
     for (i, line) in text.lines().enumerate() {
+        let place = format!("{source} line {}", i + 1);
+        let bad = |e: String| Failure::Usage.wrap(anyhow::anyhow!("{place}: {e}"));
         match parse_topic_line(line) {
             Ok(Some((name, args))) => {
-                out.insert(name, args);
+                control::check_name(&name).map_err(|e| bad(baf_cli::message(&e)))?;
+                if let Some(first) = places.get(&name) {
+                    return Err(bad(format!("topic {name:?} is already on {first}")));
+                }
+                out.insert(name.clone(), args);
+                places.insert(name, place);
             }
             Ok(None) => {}
-            Err(e) => return Err(Failure::Usage.wrap(anyhow::anyhow!("line {}: {e}", i + 1))),
+            Err(e) => return Err(bad(e)),
+        }
+    }
+    Ok((out, places))
+}
+
+/// Smallest and largest ring, smallest record (the kernel's limits, which
+/// it refuses with a bare `EINVAL`).
+const RING_MIN: u64 = 16 << 10;
+const RING_MAX: u64 = 64 << 20;
+const RECORD_MIN: u64 = 4 << 10;
+
+/// Checks a ring size and largest record as the kernel will; a ring of 0
+/// is the module's `default_ring` (when that is unknown, only what can be
+/// checked without it is).
+fn check_sizes(size: u64, record_max: u32, default_ring: Option<u64>) -> Result<(), String> {
+    if size != 0 && (!size.is_power_of_two() || !(RING_MIN..=RING_MAX).contains(&size)) {
+        return Err(format!("size {size} is not a power of two from 16K to 64M"));
+    }
+    let ring = if size == 0 { default_ring } else { Some(size) };
+    let record = u64::from(record_max);
+    if record != 0 {
+        let top = ring.map_or(RING_MAX / 4, |r| r / 4);
+        if !(RECORD_MIN..=top).contains(&record) {
+            return Err(match ring {
+                Some(r) => format!(
+                    "record_max {record} is not from 4K to a quarter of the ring ({})",
+                    r / 4
+                ),
+                None => format!("record_max {record} is not from 4K to 16M"),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Checks every wanted topic (name, owner and group, sizes, stall
+/// timeout) and turns it into what the kernel is asked, before `apply`
+/// changes anything: a bad one is a usage error naming its place (its
+/// file and line from `places`, else the topic), and nothing is applied.
+pub fn validate(
+    wanted: &BTreeMap<String, TopicArgs>,
+    places: &Places,
+    default_ring: Option<u64>,
+) -> Result<BTreeMap<String, CreateOptions>> {
+    let mut out = BTreeMap::new();
+    for (name, args) in wanted {
+        let place = || match places.get(name) {
+            Some(p) => p.clone(),
+            None => format!("topic {name:?}"),
+        };
+        let checked = control::check_name(name)
+            .and_then(|()| args.options())
+            .and_then(|o| {
+                o.check()?;
+                check_sizes(args.size, args.record_max, default_ring)
+                    .map_err(|e| Failure::Usage.wrap(anyhow::anyhow!(e)))?;
+                Ok(o)
+            });
+        match checked {
+            Ok(o) => {
+                out.insert(name.clone(), o);
+            }
+            Err(e) => {
+                return Err(Failure::Usage.wrap(anyhow::anyhow!(
+                    "{}: {}",
+                    place(),
+                    baf_cli::message(&e)
+                )))
+            }
         }
     }
     Ok(out)
@@ -398,11 +483,84 @@ mod tests {
 
     #[test]
     fn files_report_the_bad_line() {
-        let err = parse_topic_file("a\nb size=x\n").unwrap_err();
-        assert!(baf_cli::message(&err).starts_with("line 2:"), "{err:#}");
+        let err = parse_topic_file("a\nb size=x\n", "/etc/baf/topics").unwrap_err();
+        assert_eq!(
+            baf_cli::message(&err),
+            "/etc/baf/topics line 2: \"x\" is not a size (bytes, or with a K or M suffix)"
+        );
         assert_eq!(baf_cli::exit_code(&err), 2);
-        let ok = parse_topic_file("a\n\n# c\nb mode=600\n").unwrap();
+        let err = parse_topic_file("a\n\nb\n a # again\n", "-").unwrap_err();
+        assert_eq!(
+            baf_cli::message(&err),
+            "stdin line 4: topic \"a\" is already on stdin line 1"
+        );
+        let err = parse_topic_file("a\nb c=d\n", "t").unwrap_err();
+        assert!(
+            baf_cli::message(&err).starts_with("t line 2: unknown setting"),
+            "{err:#}"
+        );
+        let err = parse_topic_file("a\nb/../c\n", "t").unwrap_err();
+        assert_eq!(
+            baf_cli::message(&err),
+            "t line 2: invalid topic name \"b/../c\": a level is '.' or '..'"
+        );
+        assert_eq!(baf_cli::exit_code(&err), 2);
+        let (ok, places) = parse_topic_file("a\n\n# c\nb mode=600\n", "f").unwrap();
         assert_eq!(ok.keys().collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(places["b"], "f line 4");
+    }
+
+    #[test]
+    fn everything_is_checked_before_anything_is_applied() {
+        let text = "good\nalso/good size=1M\nbig size=128M\n";
+        let (wanted, places) = parse_topic_file(text, "f").unwrap();
+        let err = validate(&wanted, &places, Some(65536)).unwrap_err();
+        assert_eq!(
+            baf_cli::message(&err),
+            "f line 3: size 134217728 is not a power of two from 16K to 64M"
+        );
+        assert_eq!(baf_cli::exit_code(&err), 2);
+        let bad = |line: &str, default_ring| {
+            let (w, p) = parse_topic_file(line, "f").unwrap();
+            baf_cli::message(&validate(&w, &p, default_ring).unwrap_err())
+        };
+        assert_eq!(
+            bad("t size=1000", None),
+            "f line 1: size 1000 is not a power of two from 16K to 64M"
+        );
+        assert_eq!(
+            bad("t size=64K record_max=32K", None),
+            "f line 1: record_max 32768 is not from 4K to a quarter of the ring (16384)"
+        );
+        assert_eq!(
+            bad("t record_max=32K", Some(65536)),
+            "f line 1: record_max 32768 is not from 4K to a quarter of the ring (16384)"
+        );
+        assert_eq!(
+            bad("t record_max=1K", None),
+            "f line 1: record_max 1024 is not from 4K to 16M"
+        );
+        assert!(bad("t group=no-such-group-baf", None)
+            .starts_with("f line 1: no such group \"no-such-group-baf\""));
+        assert!(bad("t owner=no-such-user-baf", None)
+            .starts_with("f line 1: no such user \"no-such-user-baf\""));
+        // Unknown module default: a record_max that fits some ring passes.
+        let (w, p) = parse_topic_file("t record_max=32K\nu size=16K\n", "f").unwrap();
+        let opts = validate(&w, &p, None).unwrap();
+        assert_eq!(opts["t"].record_max, 32768);
+        assert_eq!(opts["u"].ring_size, 16384);
+        // A topic from the command line is named as such.
+        let cli = BTreeMap::from([(
+            "cli".to_string(),
+            TopicArgs {
+                size: 3 << 20,
+                ..TopicArgs::default()
+            },
+        )]);
+        assert_eq!(
+            baf_cli::message(&validate(&cli, &Places::new(), None).unwrap_err()),
+            "topic \"cli\": size 3145728 is not a power of two from 16K to 64M"
+        );
     }
 
     #[test]

@@ -19,7 +19,7 @@ use clap::{Args, CommandFactory, Parser, Subcommand};
   baf-setup remove sensors
 
 Exit codes: 0 ok, 1 other error, 2 usage (also: apply with an empty set and
-no --allow-empty, an --file that does not exist), 3 no such topic, 4 no
+no --allow-empty, an --file that does not exist or has a bad line), 3 no such topic, 4 no
 permission, 6 the baf module is not loaded (modprobe fanout) or is too old."
 )]
 struct Cli {
@@ -99,7 +99,9 @@ enum Command {
     },
     /// Make the set of topics exactly this one (static /dev/fanoutN
     /// topics are left alone); baf-test is always included unless
-    /// --no-test-topic.
+    /// --no-test-topic. Every topic is checked before anything changes: a
+    /// bad one is refused (exit 2) naming its file and line, and nothing
+    /// is applied.
     Apply {
         /// Topic names (also comma-separated).
         #[arg(value_delimiter = ',')]
@@ -171,8 +173,8 @@ fn run(cli: Cli) -> Result<()> {
             settings,
         } => {
             let defaults = settings.args()?;
-            let mut wanted = match &file {
-                Some(f) => baf_setup::parse_topic_file(&baf_setup::read_file(f)?)?,
+            let (mut wanted, places) = match &file {
+                Some(f) => baf_setup::parse_topic_file(&baf_setup::read_file(f)?, f)?,
                 None => Default::default(),
             };
             for n in names.into_iter().chain(topics).filter(|n| !n.is_empty()) {
@@ -186,6 +188,9 @@ fn run(cli: Cli) -> Result<()> {
                 wanted.entry(TEST_TOPIC.to_string()).or_insert(defaults);
             }
             baf_setup::check_not_empty(&wanted, allow_empty)?;
+            // Every topic is checked before anything is changed: a bad
+            // one is refused with its place, and nothing is applied.
+            let wanted = baf_setup::validate(&wanted, &places, baf_setup::default_ring_size())?;
             if dry_run {
                 let plan = baf_setup::dry_run(&wanted)?;
                 print!("{}", baf_setup::describe_plan(&plan));

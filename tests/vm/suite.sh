@@ -66,7 +66,7 @@ check "rmmod is refused while a topic is open" rmmod_busy
 # (grep -v: the debug kernel's delayed kobject releases log lines of their own.)
 check "rmmod succeeds once closed, with no topic leaked" sh -c 'rmmod fanout && dmesg | grep -v kobject | tail -n 3 | grep -q "fanout: unloaded, no topic left"'
 check "the nodes are gone after rmmod" sh -c '! [ -e /dev/fanout0 ]'
-check "insmod again after rmmod" sh -c 'insmod /lib/fanout.ko && rmmod fanout'
+check "insmod again after rmmod, with no static topic by default (devices=0)" sh -c 'insmod /lib/fanout.ko && [ -c /dev/baf-control ] && ! ls /dev/fanout* 2>/dev/null && ! ls /sys/class/baf/ | grep -q "^fanout"; rc=$?; rmmod fanout; [ $rc = 0 ]'
 limits() {
   insmod /lib/fanout.ko devices=0 max_topics=2 max_ring_mb=1 || return 1
   rc=0

@@ -180,6 +180,25 @@ check "apply recreates topics whose lossless setting changed" sh -c 'baf-setup a
 printf 't1\nt5 stall_timeout=1s\n' > /tmp/topics
 check "apply refuses stall_timeout without lossless (exit 2, names the line)" fails_with 2 "line 2: stall_timeout needs lossless" baf-setup apply --file /tmp/topics --no-test-topic
 check "and changes nothing" sh -c '[ "$(cat /sys/class/baf/t1/lossless)" = 1 ] && ! [ -e /dev/baf/t5 ]'
+# One bad entry after good ones: the whole file is checked first, so none
+# of it is applied (no topic made, none removed), and the one-line error
+# names the file and line. (Before, a bad group or size came up only when
+# its topic's turn came: the topics not in the file were already removed
+# and the ones before it made.)
+bad_entry() { # LINE: the bad 4th line of a file whose first three are good
+  printf 't1 size=32K lossless=yes\nfresh1\nfresh2 size=1M\n%s\n' "$1" > /tmp/topics
+  fails_with 2 "baf-setup: /tmp/topics line 4: " baf-setup apply --file /tmp/topics --no-test-topic || return 1
+  [ "$(wc -l < /tmp/out)" = 1 ] || { cat /tmp/out; return 1; }
+  for t in fresh1 fresh2 bad; do
+    ! [ -e /dev/baf/$t ] && ! [ -e /sys/class/baf/$t ] || { echo "$t was made"; return 1; }
+  done
+  [ -c /dev/baf/t4 ] || { echo "t4 (not in the file) was removed"; return 1; }
+  [ "$(cat /sys/class/baf/t1/lossless)" = 1 ]
+}
+check "apply: a bad size after good entries applies none of them (exit 2, file and line)" bad_entry 'bad size=3M'
+check "apply: an unknown group after good entries applies none of them" bad_entry 'bad group=no-such-group'
+check "apply: a record_max too large for its ring applies none of them" bad_entry 'bad size=64K record_max=32K'
+check "apply: a topic named twice applies none of them" bad_entry 'fresh1 mode=600'
 check "remove of a missing topic is fine" baf-setup remove no-such-topic
 check "apply with an empty set is refused without --allow-empty (exit 2); nothing removed" sh -c '! baf-setup apply --no-test-topic 2>/dev/null && [ -c /dev/baf/t1 ]'
 dry_run() {
