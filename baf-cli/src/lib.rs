@@ -14,6 +14,7 @@
 //! | 4 | [`Failure::Permission`] | no permission (topic or control device) |
 //! | 5 | [`Failure::Busy`] | the topic already has a publisher |
 //! | 6 | [`Failure::NoModule`] | the baf module is not loaded, or is too old |
+//! | 7 | [`Failure::TimedOut`] | a time limit ran out with nothing done (`submsg -W` with no record) |
 //!
 //! A class is decided where the error is known: there the error is tagged
 //! ([`Failure::wrap`], the same tag as [`baf::error::Kind::wrap`]), or it
@@ -38,6 +39,9 @@ pub enum Failure {
     Busy,
     /// The baf module is not loaded, or speaks too old an ABI (exit 6).
     NoModule,
+    /// A time limit ran out with nothing done (exit 7): `submsg -W` that
+    /// received no record.
+    TimedOut,
 }
 
 impl Failure {
@@ -49,6 +53,7 @@ impl Failure {
             Failure::Permission => 4,
             Failure::Busy => 5,
             Failure::NoModule => 6,
+            Failure::TimedOut => 7,
         }
     }
 
@@ -66,6 +71,7 @@ impl From<Failure> for Kind {
             Failure::Permission => Kind::Permission,
             Failure::Busy => Kind::Busy,
             Failure::NoModule => Kind::NoModule,
+            Failure::TimedOut => Kind::TimedOut,
         }
     }
 }
@@ -78,6 +84,7 @@ impl From<Kind> for Failure {
             Kind::Permission => Failure::Permission,
             Kind::Busy => Failure::Busy,
             Kind::NoModule => Failure::NoModule,
+            Kind::TimedOut => Failure::TimedOut,
         }
     }
 }
@@ -252,11 +259,12 @@ mod tests {
             Failure::Permission,
             Failure::Busy,
             Failure::NoModule,
+            Failure::TimedOut,
         ];
         let mut codes: Vec<i32> = all.iter().map(|f| f.code()).collect();
         codes.sort_unstable();
         codes.dedup();
-        assert_eq!(codes, vec![2, 3, 4, 5, 6]);
+        assert_eq!(codes, vec![2, 3, 4, 5, 6, 7]);
     }
 
     #[test]
