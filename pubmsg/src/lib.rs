@@ -420,7 +420,13 @@ pub fn run(opts: &Options) -> Result<()> {
             let ready = || input_ready(f.as_fd());
             publish(&f, topic.file(), &mut framer, ready, warn)
         }
-        (None, None) => publish(io::stdin().lock(), topic.file(), &mut framer, stdin_ready, warn),
+        (None, None) => publish(
+            io::stdin().lock(),
+            topic.file(),
+            &mut framer,
+            stdin_ready,
+            warn,
+        ),
     };
     done.map_err(|e| {
         if baf_cli::errno(&e) == Some(libc::ENODEV) {
@@ -708,7 +714,8 @@ mod tests {
         let e = message_records(&m, Framing::Lines, 4).unwrap_err();
         assert_eq!(baf_cli::exit_code(&e), 2);
         assert!(
-            baf_cli::message(&e).starts_with("message 1 (-m) has 6 bytes, more than the topic's record limit of 4"),
+            baf_cli::message(&e)
+                .starts_with("message 1 (-m) has 6 bytes, more than the topic's record limit of 4"),
             "{}",
             baf_cli::message(&e)
         );
@@ -751,7 +758,10 @@ mod tests {
         assert!(baf_cli::message(&e).starts_with("cannot open /nonexistent/pubmsg-input (-f): "));
         let e = open_input(Path::new("/")).unwrap_err();
         assert_eq!(baf_cli::exit_code(&e), 2);
-        assert_eq!(baf_cli::message(&e), "/ is a directory: -f takes a file to publish");
+        assert_eq!(
+            baf_cli::message(&e),
+            "/ is a directory: -f takes a file to publish"
+        );
     }
 
     #[test]

@@ -207,10 +207,7 @@ mod tests {
             .get_arguments()
             .filter_map(|a| Some((a.get_short()?, a.get_id().as_str())))
             .collect();
-        assert_eq!(
-            shorts,
-            vec![('m', "message"), ('f', "file"), ('0', "null")]
-        );
+        assert_eq!(shorts, vec![('m', "message"), ('f', "file"), ('0', "null")]);
     }
 
     #[test]

@@ -311,8 +311,14 @@ mod tests {
             rfc3339(1_700_000_000_123_456_789),
             "2023-11-14T22:13:20.123456789Z"
         );
-        assert_eq!(rfc3339(951_782_400 * 1_000_000_000), "2000-02-29T00:00:00.000000000Z");
-        assert_eq!(rfc3339(4_107_542_399 * 1_000_000_000 + 5), "2100-02-28T23:59:59.000000005Z");
+        assert_eq!(
+            rfc3339(951_782_400 * 1_000_000_000),
+            "2000-02-29T00:00:00.000000000Z"
+        );
+        assert_eq!(
+            rfc3339(4_107_542_399 * 1_000_000_000 + 5),
+            "2100-02-28T23:59:59.000000005Z"
+        );
     }
 
     #[test]
@@ -330,7 +336,15 @@ mod tests {
         assert_eq!(v["timestamp"], 123_456_789);
         let keys: Vec<&str> = v.as_object().unwrap().keys().map(|k| k.as_str()).collect();
         let mut want = vec![
-            "topic", "seq", "timestamp", "pid", "uid", "writer", "lost", "payload", "encoding",
+            "topic",
+            "seq",
+            "timestamp",
+            "pid",
+            "uid",
+            "writer",
+            "lost",
+            "payload",
+            "encoding",
             "time",
         ];
         want.sort_unstable();

@@ -322,9 +322,8 @@ pub fn run(cfg: &Config) -> Result<()> {
         End::TimedOut => {
             flushed?;
             let secs = cfg.timeout.unwrap_or_default().as_secs_f64();
-            Err(Failure::TimedOut.wrap(anyhow::anyhow!(
-                "no record arrived in {secs} s (-W {secs})"
-            )))
+            Err(Failure::TimedOut
+                .wrap(anyhow::anyhow!("no record arrived in {secs} s (-W {secs})")))
         }
         End::Signal(sig) => {
             // End the way the signal would have ended us.

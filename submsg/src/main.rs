@@ -153,7 +153,7 @@ fn parse_start(s: &str) -> Result<StartAt, String> {
 fn parse_seconds(s: &str) -> Result<Duration, String> {
     let bad = || format!("{s:?} is not a number of seconds above 0, as in 5 or 0.5");
     let secs: f64 = s.trim().parse().map_err(|_| bad())?;
-    if !(secs > 0.0) {
+    if secs.is_nan() || secs <= 0.0 {
         return Err(bad());
     }
     Duration::try_from_secs_f64(secs).map_err(|_| bad())
@@ -271,12 +271,17 @@ mod tests {
 
     #[test]
     fn mosquitto_habits() {
-        let c = parse_from(&["-v", "-0", "-W", "2.5", "t"]).unwrap().config();
+        let c = parse_from(&["-v", "-0", "-W", "2.5", "t"])
+            .unwrap()
+            .config();
         assert_eq!(c.format, Format::Verbose);
         assert!(c.nul);
         assert_eq!(c.timeout, Some(Duration::from_millis(2500)));
         assert_eq!(
-            parse_from(&["--timeout", "7", "t"]).unwrap().config().timeout,
+            parse_from(&["--timeout", "7", "t"])
+                .unwrap()
+                .config()
+                .timeout,
             Some(Duration::from_secs(7))
         );
         let c = parse_from(&["t"]).unwrap().config();
@@ -287,7 +292,10 @@ mod tests {
         for bad in ["0", "-1", "x", "nan", "inf", ""] {
             let e = parse_from(&[&format!("--timeout={bad}"), "t"]).unwrap_err();
             let line = baf_cli::one_line(&e);
-            assert!(line.contains("is not a number of seconds above 0"), "{bad}: {line}");
+            assert!(
+                line.contains("is not a number of seconds above 0"),
+                "{bad}: {line}"
+            );
         }
     }
 
