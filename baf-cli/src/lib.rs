@@ -145,12 +145,18 @@ pub fn parse<P: clap::Parser>(tool: &str) -> P {
     })
 }
 
-/// Clap's message without its usage and tips, on one line.
+/// Clap's message without its usage and tips, on one line; a flag clap
+/// finds close to a misspelt one is named (`did you mean '--follow'?`).
 pub fn one_line(e: &clap::Error) -> String {
+    use clap::error::{ContextKind, ContextValue};
     let text = e.render().to_string();
     let main = text.split("\n\n").next().unwrap_or_default();
     let main = main.strip_prefix("error: ").unwrap_or(main);
-    main.split_whitespace().collect::<Vec<_>>().join(" ")
+    let mut line = main.split_whitespace().collect::<Vec<_>>().join(" ");
+    if let Some(ContextValue::String(similar)) = e.get(ContextKind::SuggestedArg) {
+        line += &format!("; did you mean '{similar}'?");
+    }
+    line
 }
 
 /// What `--generate` (or `baf-setup generate`) prints.
@@ -265,6 +271,37 @@ mod tests {
         codes.sort_unstable();
         codes.dedup();
         assert_eq!(codes, vec![2, 3, 4, 5, 6, 7]);
+    }
+
+    #[test]
+    fn usage_errors_are_one_line_naming_the_flag() {
+        let cmd = || {
+            clap::Command::new("t")
+                .arg(
+                    clap::Arg::new("follow")
+                        .long("follow")
+                        .short('F')
+                        .action(clap::ArgAction::SetTrue),
+                )
+                .arg(clap::Arg::new("count").short('n').long("count"))
+        };
+        let line = |args: &[&str]| {
+            let e = cmd()
+                .try_get_matches_from(std::iter::once("t").chain(args.iter().copied()))
+                .unwrap_err();
+            assert_eq!(e.exit_code(), 2);
+            one_line(&e)
+        };
+        assert_eq!(
+            line(&["--folow"]),
+            "unexpected argument '--folow' found; did you mean '--follow'?"
+        );
+        assert_eq!(line(&["-x"]), "unexpected argument '-x' found");
+        assert_eq!(
+            line(&["-n"]),
+            "a value is required for '--count <count>' but none was supplied"
+        );
+        assert_eq!(line(&["--bogus"]), "unexpected argument '--bogus' found");
     }
 
     #[test]

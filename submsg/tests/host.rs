@@ -128,6 +128,11 @@ fn new_flags_fail_in_one_line_with_exit_2() {
         2,
         "submsg: the argument '--verbose' cannot be used with '--prefix' (see submsg --help)",
     );
+    // A misspelt flag: clap's guess is on the same line.
+    run(&["--folow", "t"]).fails(
+        2,
+        "submsg: unexpected argument '--folow' found; did you mean '--follow'? (see submsg --help)",
+    );
     // -f is pubmsg's input file: submsg has none (--follow is -F).
     run(&["-f", "t"]).fails(
         2,
