@@ -136,7 +136,6 @@ pub fn plan(cfg: &Config) -> Result<Plan> {
 
 /// The whole tool.
 pub fn run(cfg: &Config) -> Result<()> {
-    let started = Instant::now();
     let plan = plan(cfg)?;
     // Signals that end us arrive through a signalfd, so buffered output is
     // written before we go.
@@ -173,7 +172,7 @@ pub fn run(cfg: &Config) -> Result<()> {
             wall_offset_ns: format::wall_offset_ns(),
         },
         received: 0,
-        deadline: cfg.timeout.map(|t| started + t),
+        deadline: None,
     };
     // --last: each topic's last record, and no more.
     let start = if cfg.last {
@@ -312,6 +311,9 @@ pub fn run(cfg: &Config) -> Result<()> {
         }
     }
 
+    // -W counts from here, once every topic is subscribed (as
+    // mosquitto_sub's counts from its connection).
+    sub.deadline = cfg.timeout.map(|t| Instant::now() + t);
     let end = sub.run(&signals);
     // Whatever happened, what was read goes out, and loss is told.
     let flushed = sub.out.flush();

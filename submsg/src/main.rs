@@ -119,8 +119,8 @@ struct Args {
     /// Exit after this many records.
     #[arg(short = 'n', long, value_name = "N")]
     count: Option<u64>,
-    /// Exit after SECONDS (decimals allowed): status 0 if a record
-    /// arrived by then, else 7.
+    /// Exit SECONDS (decimals allowed) after subscribing: status 0 if a
+    /// record arrived by then, else 7.
     #[arg(short = 'W', long = "timeout", value_name = "SECONDS", value_parser = parse_seconds)]
     timeout: Option<Duration>,
     /// Fail when a topic given by name does not exist instead of creating

@@ -467,9 +467,6 @@ impl<'a> Subscriber<'a> {
     pub(crate) fn run(&mut self, signals: &SignalFd) -> Result<End> {
         let mut events = vec![EpollEvent::empty(); 256];
         while !self.done() {
-            if self.time_left() == Some(Duration::ZERO) {
-                return Ok(End::TimedOut);
-            }
             // Kept fresh, so that a clock step shows in the next records.
             self.style.wall_offset_ns = format::wall_offset_ns();
             self.serve_hot()?;
@@ -527,6 +524,11 @@ impl<'a> Subscriber<'a> {
             self.report_loss(false);
             if self.out.buf.len() >= FLUSH_AT {
                 self.out.flush()?;
+            }
+            // Checked after a pass, so what was ready when the time ran
+            // out is still printed.
+            if self.time_left() == Some(Duration::ZERO) && !self.done() {
+                return Ok(End::TimedOut);
             }
         }
         Ok(End::Done)
