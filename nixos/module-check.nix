@@ -70,7 +70,7 @@ let
       };
       never = {
         lossless = true;
-        stallTimeoutMs = 0; # null means none; 0 is refused
+        stallTimeoutMs = 0; # null means the default (10 s); 0 is refused
       };
     };
   };

@@ -93,7 +93,8 @@ let
           Stall timeout of a {option}`lossless` topic, in milliseconds
           (1 to 3600000): a lossless reader that holds a writer up this long
           is demoted to lossy, and its next read fails once so it learns
-          that it lost records. `null`: never.
+          that it lost records. `null`: the default, 10 seconds (the timeout
+          is never off: only root can turn it off, with baf-setup's `never`).
         '';
       };
     };
@@ -337,7 +338,7 @@ in
     }) topics
     ++ lib.mapAttrsToList (name: t: {
       assertion = t.stallTimeoutMs == null || (t.stallTimeoutMs >= 1 && t.stallTimeoutMs <= 3600000);
-      message = "baf topic `${name}': stallTimeoutMs must be from 1 to 3600000 (one hour), or null for none.";
+      message = "baf topic `${name}': stallTimeoutMs must be from 1 to 3600000 (one hour), or null for the default (10 s).";
     }) topics;
 
     boot.extraModulePackages = [ cfg.kernelModulePackage ];

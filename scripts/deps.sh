@@ -7,8 +7,7 @@
 # It adds bookworm-backports and trixie-backports from the Debian archive the
 # machine's apt sources already use (deb822 *.sources or sources.list lines).
 # Elsewhere it stops and says what is needed instead. To install baf on a
-# normal machine, this script is not needed: see "Install on a normal
-# machine" in README.md.
+# normal machine, this script is not needed: see docs/install.md.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
@@ -35,8 +34,7 @@ What the build and the VM tests need, for your own package manager:
   and Debian's linux-source-7.3 package, which scripts/kernel.sh downloads
   with apt-get: that part needs Debian, so the simplest way is a Debian
   bookworm container or VM (QEMU runs with TCG, no /dev/kvm needed).
-To install baf itself on a normal machine instead, see "Install on a normal
-machine" in README.md.
+To install baf itself on a normal machine instead, see docs/install.md.
 EOF
   exit 1
 }

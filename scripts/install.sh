@@ -186,8 +186,8 @@ elif [ -z "$destdir" ]; then
 Installed. Next steps:
   - let a user manage topics:   usermod -aG baf USER   (then log in again)
   - load the module:            modprobe fanout   (and at every boot, from
-    $modules_load_dir/baf.conf; see README: "Install on a normal machine"
-    for building fanout.ko)
+    $modules_load_dir/baf.conf; see docs/install.md for
+    building fanout.ko)
   - declare topics:             /etc/baf/topics, one per line:
     NAME [size=BYTES] [mode=OCTAL] [group=NAME] [lossless] ...; then
     systemctl start baf-setup   (it runs at every boot)

@@ -36,6 +36,10 @@ passed=$((passed + host_passed)); failed=$((failed + host_failed))
 if [ "$host_rc" != 0 ] && [ "$host_failed" = 0 ]; then failed=$((failed + 1)); results+=("FAILED  cargo test (exit $host_rc)"); fi
 results+=("        host tests: $host_passed passed, $host_failed failed")
 
+# The documentation against the code: ABI version, exit codes, module
+# parameters, in README.md, docs/, kernel/ABI.md and the tools' --help; links.
+step "docs name only the ABI version, exit codes and module parameters the code has" bash tests/docs-test.sh
+
 # The VM suite (it also builds the module, with clippy on our kernels, and
 # the static test programs), on every kernel series the module supports:
 # - 7.3, our own kernel with every debug check (lockdep, KASAN, atomic sleep);

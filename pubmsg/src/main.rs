@@ -30,7 +30,7 @@ one pubmsg without it) write to the topic at once; their records interleave,
 each record whole.
 
 Records go out in batch writes: as many as stdin has ready at once, each
-batch as soon as stdin pauses. The fanout module must have ABI version 2 or
+batch as soon as stdin pauses. The fanout module must have ABI version 5 or
 later.
 
 A device path must be a baf topic's character device: anything else (a
