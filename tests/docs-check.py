@@ -87,6 +87,7 @@ MEANING = {
     "Permission": (r"permission", r"no permission"),
     "Busy": (r"publisher|busy", r"already has a publisher|second pubmsg"),
     "NoModule": (r"module", r"not loaded|too old|older than|no module"),
+    "TimedOut": (r"time|-w|timeout", r"time ran out|timed out|no record arrived"),
 }
 for name in CLASSES:
     if name not in MEANING:

@@ -14,6 +14,7 @@
 //! | 4 | [`Failure::Permission`] | no permission (topic or control device) |
 //! | 5 | [`Failure::Busy`] | the topic already has a publisher |
 //! | 6 | [`Failure::NoModule`] | the baf module is not loaded, or is too old |
+//! | 7 | [`Failure::TimedOut`] | a time limit ran out with nothing done (`submsg -W` with no record) |
 //!
 //! A class is decided where the error is known: there the error is tagged
 //! ([`Failure::wrap`], the same tag as [`baf::error::Kind::wrap`]), or it
@@ -38,6 +39,9 @@ pub enum Failure {
     Busy,
     /// The baf module is not loaded, or speaks too old an ABI (exit 6).
     NoModule,
+    /// A time limit ran out with nothing done (exit 7): `submsg -W` that
+    /// received no record.
+    TimedOut,
 }
 
 impl Failure {
@@ -49,6 +53,7 @@ impl Failure {
             Failure::Permission => 4,
             Failure::Busy => 5,
             Failure::NoModule => 6,
+            Failure::TimedOut => 7,
         }
     }
 
@@ -66,6 +71,7 @@ impl From<Failure> for Kind {
             Failure::Permission => Kind::Permission,
             Failure::Busy => Kind::Busy,
             Failure::NoModule => Kind::NoModule,
+            Failure::TimedOut => Kind::TimedOut,
         }
     }
 }
@@ -78,6 +84,7 @@ impl From<Kind> for Failure {
             Kind::Permission => Failure::Permission,
             Kind::Busy => Failure::Busy,
             Kind::NoModule => Failure::NoModule,
+            Kind::TimedOut => Failure::TimedOut,
         }
     }
 }
@@ -138,12 +145,18 @@ pub fn parse<P: clap::Parser>(tool: &str) -> P {
     })
 }
 
-/// Clap's message without its usage and tips, on one line.
+/// Clap's message without its usage and tips, on one line; a flag clap
+/// finds close to a misspelt one is named (`did you mean '--follow'?`).
 pub fn one_line(e: &clap::Error) -> String {
+    use clap::error::{ContextKind, ContextValue};
     let text = e.render().to_string();
     let main = text.split("\n\n").next().unwrap_or_default();
     let main = main.strip_prefix("error: ").unwrap_or(main);
-    main.split_whitespace().collect::<Vec<_>>().join(" ")
+    let mut line = main.split_whitespace().collect::<Vec<_>>().join(" ");
+    if let Some(ContextValue::String(similar)) = e.get(ContextKind::SuggestedArg) {
+        line += &format!("; did you mean '{similar}'?");
+    }
+    line
 }
 
 /// What `--generate` (or `baf-setup generate`) prints.
@@ -252,11 +265,43 @@ mod tests {
             Failure::Permission,
             Failure::Busy,
             Failure::NoModule,
+            Failure::TimedOut,
         ];
         let mut codes: Vec<i32> = all.iter().map(|f| f.code()).collect();
         codes.sort_unstable();
         codes.dedup();
-        assert_eq!(codes, vec![2, 3, 4, 5, 6]);
+        assert_eq!(codes, vec![2, 3, 4, 5, 6, 7]);
+    }
+
+    #[test]
+    fn usage_errors_are_one_line_naming_the_flag() {
+        let cmd = || {
+            clap::Command::new("t")
+                .arg(
+                    clap::Arg::new("follow")
+                        .long("follow")
+                        .short('F')
+                        .action(clap::ArgAction::SetTrue),
+                )
+                .arg(clap::Arg::new("count").short('n').long("count"))
+        };
+        let line = |args: &[&str]| {
+            let e = cmd()
+                .try_get_matches_from(std::iter::once("t").chain(args.iter().copied()))
+                .unwrap_err();
+            assert_eq!(e.exit_code(), 2);
+            one_line(&e)
+        };
+        assert_eq!(
+            line(&["--folow"]),
+            "unexpected argument '--folow' found; did you mean '--follow'?"
+        );
+        assert_eq!(line(&["-x"]), "unexpected argument '-x' found");
+        assert_eq!(
+            line(&["-n"]),
+            "a value is required for '--count <count>' but none was supplied"
+        );
+        assert_eq!(line(&["--bogus"]), "unexpected argument '--bogus' found");
     }
 
     #[test]

@@ -123,8 +123,8 @@ enum Command {
         #[arg(long)]
         allow_empty: bool,
         /// Print what apply would create, recreate and remove, and change
-        /// nothing.
-        #[arg(long, short = 'n')]
+        /// nothing. (No short flag: -n is submsg's count.)
+        #[arg(long)]
         dry_run: bool,
         /// Defaults for topics that do not set their own.
         #[command(flatten)]
@@ -269,5 +269,25 @@ mod tests {
             "1h"
         ])
         .is_err());
+    }
+
+    #[test]
+    fn no_short_flags_that_mean_something_else_in_another_tool() {
+        // pubmsg/submsg own the short flags (-n is submsg's count, -f
+        // pubmsg's file...); baf-setup has none but -h and -V.
+        fn shorts(cmd: &clap::Command, out: &mut Vec<String>) {
+            for a in cmd.get_arguments() {
+                if let Some(c) = a.get_short() {
+                    out.push(format!("{} -{c}", cmd.get_name()));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                shorts(sub, out);
+            }
+        }
+        let mut found = Vec::new();
+        shorts(&Cli::command(), &mut found);
+        assert!(found.is_empty(), "{found:?}");
+        assert!(Cli::try_parse_from(["baf-setup", "apply", "-n", "t"]).is_err());
     }
 }

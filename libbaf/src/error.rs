@@ -23,6 +23,9 @@ pub enum Kind {
     Busy,
     /// The baf module is not loaded, or speaks too old an ABI.
     NoModule,
+    /// A time limit the caller set ran out before the work was done
+    /// (`submsg -W` with nothing received).
+    TimedOut,
 }
 
 impl Kind {

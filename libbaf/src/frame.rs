@@ -4,6 +4,7 @@
 //! | framing | writer side ([`Framer`]) | reader side ([`deframe`]) |
 //! | --- | --- | --- |
 //! | [`Framing::Lines`] | each line, newline included, is one record; a final line without newline too | payloads as they are |
+//! | [`Framing::Nul`] | the same with NUL bytes for newlines: each NUL-terminated item, NUL included | payloads as they are |
 //! | [`Framing::Raw`] | each chunk as it arrives is one record | payloads as they are |
 //! | [`Framing::Len32`] | each big-endian `u32` length-prefixed frame is one record (the prefix is not sent) | each payload with its `u32` prefix again |
 //!
@@ -26,6 +27,8 @@ use std::io;
 pub enum Framing {
     /// One record per line, newline included.
     Lines,
+    /// One record per NUL-terminated item, NUL included (`find -print0`).
+    Nul,
     /// One record per chunk read.
     Raw,
     /// One record per big-endian `u32` length-prefixed frame.
@@ -185,17 +188,19 @@ impl Framer {
                 self.emit_split(input, emit)?;
                 Ok(())
             }
-            Framing::Lines => self.push_lines(input, emit),
+            Framing::Lines => self.push_lines(b'\n', input, emit),
+            Framing::Nul => self.push_lines(0, input, emit),
             Framing::Len32 => self.push_len32(input, emit),
         }
     }
 
-    fn push_lines<E>(&mut self, mut input: &[u8], emit: &mut E) -> Result<(), FrameError>
+    /// Lines ended by `end` (a newline, or NUL for [`Framing::Nul`]).
+    fn push_lines<E>(&mut self, end: u8, mut input: &[u8], emit: &mut E) -> Result<(), FrameError>
     where
         E: FnMut(&[u8]) -> io::Result<()>,
     {
         self.offset += input.len() as u64;
-        while let Some(i) = memchr::memchr(b'\n', input) {
+        while let Some(i) = memchr::memchr(end, input) {
             let (line, rest) = input.split_at(i + 1);
             input = rest;
             if self.pending.is_empty() {
@@ -301,7 +306,7 @@ impl Framer {
     {
         match self.framing {
             Framing::Raw => Ok(()),
-            Framing::Lines => {
+            Framing::Lines | Framing::Nul => {
                 if !self.pending.is_empty() {
                     let last = std::mem::take(&mut self.pending);
                     self.emit_split(&last, emit)?;
@@ -402,6 +407,24 @@ mod tests {
     }
 
     #[test]
+    fn nul_items_one_record_each_nul_included() {
+        let (r, f) = frame(Framing::Nul, 100, b"a b\0c\nd\0\0last", &[2, 3, 1]).unwrap();
+        assert_eq!(
+            r,
+            vec![
+                b"a b\0".to_vec(),
+                b"c\nd\0".to_vec(),
+                b"\0".to_vec(),
+                b"last".to_vec()
+            ]
+        );
+        assert_eq!(f.lines_split(), 0);
+        let (r, f) = frame(Framing::Nul, 3, b"abcdef\0", &[]).unwrap();
+        assert_eq!(r, vec![b"abc".to_vec(), b"def".to_vec(), b"\0".to_vec()]);
+        assert_eq!(f.lines_split(), 1);
+    }
+
+    #[test]
     fn lines_across_chunks() {
         let (r, _) = frame(Framing::Lines, 100, b"hello\nworld\n", &[2, 5, 1, 1]).unwrap();
         assert_eq!(r, vec![b"hello\n".to_vec(), b"world\n".to_vec()]);
@@ -435,7 +458,7 @@ mod tests {
 
     #[test]
     fn empty_input_no_record() {
-        for framing in [Framing::Lines, Framing::Raw, Framing::Len32] {
+        for framing in [Framing::Lines, Framing::Nul, Framing::Raw, Framing::Len32] {
             let (r, _) = frame(framing, 10, b"", &[]).unwrap();
             assert!(r.is_empty());
         }

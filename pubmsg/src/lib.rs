@@ -1,7 +1,9 @@
 //! `pubmsg`: publish stdin to a baf topic.
 //!
-//! The tool opens (or creates) the topic, takes its publisher lock, and
-//! cuts stdin into records with [`baf::frame::Framer`]. Records go out in
+//! The tool opens (or creates) the topic, takes its publisher lock (unless
+//! `--shared`), and cuts its input (stdin, or `-f FILE`) into records with
+//! [`baf::frame::Framer`]; or it publishes the `-m` messages given on the
+//! command line, one record each. Records go out in
 //! batch writes (`FLAG_BATCH`, ABI 2): every record stdin completed is
 //! framed, and the batch is written as soon as stdin has nothing more ready
 //! (or it reaches [`BATCH_MAX`]), so a busy producer costs one `write()` and
@@ -14,16 +16,39 @@ use baf::device::{self, open_error, open_node, Access, Batch, ModuleNotLoaded, N
 use baf::frame::{FrameError, Framer, Framing};
 pub use baf::sys::is_path;
 use baf_cli::Failure;
+use std::ffi::OsString;
+use std::fs::File;
 use std::io::{self, Read, Write};
-use std::path::Path;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+/// What is published.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Input {
+    /// Stdin, cut into records by the framing.
+    #[default]
+    Stdin,
+    /// A file's contents, cut into records as stdin would be (`-f FILE`).
+    File(PathBuf),
+    /// These messages, one record each (`-m MESSAGE`, repeatable), each
+    /// ended as the framing ends a record: a newline for lines, a NUL for
+    /// `-0`, nothing for `--raw`.
+    Messages(Vec<OsString>),
+}
 
 /// What to publish, and where.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Options {
     /// Topic name or device path.
     pub topic: String,
-    /// How stdin is cut into records.
+    /// What to publish.
+    pub input: Input,
+    /// How the input is cut into records.
     pub framing: Framing,
+    /// Publish without the topic's publisher lock, alongside other
+    /// publishers.
+    pub shared: bool,
     /// Create the topic when it does not exist (and the caller may).
     pub create: bool,
     /// Before the first record, wait until this many lossless readers are
@@ -76,10 +101,9 @@ pub fn open_topic(arg: &str, create: bool) -> Result<(Topic, String)> {
     open_node(arg, &path, Access::Write).map(|t| (t, arg.to_string()))
 }
 
-/// Takes the topic's publisher lock, with a one-line error when another
-/// pubmsg has it (or the module is too old for batch writes). Returns the
-/// topic's record limit.
-pub fn claim(topic: &Topic, shown: &str) -> Result<usize> {
+/// Checks that `topic` is a baf topic whose module speaks batch writes.
+/// Returns the topic's record limit.
+pub fn check(topic: &Topic, shown: &str) -> Result<usize> {
     let info = match topic.info() {
         Ok(i) => i,
         Err(e) if e.raw_os_error() == Some(libc::ENOTTY) => {
@@ -90,16 +114,24 @@ pub fn claim(topic: &Topic, shown: &str) -> Result<usize> {
         Err(e) => return Err(e).with_context(|| format!("cannot query topic {shown}")),
     };
     baf::device::check_abi(&info)?;
+    Ok(info.record_max.max(1) as usize)
+}
+
+/// Takes the topic's publisher lock, with a one-line error when another
+/// pubmsg has it (or the module is too old for batch writes). Returns the
+/// topic's record limit.
+pub fn claim(topic: &Topic, shown: &str) -> Result<usize> {
+    let record_max = check(topic, shown)?;
     match topic.claim_publisher() {
         Ok(()) => {}
         Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
             return Err(Failure::Busy.wrap(anyhow::anyhow!(
-                "topic {shown} already has a publisher (another pubmsg); stop it first (fuser -v shows it)"
+                "topic {shown} already has a publisher (another pubmsg); stop it first (fuser -v shows it), or publish alongside it with pubmsg --shared"
             )))
         }
         Err(e) => return Err(e).with_context(|| format!("cannot claim topic {shown}")),
     }
-    Ok(info.record_max.max(1) as usize)
+    Ok(record_max)
 }
 
 /// Waits until topic `shown` has `n` lossless readers, saying so on stderr
@@ -150,8 +182,14 @@ pub fn flush_after_read(batch_bytes: usize, input_ready: bool, eof: bool) -> boo
 
 /// Whether stdin has input ready to read (or its end) right now.
 pub fn stdin_ready() -> bool {
+    input_ready(io::stdin().as_fd())
+}
+
+/// Whether `fd` has input ready to read (or its end) right now (a regular
+/// file always has).
+pub fn input_ready(fd: BorrowedFd<'_>) -> bool {
     let mut fds = [libc::pollfd {
-        fd: libc::STDIN_FILENO,
+        fd: fd.as_raw_fd(),
         events: libc::POLLIN,
         revents: 0,
     }];
@@ -273,18 +311,124 @@ pub fn batch_mode(topic: &Topic, shown: &str) -> Result<()> {
         .with_context(|| format!("cannot switch topic {shown} to batch writes"))
 }
 
-/// The whole tool: open, claim, publish stdin, exit 0 at EOF.
+/// The records for `-m` messages: each message ended as `framing` ends a
+/// record (a newline for lines, a NUL for [`Framing::Nul`], nothing for
+/// raw). Every one is checked before any is sent: a message that cannot be
+/// one record (empty, or longer than `record_max`) is a usage error, and
+/// then nothing is published.
+pub fn message_records(
+    messages: &[OsString],
+    framing: Framing,
+    record_max: usize,
+) -> Result<Vec<Vec<u8>>> {
+    let mut records = Vec::with_capacity(messages.len());
+    for (i, m) in messages.iter().enumerate() {
+        let mut r = m.as_bytes().to_vec();
+        match framing {
+            Framing::Lines => r.push(b'\n'),
+            Framing::Nul => r.push(0),
+            Framing::Raw | Framing::Len32 => {}
+        }
+        let which = if messages.len() == 1 {
+            "the message".to_string()
+        } else {
+            format!("message {} (-m)", i + 1)
+        };
+        if r.is_empty() {
+            return Err(Failure::Usage.wrap(anyhow::anyhow!(
+                "{which} is empty, and a record cannot be: nothing was published"
+            )));
+        }
+        if r.len() > record_max {
+            return Err(Failure::Usage.wrap(anyhow::anyhow!(
+                "{which} has {} bytes, more than the topic's record limit of {record_max}: nothing was published; create the topic with a larger record limit (baf-setup create NAME --record-max ...)",
+                r.len()
+            )));
+        }
+        records.push(r);
+    }
+    Ok(records)
+}
+
+/// Writes `records` to `out` (a topic file with `FLAG_BATCH` set) in
+/// batches of at most [`BATCH_MAX`] bytes (a larger record alone).
+pub fn publish_records<W: Write>(records: &[Vec<u8>], mut out: W) -> Result<Stats> {
+    let mut stats = Stats::default();
+    let mut batch = Batch::with_capacity(BATCH_MAX);
+    for r in records {
+        if full_before(batch.len(), Batch::frame_len(r.len())) {
+            flush(&mut out, &mut batch, &mut stats)?;
+        }
+        batch.push(r).context("framing a record")?;
+    }
+    flush(&mut out, &mut batch, &mut stats)?;
+    Ok(stats)
+}
+
+/// Opens `-f FILE` for reading: one line on error, classed (a file that is
+/// not there, or a directory, is bad input; no permission is that).
+pub fn open_input(path: &Path) -> Result<File> {
+    let class = |e: &io::Error| match e.kind() {
+        io::ErrorKind::NotFound => Some(Failure::Usage),
+        io::ErrorKind::PermissionDenied => Some(Failure::Permission),
+        _ => None,
+    };
+    let shown = path.display();
+    let file = File::open(path).map_err(|e| {
+        let c = class(&e);
+        let e = anyhow::Error::new(e).context(format!("cannot open {shown} (-f)"));
+        match c {
+            Some(c) => c.wrap(e),
+            None => e,
+        }
+    })?;
+    match file.metadata() {
+        Ok(m) if m.is_dir() => Err(Failure::Usage.wrap(anyhow::anyhow!(
+            "{shown} is a directory: -f takes a file to publish"
+        ))),
+        _ => Ok(file),
+    }
+}
+
+/// The whole tool: open, claim (unless shared), publish the input, exit 0
+/// at its end.
 pub fn run(opts: &Options) -> Result<()> {
+    // The input first: a file that cannot be read creates no topic.
+    let file = match &opts.input {
+        Input::File(path) => Some(open_input(path)?),
+        _ => None,
+    };
     let (topic, shown) = open_topic(&opts.topic, opts.create)?;
-    let record_max = claim(&topic, &shown)?;
+    let record_max = if opts.shared {
+        check(&topic, &shown)?
+    } else {
+        claim(&topic, &shown)?
+    };
+    let messages = match &opts.input {
+        Input::Messages(m) => Some(message_records(m, opts.framing, record_max)?),
+        _ => None,
+    };
     batch_mode(&topic, &shown)?;
     if let Some(n) = opts.wait_readers {
         wait_readers(&topic, &shown, n)?;
     }
     let mut framer = Framer::new(opts.framing, record_max);
-    let stdin = io::stdin().lock();
     let warn = |msg: &str| eprintln!("pubmsg: warning: {msg}");
-    publish(stdin, topic.file(), &mut framer, stdin_ready, warn).map_err(|e| {
+    let done = match (messages, file) {
+        (Some(records), _) => publish_records(&records, topic.file()),
+        (None, Some(f)) => {
+            let ready = || input_ready(f.as_fd());
+            publish(&f, topic.file(), &mut framer, ready, warn)
+        }
+        (None, None) => publish(
+            io::stdin().lock(),
+            topic.file(),
+            &mut framer,
+            stdin_ready,
+            warn,
+        ),
+    };
+    done.map_err(|e| {
         if baf_cli::errno(&e) == Some(libc::ENODEV) {
             Failure::NoTopic.wrap(anyhow::anyhow!(
                 "topic {shown} was removed while publishing"
@@ -540,6 +684,84 @@ mod tests {
         let e = publish(&data[..], Gone, &mut framer, || true, |_| {}).unwrap_err();
         assert_eq!(baf_cli::errno(&e), Some(libc::ENODEV));
         assert!(baf_cli::message(&e).starts_with("writing to the topic"));
+    }
+
+    #[test]
+    fn messages_are_records_ended_as_the_framing_ends_one() {
+        let m: Vec<OsString> = vec!["hello".into(), "a\nb".into()];
+        assert_eq!(
+            message_records(&m, Framing::Lines, 100).unwrap(),
+            vec![b"hello\n".to_vec(), b"a\nb\n".to_vec()]
+        );
+        assert_eq!(
+            message_records(&m, Framing::Nul, 100).unwrap(),
+            vec![b"hello\0".to_vec(), b"a\nb\0".to_vec()]
+        );
+        assert_eq!(
+            message_records(&m, Framing::Raw, 100).unwrap(),
+            vec![b"hello".to_vec(), b"a\nb".to_vec()]
+        );
+        // An empty message is a record (a newline), except raw.
+        let empty: Vec<OsString> = vec!["".into()];
+        assert_eq!(
+            message_records(&empty, Framing::Lines, 100).unwrap(),
+            vec![b"\n".to_vec()]
+        );
+        let e = message_records(&empty, Framing::Raw, 100).unwrap_err();
+        assert_eq!(baf_cli::exit_code(&e), 2);
+        assert!(baf_cli::message(&e).contains("empty"));
+        // Too long: refused whole, with which one.
+        let e = message_records(&m, Framing::Lines, 4).unwrap_err();
+        assert_eq!(baf_cli::exit_code(&e), 2);
+        assert!(
+            baf_cli::message(&e)
+                .starts_with("message 1 (-m) has 6 bytes, more than the topic's record limit of 4"),
+            "{}",
+            baf_cli::message(&e)
+        );
+    }
+
+    #[test]
+    fn message_records_go_out_in_batches() {
+        let records: Vec<Vec<u8>> = (0..3000).map(|i| format!("m{i}\n").into_bytes()).collect();
+        let mut sink = Sink::default();
+        let stats = publish_records(&records, &mut sink).unwrap();
+        assert_eq!(sink.records(), records);
+        assert_eq!(stats.records, 3000);
+        assert!(sink.writes.len() > 1 && sink.writes.len() < 10);
+        let mut sink = Sink::default();
+        assert_eq!(publish_records(&[], &mut sink).unwrap(), Stats::default());
+        assert!(sink.writes.is_empty());
+    }
+
+    #[test]
+    fn nul_items_are_records() {
+        let (sink, stats, _) = run_publish(
+            Framing::Nul,
+            100,
+            b"a b\0c\nd\0tail",
+            vec![3, 3, 3],
+            false,
+            false,
+        );
+        assert_eq!(
+            sink.records(),
+            vec![b"a b\0".to_vec(), b"c\nd\0".to_vec(), b"tail".to_vec()]
+        );
+        assert_eq!(stats.records, 3);
+    }
+
+    #[test]
+    fn input_files_fail_in_one_classed_line() {
+        let e = open_input(Path::new("/nonexistent/pubmsg-input")).unwrap_err();
+        assert_eq!(baf_cli::exit_code(&e), 2);
+        assert!(baf_cli::message(&e).starts_with("cannot open /nonexistent/pubmsg-input (-f): "));
+        let e = open_input(Path::new("/")).unwrap_err();
+        assert_eq!(baf_cli::exit_code(&e), 2);
+        assert_eq!(
+            baf_cli::message(&e),
+            "/ is a directory: -f takes a file to publish"
+        );
     }
 
     #[test]

@@ -4,6 +4,9 @@
 use baf::frame::Framing;
 use baf_cli::Generate;
 use clap::Parser;
+use pubmsg::Input;
+use std::ffi::OsString;
+use std::path::PathBuf;
 
 const AFTER_HELP: &str = "\
 Examples:
@@ -11,9 +14,20 @@ Examples:
   seq 3 | pubmsg /dev/fanout0            # a device path works too
   producer | pubmsg --len32 robot/arm    # big-endian u32 length-prefixed frames
   tar c dir | pubmsg --raw backups       # chunks as they arrive
+  pubmsg sensors -m 'temp 21.5'          # one record, 'temp 21.5' and a newline
+  pubmsg sensors -f readings.txt         # the file's lines instead of stdin
+  find . -print0 | pubmsg -0 files       # NUL-separated items, one record each
+  producer | pubmsg --shared logs        # alongside other publishers of logs
 
 A line longer than the topic's record limit is sent as several records (with
-one warning); a --len32 frame longer than the limit is refused.
+one warning); a --len32 frame longer than the limit is refused, and so is a
+-m message (then nothing is sent).
+
+One publisher a topic: pubmsg takes the topic's publisher lock, and a second
+pubmsg on the topic fails (exit 5) while the first runs. --shared publishes
+without taking the lock, so any number of --shared publishers (and at most
+one pubmsg without it) write to the topic at once; their records interleave,
+each record whole.
 
 Records go out in batch writes: as many as stdin has ready at once, each
 batch as soon as stdin pauses. The fanout module must have ABI version 5 or
@@ -23,18 +37,19 @@ A device path must be a baf topic's character device: anything else (a
 regular file, a FIFO, another driver's device) is refused without being
 opened.
 
-Exit codes: 0 end of input, 1 other error, 2 usage or bad input (or a path
-that is not a baf topic device), 3 no such topic (and it cannot be created
-here), 4 no permission, 5 the topic already has a publisher, 6 the baf
-module is not loaded (modprobe fanout) or is too old.";
+Exit codes: 0 end of input (or every -m message sent), 1 other error, 2
+usage or bad input (or a path that is not a baf topic device, an -f file
+that does not exist), 3 no such topic (and it cannot be created here), 4 no
+permission, 5 the topic already has a publisher (not with --shared), 6 the
+baf module is not loaded (modprobe fanout) or is too old.";
 
 /// Publish stdin to a baf topic, one record per line (or chunk, or frame).
 ///
 /// Opens /dev/baf/TOPIC (creating the topic when it is missing and you may
-/// create topics), takes the topic's publisher lock (one pubmsg per topic),
-/// and writes each line of stdin, newline included, as one record. It never
-/// loses, duplicates or reorders a byte of stdin, and exits 0 at end of
-/// input.
+/// create topics), takes the topic's publisher lock (one pubmsg per topic,
+/// unless --shared), and writes each line of stdin (or of -f FILE), newline
+/// included, as one record; or sends the -m messages. It never loses,
+/// duplicates or reorders a byte of its input, and exits 0 at its end.
 #[derive(Parser, Debug)]
 #[command(name = "pubmsg", version, about, long_about, after_help = AFTER_HELP)]
 struct Args {
@@ -42,13 +57,32 @@ struct Args {
     /// ./node).
     #[arg(required = true)]
     topic: Option<String>,
-    /// Send stdin in chunks as they arrive (each read is one record).
-    #[arg(long, conflicts_with = "len32")]
+    /// Publish MESSAGE as one record and exit, instead of reading stdin:
+    /// MESSAGE and a newline (a NUL with -0, nothing more with --raw).
+    /// Repeatable: each -m is one record, in order.
+    #[arg(short = 'm', long = "message", value_name = "MESSAGE", conflicts_with_all = ["file", "len32"])]
+    message: Vec<OsString>,
+    /// Read the input from FILE instead of stdin (cut into records the
+    /// same way).
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    file: Option<PathBuf>,
+    /// Send the input in chunks as they arrive (each read is one record).
+    #[arg(long, conflicts_with_all = ["len32", "null"])]
     raw: bool,
     /// Read big-endian 32-bit length-prefixed frames; each frame is one
     /// record (without its prefix).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "null")]
     len32: bool,
+    /// Input items end with a NUL byte, not a newline (find -print0,
+    /// xargs -0): each item, NUL included, is one record.
+    #[arg(short = '0', long = "null")]
+    null: bool,
+    /// Publish without taking the topic's publisher lock, so that several
+    /// publishers can share the topic (their records interleave, each
+    /// whole). Not refused when another pubmsg holds the lock, nor keeps
+    /// one out.
+    #[arg(long)]
+    shared: bool,
     /// Fail when the topic does not exist instead of creating it.
     #[arg(long)]
     no_create: bool,
@@ -66,13 +100,23 @@ impl Args {
     fn options(&self) -> pubmsg::Options {
         pubmsg::Options {
             topic: self.topic.clone().unwrap_or_default(),
+            input: if !self.message.is_empty() {
+                Input::Messages(self.message.clone())
+            } else if let Some(f) = &self.file {
+                Input::File(f.clone())
+            } else {
+                Input::Stdin
+            },
             framing: if self.raw {
                 Framing::Raw
             } else if self.len32 {
                 Framing::Len32
+            } else if self.null {
+                Framing::Nul
             } else {
                 Framing::Lines
             },
+            shared: self.shared,
             create: !self.no_create,
             wait_readers: self.wait_readers,
         }
@@ -111,6 +155,59 @@ mod tests {
             Framing::Len32
         );
         assert!(parse_from(&["--raw", "--len32", "t"]).is_err());
+        assert_eq!(
+            parse_from(&["-0", "t"]).unwrap().options().framing,
+            Framing::Nul
+        );
+        assert_eq!(
+            parse_from(&["t", "--null"]).unwrap().options().framing,
+            Framing::Nul
+        );
+        assert!(parse_from(&["-0", "--raw", "t"]).is_err());
+        assert!(parse_from(&["-0", "--len32", "t"]).is_err());
+    }
+
+    #[test]
+    fn messages_file_or_stdin() {
+        assert_eq!(parse_from(&["t"]).unwrap().options().input, Input::Stdin);
+        assert_eq!(
+            parse_from(&["t", "-m", "a", "--message", "b c"])
+                .unwrap()
+                .options()
+                .input,
+            Input::Messages(vec!["a".into(), "b c".into()])
+        );
+        assert_eq!(
+            parse_from(&["-f", "in.txt", "t"]).unwrap().options().input,
+            Input::File("in.txt".into())
+        );
+        // One input at a time; a message has no --len32 frame.
+        let e = parse_from(&["-m", "a", "-f", "x", "t"]).unwrap_err();
+        assert_eq!(
+            baf_cli::one_line(&e),
+            "the argument '--message <MESSAGE>' cannot be used with '--file <FILE>'"
+        );
+        assert!(parse_from(&["-m", "a", "--len32", "t"]).is_err());
+        assert!(parse_from(&["-m", "a", "-0", "t"]).is_ok());
+        assert!(parse_from(&["-m", "t"]).is_err(), "-m takes a value");
+    }
+
+    #[test]
+    fn shared_skips_the_lock() {
+        assert!(!parse_from(&["t"]).unwrap().options().shared);
+        assert!(parse_from(&["--shared", "t"]).unwrap().options().shared);
+    }
+
+    #[test]
+    fn short_flags_have_one_meaning_across_the_tools() {
+        // -f is a file (as for mosquitto_pub), -m a message, -0 NUL items;
+        // submsg uses -F for --follow so that -f means one thing.
+        let cmd = Args::command();
+        let shorts: Vec<(char, &str)> = cmd
+            .get_arguments()
+            .filter_map(|a| Some((a.get_short()?, a.get_id().as_str())))
+            .collect();
+        assert_eq!(shorts, vec![('m', "message"), ('f', "file"), ('0', "null")]);
     }
 
     #[test]

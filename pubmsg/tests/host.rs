@@ -20,6 +20,64 @@ fn a_bad_flag_is_a_usage_error() {
 }
 
 #[test]
+fn an_unknown_short_flag_is_a_usage_error() {
+    run(&["-x", "t"]).fails(
+        2,
+        "pubmsg: unexpected argument '-x' found (see pubmsg --help)",
+    );
+}
+
+#[test]
+fn one_input_at_a_time() {
+    run(&["-m", "hi", "-f", "in", "t"]).fails(
+        2,
+        "pubmsg: the argument '--message <MESSAGE>' cannot be used with '--file <FILE>' (see pubmsg --help)",
+    );
+    run(&["-0", "--raw", "t"]).fails(
+        2,
+        "pubmsg: the argument '--null' cannot be used with '--raw' (see pubmsg --help)",
+    );
+    run(&["-m", "hi", "--len32", "t"]).fails(
+        2,
+        "pubmsg: the argument '--message <MESSAGE>' cannot be used with '--len32' (see pubmsg --help)",
+    );
+}
+
+#[test]
+fn an_input_file_that_is_not_there_is_bad_input_before_any_topic() {
+    // Checked before the topic is opened (or created): the same answer
+    // with or without the module.
+    run(&["-f", "/nonexistent/input", "t"]).fails(
+        2,
+        "pubmsg: cannot open /nonexistent/input (-f): No such file or directory (os error 2)",
+    );
+    let dir = scratch("input-dir");
+    let p = dir.to_str().unwrap();
+    run(&["--file", p, "t"]).fails(
+        2,
+        &format!("pubmsg: {p} is a directory: -f takes a file to publish"),
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn help_explains_the_new_flags() {
+    let r = run(&["--help"]);
+    assert_eq!(r.code, Some(0));
+    let help = r.stdout.split_whitespace().collect::<Vec<_>>().join(" ");
+    for text in [
+        "-m, --message <MESSAGE>",
+        "-f, --file <FILE>",
+        "-0, --null",
+        "--shared",
+        "pubmsg sensors -m 'temp 21.5'",
+        "5 the topic already has a publisher (not with --shared)",
+    ] {
+        assert!(help.contains(text), "--help lacks {text:?}:\n{}", r.stdout);
+    }
+}
+
+#[test]
 fn a_missing_topic_is_a_usage_error() {
     run(&[]).fails(
         2,

@@ -31,12 +31,13 @@ pub use baf::subscribe::StartAt;
 use baf::subscribe::Topics;
 use baf::sys::{is_path, label_of_path};
 use baf_cli::Failure;
-use format::Format;
+use format::{Format, Style};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 use output::Output;
 use std::collections::HashSet;
 use std::os::fd::AsFd;
 use std::path::Path;
+use std::time::Instant;
 use subscriber::{End, Subscriber, TOKEN_FIRST_TOPIC, TOKEN_SIGNAL, TOKEN_STDOUT, TOKEN_WATCH};
 
 /// What to subscribe to and how to print it.
@@ -62,6 +63,15 @@ pub struct Config {
     /// Subscribe losslessly: writers wait for this reader rather than
     /// overwrite what it has not read (on topics that allow it).
     pub lossless: bool,
+    /// End each record with a NUL byte instead of a newline (`-0`).
+    pub nul: bool,
+    /// Print the last record of each topic and exit (`--last`).
+    pub last: bool,
+    /// A topic named on the command line must exist: no creating it, no
+    /// waiting for it (`--no-wait`).
+    pub no_wait: bool,
+    /// Exit after this long (`-W`).
+    pub timeout: Option<std::time::Duration>,
 }
 
 /// The command line's topics, sorted out.
@@ -156,6 +166,19 @@ pub fn run(cfg: &Config) -> Result<()> {
         watcher: None,
         warned: HashSet::new(),
         hot: Vec::new(),
+        style: Style {
+            format: cfg.format,
+            nul: cfg.nul,
+            wall_offset_ns: format::wall_offset_ns(),
+        },
+        received: 0,
+        deadline: None,
+    };
+    // --last: each topic's last record, and no more.
+    let start = if cfg.last {
+        StartAt::Last(1)
+    } else {
+        cfg.start
     };
     if cfg.follow {
         // Watch before listing, so a topic made in between is not missed.
@@ -173,7 +196,7 @@ pub fn run(cfg: &Config) -> Result<()> {
         if sub.topics.has(&name) {
             continue;
         }
-        sub.join(&name, Path::new(&path), cfg.start)?;
+        sub.join(&name, Path::new(&path), start)?;
     }
     let loaded = control::module_loaded();
     if !loaded && !cfg.follow {
@@ -181,7 +204,9 @@ pub fn run(cfg: &Config) -> Result<()> {
     }
     // Existing topics that match.
     let existing = baf::watch::existing_topics()?;
-    // Topics found by a pattern that could not be read: reported, skipped.
+    // Topics found by a pattern (or by none) that could not be read:
+    // reported and skipped (quietly, when no topic was named: every topic
+    // this user may read is what was asked for).
     let mut skipped = Vec::new();
     for (name, path) in &existing {
         if sub.topics.has(name) || !sub.plan.selects(name) {
@@ -189,8 +214,8 @@ pub fn run(cfg: &Config) -> Result<()> {
         }
         if sub.plan.exact.contains(name) {
             // Asked for by name: any problem is an error.
-            sub.join(name, path, cfg.start)?;
-        } else if let Some(e) = sub.join_found(name, path, cfg.start) {
+            sub.join(name, path, start)?;
+        } else if let Some(e) = sub.join_found(name, path, start) {
             if baf_cli::class(&e) != Some(Failure::NoTopic) {
                 skipped.push((name.clone(), e));
             }
@@ -202,10 +227,19 @@ pub fn run(cfg: &Config) -> Result<()> {
         if existing.contains_key(&name) || sub.plan.selection.excluded(&name) {
             continue;
         }
+        if cfg.no_wait || cfg.last {
+            let why = if cfg.no_wait { "--no-wait" } else { "--last" };
+            return Err(Failure::NoTopic.wrap(anyhow::anyhow!(
+                "topic {name} does not exist ({why}): see `baf-setup list`, or create it with `baf-setup create {name}`"
+            )));
+        }
         if cfg.create && loaded {
             match control::create_on_demand(&name) {
                 Ok(path) => {
                     sub.join(&name, &path, StartAt::Oldest)?;
+                    eprintln!(
+                        "submsg: topic {name} did not exist: created it, waiting for its records (--no-wait fails instead)"
+                    );
                     continue;
                 }
                 Err(e) if !cfg.follow || baf_cli::class(&e) == Some(Failure::NoModule) => {
@@ -254,6 +288,12 @@ pub fn run(cfg: &Config) -> Result<()> {
     for (name, e) in &skipped {
         sub.warn_skip(name, e);
     }
+    if cfg.last {
+        sub.drain()?;
+        sub.out.flush()?;
+        sub.report_loss(true);
+        return Ok(());
+    }
     if sub.topics.is_empty() {
         // --follow with nothing to read yet: say what we wait for.
         let module = if loaded {
@@ -271,12 +311,22 @@ pub fn run(cfg: &Config) -> Result<()> {
         }
     }
 
+    // -W counts from here, once every topic is subscribed (as
+    // mosquitto_sub's counts from its connection).
+    sub.deadline = cfg.timeout.map(|t| Instant::now() + t);
     let end = sub.run(&signals);
     // Whatever happened, what was read goes out, and loss is told.
     let flushed = sub.out.flush();
     sub.report_loss(true);
     match end? {
         End::Done => flushed,
+        End::TimedOut if sub.received > 0 => flushed,
+        End::TimedOut => {
+            flushed?;
+            let secs = cfg.timeout.unwrap_or_default().as_secs_f64();
+            Err(Failure::TimedOut
+                .wrap(anyhow::anyhow!("no record arrived in {secs} s (-W {secs})")))
+        }
         End::Signal(sig) => {
             // End the way the signal would have ended us.
             let _ = mask.thread_unblock();

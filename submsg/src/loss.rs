@@ -26,14 +26,22 @@ impl LossReporter {
         self.0.due_in(now)
     }
 
-    /// The report lines, if one is due at `now` (or `force`).
+    /// The report lines, if one is due at `now` (or `force`). The first
+    /// line for a topic says what to do about it; later ones only count.
     pub fn take(&mut self, now: Instant, force: bool) -> Vec<String> {
         self.0
             .take(now, force)
             .into_iter()
             .map(|(topic, n, total)| {
                 let s = if n == 1 { "" } else { "s" };
-                format!("lost {n} record{s} on topic {topic} (the reader was too slow; {total} lost in all)")
+                let line = format!(
+                    "lost {n} record{s} on topic {topic} (the reader was too slow; {total} lost in all)"
+                );
+                if total == n {
+                    format!("{line}: {}", advice(&topic))
+                } else {
+                    line
+                }
             })
             .collect()
     }
@@ -42,6 +50,13 @@ impl LossReporter {
     pub fn total(&self, topic: &str) -> u64 {
         self.0.total(&topic.to_string())
     }
+}
+
+/// What a reader that loses records on `topic` can do.
+pub fn advice(topic: &str) -> String {
+    format!(
+        "read faster, give the topic a bigger ring (baf-setup create {topic} --size ..., after baf-setup remove {topic}), or read it with submsg --lossless (for a topic created with --lossless)"
+    )
 }
 
 #[cfg(test)]
@@ -57,7 +72,10 @@ mod tests {
         assert_eq!(r.due_in(t0), Some(Duration::ZERO));
         assert_eq!(
             r.take(t0, false),
-            vec!["lost 5 records on topic a (the reader was too slow; 5 lost in all)"]
+            vec![format!(
+                "lost 5 records on topic a (the reader was too slow; 5 lost in all): {}",
+                advice("a")
+            )]
         );
         r.add("a", 1);
         r.add("b", 2);
@@ -69,13 +87,20 @@ mod tests {
         assert_eq!(
             r.take(t2, false),
             vec![
-                "lost 3 records on topic a (the reader was too slow; 8 lost in all)",
-                "lost 2 records on topic b (the reader was too slow; 2 lost in all)"
+                "lost 3 records on topic a (the reader was too slow; 8 lost in all)".to_string(),
+                format!(
+                    "lost 2 records on topic b (the reader was too slow; 2 lost in all): {}",
+                    advice("b")
+                )
             ]
         );
         assert_eq!(r.total("a"), 8);
         r.add("b", 1);
-        assert_eq!(r.take(t2, true).len(), 1, "forced at exit");
+        assert_eq!(
+            r.take(t2, true),
+            vec!["lost 1 record on topic b (the reader was too slow; 3 lost in all)"],
+            "forced at exit; the advice was given"
+        );
         r.add("b", 0);
         assert_eq!(r.due_in(t2), None);
     }

@@ -2,7 +2,7 @@
 //! watcher, a signalfd and stdout; mapped topics on a hot list, read until
 //! they have nothing new; the others read with `read()` when ready.
 
-use crate::format::{self, Format, Label};
+use crate::format::{self, Format, Label, Style};
 use crate::loss;
 use crate::output::{Output, DIRECT, FLUSH_AT};
 use crate::{Config, Plan};
@@ -20,7 +20,7 @@ use nix::sys::signalfd::SignalFd;
 use std::collections::HashSet;
 use std::io;
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// One subscribed topic.
 pub(crate) struct Sub {
@@ -58,7 +58,7 @@ pub(crate) enum Step {
 /// before it (from `expect`, the seq wanted next) as lost. The same for both
 /// ways of reading, so their output is the same.
 pub(crate) fn deliver(
-    format: Format,
+    style: Style,
     out: &mut Vec<u8>,
     label: &Label,
     expect: &mut u64,
@@ -69,7 +69,7 @@ pub(crate) fn deliver(
     let lost = seq.saturating_sub(*expect);
     *expect = seq.wrapping_add(1);
     loss.add(&label.name, lost);
-    format::write_record(format, out, label, record, lost);
+    format::write_record(style, out, label, record, lost);
 }
 
 /// Whether a failed `mmap` is a refusal by the system (an errno: `EPERM`
@@ -91,6 +91,8 @@ pub(crate) enum End {
     Done,
     /// By a signal, to be raised again once the output is out.
     Signal(Signal),
+    /// `-W`'s time ran out.
+    TimedOut,
 }
 
 pub(crate) struct Subscriber<'a> {
@@ -106,6 +108,12 @@ pub(crate) struct Subscriber<'a> {
     pub(crate) warned: HashSet<String>,
     /// Mapped topics to read again without waiting.
     pub(crate) hot: Vec<u64>,
+    /// How records are printed (the wall-clock offset kept fresh).
+    pub(crate) style: Style,
+    /// Records delivered so far.
+    pub(crate) received: u64,
+    /// When `-W` ends the run.
+    pub(crate) deadline: Option<Instant>,
 }
 
 impl<'a> Subscriber<'a> {
@@ -177,10 +185,21 @@ impl<'a> Subscriber<'a> {
         }
     }
 
+    /// Whether an error joining a topic found by listing or `--follow` is
+    /// not worth a word: a node that vanished in between, or, when no topic
+    /// was named (every topic), one this user may not read.
+    pub(crate) fn quiet_skip(&self, e: &anyhow::Error) -> bool {
+        match baf_cli::class(e) {
+            Some(Failure::NoTopic) => true,
+            Some(Failure::Permission) => self.cfg.topics.is_empty(),
+            _ => false,
+        }
+    }
+
     /// Says on stderr (once per topic) that topic `name` is skipped because
-    /// of `e`; a node that vanished in between is not worth a word.
+    /// of `e`, unless that is not worth a word ([`Self::quiet_skip`]).
     pub(crate) fn warn_skip(&mut self, name: &str, e: &anyhow::Error) {
-        if baf_cli::class(e) != Some(Failure::NoTopic) && self.warned.insert(name.to_string()) {
+        if !self.quiet_skip(e) && self.warned.insert(name.to_string()) {
             eprintln!("submsg: skipping topic {name}: {}", baf_cli::message(e));
         }
     }
@@ -205,7 +224,8 @@ impl<'a> Subscriber<'a> {
             out,
             loss,
             remaining,
-            cfg,
+            style,
+            received,
             ..
         } = self;
         let Some(sub) = topics.get_mut(token) else {
@@ -214,7 +234,7 @@ impl<'a> Subscriber<'a> {
         let Some(mapped) = sub.mapped.as_mut() else {
             return Ok(Step::Gone);
         };
-        let format = cfg.format;
+        let style = *style;
         let (label, expect) = (&sub.label, &mut sub.expect);
         let limit = remaining.unwrap_or(u64::MAX);
         let progress = mapped
@@ -223,7 +243,7 @@ impl<'a> Subscriber<'a> {
                     header: *header,
                     payload,
                 };
-                deliver(format, buf, label, expect, loss, &record);
+                deliver(style, buf, label, expect, loss, &record);
             })
             .with_context(|| format!("reading topic {} through its mapping", sub.label.name))?;
         if progress.lost > 0 {
@@ -235,6 +255,7 @@ impl<'a> Subscriber<'a> {
         if let Some(r) = remaining {
             *r = r.saturating_sub(progress.records);
         }
+        *received += progress.records;
         if progress.ended {
             self.drop_sub(token);
             Ok(Step::Gone)
@@ -309,6 +330,8 @@ impl<'a> Subscriber<'a> {
             loss,
             remaining,
             cfg,
+            style,
+            received,
             ..
         } = self;
         let Some(sub) = topics.get_mut(token) else {
@@ -339,21 +362,22 @@ impl<'a> Subscriber<'a> {
             if *remaining == Some(0) {
                 break;
             }
-            match cfg.format {
-                Format::Raw | Format::Len32 if record.payload.len() >= DIRECT => {
+            *received += 1;
+            match style.format {
+                Format::Raw | Format::Len32 if record.payload.len() >= DIRECT && !style.nul => {
                     // Large payloads go from the read buffer to stdout
                     // directly (what `deliver` would do, without the copy).
                     let seq = record.header.seq;
                     loss.add(&sub.label.name, seq.saturating_sub(sub.expect));
                     sub.expect = seq.wrapping_add(1);
-                    if cfg.format == Format::Len32 {
+                    if style.format == Format::Len32 {
                         out.buf
                             .extend_from_slice(&(record.payload.len() as u32).to_be_bytes());
                     }
                     out.flush_with(record.payload)?;
                 }
-                format => deliver(
-                    format,
+                _ => deliver(
+                    *style,
                     &mut out.buf,
                     &sub.label,
                     &mut sub.expect,
@@ -412,16 +436,50 @@ impl<'a> Subscriber<'a> {
             || (self.topics.is_empty() && self.watcher.is_none())
     }
 
+    /// For `--last`: reads every topic until it has nothing new, then
+    /// drops it; what is buffered now is all that is printed.
+    pub(crate) fn drain(&mut self) -> Result<()> {
+        for token in self.topics.tokens() {
+            loop {
+                if self.done() {
+                    return Ok(());
+                }
+                let step = self.read_topic(token)?;
+                if self.out.buf.len() >= FLUSH_AT {
+                    self.out.flush()?;
+                }
+                if step != Step::Data {
+                    break;
+                }
+            }
+            self.drop_sub(token);
+        }
+        self.hot.clear();
+        Ok(())
+    }
+
+    /// How long until `-W`'s time runs out (`None` without `-W`).
+    fn time_left(&self) -> Option<Duration> {
+        self.deadline
+            .map(|d| d.saturating_duration_since(Instant::now()))
+    }
+
     pub(crate) fn run(&mut self, signals: &SignalFd) -> Result<End> {
         let mut events = vec![EpollEvent::empty(); 256];
         while !self.done() {
+            // Kept fresh, so that a clock step shows in the next records.
+            self.style.wall_offset_ns = format::wall_offset_ns();
             self.serve_hot()?;
             if self.done() {
                 break;
             }
+            let wait = [self.loss.due_in(Instant::now()), self.time_left()]
+                .into_iter()
+                .flatten()
+                .min();
             let timeout = if !self.hot.is_empty() || !self.out.buf.is_empty() {
                 PollTimeout::ZERO
-            } else if let Some(d) = self.loss.due_in(Instant::now()) {
+            } else if let Some(d) = wait {
                 PollTimeout::try_from(d.as_millis().saturating_add(1).min(60_000) as u64)
                     .unwrap_or(PollTimeout::ZERO)
             } else {
@@ -467,6 +525,11 @@ impl<'a> Subscriber<'a> {
             if self.out.buf.len() >= FLUSH_AT {
                 self.out.flush()?;
             }
+            // Checked after a pass, so what was ready when the time ran
+            // out is still printed.
+            if self.time_left() == Some(Duration::ZERO) && !self.done() {
+                return Ok(End::TimedOut);
+            }
         }
         Ok(End::Done)
     }
@@ -491,7 +554,7 @@ mod tests {
             };
             let record = Record { header, payload };
             deliver(
-                Format::Json,
+                Format::Json.into(),
                 &mut out,
                 &label,
                 &mut expect,

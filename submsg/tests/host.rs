@@ -83,7 +83,80 @@ fn help_lists_the_exit_codes() {
         "3 no such topic",
         "4 no permission",
         "6 the baf module is not loaded (modprobe fanout)",
+        "7 -W's time ran out and no record arrived",
     ]);
+}
+
+#[test]
+fn help_explains_the_new_flags() {
+    let r = run(&["--help"]);
+    assert_eq!(r.code, Some(0));
+    let help = r.stdout.split_whitespace().collect::<Vec<_>>().join(" ");
+    for text in [
+        "-W, --timeout <SECONDS>",
+        "-v, --verbose",
+        "-0, --null",
+        "-F, --follow",
+        "--last",
+        "--no-wait",
+        "time (the timestamp on the wall clock: RFC 3339 in UTC",
+        "submsg -n 1 -W 5 alarms",
+    ] {
+        assert!(help.contains(text), "--help lacks {text:?}:\n{}", r.stdout);
+    }
+}
+
+#[test]
+fn new_flags_fail_in_one_line_with_exit_2() {
+    run(&["-W", "0", "t"]).fails(
+        2,
+        "submsg: invalid value '0' for '--timeout <SECONDS>': \"0\" is not a number of seconds above 0, as in 5 or 0.5 (see submsg --help)",
+    );
+    run(&["--last", "--from", "oldest"]).fails(
+        2,
+        "submsg: the argument '--last' cannot be used with '--from <WHERE>' (see submsg --help)",
+    );
+    run(&["--last", "-F"]).fails(
+        2,
+        "submsg: the argument '--last' cannot be used with '--follow' (see submsg --help)",
+    );
+    run(&["-0", "--len32", "t"]).fails(
+        2,
+        "submsg: the argument '--null' cannot be used with '--len32' (see submsg --help)",
+    );
+    run(&["-v", "-p", "t"]).fails(
+        2,
+        "submsg: the argument '--verbose' cannot be used with '--prefix' (see submsg --help)",
+    );
+    // A misspelt flag: clap's guess is on the same line.
+    run(&["--folow", "t"]).fails(
+        2,
+        "submsg: unexpected argument '--folow' found; did you mean '--follow'? (see submsg --help)",
+    );
+    // -f is pubmsg's input file: submsg has none (--follow is -F).
+    run(&["-f", "t"]).fails(
+        2,
+        "submsg: unexpected argument '-f' found (see submsg --help)",
+    );
+    run(&["-W"]).fails(
+        2,
+        "submsg: a value is required for '--timeout <SECONDS>' but none was supplied (see submsg --help)",
+    );
+}
+
+#[test]
+fn without_the_module_the_new_flags_say_how_to_load_it() {
+    if !module_absent("without_the_module_the_new_flags_say_how_to_load_it") {
+        return;
+    }
+    for args in [
+        &["--no-wait", "sensors"][..],
+        &["--last"],
+        &["--last", "sensors"],
+        &["-W", "1", "-v", "-0", "sensors"],
+    ] {
+        run(args).fails(6, &format!("submsg: {MODULE_MISSING}"));
+    }
 }
 
 #[test]
@@ -112,10 +185,10 @@ fn follow_says_what_it_waits_for() {
         return;
     }
     for (args, what) in [
-        (&["-f", "x"][..], "topics matching 'x'"),
+        (&["-F", "x"][..], "topics matching 'x'"),
         (&["--follow"], "topics"),
         (
-            &["-f", "robot/#", "-e", "robot/debug"],
+            &["-F", "robot/#", "-e", "robot/debug"],
             "topics matching 'robot/#' (except 'robot/debug')",
         ),
     ] {
@@ -138,7 +211,7 @@ fn a_regular_file_is_not_a_topic() {
         2,
         &format!("submsg: {p} is a regular file, not a baf topic device"),
     );
-    run(&["-f", p]).fails(
+    run(&["-F", p]).fails(
         2,
         &format!("submsg: {p} is a regular file, not a baf topic device"),
     );

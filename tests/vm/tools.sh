@@ -152,8 +152,8 @@ json() {
   wait_for 10 gone $p; stop $p
   cat /tmp/j
   l1=$(sed -n 1p /tmp/j); l2=$(sed -n 2p /tmp/j); l3=$(sed -n 3p /tmp/j)
-  echo "$l1" | grep -q "^{\"topic\":\"js\",\"seq\":0,\"timestamp\":[0-9]*,\"pid\":$pp,\"uid\":0,\"writer\":[1-9][0-9]*,\"lost\":0,\"payload\":\"hello \\\\\"world\\\\\"\\\\n\",\"encoding\":\"utf8\"}\$" || return 1
-  echo "$l2" | grep -q '"seq":1,.*"payload":"//4K","encoding":"base64"}$' || return 1
+  echo "$l1" | grep -q "^{\"topic\":\"js\",\"seq\":0,\"timestamp\":[0-9]*,\"pid\":$pp,\"uid\":0,\"writer\":[1-9][0-9]*,\"lost\":0,\"payload\":\"hello \\\\\"world\\\\\"\\\\n\",\"encoding\":\"utf8\",\"time\":\"[^\"]*\"}\$" || return 1
+  echo "$l2" | grep -q '"seq":1,.*"payload":"//4K","encoding":"base64","time":"[^"]*"}$' || return 1
   if [ $HAVE_SETUP = 1 ]; then
     echo "$l3" | grep -q '"seq":2,.*"uid":1000,.*"payload":"from-user\\n"' || return 1
   fi
@@ -264,9 +264,11 @@ overrun() {
   # went, as the kernel counted.
   seq $((lost + 1)) 20000 | cmp - /tmp/o || return 1
   [ "$(sysfs ov lost)" = $lost ] || { echo "kernel says $(sysfs ov lost), we saw $lost"; return 1; }
-  [ "$(wc -l < /tmp/o.err)" = 1 ] && grep -q "lost $lost records on topic ov" /tmp/o.err
+  [ "$(wc -l < /tmp/o.err)" = 1 ] && grep -q "lost $lost records on topic ov" /tmp/o.err || return 1
+  # ... and says what to do about it.
+  grep -q "read faster, give the topic a bigger ring (baf-setup create ov --size .*submsg --lossless" /tmp/o.err
 }
-check "a SIGSTOPped submsg is lapped; after SIGCONT it reports the exact loss on stderr" overrun
+check "a SIGSTOPped submsg is lapped; after SIGCONT it reports the exact loss on stderr, and what to do" overrun
 json_lost() {
   mk ov2 64K
   sub_bg /tmp/o2 --json ov2; p=$SUB
@@ -409,6 +411,207 @@ sub_created() {
   stop $p; return $rc
 }
 check "submsg creates a missing topic it is given by name, and reads it" sub_created
+
+# --- habits of mosquitto_pub/sub users (issue 23) ---------------------------------
+same() { # FILE CONTENT(printf format): FILE holds exactly that
+  printf "$2" > /tmp/same.want
+  cmp /tmp/same.want "$1" || { echo "got:"; od -c "$1" | head; echo "want:"; od -c /tmp/same.want | head; return 1; }
+}
+pub_m() {
+  mk mq 64K
+  echo not-this | pubmsg mq -m one --message 'two words' || return 1
+  [ "$(sysfs mq records)" = 2 ] || { echo "records: $(sysfs mq records)"; return 1; }
+  submsg mq --from oldest -n 2 > /tmp/mq.out && same /tmp/mq.out 'one\ntwo words\n' || return 1
+  # --raw: the bytes alone; -0: a NUL instead of the newline.
+  pubmsg --raw -m abc mq && pubmsg -0 -m def mq || return 1
+  submsg mq --from last:2 -n 2 > /tmp/mq.out && same /tmp/mq.out 'abcdef\000'
+}
+check "pubmsg -m MSG (repeatable): each message one record, a newline added (none with --raw, a NUL with -0); stdin unread" pub_m
+pub_m_big() {
+  # A 64 KiB ring takes records of 16 KiB: a longer -m is refused whole.
+  big=$(head -c 20000 /dev/zero | tr '\000' x)
+  exit_is 2 pubmsg mq -m small -m "$big" || return 1
+  grep -q "message 2 (-m) has 20001 bytes, more than the topic's record limit of 16384: nothing was published" /tmp/x.err || return 1
+  [ "$(sysfs mq records)" = 4 ] || { echo "records: $(sysfs mq records)"; return 1; }
+}
+check "pubmsg -m with a message above the record limit: exit 2, one line, nothing published" pub_m_big
+pub_f() {
+  mk mf 1M
+  seq 1 3000 > /tmp/mf.in
+  echo WRONG | pubmsg -f /tmp/mf.in mf || return 1
+  [ "$(sysfs mf records)" = 3000 ] || { echo "records: $(sysfs mf records)"; return 1; }
+  submsg mf --from oldest -n 3000 | cmp /tmp/mf.in -
+}
+check "pubmsg -f FILE publishes the file's lines, not stdin" pub_f
+pub_f_missing() {
+  rm_topic mf/none
+  exit_is 2 pubmsg -f /tmp/no-such-file mf/none || return 1
+  grep -q "cannot open /tmp/no-such-file (-f): No such file or directory" /tmp/x.err || return 1
+  ! [ -e /dev/baf/mf/none ] || { echo "the topic was created"; return 1; }
+}
+check "pubmsg -f with a file that is not there: exit 2, one line, no topic created" pub_f_missing
+nul_io() {
+  mk nul0 64K
+  printf 'a b\000c\nd\000\000last' > /tmp/nul0.in
+  pubmsg -0 nul0 < /tmp/nul0.in || return 1
+  [ "$(sysfs nul0 records)" = 4 ] || { echo "records: $(sysfs nul0 records)"; return 1; }
+  # Raw output is the input, byte for byte; -0 ends every record with one NUL.
+  submsg nul0 --from oldest -n 4 > /tmp/nul0.raw && cmp /tmp/nul0.in /tmp/nul0.raw || return 1
+  submsg -0 nul0 --from oldest -n 4 > /tmp/nul0.out && same /tmp/nul0.out 'a b\000c\nd\000\000last\000' || return 1
+  # Lines too: their newline becomes the NUL; --prefix and -v prefix each record once.
+  mk nul1 64K
+  printf 'x\ny\n' | pubmsg nul1; pubmsg --raw -m 'multi
+line' nul1
+  submsg -0 nul1 --from oldest -n 3 > /tmp/nul1.out && same /tmp/nul1.out 'x\000y\000multi\nline\000' || return 1
+  submsg -0 -v nul1 --from oldest -n 3 > /tmp/nul1.out && same /tmp/nul1.out 'nul1 x\000nul1 y\000nul1 multi\nline\000' || return 1
+  # --json: each object ends with a NUL, not a newline.
+  submsg -0 --json nul1 --from oldest -n 2 > /tmp/nul1.out || return 1
+  [ "$(tr -cd '\000' < /tmp/nul1.out | wc -c)" = 2 ] && [ "$(tr -cd '\n' < /tmp/nul1.out | wc -c)" = 0 ] &&
+    [ "$(tail -c 1 /tmp/nul1.out | tr '\000' Z)" = Z ] || { cat /tmp/nul1.out; return 1; }
+}
+check "pubmsg -0 (NUL-separated items, one record each) and submsg -0 (a NUL after each record)" nul_io
+sub_v() {
+  submsg -v mq --from oldest -n 2 > /tmp/v.out && same /tmp/v.out 'mq one\nmq two words\n' || return 1
+  printf '1\n2' | pubmsg --raw mq
+  submsg -v mq --from last -n 1 > /tmp/v.out && same /tmp/v.out 'mq 1\nmq 2\n'
+}
+check "submsg -v prints 'topic line' (as mosquitto_sub -v), each line of a record" sub_v
+shared() {
+  mk sh1 64K
+  mkfifo /tmp/sh1.fifo 2>/dev/null
+  pubmsg sh1 < /tmp/sh1.fifo 2>/tmp/sh1.err & p=$!
+  exec 5> /tmp/sh1.fifo
+  echo held >&5
+  wait_for 10 sh -c '[ "$(cat /sys/class/baf/sh1/records)" = 1 ]' || { exec 5>&-; stop $p; return 1; }
+  # The lock is held: a plain pubmsg is refused, a --shared one is not.
+  exit_is 5 pubmsg -m refused sh1 || { exec 5>&-; stop $p; return 1; }
+  grep -q "or publish alongside it with pubmsg --shared" /tmp/x.err || { exec 5>&-; stop $p; return 1; }
+  pubmsg --shared -m s1 sh1 && echo s2 | pubmsg --shared sh1 || { exec 5>&-; stop $p; return 1; }
+  echo held2 >&5
+  exec 5>&-
+  wait $p || return 1
+  [ "$(sysfs sh1 records)" = 4 ] || { echo "records: $(sysfs sh1 records)"; return 1; }
+  submsg sh1 --from oldest -n 4 | sort > /tmp/sh1.out && same /tmp/sh1.out 'held\nheld2\ns1\ns2\n' || return 1
+  # A --shared publisher holds no lock: a plain pubmsg may start meanwhile.
+  mkfifo /tmp/sh2.fifo 2>/dev/null
+  pubmsg --shared sh1 < /tmp/sh2.fifo & p=$!
+  exec 6> /tmp/sh2.fifo
+  echo shared-running >&6
+  wait_for 10 sh -c '[ "$(cat /sys/class/baf/sh1/records)" = 5 ]' || { exec 6>&-; stop $p; return 1; }
+  pubmsg -m exclusive sh1; rc=$?
+  exec 6>&-; wait $p
+  [ $rc = 0 ] && [ "$(sysfs sh1 records)" = 6 ]
+}
+check "pubmsg --shared publishes without the lock: beside a lock holder, and without keeping one out" shared
+timeout_none() {
+  mk wt 64K
+  t0=$(date +%s)
+  exit_is 7 submsg -W 1 wt || return 1
+  t1=$(date +%s)
+  grep -qx "submsg: no record arrived in 1 s (-W 1)" /tmp/x.err || return 1
+  [ $((t1 - t0)) -ge 1 ] && [ $((t1 - t0)) -le 5 ] || { echo "took $((t1 - t0)) s"; return 1; }
+}
+check "submsg -W 1 with nothing published: exit 7 after about 1 s, one line" timeout_none
+timeout_some() {
+  echo early | pubmsg wt
+  submsg -W 0.5 --from oldest wt > /tmp/wt.out 2> /tmp/wt.err; rc=$?
+  [ $rc = 0 ] && same /tmp/wt.out 'early\n' && ! [ -s /tmp/wt.err ] || { echo "exit $rc"; cat /tmp/wt.err; return 1; }
+  # Records arriving while it waits; -n ends it sooner, -W still bounds it.
+  sub_bg /tmp/wt2 -W 3 wt; p=$SUB
+  wait_for 10 has_readers wt 1 || { stop $p; return 1; }
+  echo during | pubmsg wt
+  wait_for 10 gone $p || { stop $p; echo "-W 3 did not end it"; return 1; }
+  wait $p; rc=$?
+  [ $rc = 0 ] && same /tmp/wt2 'during\n' || { echo "exit $rc"; cat /tmp/wt2.err; return 1; }
+  # --follow waiting for a topic that never comes: -W ends that too.
+  submsg -F -W 0.5 'never/#' > /dev/null 2> /tmp/wt3.err; rc=$?
+  [ $rc = 7 ] && grep -q "waiting for topics matching 'never/#'" /tmp/wt3.err && grep -q "no record arrived in 0.5 s" /tmp/wt3.err ||
+    { echo "exit $rc"; cat /tmp/wt3.err; return 1; }
+}
+check "submsg -W: exit 0 when records came by then; ends a waiting --follow too (exit 7)" timeout_some
+last() {
+  for t in last/a last/b last/c; do mk $t 64K; done
+  seq 1 5 | pubmsg last/a; printf 'b1\nb2\n' | pubmsg last/b
+  t0=$(date +%s)
+  submsg --last --prefix 'last/#' > /tmp/last.out 2> /tmp/last.err || { cat /tmp/last.err; return 1; }
+  [ $(($(date +%s) - t0)) -le 3 ] || { echo "--last did not end at once"; return 1; }
+  sort /tmp/last.out > /tmp/last.sorted && same /tmp/last.sorted 'last/a: 5\nlast/b: b2\n' && ! [ -s /tmp/last.err ] || return 1
+  submsg --last last/a,last/c > /tmp/last.out && same /tmp/last.out '5\n'
+}
+check "submsg --last: the latest record of each matching topic (none for an empty one), then exit 0" last
+last_missing() {
+  rm_topic last/none
+  exit_is 3 submsg --last last/none || return 1
+  grep -q "topic last/none does not exist (--last)" /tmp/x.err && ! [ -e /dev/baf/last/none ]
+}
+check "submsg --last on a missing named topic: exit 3, one line, nothing created" last_missing
+json_time() {
+  mk jt 64K
+  d1=$(date -u +%Y-%m-%dT%H:%M)
+  echo now | pubmsg jt
+  line=$(submsg --json --last jt)
+  d2=$(date -u +%Y-%m-%dT%H:%M)
+  echo "$line"
+  time=$(echo "$line" | sed -n 's/.*,"time":"\([^"]*\)"}$/\1/p')
+  echo "$time" | grep -qE '^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{9}Z$' || { echo "time: '$time'"; return 1; }
+  minute=$(echo "$time" | cut -c1-16)
+  [ "$minute" = "$d1" ] || [ "$minute" = "$d2" ] || { echo "time $time is not now ($d1 .. $d2)"; return 1; }
+  # The fields before it are as they were.
+  echo "$line" | grep -q '^{"topic":"jt","seq":0,"timestamp":[0-9]*,"pid":[0-9]*,"uid":0,"writer":[0-9]*,"lost":0,"payload":"now\\n","encoding":"utf8","time":"'
+}
+check "submsg --json has the wall-clock time (RFC 3339, UTC, ns) of the kernel's timestamp" json_time
+named_missing() {
+  rm_topic nt/x
+  sub_bg /tmp/nt nt/x -n 1; p=$SUB
+  wait_for 10 has_readers nt/x 1 || { stop $p; cat /tmp/nt.err; return 1; }
+  echo hello | pubmsg nt/x
+  wait_for 10 gone $p || { stop $p; return 1; }
+  stop $p
+  same /tmp/nt 'hello\n' || return 1
+  grep -qx "submsg: topic nt/x did not exist: created it, waiting for its records (--no-wait fails instead)" /tmp/nt.err ||
+    { cat /tmp/nt.err; return 1; }
+  # Named and there: no notice.
+  sub_bg /tmp/nt2 nt/x -n 1; p=$SUB
+  wait_for 10 has_readers nt/x 1 || { stop $p; return 1; }
+  echo again | pubmsg nt/x
+  wait_for 10 gone $p; stop $p
+  ! [ -s /tmp/nt2.err ] || { cat /tmp/nt2.err; return 1; }
+}
+check "submsg on a named topic that does not exist yet: says so on stderr, creates it, waits for its records" named_missing
+no_wait() {
+  rm_topic nt/y
+  exit_is 3 submsg --no-wait nt/y || return 1
+  grep -qx "submsg: topic nt/y does not exist (--no-wait): see \`baf-setup list\`, or create it with \`baf-setup create nt/y\`" /tmp/x.err || return 1
+  ! [ -e /dev/baf/nt/y ] || { echo "created it"; return 1; }
+  exit_is 3 submsg --no-wait -F 'other/#,nt/y' || return 1
+  # A topic that is there is read as usual.
+  echo z | pubmsg nt/x
+  [ "$(submsg --no-wait --from last -n 1 nt/x)" = z ]
+}
+check "submsg --no-wait on a named topic that does not exist: exit 3, one line, nothing created" no_wait
+if [ $HAVE_SETUP = 1 ]; then
+  all_readable() {
+    baf-setup remove pub/open > /dev/null 2>&1; baf-setup remove pub/secret > /dev/null 2>&1
+    baf-setup create pub/open --mode 0666 > /dev/null && baf-setup create pub/secret --mode 0600 > /dev/null || return 1
+    echo hello | pubmsg pub/open; echo hidden | pubmsg pub/secret
+    # Every topic (none named): those baf-user may not read are skipped without a word.
+    su baf-user -s /bin/sh -c 'submsg --last --prefix' > /tmp/ar.out 2> /tmp/ar.err; rc=$?
+    [ $rc = 0 ] && grep -qx 'pub/open: hello' /tmp/ar.out && ! grep -q hidden /tmp/ar.out && ! [ -s /tmp/ar.err ] ||
+      { echo "exit $rc"; cat /tmp/ar.out /tmp/ar.err; return 1; }
+    su baf-user -s /bin/sh -c 'submsg -W 1 --from oldest' > /tmp/ar.out 2> /tmp/ar.err; rc=$?
+    [ $rc = 0 ] && grep -qx 'hello' /tmp/ar.out && ! [ -s /tmp/ar.err ] || { echo "exit $rc"; cat /tmp/ar.err; return 1; }
+    # A pattern still says what it skips; a named topic still fails.
+    su baf-user -s /bin/sh -c "submsg --last 'pub/#'" > /tmp/ar.out 2> /tmp/ar.err
+    grep -q "submsg: skipping topic pub/secret" /tmp/ar.err || { cat /tmp/ar.err; return 1; }
+    exit_is 4 su baf-user -s /bin/sh -c 'submsg --last pub/secret'
+  }
+  check "submsg with no topic named skips, silently, the topics this user may not read" all_readable
+  rm_topic pub/open; rm_topic pub/secret
+fi
+check "submsg -f (not a submsg flag: --follow is -F): exit 2, one line" exit_is 2 submsg -f x
+check "baf-setup apply -n (not a baf-setup flag: -n is submsg's count): exit 2, one line" exit_is 2 baf-setup apply -n
+check "pubmsg -m with no message: exit 2, one line" exit_is 2 pubmsg mq -m
+for t in mq mf nul0 nul1 sh1 wt last/a last/b last/c jt nt/x; do rm_topic $t; done
 
 # --- lossless topics: a pipeline loses nothing ----------------------------------
 # A tar stream of 3 MiB through a 64 KiB ring: pubmsg starts first and waits
