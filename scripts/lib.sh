@@ -8,3 +8,8 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CACHE=${BAF_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/baf}
 export PATH="$HOME/.cargo/bin:$PATH"
 mkdir -p "$CACHE"
+# The static tools and test programs of this checkout (tests/vm.sh,
+# scripts/package.sh): a target directory per checkout, named by a hash of
+# its path, because cargo keeps a binary another work tree copied over its
+# own when it finds its build up to date.
+STATIC_TARGET="$CACHE/target-static-$(printf %s "$REPO" | sha256sum | cut -c1-12)"

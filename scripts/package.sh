@@ -34,8 +34,8 @@ if [ -z "$bins" ]; then
   say "building the tools as static binaries (about 8 minutes the first time)"
   RUSTFLAGS='-C target-feature=+crt-static' cargo build --quiet --release --locked \
     --manifest-path "$REPO/Cargo.toml" --target x86_64-unknown-linux-gnu \
-    --target-dir "$CACHE/target" -p pubmsg -p submsg -p baf-setup -p baf-bridge
-  bins="$CACHE/target/x86_64-unknown-linux-gnu/release"
+    --target-dir "$STATIC_TARGET" -p pubmsg -p submsg -p baf-setup -p baf-bridge
+  bins="$STATIC_TARGET/x86_64-unknown-linux-gnu/release"
 fi
 mkdir -p "$out" && out=$(cd "$out" && pwd)
 work=$(mktemp -d)

@@ -85,15 +85,17 @@ grep -q 'fanout\.ko\(\.xz\)\{0,1\}:' "$stage"/lib/modules/*/modules.dep ||
 
 # --- static userspace programs ----------------------------------------------
 say "building the tools and test programs as static binaries (about 3 minutes the first time)"
-# One target directory for every checkout (a cold build takes minutes), so
-# runs from several work trees take turns: the lock is held from the build
-# until the binaries are packed, and no run packs another tree's binaries.
-exec 9> "$CACHE/target.lock"
+# One target directory per checkout ($STATIC_TARGET, scripts/lib.sh): cargo
+# does not copy a binary it finds up to date back over one that another work
+# tree built into the same directory, so a shared one packed the other
+# tree's programs. Runs from one checkout take turns: the lock is held from
+# the build until the binaries are packed.
+exec 9> "$STATIC_TARGET.lock"
 flock 9
 RUSTFLAGS='-C target-feature=+crt-static' cargo build --quiet --release \
   --manifest-path "$REPO/Cargo.toml" --target x86_64-unknown-linux-gnu \
-  --target-dir "$CACHE/target" -p pubmsg -p submsg -p baf-setup -p baf-bridge -p baf-tests
-bins="$CACHE/target/x86_64-unknown-linux-gnu/release"
+  --target-dir "$STATIC_TARGET" -p pubmsg -p submsg -p baf-setup -p baf-bridge -p baf-tests
+bins="$STATIC_TARGET/x86_64-unknown-linux-gnu/release"
 
 # --- initramfs --------------------------------------------------------------
 list="$run/initramfs.list"
