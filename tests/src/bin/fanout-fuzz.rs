@@ -100,7 +100,7 @@ fn expect_errno<T: std::fmt::Debug>(r: io::Result<T>, allowed: &[i32], what: &st
 }
 
 fn anyhow_errno(e: &anyhow::Error) -> Option<i32> {
-    baf::cli::errno(e)
+    baf::error::errno(e)
 }
 
 fn page_size() -> usize {
