@@ -9,10 +9,12 @@
 //! Files, one concept each: `abi.rs` (the userspace ABI), `ring.rs` (the
 //! record ring's bookkeeping, pure logic), `ringmem.rs` (the ring's
 //! memory and mapped control page), `waitq.rs` (keyed wait queues),
-//! `topic.rs` (ring + memory + wait queues + counters),
-//! `provenance.rs` (writer pid/uid/time), `file.rs` (an open file's
-//! operations), `fops.rs` (the unsafe `file_operations` glue), `compat.rs`
-//! (the differences between the kernel versions it builds on).
+//! `topic.rs` (ring + memory + wait queues + counters), `lossless.rs`
+//! (lossless readers and the stall clock, part of a topic),
+//! `provenance.rs` (writer pid/uid/time), `file.rs` (an open file: its
+//! state, `open`, `poll`, `mmap`), with `read.rs`, `write.rs` and
+//! `ioctl.rs` (its calls), `fops.rs` (the unsafe `file_operations` glue),
+//! `compat.rs` (the differences between the kernel versions it builds on).
 
 use kernel::{bindings, prelude::*, str::CString};
 

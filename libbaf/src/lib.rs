@@ -40,10 +40,3 @@ mod ring;
 mod ring_tests;
 
 pub use sys::{dev_dir, topic_path};
-
-/// The old home of [`error::errno`] and [`error::message`], kept for the
-/// programs of the VM suite.
-#[doc(hidden)]
-pub mod cli {
-    pub use crate::error::{errno, message};
-}
