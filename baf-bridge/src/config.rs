@@ -949,6 +949,21 @@ mod tests {
             ..flags()
         });
         assert!(m.starts_with("no Zenoh endpoint: "), "{m}");
+        // Endpoints in a Zenoh configuration file count, and are kept.
+        let z = scratch(
+            "z.json5",
+            "{ listen: { endpoints: [\"tcp/127.0.0.1:7449\"] } }",
+        );
+        let s = Settings::resolve(Flags {
+            connect: vec![],
+            zenoh_config: Some(z),
+            ..flags()
+        })
+        .unwrap();
+        assert_eq!(
+            s.zenoh.get_json("listen/endpoints").unwrap(),
+            r#"["tcp/127.0.0.1:7449"]"#
+        );
         // Listening only is enough.
         Settings::resolve(Flags {
             connect: vec![],
