@@ -105,6 +105,7 @@ struct Args {
     #[arg(long, value_name = "ENDPOINT")]
     connect: Vec<String>,
     /// Zenoh endpoint to listen on (tcp/0.0.0.0:7447). Repeatable.
+    /// Without it the bridge listens nowhere (it only connects).
     #[arg(long, value_name = "ENDPOINT")]
     listen: Vec<String>,
     /// Also look for Zenoh peers by UDP multicast on the local network
@@ -132,7 +133,8 @@ struct Args {
     #[arg(long, value_name = "FILE")]
     auth_users_file: Option<PathBuf>,
     /// A Zenoh configuration file (JSON5), applied before the other
-    /// settings.
+    /// settings: scouting stays off unless --multicast-scouting or
+    /// --gossip (only --zenoh-set comes after these).
     #[arg(long, value_name = "FILE")]
     zenoh_config: Option<PathBuf>,
     /// Any Zenoh setting, by its path, with a JSON5 value
