@@ -22,7 +22,7 @@
 //! connect = ["tcp/192.168.1.2:7447"]
 //! listen = ["tcp/0.0.0.0:7447"]
 //! multicast_scouting = false                # the default: off
-//! gossip = false                            # the default: off
+//! gossip = false                            # the default: connect to no peer heard of
 //! config = "/etc/zenoh/bridge.json5"        # a Zenoh configuration file
 //!
 //! [zenoh.auth]                              # Zenoh user/password authentication
@@ -601,7 +601,13 @@ fn zenoh_config(net: Net) -> Result<(zenoh::Config, String, Vec<String>)> {
         "scouting/multicast/enabled",
         &multicast_scouting.to_string(),
     )?;
-    set_json(&mut c, "scouting/gossip/enabled", &gossip.to_string())?;
+    // Gossip stays on (Zenoh warns without it, as it de-duplicates data
+    // through gateways with it), but without --gossip the bridge connects
+    // to none of the peers it hears of.
+    set_json(&mut c, "scouting/gossip/enabled", "true")?;
+    if !gossip {
+        set_json(&mut c, "scouting/gossip/autoconnect", "[]")?;
+    }
     if let Some((user, password)) = &auth.credentials {
         let s = |v: &str| serde_json::to_string(v).unwrap_or_default();
         set_json(&mut c, "transport/auth/usrpwd/user", &s(user))?;
@@ -640,10 +646,10 @@ fn zenoh_config(net: Net) -> Result<(zenoh::Config, String, Vec<String>)> {
         summary += &format!(", connecting to {}", connect.join(" "));
     }
     let on = |k: &str| c.get_json(k).is_ok_and(|v| v == "true");
-    summary += match (
-        on("scouting/multicast/enabled"),
-        on("scouting/gossip/enabled"),
-    ) {
+    let gossip_connects = on("scouting/gossip/enabled")
+        && c.get_json("scouting/gossip/autoconnect")
+            .is_ok_and(|v| v != "[]");
+    summary += match (on("scouting/multicast/enabled"), gossip_connects) {
         (false, false) => ", no scouting",
         (true, false) => ", multicast scouting",
         (false, true) => ", gossip scouting",
@@ -894,7 +900,8 @@ mod tests {
         // authentication, nothing to warn about.
         let z = |k: &str| s.zenoh.get_json(k).unwrap();
         assert_eq!(z("scouting/multicast/enabled"), "false");
-        assert_eq!(z("scouting/gossip/enabled"), "false");
+        assert_eq!(z("scouting/gossip/enabled"), "true");
+        assert_eq!(z("scouting/gossip/autoconnect"), "[]");
         assert_eq!(z("listen/endpoints"), "[]");
         assert_eq!(z("transport/auth/usrpwd/user"), "null");
         assert_eq!(z("transport/auth/usrpwd/dictionary_file"), "null");
@@ -932,14 +939,19 @@ mod tests {
         let z = |k: &str| s.zenoh.get_json(k).unwrap();
         assert_eq!(z("scouting/multicast/enabled"), "true");
         assert_eq!(z("scouting/gossip/enabled"), "true");
+        assert_eq!(z("scouting/gossip/autoconnect"), "null");
         assert_eq!(s.zenoh_summary, "mode peer, multicast and gossip scouting");
         // --zenoh-set comes last and may say otherwise.
         let s = Settings::resolve(Flags {
-            zenoh_set: vec!["scouting/gossip/enabled=true".into()],
+            zenoh_set: vec!["scouting/gossip/autoconnect=[\"peer\"]".into()],
             ..flags()
         })
         .unwrap();
-        assert_eq!(s.zenoh.get_json("scouting/gossip/enabled").unwrap(), "true");
+        assert_eq!(
+            s.zenoh.get_json("scouting/gossip/autoconnect").unwrap(),
+            r#"["peer"]"#
+        );
+        assert!(s.zenoh_summary.ends_with(", gossip scouting"));
     }
 
     #[test]

@@ -151,3 +151,46 @@ fn authentication() {
     assert!(crosses(&a, &b, "baf/u", Duration::from_secs(20)));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Three bridges on loopback: b and c connect to a, each listens too.
+/// Without --gossip, c connects to none of the peers it hears of through
+/// a (b); with --gossip (the control) it does. Returns c's peer count after
+/// `wait`.
+fn third_peer(gossip: bool, wait: Duration) -> usize {
+    let ep = || format!("tcp/127.0.0.1:{}", free_port());
+    let (pa, pb, pc) = (ep(), ep(), ep());
+    let with = |listen: &str, connect: Option<&str>| Flags {
+        listen: vec![listen.to_string()],
+        connect: connect.map(|c| vec![c.to_string()]).unwrap_or_default(),
+        gossip: gossip.then_some(true),
+        ..bridge()
+    };
+    let a = open(with(&pa, None));
+    let b = open(with(&pb, Some(&pa)));
+    assert!(connected(&b, Duration::from_secs(20)), "b did not reach a");
+    let c = open(with(&pc, Some(&pa)));
+    assert!(connected(&c, Duration::from_secs(20)), "c did not reach a");
+    let end = Instant::now() + wait;
+    while Instant::now() < end && peers(&c) < 2 {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let n = peers(&c);
+    for s in [c, b, a] {
+        s.close().wait().unwrap();
+    }
+    n
+}
+
+#[test]
+fn no_gossip_connections_by_default() {
+    assert_eq!(
+        third_peer(false, Duration::from_secs(4)),
+        1,
+        "without --gossip, c connected to a peer it heard of"
+    );
+    assert_eq!(
+        third_peer(true, Duration::from_secs(20)),
+        2,
+        "the control: with --gossip, c did not connect to b"
+    );
+}
