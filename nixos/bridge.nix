@@ -33,7 +33,8 @@ let
           description = ''
             Topics to publish to Zenoh: baf patterns (`+` one level, `#`
             the rest, `#` alone every topic), now and as they are created.
-            Topic `T` is published under the key `<keyPrefix>/T`.
+            Topic `T` is published under the key `<keyPrefix>/T`. Empty
+            (the default): nothing is exported.
           '';
         };
         exclude = lib.mkOption {
@@ -85,12 +86,59 @@ let
           type = types.listOf types.str;
           default = [ ];
           example = [ "tcp/0.0.0.0:7447" ];
-          description = "Zenoh endpoints to listen on. Empty: Zenoh's default (a random TCP port in peer mode).";
+          description = "Zenoh endpoints to listen on. Empty: none (the bridge only connects).";
         };
         multicastScouting = lib.mkOption {
           type = types.bool;
-          default = true;
-          description = "Whether to find Zenoh peers on the local network by UDP multicast.";
+          default = false;
+          description = ''
+            Whether to find Zenoh peers on the local network by UDP
+            multicast (and be found by them). Off: the peers are the
+            {option}`connect` endpoints and those that connect to
+            {option}`listen`.
+          '';
+        };
+        gossip = lib.mkOption {
+          type = types.bool;
+          default = false;
+          description = "Whether to connect to the peers that connected peers tell of (Zenoh's gossip scouting).";
+        };
+        auth = {
+          user = lib.mkOption {
+            type = types.nullOr types.str;
+            default = null;
+            example = "robot-1";
+            description = ''
+              User name this bridge authenticates as to the bridges (and
+              Zenoh routers) it connects to, with the password in
+              {option}`auth.passwordFile` (Zenoh user/password
+              authentication: the password itself never crosses the
+              network, but the records are not encrypted).
+            '';
+          };
+          passwordFile = lib.mkOption {
+            type = types.nullOr types.str;
+            default = null;
+            example = "/etc/baf/bridge/robot-1.password";
+            description = ''
+              File holding the password of {option}`auth.user` (one line),
+              outside the Nix store (which everyone can read). Given to the
+              service with systemd's `LoadCredential=`, so it may belong to
+              root with mode 0600.
+            '';
+          };
+          usersFile = lib.mkOption {
+            type = types.nullOr types.str;
+            default = null;
+            example = "/etc/baf/bridge/users";
+            description = ''
+              File of `USER:PASSWORD` lines: only these users may connect
+              to this bridge's {option}`listen` endpoints. Outside the Nix
+              store; given to the service with `LoadCredential=`. Null:
+              anyone who reaches the endpoints may connect (a warning says
+              so when the firewall is opened for them).
+            '';
+          };
         };
         openFirewall = lib.mkOption {
           type = types.bool;
@@ -177,8 +225,13 @@ let
         host_name = if b.hostName != null then b.hostName else config.networking.hostName;
         log_level = b.logLevel;
         zenoh = {
-          inherit (b) mode connect listen;
+          inherit (b) mode connect listen gossip;
           multicast_scouting = b.multicastScouting;
+          # Relative names: the service's credentials (LoadCredential=).
+          auth =
+            lib.optionalAttrs (b.auth.user != null) { inherit (b.auth) user; }
+            // lib.optionalAttrs (b.auth.passwordFile != null) { password_file = "password"; }
+            // lib.optionalAttrs (b.auth.usersFile != null) { users_file = "users"; };
         }
         // lib.optionalAttrs (b.zenohConfig != { }) {
           config = pkgs.writeText "baf-bridge-${name}-zenoh.json5" (builtins.toJSON b.zenohConfig);
@@ -218,6 +271,12 @@ let
         ]
         ++ b.extraArgs
       );
+      # The password and users files, readable by the dynamic user as
+      # $CREDENTIALS_DIRECTORY/password and /users (the bridge looks
+      # relative names up there).
+      LoadCredential =
+        lib.optional (b.auth.passwordFile != null) "password:${b.auth.passwordFile}"
+        ++ lib.optional (b.auth.usersFile != null) "users:${b.auth.usersFile}";
       # SIGTERM stops it cleanly (exit 0); anything else is retried, as
       # peers come and go.
       Restart = "on-failure";
@@ -296,10 +355,38 @@ in
         message = "baf.services.bridges needs baf.services.baf-setup.enable = true (the fanout module, group baf and the tools).";
       }
     ]
-    ++ lib.mapAttrsToList (name: b: {
-      assertion = b.export != [ ] || b.import != [ ];
-      message = "baf bridge `${name}': give topics to export or keys to import (export, import).";
-    }) enabled;
+    ++ lib.concatLists (
+      lib.mapAttrsToList (name: b: [
+        {
+          assertion = b.export != [ ] || b.import != [ ];
+          message = "baf bridge `${name}': give topics to export or keys to import (export, import); nothing is exported by default.";
+        }
+        {
+          assertion =
+            b.listen != [ ] || b.connect != [ ] || b.multicastScouting || b.zenohConfig ? listen || b.zenohConfig ? connect;
+          message = "baf bridge `${name}': give Zenoh endpoints to listen on or connect to (listen, connect), or turn on multicastScouting.";
+        }
+        {
+          assertion = (b.auth.user == null) == (b.auth.passwordFile == null);
+          message = "baf bridge `${name}': auth.user and auth.passwordFile go together.";
+        }
+        {
+          assertion = lib.all (f: f == null || !lib.hasPrefix "/nix/store/" f) [
+            b.auth.passwordFile
+            b.auth.usersFile
+          ];
+          message = "baf bridge `${name}': auth.passwordFile and auth.usersFile must not be in the Nix store (everyone can read it).";
+        }
+      ]) enabled
+    );
+
+    warnings = lib.concatLists (
+      lib.mapAttrsToList (
+        name: b:
+        lib.optional (b.openFirewall && b.listen != [ ] && b.auth.usersFile == null)
+          "baf bridge `${name}': its listen endpoints are open in the firewall without auth.usersFile: any host that reaches them may connect, receive what it exports and send what it imports."
+      ) enabled
+    );
 
     systemd.services = lib.mapAttrs' (
       name: b: lib.nameValuePair "baf-bridge-${name}" (service name b)

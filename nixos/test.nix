@@ -55,9 +55,12 @@ pkgs.testers.runNixOSTest {
         import = [ "baf/**" ];
         into = "b/";
         listen = [ "tcp/0.0.0.0:7447" ];
-        multicastScouting = false;
         openFirewall = true;
+        # Only b may connect. (A test's secrets may be in the store; a
+        # real one's are not.)
+        auth.usersFile = "/etc/baf/bridge/users";
       };
+      environment.etc."baf/bridge/users".text = "b:test password\n";
     };
   nodes.b =
     { ... }:
@@ -73,8 +76,12 @@ pkgs.testers.runNixOSTest {
         into = "a/";
         connect = [ "tcp/a:7447" ];
         listen = [ "tcp/0.0.0.0:7447" ];
-        multicastScouting = false;
+        auth = {
+          user = "b";
+          passwordFile = "/etc/baf/bridge/b.password";
+        };
       };
+      environment.etc."baf/bridge/b.password".text = "test password\n";
     };
 
   testScript = ''
@@ -173,6 +180,8 @@ pkgs.testers.runNixOSTest {
         a.fail("test -e /dev/baf/b/a")
         b.fail("test -e /dev/baf/a/b")
         a.succeed("journalctl -u baf-bridge-lab | grep -q 'exporting topic sensors as baf/sensors'")
+        a.succeed("journalctl -u baf-bridge-lab | grep -q 'no scouting, accepting the users of /run/credentials/'")
+        b.succeed("journalctl -u baf-bridge-lab | grep -q 'authenticating as b'")
         b.succeed("journalctl -u baf-bridge-lab | grep -q 'importing key baf/sensors into topic a/sensors'")
 
     with subtest("the bridge runs hardened, as a dynamic user in group baf, and stops cleanly"):

@@ -192,7 +192,9 @@ Installed. Next steps:
     NAME [size=BYTES] [mode=OCTAL] [group=NAME] [lossless] ...; then
     systemctl start baf-setup   (it runs at every boot)
   - a bridge:                   /etc/baf/bridge/NAME.toml, then
-    systemctl enable --now baf-bridge@NAME
+    systemctl enable --now baf-bridge@NAME   (it exports nothing and finds
+    no peer unless NAME.toml says so; passwords: /etc/credstore/, see
+    docs/incoming-bridge.md)
   - try it:                     baf-setup create demo && submsg demo
 EOF
 fi

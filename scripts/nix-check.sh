@@ -309,6 +309,102 @@ eval_true "module.nix: a kernel that stays without Rust despite the patch is ref
        (builtins.head (failed r.config)) != null
   && builtins.length (failed r.config) == 1'
 
+# The bridges (bridge.nix), evaluated against a stand-in for the nixpkgs lib
+# functions and option types it uses, every option at its default unless
+# given: safe defaults (nothing exported, no scouting, no gossip, no
+# listening, no authentication), the credentials of authentication, the
+# assertions and the warning of an open unauthenticated endpoint. The
+# configuration file is read back from ExecStart (the stand-in writeText
+# keeps the text).
+bridge_stub='
+  let
+    lib = rec {
+      types = {
+        bool = "bool"; str = "str"; anything = "anything";
+        listOf = t: t; nullOr = t: t; enum = l: l; attrsOf = t: t; submodule = f: f;
+      };
+      mkOption = o: o // { _type = "option"; };
+      literalExpression = x: x;
+      filterAttrs = p: a: builtins.listToAttrs (builtins.filter (x: p x.name x.value)
+        (map (name: { inherit name; value = a.${name}; }) (builtins.attrNames a)));
+      concatMap = f: l: builtins.concatLists (map f l);
+      concatLists = builtins.concatLists;
+      optional = c: x: if c then [ x ] else [ ];
+      optionals = c: x: if c then x else [ ];
+      optionalAttrs = c: a: if c then a else { };
+      toInt = builtins.fromJSON;
+      getExe'"'"' = _: name: "/bin/${name}";
+      escapeShellArgs = args: args;
+      nameValuePair = name: value: { inherit name value; };
+      mapAttrs'"'"' = f: a: builtins.listToAttrs (map (n: f n a.${n}) (builtins.attrNames a));
+      mapAttrsToList = f: a: map (n: f n a.${n}) (builtins.attrNames a);
+      mkIf = condition: content: { _type = "if"; inherit condition content; };
+      any = builtins.any; all = builtins.all; attrValues = builtins.attrValues;
+      hasPrefix = p: s: builtins.substring 0 (builtins.stringLength p) s == p;
+    };
+    pkgs.writeText = name: text: { outPath = text; };
+    module = bridges: import ./nixos/bridge.nix {
+      inherit lib pkgs;
+      config = {
+        baf.services.baf-setup = { enable = true; package = null; };
+        baf.services.bridges = bridges;
+        networking.hostName = "host";
+      };
+    };
+    # The bridges as NixOS would see them: every option at its default
+    # unless given.
+    bridgeOpts = (module { }).options.baf.services.bridges.type { name = "x"; };
+    fill = opts: given: builtins.mapAttrs (n: o:
+      if (o._type or null) == "option" then given.${n} or o.default else fill o (given.${n} or { })) opts;
+    eval = given: (module (builtins.mapAttrs (_: fill bridgeOpts.options) given)).config.content;
+    # The configuration file of a bridge, read back from ExecStart.
+    file = c: name: builtins.fromJSON (builtins.elemAt c.systemd.services.${name}.serviceConfig.ExecStart 2);
+    failed = c: map (a: a.message) (builtins.filter (a: !a.assertion) c.assertions);
+  in'
+eval_true "bridge.nix: safe defaults (nothing exported, no scouting, no gossip, no listening, no auth)" "$bridge_stub"'
+  let
+    c = eval { plain = { import = [ "baf/**" ]; connect = [ "tcp/h:7447" ]; }; };
+    f = file c "baf-bridge-plain";
+  in
+  f.export == [ ] && f.zenoh.multicast_scouting == false && f.zenoh.gossip == false
+  && f.zenoh.listen == [ ] && f.zenoh.auth == { }
+  && c.systemd.services.baf-bridge-plain.serviceConfig.LoadCredential == [ ]
+  && failed c == [ ] && c.warnings == [ ] && c.networking.firewall.allowedUDPPorts == [ ]'
+eval_true "bridge.nix: authentication files are systemd credentials, named relative in its configuration file" "$bridge_stub"'
+  let
+    c = eval {
+      lab = {
+        export = [ "sensors/#" ];
+        listen = [ "tcp/0.0.0.0:7447" ];
+        openFirewall = true;
+        auth = { user = "robot-1"; passwordFile = "/etc/baf/bridge/pw"; usersFile = "/etc/baf/bridge/users"; };
+      };
+    };
+  in
+  (file c "baf-bridge-lab").zenoh.auth == { user = "robot-1"; password_file = "password"; users_file = "users"; }
+  && c.systemd.services.baf-bridge-lab.serviceConfig.LoadCredential
+     == [ "password:/etc/baf/bridge/pw" "users:/etc/baf/bridge/users" ]
+  && failed c == [ ] && c.warnings == [ ] && c.networking.firewall.allowedTCPPorts == [ 7447 ]'
+eval_true "bridge.nix: refusals (nothing to bridge, no endpoint, half of auth, a secret in the store) and the open-endpoint warning" "$bridge_stub"'
+  let
+    c = eval {
+      idle = { };
+      half = { import = [ "baf/**" ]; connect = [ "tcp/h:7447" ]; auth.user = "me"; };
+      store = { import = [ "baf/**" ]; connect = [ "tcp/h:7447" ]; auth.usersFile = "/nix/store/x-users"; };
+      open = { import = [ "baf/**" ]; listen = [ "tcp/0.0.0.0:7447" ]; openFirewall = true; multicastScouting = true; };
+    };
+  in
+  failed c == [
+    "baf bridge `half'"'"': auth.user and auth.passwordFile go together."
+    "baf bridge `idle'"'"': give topics to export or keys to import (export, import); nothing is exported by default."
+    "baf bridge `idle'"'"': give Zenoh endpoints to listen on or connect to (listen, connect), or turn on multicastScouting."
+    "baf bridge `store'"'"': auth.passwordFile and auth.usersFile must not be in the Nix store (everyone can read it)."
+  ]
+  && builtins.length c.warnings == 1
+  && builtins.match "baf bridge .open.: its listen endpoints are open in the firewall without auth.usersFile.*" (builtins.head c.warnings) != null
+  && c.networking.firewall.allowedUDPPorts == [ 7446 ]
+  && (file c "baf-bridge-open").zenoh.multicast_scouting'
+
 # 5. The tools' source filter lists every Cargo workspace member.
 check "nixos/tools.nix covers the Cargo workspace" python3 - <<'EOF'
 import re, sys, tomllib

@@ -6,7 +6,7 @@
 //! `-`), and the Zenoh session's under `[zenoh]`:
 //!
 //! ```toml
-//! export = ["sensors/#", "robot/+/state"]   # baf patterns
+//! export = ["sensors/#", "robot/+/state"]   # baf patterns; none by default
 //! exclude = ["sensors/debug"]
 //! import = ["baf/**"]                       # Zenoh key expressions
 //! into = "remote/"
@@ -21,18 +21,33 @@
 //! mode = "peer"                             # or "client"
 //! connect = ["tcp/192.168.1.2:7447"]
 //! listen = ["tcp/0.0.0.0:7447"]
-//! multicast_scouting = true
+//! multicast_scouting = false                # the default: off
+//! gossip = false                            # the default: connect to no peer heard of
 //! config = "/etc/zenoh/bridge.json5"        # a Zenoh configuration file
+//!
+//! [zenoh.auth]                              # Zenoh user/password authentication
+//! user = "robot-1"                          # this bridge's name to the bridges it connects to
+//! password_file = "/etc/baf/bridge/robot-1.password"
+//! users_file = "/etc/baf/bridge/users"      # USER:PASSWORD lines: who may connect to this one
 //!
 //! [zenoh.set]                               # any Zenoh setting, by its path
 //! "transport/link/tx/lease" = 5000
 //! ```
 //!
+//! Safe by default: nothing is exported unless `export` names it, no
+//! multicast scouting nor gossip unless asked, and the bridge listens only
+//! on the endpoints given (Zenoh's own default is a random TCP port on
+//! every address). A relative `password_file` or `users_file` is a systemd
+//! credential: the file of that name in `$CREDENTIALS_DIRECTORY`, when that
+//! is set.
+//!
 //! A file whose name ends in `.json` (or whose text starts with `{`) is
 //! read as JSON with the same structure. Flags given on the command line
 //! are added to the file's lists (`export`, `exclude`, `import`, `connect`,
 //! `listen`, Zenoh settings) and replace its single values. An unknown
-//! setting is an error.
+//! setting is an error. Every error in the file is one line that names the
+//! file and the line (syntax, unknown keys, wrong types) or the key (a bad
+//! value), and exit 2: nothing is started.
 
 use crate::names;
 use anyhow::Result;
@@ -53,7 +68,7 @@ fn usage(msg: String) -> anyhow::Error {
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// Talks to other peers directly (and to routers), found by the
-    /// endpoints given and by multicast scouting.
+    /// endpoints given (and by scouting, when it is on).
     Peer,
     /// Talks only to one router (or peer) at a time, through it.
     Client,
@@ -129,10 +144,18 @@ pub struct Flags {
     pub listen: Vec<String>,
     /// A Zenoh configuration file.
     pub zenoh_config: Option<PathBuf>,
-    /// `Some(false)`: no multicast scouting.
+    /// Multicast scouting (`Some(true)`: `--multicast-scouting`).
     pub multicast_scouting: Option<bool>,
+    /// Gossip scouting (`Some(true)`: `--gossip`).
+    pub gossip: Option<bool>,
     /// Zenoh settings, `PATH=JSON5`.
     pub zenoh_set: Vec<String>,
+    /// The user name this bridge authenticates as.
+    pub auth_user: Option<String>,
+    /// The file holding its password.
+    pub auth_password_file: Option<PathBuf>,
+    /// The `USER:PASSWORD` file of those that may connect to it.
+    pub auth_users_file: Option<PathBuf>,
 }
 
 /// The bridge's configuration file.
@@ -175,28 +198,67 @@ pub struct ZenohFile {
     pub listen: Vec<String>,
     /// As `--zenoh-config`.
     pub config: Option<PathBuf>,
-    /// `false` as `--no-multicast-scouting`.
+    /// As `--multicast-scouting` (off by default).
     pub multicast_scouting: Option<bool>,
+    /// As `--gossip` (off by default).
+    pub gossip: Option<bool>,
+    /// User/password authentication.
+    pub auth: AuthFile,
     /// As `--zenoh-set PATH=VALUE`.
     pub set: BTreeMap<String, serde_json::Value>,
 }
 
+/// The `[zenoh.auth]` table of the configuration file.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthFile {
+    /// As `--auth-user`.
+    pub user: Option<String>,
+    /// As `--auth-password-file`.
+    pub password_file: Option<PathBuf>,
+    /// As `--auth-users-file`.
+    pub users_file: Option<PathBuf>,
+}
+
 impl File {
     /// Parses the text of a configuration file: JSON when `path` ends in
-    /// `.json` or the text starts with `{`, TOML otherwise.
+    /// `.json` or the text starts with `{`, TOML otherwise. An error is one
+    /// line with the file, the line and the column.
     pub fn parse(path: &Path, text: &str) -> Result<Self> {
         let shown = path.display();
         let json =
             path.extension().is_some_and(|e| e == "json") || text.trim_start().starts_with('{');
-        let parsed = if json {
-            serde_json::from_str(text).map_err(|e| e.to_string())
+        let (line, column, what) = if json {
+            match serde_json::from_str(text) {
+                Ok(f) => return Ok(f),
+                Err(e) => {
+                    let what = e.to_string();
+                    // serde_json appends " at line L column C".
+                    let what = match what.rfind(" at line ") {
+                        Some(i) => what.get(..i).unwrap_or_default().to_string(),
+                        None => what,
+                    };
+                    (e.line(), e.column(), what)
+                }
+            }
         } else {
-            toml::from_str(text).map_err(|e| e.to_string())
+            match toml::from_str(text) {
+                Ok(f) => return Ok(f),
+                Err(e) => {
+                    let (line, column) = match e.span() {
+                        Some(span) => line_column(text, span.start),
+                        None => (0, 0),
+                    };
+                    (line, column, e.message().to_string())
+                }
+            }
         };
-        parsed.map_err(|e| {
-            let e = e.split_whitespace().collect::<Vec<_>>().join(" ");
-            usage(format!("bad configuration file {shown}: {e}"))
-        })
+        let what = what.split_whitespace().collect::<Vec<_>>().join(" ");
+        Err(usage(if line > 0 {
+            format!("bad configuration file {shown}, line {line}, column {column}: {what}")
+        } else {
+            format!("bad configuration file {shown}: {what}")
+        }))
     }
 
     /// Reads and parses a configuration file.
@@ -238,6 +300,8 @@ pub struct Settings {
     pub zenoh: zenoh::Config,
     /// What the Zenoh session was asked for, for the log.
     pub zenoh_summary: String,
+    /// Warnings to log at the start (listening without authentication).
+    pub warnings: Vec<String>,
 }
 
 /// This host's name (`/proc/sys/kernel/hostname`).
@@ -268,6 +332,23 @@ pub fn log_filter(level: &str) -> Result<String> {
     Ok(filter)
 }
 
+fn check_host_name(host_name: &str) -> Result<()> {
+    if host_name.is_empty() || host_name.len() > 255 || host_name.contains(char::is_control) {
+        return Err(usage(format!(
+            "invalid host name {host_name:?}: 1 to 255 bytes, no control characters"
+        )));
+    }
+    Ok(())
+}
+
+fn import_keys(items: &[String]) -> Result<Vec<OwnedKeyExpr>> {
+    split_list(items)
+        .map_err(|e| usage(e.to_string()))?
+        .iter()
+        .map(|k| names::parse_import(k))
+        .collect()
+}
+
 fn patterns(items: &[String]) -> Result<Vec<Pattern>> {
     let items = split_list(items).map_err(|e| usage(e.to_string()))?;
     items
@@ -286,15 +367,195 @@ fn zenoh_set(item: &str) -> Result<(String, String)> {
     }
 }
 
-/// The Zenoh session's configuration.
-fn zenoh_config(
+/// The 1-based line and column of byte `at` in `text`.
+fn line_column(text: &str, at: usize) -> (usize, usize) {
+    let before = text.get(..at).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before
+        .rsplit('\n')
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .count()
+        + 1;
+    (line, column)
+}
+
+/// `r`, with an error naming the configuration file and the key its bad
+/// value was under.
+fn in_file<T>(file: Option<&Path>, key: &str, r: Result<T>) -> Result<T> {
+    match file {
+        None => r,
+        Some(f) => r.map_err(|e| {
+            usage(format!(
+                "bad configuration file {}, key {key}: {}",
+                f.display(),
+                baf_cli::message(&e)
+            ))
+        }),
+    }
+}
+
+/// A credential file's path: a relative one is in `$CREDENTIALS_DIRECTORY`
+/// (systemd's `LoadCredential=`) when that is set.
+pub fn credential_path(path: &Path) -> PathBuf {
+    match std::env::var_os("CREDENTIALS_DIRECTORY") {
+        Some(dir) if path.is_relative() && !dir.is_empty() => Path::new(&dir).join(path),
+        _ => path.to_path_buf(),
+    }
+}
+
+/// Checks a user name for Zenoh's user/password authentication.
+fn check_user(user: &str) -> Result<()> {
+    if user.is_empty() || user.contains(':') || user.contains(char::is_whitespace) {
+        return Err(usage(format!(
+            "invalid user name {user:?}: not empty, no ':' and no white space"
+        )));
+    }
+    Ok(())
+}
+
+/// The password in `path`: its text, less one line end; one line, not
+/// empty.
+pub fn read_password(path: &Path) -> Result<String> {
+    let shown = path.display();
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| usage(format!("cannot read password file {shown}: {e}")))?;
+    let pw = text
+        .strip_suffix('\n')
+        .map(|t| t.strip_suffix('\r').unwrap_or(t))
+        .unwrap_or(&text);
+    if pw.is_empty() || pw.contains(['\n', '\r']) || pw.trim() != pw {
+        return Err(usage(format!(
+            "bad password file {shown}: it must hold the password alone, on one line, without leading or trailing white space"
+        )));
+    }
+    Ok(pw.to_string())
+}
+
+/// Checks a users file as Zenoh reads it: `USER:PASSWORD` lines (blank
+/// lines are skipped); returns how many users it names.
+pub fn check_users_file(path: &Path) -> Result<usize> {
+    let shown = path.display();
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| usage(format!("cannot read users file {shown}: {e}")))?;
+    let mut users = 0;
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let bad = |why: &str| usage(format!("bad users file {shown}, line {}: {why}", i + 1));
+        let Some((user, password)) = line.split_once(':') else {
+            return Err(bad("write USER:PASSWORD"));
+        };
+        check_user(user.trim()).map_err(|e| bad(&baf_cli::message(&e)))?;
+        if password.trim().is_empty() {
+            return Err(bad("the password is empty"));
+        }
+        users += 1;
+    }
+    if users == 0 {
+        return Err(usage(format!(
+            "bad users file {shown}: it names no user (USER:PASSWORD lines)"
+        )));
+    }
+    Ok(users)
+}
+
+/// User/password authentication, checked.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Auth {
+    /// The user this bridge authenticates as, and its password.
+    pub credentials: Option<(String, String)>,
+    /// Who may connect to this bridge (Zenoh reads the file).
+    pub users_file: Option<PathBuf>,
+}
+
+impl Auth {
+    /// Checks the settings and reads the password (its file is named in
+    /// errors, never the password).
+    fn resolve(
+        user: Option<&str>,
+        password_file: Option<&Path>,
+        users_file: Option<&Path>,
+    ) -> Result<Self> {
+        let credentials = match (user, password_file) {
+            (None, None) => None,
+            (Some(u), Some(p)) => {
+                check_user(u)?;
+                Some((u.to_string(), read_password(&credential_path(p))?))
+            }
+            (Some(u), None) => {
+                return Err(usage(format!(
+                    "user {u:?} needs a password file (--auth-password-file FILE, or password_file in [zenoh.auth])"
+                )))
+            }
+            (None, Some(p)) => {
+                return Err(usage(format!(
+                    "password file {} needs a user name (--auth-user NAME, or user in [zenoh.auth])",
+                    p.display()
+                )))
+            }
+        };
+        let users_file = match users_file {
+            Some(f) => {
+                let f = credential_path(f);
+                check_users_file(&f)?;
+                Some(f)
+            }
+            None => None,
+        };
+        Ok(Self {
+            credentials,
+            users_file,
+        })
+    }
+}
+
+/// The Zenoh side of the settings, checked.
+struct Net<'a> {
     mode: Option<Mode>,
-    connect: &[String],
-    listen: &[String],
-    file: Option<&Path>,
-    multicast_scouting: Option<bool>,
-    set: &[(String, String)],
-) -> Result<(zenoh::Config, String)> {
+    connect: &'a [String],
+    listen: &'a [String],
+    file: Option<&'a Path>,
+    multicast_scouting: bool,
+    gossip: bool,
+    auth: Auth,
+    /// `(PATH, JSON5, where it came from)`.
+    set: Vec<(String, String, Option<&'a Path>)>,
+}
+
+/// Whether an endpoint listens on loopback (or a Unix socket) only.
+fn local_endpoint(ep: &str) -> bool {
+    let Some((proto, rest)) = ep.split_once('/') else {
+        return false;
+    };
+    if proto != "tcp" {
+        return true;
+    }
+    let address = rest.split(['?', '#']).next().unwrap_or_default();
+    let host = address.rsplit_once(':').map_or(address, |(h, _)| h);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The Zenoh session's configuration, with a summary for the log and
+/// the warnings to log.
+fn zenoh_config(net: Net) -> Result<(zenoh::Config, String, Vec<String>)> {
+    let Net {
+        mode,
+        connect,
+        listen,
+        file,
+        multicast_scouting,
+        gossip,
+        auth,
+        set,
+    } = net;
     for ep in connect.iter().chain(listen) {
         names::check_endpoint(ep)?;
     }
@@ -325,9 +586,40 @@ fn zenoh_config(
     }
     if !listen.is_empty() {
         set_json(&mut c, "listen/endpoints", &json(listen))?;
+    } else {
+        // Zenoh's default listens on a random TCP port on every address
+        // (peer mode): the bridge listens only where it is told to (here
+        // or in a Zenoh configuration file).
+        let default = zenoh::Config::default();
+        if c.get_json("listen/endpoints").ok() == default.get_json("listen/endpoints").ok() {
+            set_json(&mut c, "listen/endpoints", "[]")?;
+        }
     }
-    if let Some(on) = multicast_scouting {
-        set_json(&mut c, "scouting/multicast/enabled", &on.to_string())?;
+    // No scouting unless asked: peers are the endpoints given.
+    set_json(
+        &mut c,
+        "scouting/multicast/enabled",
+        &multicast_scouting.to_string(),
+    )?;
+    // Gossip stays on (Zenoh warns without it, as it de-duplicates data
+    // through gateways with it), but without --gossip the bridge connects
+    // to none of the peers it hears of.
+    set_json(&mut c, "scouting/gossip/enabled", "true")?;
+    if !gossip {
+        set_json(&mut c, "scouting/gossip/autoconnect", "[]")?;
+    }
+    if let Some((user, password)) = &auth.credentials {
+        let s = |v: &str| serde_json::to_string(v).unwrap_or_default();
+        set_json(&mut c, "transport/auth/usrpwd/user", &s(user))?;
+        set_json(&mut c, "transport/auth/usrpwd/password", &s(password))?;
+    }
+    if let Some(f) = &auth.users_file {
+        let f = f.to_string_lossy();
+        set_json(
+            &mut c,
+            "transport/auth/usrpwd/dictionary_file",
+            &serde_json::to_string(&f).unwrap_or_default(),
+        )?;
     }
     let unset = |c: &zenoh::Config, key: &str| c.get_json(key).is_ok_and(|v| v == "null");
     // A bridge keeps trying to reach the endpoints it was given, rather
@@ -338,8 +630,8 @@ fn zenoh_config(
     if unset(&c, "connect/timeout_ms") {
         set_json(&mut c, "connect/timeout_ms", "-1")?;
     }
-    for (k, v) in set {
-        set_json(&mut c, k, v)?;
+    for (k, v, origin) in &set {
+        in_file(*origin, "zenoh.set", set_json(&mut c, k, v))?;
     }
     let mode = c
         .get_json("mode")
@@ -353,13 +645,43 @@ fn zenoh_config(
     if !connect.is_empty() {
         summary += &format!(", connecting to {}", connect.join(" "));
     }
-    if multicast_scouting == Some(false) {
-        summary += ", no multicast scouting";
+    let on = |k: &str| c.get_json(k).is_ok_and(|v| v == "true");
+    let gossip_connects = on("scouting/gossip/enabled")
+        && c.get_json("scouting/gossip/autoconnect")
+            .is_ok_and(|v| v != "[]");
+    summary += match (on("scouting/multicast/enabled"), gossip_connects) {
+        (false, false) => ", no scouting",
+        (true, false) => ", multicast scouting",
+        (false, true) => ", gossip scouting",
+        (true, true) => ", multicast and gossip scouting",
+    };
+    if let Some((user, _)) = &auth.credentials {
+        summary += &format!(", authenticating as {user}");
+    }
+    if let Some(f) = &auth.users_file {
+        summary += &format!(", accepting the users of {}", f.display());
     }
     if let Some(p) = file {
         summary += &format!(", Zenoh configuration {}", p.display());
     }
-    Ok((c, summary))
+    let mut warnings = Vec::new();
+    if auth.users_file.is_none() {
+        for ep in listen.iter().filter(|ep| !local_endpoint(ep)) {
+            warnings.push(format!(
+                "listening on {ep} without authentication (--auth-users-file): any host that reaches it may connect, receive what this bridge exports and send what it imports"
+            ));
+        }
+    }
+    if connect.is_empty()
+        && c.get_json("listen/endpoints").is_ok_and(|v| v == "[]")
+        && !on("scouting/multicast/enabled")
+        && c.get_json("connect/endpoints").is_ok_and(|v| v == "[]")
+    {
+        return Err(usage(
+            "no Zenoh endpoint: give endpoints to listen on (--listen ENDPOINT) or connect to (--connect ENDPOINT), or turn on --multicast-scouting".into(),
+        ));
+    }
+    Ok((c, summary, warnings))
 }
 
 impl Settings {
@@ -370,33 +692,42 @@ impl Settings {
             Some(p) => File::load(p)?,
             None => File::default(),
         };
-        let cat = |a: &[String], b: &[String]| [a, b].concat();
-        let export = patterns(&cat(&file.export, &flags.export))?;
-        let exclude = patterns(&cat(&file.exclude, &flags.exclude))?;
-        let import = split_list(&cat(&file.import, &flags.import))
-            .map_err(|e| usage(e.to_string()))?
-            .iter()
-            .map(|k| names::parse_import(k))
-            .collect::<Result<Vec<_>>>()?;
+        // The file's values are checked first, so that an error in one
+        // names the file and the key.
+        let at = flags.config.as_deref();
+        let mut export = in_file(at, "export", patterns(&file.export))?;
+        export.extend(patterns(&flags.export)?);
+        let mut exclude = in_file(at, "exclude", patterns(&file.exclude))?;
+        exclude.extend(patterns(&flags.exclude)?);
+        let mut import = in_file(at, "import", import_keys(&file.import))?;
+        import.extend(import_keys(&flags.import)?);
         if export.is_empty() && import.is_empty() {
             return Err(usage(
-                "nothing to bridge: give topics to export (--export PATTERN) or keys to import (--import KEYEXPR)".into(),
+                "nothing to bridge: give topics to export (--export PATTERN) or keys to import (--import KEYEXPR); nothing is exported by default".into(),
             ));
+        }
+        if let Some(p) = &file.key_prefix {
+            in_file(at, "key_prefix", names::check_key_prefix(p))?;
         }
         let key_prefix = flags
             .key_prefix
             .or(file.key_prefix)
             .unwrap_or_else(|| names::DEFAULT_KEY_PREFIX.to_string());
         names::check_key_prefix(&key_prefix)?;
+        if let Some(i) = &file.into {
+            in_file(at, "into", names::normalize_into(i))?;
+        }
         let into = names::normalize_into(flags.into.or(file.into).as_deref().unwrap_or(""))?;
+        if let Some(h) = &file.host_name {
+            in_file(at, "host_name", check_host_name(h))?;
+        }
         let host_name = flags
             .host_name
             .or(file.host_name)
             .unwrap_or_else(default_host_name);
-        if host_name.is_empty() || host_name.len() > 255 || host_name.contains(char::is_control) {
-            return Err(usage(format!(
-                "invalid host name {host_name:?}: 1 to 255 bytes, no control characters"
-            )));
+        check_host_name(&host_name)?;
+        if let Some(l) = &file.log_level {
+            in_file(at, "log_level", log_filter(l))?;
         }
         let log_filter = log_filter(
             flags
@@ -405,24 +736,67 @@ impl Settings {
                 .as_deref()
                 .unwrap_or("info"),
         )?;
+        for ep in &file.zenoh.connect {
+            in_file(at, "zenoh.connect", names::check_endpoint(ep))?;
+        }
+        for ep in &file.zenoh.listen {
+            in_file(at, "zenoh.listen", names::check_endpoint(ep))?;
+        }
         let mut set = Vec::new();
         for (k, v) in &file.zenoh.set {
-            set.push((k.clone(), v.to_string()));
+            set.push((k.clone(), v.to_string(), at));
         }
         for item in &flags.zenoh_set {
-            set.push(zenoh_set(item)?);
+            let (k, v) = zenoh_set(item)?;
+            set.push((k, v, None));
         }
-        let (zenoh, zenoh_summary) = zenoh_config(
-            flags.mode.or(file.zenoh.mode),
-            &cat(&file.zenoh.connect, &flags.connect),
-            &cat(&file.zenoh.listen, &flags.listen),
+        let fa = &file.zenoh.auth;
+        if let Some(u) = &fa.user {
+            in_file(at, "zenoh.auth.user", check_user(u))?;
+        }
+        if let Some(p) = &fa.password_file {
+            in_file(
+                at,
+                "zenoh.auth.password_file",
+                read_password(&credential_path(p)),
+            )?;
+        }
+        if let Some(p) = &fa.users_file {
+            in_file(
+                at,
+                "zenoh.auth.users_file",
+                check_users_file(&credential_path(p)),
+            )?;
+        }
+        let auth = Auth::resolve(
+            flags.auth_user.as_deref().or(fa.user.as_deref()),
             flags
+                .auth_password_file
+                .as_deref()
+                .or(fa.password_file.as_deref()),
+            flags
+                .auth_users_file
+                .as_deref()
+                .or(fa.users_file.as_deref()),
+        )?;
+        let connect = [file.zenoh.connect.as_slice(), &flags.connect].concat();
+        let listen = [file.zenoh.listen.as_slice(), &flags.listen].concat();
+        let (zenoh, zenoh_summary, warnings) = zenoh_config(Net {
+            mode: flags.mode.or(file.zenoh.mode),
+            connect: &connect,
+            listen: &listen,
+            file: flags
                 .zenoh_config
                 .as_deref()
                 .or(file.zenoh.config.as_deref()),
-            flags.multicast_scouting.or(file.zenoh.multicast_scouting),
-            &set,
-        )?;
+            multicast_scouting: flags
+                .multicast_scouting
+                .or(file.zenoh.multicast_scouting)
+                .unwrap_or(false),
+            gossip: flags.gossip.or(file.zenoh.gossip).unwrap_or(false),
+            auth,
+            set,
+        })?;
         Ok(Self {
             export,
             exclude,
@@ -436,6 +810,7 @@ impl Settings {
             log_filter,
             zenoh,
             zenoh_summary,
+            warnings,
         })
     }
 
@@ -482,6 +857,7 @@ mod tests {
     fn flags() -> Flags {
         Flags {
             export: vec!["#".into()],
+            connect: vec!["tcp/127.0.0.1:7447".into()],
             ..Flags::default()
         }
     }
@@ -516,7 +892,180 @@ mod tests {
             s.zenoh.get_json("connect/exit_on_failure").unwrap(),
             "false"
         );
-        assert_eq!(s.zenoh_summary, "mode peer");
+        assert_eq!(
+            s.zenoh_summary,
+            "mode peer, connecting to tcp/127.0.0.1:7447, no scouting"
+        );
+        // Safe by default: no scouting, no gossip, no listening, no
+        // authentication, nothing to warn about.
+        let z = |k: &str| s.zenoh.get_json(k).unwrap();
+        assert_eq!(z("scouting/multicast/enabled"), "false");
+        assert_eq!(z("scouting/gossip/enabled"), "true");
+        assert_eq!(z("scouting/gossip/autoconnect"), "[]");
+        assert_eq!(z("listen/endpoints"), "[]");
+        assert_eq!(z("transport/auth/usrpwd/user"), "null");
+        assert_eq!(z("transport/auth/usrpwd/dictionary_file"), "null");
+        assert!(s.warnings.is_empty());
+        // Zenoh's own defaults, which the bridge does not keep: scouting
+        // unset (on, when the session opens) and a listening endpoint.
+        let zd = zenoh::Config::default();
+        assert_eq!(zd.get_json("scouting/multicast/enabled").unwrap(), "null");
+        assert_eq!(zd.get_json("scouting/gossip/enabled").unwrap(), "null");
+        let listen = zd.get_json("listen/endpoints").unwrap();
+        assert!(listen.contains("tcp/[::]:0"), "{listen}");
+    }
+
+    #[test]
+    fn nothing_is_exported_by_default() {
+        let s = Settings::resolve(Flags {
+            import: vec!["baf/**".into()],
+            connect: vec!["tcp/127.0.0.1:7447".into()],
+            ..Flags::default()
+        })
+        .unwrap();
+        assert!(s.export.is_empty());
+        assert!(!s.exports("a") && !s.exports("a/b"));
+    }
+
+    #[test]
+    fn scouting_on_request() {
+        let s = Settings::resolve(Flags {
+            multicast_scouting: Some(true),
+            gossip: Some(true),
+            connect: vec![],
+            ..flags()
+        })
+        .unwrap();
+        let z = |k: &str| s.zenoh.get_json(k).unwrap();
+        assert_eq!(z("scouting/multicast/enabled"), "true");
+        assert_eq!(z("scouting/gossip/enabled"), "true");
+        assert_eq!(z("scouting/gossip/autoconnect"), "null");
+        assert_eq!(s.zenoh_summary, "mode peer, multicast and gossip scouting");
+        // --zenoh-set comes last and may say otherwise.
+        let s = Settings::resolve(Flags {
+            zenoh_set: vec!["scouting/gossip/autoconnect=[\"peer\"]".into()],
+            ..flags()
+        })
+        .unwrap();
+        assert_eq!(
+            s.zenoh.get_json("scouting/gossip/autoconnect").unwrap(),
+            r#"["peer"]"#
+        );
+        assert!(s.zenoh_summary.ends_with(", gossip scouting"));
+    }
+
+    #[test]
+    fn no_endpoint_is_a_usage_error() {
+        let m = usage_of(Flags {
+            connect: vec![],
+            ..flags()
+        });
+        assert!(m.starts_with("no Zenoh endpoint: "), "{m}");
+        // Endpoints in a Zenoh configuration file count, and are kept.
+        let z = scratch(
+            "z.json5",
+            "{ listen: { endpoints: [\"tcp/127.0.0.1:7449\"] } }",
+        );
+        let s = Settings::resolve(Flags {
+            connect: vec![],
+            zenoh_config: Some(z),
+            ..flags()
+        })
+        .unwrap();
+        assert_eq!(
+            s.zenoh.get_json("listen/endpoints").unwrap(),
+            r#"["tcp/127.0.0.1:7449"]"#
+        );
+        // Listening only is enough.
+        Settings::resolve(Flags {
+            connect: vec![],
+            listen: vec!["tcp/127.0.0.1:0".into()],
+            ..flags()
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn listening_without_authentication_is_warned_of() {
+        let s = Settings::resolve(Flags {
+            listen: vec![
+                "tcp/127.0.0.1:7447".into(),
+                "tcp/[::1]:7447".into(),
+                "unixsock-stream/x.sock".into(),
+                "tcp/0.0.0.0:7447".into(),
+            ],
+            ..flags()
+        })
+        .unwrap();
+        assert_eq!(s.warnings.len(), 1, "{:?}", s.warnings);
+        assert!(s.warnings[0].starts_with("listening on tcp/0.0.0.0:7447 without authentication"));
+        let users = scratch("users-warn", "b:secret\n");
+        let s = Settings::resolve(Flags {
+            listen: vec!["tcp/0.0.0.0:7447".into()],
+            auth_users_file: Some(users),
+            ..flags()
+        })
+        .unwrap();
+        assert!(s.warnings.is_empty(), "{:?}", s.warnings);
+    }
+
+    #[test]
+    fn authentication() {
+        let pw = scratch("pw", "s3cret:x\n");
+        let users = scratch("users", "\n a : s3cret:x \nb:other\n");
+        let s = Settings::resolve(Flags {
+            auth_user: Some("a".into()),
+            auth_password_file: Some(pw.clone()),
+            auth_users_file: Some(users.clone()),
+            ..flags()
+        })
+        .unwrap();
+        let z = |k: &str| s.zenoh.get_json(k).unwrap();
+        assert_eq!(z("transport/auth/usrpwd/user"), "\"a\"");
+        assert_eq!(z("transport/auth/usrpwd/password"), "\"s3cret:x\"");
+        assert_eq!(
+            z("transport/auth/usrpwd/dictionary_file"),
+            serde_json::to_string(&users).unwrap()
+        );
+        assert!(s
+            .zenoh_summary
+            .contains(", authenticating as a, accepting the users of "));
+        assert!(!s.zenoh_summary.contains("s3cret"));
+        let with = |f: fn(&mut Flags), pw: &Path| {
+            let mut fl = flags();
+            fl.auth_user = Some("a".into());
+            fl.auth_password_file = Some(pw.to_path_buf());
+            f(&mut fl);
+            usage_of(fl)
+        };
+        assert!(with(|f| f.auth_password_file = None, &pw).contains("needs a password file"));
+        assert!(with(|f| f.auth_user = None, &pw).contains("needs a user name"));
+        assert!(with(|f| f.auth_user = Some("a:b".into()), &pw).contains("invalid user name"));
+        let m = with(|_| (), Path::new("/nonexistent/pw"));
+        assert!(
+            m.starts_with("cannot read password file /nonexistent/pw: "),
+            "{m}"
+        );
+        for bad in ["", "\n", "two\nlines\n", " spaced\n"] {
+            let m = with(|_| (), &scratch("badpw", bad));
+            assert!(m.starts_with("bad password file "), "{bad:?}: {m}");
+            assert!(!m.contains("two") && !m.contains("spaced"), "{m}");
+        }
+        for (text, want) in [
+            ("a:x\nnocolon\n", "line 2: write USER:PASSWORD"),
+            ("a b:x\n", "line 1: invalid user name"),
+            ("a:\n", "line 1: the password is empty"),
+            ("\n\n", "it names no user"),
+        ] {
+            let m = usage_of(Flags {
+                auth_users_file: Some(scratch("badusers", text)),
+                ..flags()
+            });
+            assert!(
+                m.starts_with("bad users file ") && m.contains(want),
+                "{text:?}: {m}"
+            );
+        }
     }
 
     #[test]
@@ -526,7 +1075,7 @@ mod tests {
             exclude: vec!["secret/#".into()],
             import: vec!["baf/robot/**".into(), "lab/*".into()],
             into: Some("remote".into()),
-            ..Flags::default()
+            ..flags()
         })
         .unwrap();
         assert!(s.exports("sensors") && s.exports("remotex/a"));
@@ -547,7 +1096,7 @@ mod tests {
         let mirror = Settings::resolve(Flags {
             export: vec!["#".into()],
             import: vec!["baf/robot/**".into()],
-            ..Flags::default()
+            ..flags()
         })
         .unwrap();
         assert!(mirror.exports("robot/arm") && mirror.import_target("robot/arm"));
@@ -637,7 +1186,7 @@ multicast_scouting = false
         assert_eq!(s.zenoh.get_json("transport/link/tx/lease").unwrap(), "5000");
         assert_eq!(
             s.zenoh_summary,
-            "mode client, connecting to tcp/127.0.0.1:7447 tcp/127.0.0.1:7448, no multicast scouting"
+            "mode client, connecting to tcp/127.0.0.1:7447 tcp/127.0.0.1:7448, no scouting"
         );
     }
 
@@ -659,9 +1208,48 @@ multicast_scouting = false
                 ..flags()
             })
         };
-        assert!(bad("a.toml", "exports = [\"x\"]").contains("unknown field `exports`"));
-        assert!(bad("b.toml", "export = [").contains("bad configuration file"));
-        assert!(bad("c.json", "{\"zenoh\": {\"mode\": \"router\"}}").contains("unknown variant"));
-        assert!(bad("d.toml", "[zenoh]\nconnect = [\"tcp/x\"]").contains("invalid endpoint"));
+        let m = bad("a.toml", "import = [\"baf/**\"]\nexports = [\"x\"]");
+        assert!(m.starts_with("bad configuration file "), "{m}");
+        assert!(
+            m.contains("a.toml, line 2, column 1: unknown field `exports`"),
+            "{m}"
+        );
+        assert!(bad("b.toml", "export = [").contains("b.toml, line 1, column 11: "));
+        let m = bad("c.json", "{\"zenoh\":\n {\"mode\": \"router\"}}");
+        assert!(m.contains("c.json, line 2, column "), "{m}");
+        assert!(m.contains("unknown variant `router`"), "{m}");
+        assert!(!m.contains(" at line "), "{m}");
+        let m = bad("d.toml", "[zenoh]\nconnect = [\"tcp/x\"]");
+        assert!(
+            m.contains("d.toml, key zenoh.connect: invalid endpoint \"tcp/x\""),
+            "{m}"
+        );
+        let m = bad("e.toml", "create = \"yes\"");
+        assert!(m.contains("e.toml, line 1, column 10: invalid type"), "{m}");
+        let m = bad("f.toml", "export = [\"a/#/b\"]");
+        assert!(
+            m.contains("f.toml, key export: invalid topic pattern"),
+            "{m}"
+        );
+        let m = bad("g.toml", "[zenoh.set]\nmode = \"router2\"");
+        assert!(
+            m.contains("g.toml, key zenoh.set: invalid Zenoh setting"),
+            "{m}"
+        );
+        let m = bad(
+            "h.toml",
+            "[zenoh.auth]\npassword_file = \"/nonexistent/pw\"",
+        );
+        assert!(
+            m.contains(
+                "h.toml, key zenoh.auth.password_file: cannot read password file /nonexistent/pw"
+            ),
+            "{m}"
+        );
+        let m = bad("i.toml", "[zenoh.auth]\nuser = \"x\"\npasswd = 1");
+        assert!(
+            m.contains("i.toml, line 3, column 1: unknown field `passwd`"),
+            "{m}"
+        );
     }
 }

@@ -271,6 +271,9 @@ pub fn run(settings: Settings) -> Result<()> {
         settings.host_name,
         settings.zenoh_summary
     );
+    for w in &settings.warnings {
+        tracing::warn!("{w}");
+    }
     let session = zenoh::open(settings.zenoh.clone()).wait().map_err(|e| {
         anyhow::anyhow!(
             "cannot open the Zenoh session: {}",

@@ -10,6 +10,10 @@
 # wrote itself, by the kernel-stamped writer (a fifth bridge with no --into
 # on a Zenoh network of its own, below).
 #
+# Safe defaults (issue 23), below: a bridge exports nothing unless told,
+# finds no peer it was not told of (no scouting), and with --auth-users-file
+# takes only the users with the right password.
+#
 # Test topics are lossless where a test counts every record: each bridge
 # reads a lossless topic losslessly with Zenoh's blocking congestion
 # control, and the receiving topic is made lossless for its submsg, so
@@ -21,7 +25,7 @@ ip link set lo up 2>/dev/null || ifconfig lo 127.0.0.1 up
 br_start() { # N ARGS...: bridge N in the background, log /tmp/bridge-N.log (appended)
   n=$1; shift
   echo "--- started" >> "/tmp/bridge-$n.log"
-  baf-bridge --no-multicast-scouting "$@" >> "/tmp/bridge-$n.log" 2>&1 &
+  baf-bridge "$@" >> "/tmp/bridge-$n.log" 2>&1 &
   eval "br_pid$n=\$!"
 }
 br_one() {
@@ -263,6 +267,84 @@ br_writer() {
 }
 br_check "baf-bridge with no --into never exports what it imported itself (the kernel-stamped writer)" br_writer
 
+# --- safe by default: nothing exported unless told -------------------------------------
+# Bridge six only imports; a plain Zenoh subscriber of baf/** connected to
+# it gets nothing of a topic written here. The control: bridge seven, the
+# same with --export 'v/#', sends it. Six listens on every address without
+# authentication, and says so.
+br_noexport() {
+  br_start 6 --host-name six --listen tcp/0.0.0.0:7454 --import 'baf/none/**'
+  baf-bridge-bench zenoh-sub --connect tcp/127.0.0.1:7454 --key 'baf/**' --count 1 --timeout 10 \
+    > /tmp/br.none 2> /tmp/br.none.err & zs=$!
+  wait_for 30 br_connected 6 || { cat /tmp/bridge-6.log /tmp/br.none.err; return 1; }
+  i=0; while [ $i -lt 10 ]; do echo x | pubmsg v/t; sleep 0.5; i=$((i + 1)); done
+  wait $zs
+  grep -q '^got=0 ' /tmp/br.none || { echo "six exported:"; cat /tmp/br.none /tmp/bridge-6.log; return 1; }
+  grep -q 'warning: listening on tcp/0.0.0.0:7454 without authentication' /tmp/bridge-6.log ||
+    { echo "no warning"; cat /tmp/bridge-6.log; return 1; }
+  br_stop 6 || return 1
+  br_start 7 --host-name seven --listen tcp/127.0.0.1:7454 --export 'v/#'
+  baf-bridge-bench zenoh-sub --connect tcp/127.0.0.1:7454 --key 'baf/**' --count 1 --timeout 40 \
+    > /tmp/br.some 2> /tmp/br.some.err & zs=$!
+  wait_for 30 br_connected 7 || { cat /tmp/bridge-7.log /tmp/br.some.err; return 1; }
+  i=0; while kill -0 $zs 2>/dev/null && [ $i -lt 60 ]; do echo x | pubmsg v/t; sleep 0.5; i=$((i + 1)); done
+  wait $zs
+  grep -q '^got=1 ' /tmp/br.some || { echo "seven did not export:"; cat /tmp/br.some /tmp/bridge-7.log; return 1; }
+  grep -q 'warning:' /tmp/bridge-7.log && { echo "a warning on loopback:"; cat /tmp/bridge-7.log; return 1; }
+  br_stop 7
+}
+br_check "baf-bridge: exports nothing unless told (--import only: a subscriber of baf/** gets nothing), warns of an open endpoint" br_noexport
+
+# --- safe by default: no scouting -------------------------------------------------------
+# Bridges ten and eleven listen on loopback, told of no other: they do not
+# find each other. The control: the same two with --multicast-scouting (on
+# lo, made able to multicast) do.
+br_scout() {
+  br_start 10 --host-name ten --listen tcp/127.0.0.1:7456 --import 'baf/x/**' --into h10/
+  br_start 11 --host-name eleven --listen tcp/127.0.0.1:7457 --export 'x/#'
+  sleep 6
+  if br_connected 10 || br_connected 11; then
+    echo "found each other without scouting"; cat /tmp/bridge-10.log /tmp/bridge-11.log; return 1
+  fi
+  br_stop 10 && br_stop 11 || return 1
+  ip link set lo multicast on 2>/dev/null || ifconfig lo multicast
+  ip route add 224.0.0.0/4 dev lo 2>/dev/null || route add -net 224.0.0.0 netmask 240.0.0.0 dev lo 2>/dev/null
+  lo='scouting/multicast/interface="lo"'
+  br_start 10 --host-name ten --listen tcp/127.0.0.1:7456 --import 'baf/x/**' --into h10/ --multicast-scouting --zenoh-set "$lo"
+  br_start 11 --host-name eleven --listen tcp/127.0.0.1:7457 --export 'x/#' --multicast-scouting --zenoh-set "$lo"
+  wait_for 30 br_connected 10 && wait_for 30 br_connected 11 ||
+    { echo "the control: --multicast-scouting found no peer"; cat /tmp/bridge-10.log /tmp/bridge-11.log; return 1; }
+  br_route x/t h10/x/t || return 1
+  br_stop 10 && br_stop 11
+}
+br_check "baf-bridge: two bridges told of no other find no peer (no scouting by default; --multicast-scouting does)" br_scout
+
+# --- user/password authentication -------------------------------------------------------
+# Bridge eight takes only user nine (--auth-users-file). Nine with a wrong
+# password is refused and nothing crosses; with the right one, records do.
+br_auth() {
+  printf 'nine:right horse battery\n' > /tmp/br.users
+  printf 'right horse battery\n' > /tmp/br.right
+  printf 'wrong horse battery\n' > /tmp/br.wrong
+  br_start 8 --host-name eight --listen tcp/127.0.0.1:7455 --import 'baf/a9/**' --into h8/ \
+    --auth-users-file /tmp/br.users
+  br_start 9 --host-name nine --connect tcp/127.0.0.1:7455 --export 'a9/#' \
+    --auth-user nine --auth-password-file /tmp/br.wrong
+  i=0; while [ $i -lt 12 ]; do echo x | pubmsg a9/t; sleep 0.5; i=$((i + 1)); done
+  if br_connected 9 || br_connected 8; then
+    echo "connected with a wrong password"; cat /tmp/bridge-8.log /tmp/bridge-9.log; return 1
+  fi
+  [ "$(br_sys h8/a9/t records)" = 0 ] || { echo "a record crossed with a wrong password"; return 1; }
+  br_stop 9 || return 1
+  br_start 9 --host-name nine --connect tcp/127.0.0.1:7455 --export 'a9/#' \
+    --auth-user nine --auth-password-file /tmp/br.right
+  wait_for 60 br_connected 9 || { echo "not connected with the right password"; cat /tmp/bridge-8.log /tmp/bridge-9.log; return 1; }
+  br_route a9/t h8/a9/t || return 1
+  grep -q 'authenticating as nine' /tmp/bridge-9.log || { cat /tmp/bridge-9.log; return 1; }
+  br_stop 9 && br_stop 8
+}
+br_check "baf-bridge --auth-users-file: a wrong password is refused and nothing crosses; the right one connects and records cross" br_auth
+
 # --- usage errors --------------------------------------------------------------------
 br_usage() { # ARGS...: exit 2 with one line on stderr
   baf-bridge "$@" > /tmp/br.usage 2>&1; rc=$?
@@ -272,6 +354,9 @@ br_check "baf-bridge: a bad pattern is one line and exit 2" br_usage --export 'a
 br_check "baf-bridge: a bad key expression is one line and exit 2" br_usage --import 'baf/#'
 br_check "baf-bridge: a bad endpoint is one line and exit 2" br_usage --export '#' --connect tcp/127.0.0.1
 br_check "baf-bridge: an endpoint of a transport it lacks is one line and exit 2" br_usage --export '#' --listen udp/127.0.0.1:7450
+printf 'import = ["baf/**"]\n[zenoh]\nconect = ["tcp/127.0.0.1:7447"]\n' > /tmp/br.bad.toml
+br_check "baf-bridge: an unknown key in the configuration file is one line and exit 2" br_usage --config /tmp/br.bad.toml
+br_check "baf-bridge: -e is --exclude (as in submsg): -e '#' alone exports nothing, exit 2" br_usage -e '#' --connect tcp/127.0.0.1:7447
 
 # --- both stop cleanly; nothing stays open --------------------------------------------
 br_down() {
