@@ -194,7 +194,7 @@ Installed. Next steps:
   - a bridge:                   /etc/baf/bridge/NAME.toml, then
     systemctl enable --now baf-bridge@NAME   (it exports nothing and finds
     no peer unless NAME.toml says so; passwords: /etc/credstore/, see
-    docs/incoming-bridge.md)
+    docs/bridge.md, "Authentication")
   - try it:                     baf-setup create demo && submsg demo
 EOF
 fi
