@@ -125,6 +125,7 @@ done
 
 if [ "$need_apt" = 1 ]; then
   [ "$(id -u)" = 0 ] || die "Debian packages are missing: run scripts/deps.sh as root"
+  say "adding apt sources $SOURCES (bookworm-backports, trixie-backports) and the pin $PIN (trixie-backports packages only when asked for by name)"
   say "installing Debian packages from $archive (about 2-3 minutes cold)"
   printf '%s\n' "$want_sources" > "$SOURCES"
   printf '%s\n' "$want_pin" > "$PIN"
