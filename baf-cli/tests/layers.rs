@@ -123,3 +123,60 @@ fn the_command_line_crate_sits_on_the_library_only() {
         );
     }
 }
+
+/// Where a file's tests live: a `tests.rs` or `*_tests.rs` module, or a
+/// crate's `tests/` directory.
+fn is_tests(path: &std::path::Path) -> bool {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    name == "tests.rs"
+        || name.ends_with("_tests.rs")
+        || path.components().any(|c| c.as_os_str() == "tests")
+}
+
+fn rust_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+    for entry in std::fs::read_dir(dir).expect("reading a source directory") {
+        let path = entry.expect("a directory entry").path();
+        if path.is_dir() {
+            if path.file_name().is_some_and(|n| n != "target") {
+                rust_files(&path, out);
+            }
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// One concept a file: no source file outside tests over 700 lines (the
+/// kernel module and every crate but the VM test crate, which is tests).
+#[test]
+fn no_source_file_outside_tests_passes_700_lines() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the workspace root");
+    let mut files = Vec::new();
+    for dir in [
+        "kernel",
+        "libbaf",
+        "baf-cli",
+        "pubmsg",
+        "submsg",
+        "baf-setup",
+        "baf-bridge",
+        "baf-record",
+    ] {
+        let dir = root.join(dir);
+        if dir.is_dir() {
+            rust_files(&dir, &mut files);
+        }
+    }
+    assert!(files.len() > 20, "found only {} source files", files.len());
+    let long: Vec<String> = files
+        .iter()
+        .filter(|p| !is_tests(p.strip_prefix(root).unwrap_or(p)))
+        .filter_map(|p| {
+            let lines = std::fs::read_to_string(p).ok()?.lines().count();
+            (lines > 700).then(|| format!("{} ({lines} lines)", p.display()))
+        })
+        .collect();
+    assert!(long.is_empty(), "files past one concept: {long:?}");
+}
