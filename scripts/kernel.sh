@@ -21,6 +21,13 @@ RECIPE=1 # bump when this script changes how the kernel is built
 
 # --- source -----------------------------------------------------------------
 mkdir -p "$CACHE/src"
+# One build of a series at a time: a second run (a demo beside the tests)
+# waits here instead of unpacking the source under the first one's feet.
+exec 9>"$CACHE/src/.$SRC_PKG.lock"
+if ! flock -n 9; then
+  say "waiting for another build of the $series kernel to finish"
+  flock 9
+fi
 deb=$(ls "$CACHE/src/${SRC_PKG}"_*.deb 2>/dev/null | sort -V | tail -n1 || true)
 if [ -z "$deb" ]; then
   say "downloading $SRC_PKG"
