@@ -19,8 +19,33 @@ case "$series" in 7.2|7.3) ;; *) die "kernel series $series is not supported (7.
 SRC_PKG=linux-source-$series
 RECIPE=1 # bump when this script changes how the kernel is built
 
+# --- build directory, keyed by its inputs ----------------------------------
+# build_dir DEBVER: sets $build (and $frags, the config fragments).
+build_dir() {
+  frags=("$REPO/kernel/config/base.config")
+  [ "$variant" = debug ] && frags+=("$REPO/kernel/config/debug.config")
+  if [ "$variant" = lite ] || [ "$variant" = kcsan ]; then
+    # The debug checks without KASAN, which doubles the build time.
+    grep -v KASAN "$REPO/kernel/config/debug.config" > "$CACHE/lite.config"
+    frags+=("$CACHE/lite.config")
+  fi
+  [ "$variant" = kcsan ] && frags+=("$REPO/kernel/config/kcsan.config")
+  key=$( {
+    echo "$RECIPE $1"
+    cat "${frags[@]}"
+    rustc --version; bindgen --version; clang-19 --version | head -n1
+  } | sha256sum | cut -c1-16)
+  build="$CACHE/kernel-$1-$variant-$key"
+}
+
 # --- source -----------------------------------------------------------------
 mkdir -p "$CACHE/src"
+# Built already: no lock, no unpacking.
+deb=$(ls "$CACHE/src/${SRC_PKG}"_*.deb 2>/dev/null | sort -V | tail -n1 || true)
+if [ -n "$deb" ]; then
+  build_dir "$(dpkg-deb -f "$deb" Version)"
+  if [ -f "$build/.baf-complete" ]; then echo "$build"; exit 0; fi
+fi
 # One build of a series at a time: a second run (a demo beside the tests)
 # waits here instead of unpacking the source under the first one's feet.
 exec 9>"$CACHE/src/.$SRC_PKG.lock"
@@ -45,22 +70,8 @@ if [ ! -f "$src/.baf-unpacked" ]; then
   mkdir -p "$src" && tar -xJf "$tarball" -C "$src" --strip-components=1
   rm -rf "$src.tmp" && touch "$src/.baf-unpacked"
 fi
+build_dir "$debver"
 
-# --- build directory, keyed by its inputs ----------------------------------
-frags=("$REPO/kernel/config/base.config")
-[ "$variant" = debug ] && frags+=("$REPO/kernel/config/debug.config")
-if [ "$variant" = lite ] || [ "$variant" = kcsan ]; then
-  # The debug checks without KASAN, which doubles the build time.
-  grep -v KASAN "$REPO/kernel/config/debug.config" > "$CACHE/lite.config"
-  frags+=("$CACHE/lite.config")
-fi
-[ "$variant" = kcsan ] && frags+=("$REPO/kernel/config/kcsan.config")
-key=$( {
-  echo "$RECIPE $debver"
-  cat "${frags[@]}"
-  rustc --version; bindgen --version; clang-19 --version | head -n1
-} | sha256sum | cut -c1-16)
-build="$CACHE/kernel-$debver-$variant-$key"
 if [ -f "$build/.baf-complete" ]; then echo "$build"; exit 0; fi
 
 say "building the $variant $series kernel in $build (about 10-17 minutes cold; progress below)"
