@@ -606,11 +606,23 @@ fn tee_case(size: usize, readers: usize) -> Result<Measured> {
 
 /// The writer sends every record into one Unix stream socket per reader.
 fn unix_case(size: usize, readers: usize) -> Result<Measured> {
+    each_case(size, readers, socket_pair)
+}
+
+/// The writer writes every record into one pipe per reader: what a program
+/// without a bus does to feed several consumers record by record.
+fn pipes_case(size: usize, readers: usize) -> Result<Measured> {
+    each_case(size, readers, pipe_pair)
+}
+
+/// The writer writes every record into each of `readers` streams made by
+/// `pair`.
+fn each_case(size: usize, readers: usize, pair: fn() -> Result<(File, File)>) -> Result<Measured> {
     let start = Arc::new(Barrier::new(readers + 1));
     let mut outs = Vec::new();
     let mut handles = Vec::new();
     for _ in 0..readers {
-        let (r, w) = socket_pair()?;
+        let (r, w) = pair()?;
         outs.push(w);
         handles.push(stream_reader(r, start.clone()));
     }
@@ -831,6 +843,16 @@ fn run(dev: &Path, pong: &Path, lossless: &Path) -> Result<()> {
             &baf8,
             &unix8,
         );
+        if size == 64 {
+            let pipes8 = pipes_case(size, 8)?;
+            row(
+                &format!(
+                    "{s}, 8 readers: read() vs a writer into 8 pipes, a write per record each"
+                ),
+                &baf8,
+                &pipes8,
+            );
+        }
         if size == 65536 {
             let mapped = mapped_case(dev, size)?;
             row(&format!("{s}, 1 reader: mmap vs pipe"), &mapped, &pipe1);
