@@ -160,6 +160,21 @@ impl RingMem {
         unsafe { bindings::_copy_from_iter(dst.cast::<c_void>(), len, iov.as_raw()) }
     }
 
+    /// Copies `src` into ring offset `off`; false (nothing copied) if it is
+    /// not inside the ring. The caller owns the reservation covering these
+    /// bytes, so no reader takes them as a record yet.
+    pub(crate) fn copy_from_kernel(&self, off: usize, src: &[u8]) -> bool {
+        let Some(dst) = self.data(off, src.len()) else {
+            return false;
+        };
+        // SAFETY: `dst..dst + src.len()` is inside the area (checked by
+        // `data`) and does not overlap `src`, a buffer of the caller's.
+        // Readers may be copying these bytes out concurrently; they validate
+        // against the tail published before the reservation was made.
+        unsafe { core::ptr::copy_nonoverlapping(src.as_ptr(), dst, src.len()) };
+        true
+    }
+
     /// Copies `len` bytes at ring offset `off` to the user; returns how many
     /// were copied. A writer may overwrite them meanwhile: the caller must
     /// validate with [`RingMem::tail_after_copy`] before delivering them.

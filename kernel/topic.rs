@@ -231,6 +231,34 @@ impl Topic {
         })
     }
 
+    /// Publishes a small record from a kernel buffer in one go: reserve,
+    /// copy and commit under one hold of the topic lock (no separate
+    /// reservation, so no second lock round trip and nothing to abort).
+    /// Waits for lossless readers as [`Topic::reserve`] does; `ENODEV`,
+    /// publishing nothing, once the topic was removed.
+    pub(crate) fn publish_small(
+        &self,
+        _w: &WriterGuard<'_>,
+        payload: &[u8],
+        stamp: Stamp,
+        nonblock: bool,
+    ) -> Result {
+        let mask = self.mem.size() as u64 - 1;
+        self.with_room(nonblock, payload.len(), |ring, mem, floor| {
+            let r = ring.reserve(mem, payload.len(), floor)?;
+            // The reservation is inside the ring, so the copy cannot fail;
+            // if it did, nothing is published.
+            if !mem.copy_from_kernel(r.payload_off(mask), payload) {
+                ring.abort(mem, &r);
+                mem.publish_head(ring.head(), ring.next_seq());
+                return Err(RingError::BadLength);
+            }
+            ring.commit(mem, &r, stamp);
+            mem.publish_head(ring.head(), ring.next_seq());
+            Ok(())
+        })
+    }
+
     /// Publishes a reserved record whose payload has been copied in;
     /// `ENODEV`, publishing nothing, when the topic was removed meanwhile
     /// (its readers may already have seen the end).

@@ -13,6 +13,11 @@ use kernel::{bindings, current, iov::IovIterSource, prelude::*, sync::atomic::Re
 /// Bytes of a batch copied into the ring in one go (at most half the ring).
 const BATCH_CHUNK: usize = 256 * 1024;
 
+/// Records up to this size are written through a stack buffer in one hold
+/// of the topic lock ([`crate::topic::Topic::publish_small`]); larger ones
+/// are copied straight into their reservation, outside the lock.
+const SMALL: usize = 256;
+
 /// The errno of a refused batch frame.
 fn frame_errno(e: abi::FrameError) -> Error {
     match e {
@@ -92,6 +97,17 @@ impl OpenFile {
         stamp: Stamp,
         nonblock: bool,
     ) -> Result {
+        if len <= SMALL {
+            // A small record is copied from the user first, onto the stack
+            // (a fault there publishes nothing), then reserved, copied and
+            // committed under one hold of the topic lock.
+            let mut buf = [0u8; SMALL];
+            let payload = buf.get_mut(..len).ok_or(EINVAL)?;
+            if iov.copy_from_iter(payload) < len {
+                return Err(EFAULT);
+            }
+            return self.topic.publish_small(w, payload, stamp, nonblock);
+        }
         // Fault the source in first, so the copy rarely stops half-way.
         // SAFETY: `iov` is a valid source iterator.
         unsafe { bindings::fault_in_iov_iter_readable(iov.as_raw(), len) };

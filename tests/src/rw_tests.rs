@@ -449,6 +449,37 @@ pub(crate) fn bad_user_pointers_give_efault(cx: &Ctx) -> Result<()> {
         "a bad write published a record"
     );
 
+    // A small record (written through the kernel's stack buffer) and a
+    // large one whose bytes run into an unmapped page: EFAULT, nothing
+    // published, and the next record keeps the next seq.
+    let page = page_size();
+    let holey = Holey::new(4 * page, 2 * page)?;
+    for len in [200usize, 3000] {
+        expect_errno(
+            holey.write_to(w.as_raw_fd(), 2 * page - len / 2, len),
+            libc::EFAULT,
+            &format!("a {len}-byte write running into a hole"),
+        )?;
+        ensure!(
+            r.info()?.next_seq == before,
+            "a faulted {len}-byte write published a record"
+        );
+    }
+    let from_hole_edge = holey.write_to(w.as_raw_fd(), 2 * page - 100, 100)?;
+    ensure!(
+        from_hole_edge == 100,
+        "the 100 bytes before the hole: {from_hole_edge}"
+    );
+    let mut rec = [0u8; 100];
+    for (i, b) in rec.iter_mut().enumerate() {
+        *b = ((2 * page - 100 + i) % 251) as u8;
+    }
+    ensure!(get(&r, 200)? == rec, "the record before the hole, intact");
+    ensure!(
+        r.info()?.next_seq == before + 1,
+        "seqs stay dense after faults"
+    );
+
     put(&w, b"keep me")?;
     // SAFETY: as above, for read.
     let rc = unsafe { libc::read(r.file().as_raw_fd(), bad, 100) };
