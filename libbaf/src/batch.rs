@@ -49,14 +49,16 @@ impl Batch {
                     "a record must have 1 to 4294967295 bytes",
                 )
             })?;
-        let header = abi::RecordHeader {
-            len,
-            ..abi::RecordHeader::default()
-        };
+        // One reservation, then the frame in place: the header (only `len`
+        // set: the rest is zero, as is the padding), the payload.
         let start = self.buf.len();
-        self.buf.extend_from_slice(&header.to_bytes());
-        self.buf.extend_from_slice(payload);
-        self.buf.resize(start + abi::record_span(payload.len()), 0);
+        let span = abi::record_span(payload.len());
+        self.buf.resize(start + span, 0);
+        if let Some(frame) = self.buf.get_mut(start..start + span) {
+            frame[..4].copy_from_slice(&len.to_ne_bytes());
+            frame[abi::RECORD_HEADER_SIZE..abi::RECORD_HEADER_SIZE + payload.len()]
+                .copy_from_slice(payload);
+        }
         self.records += 1;
         self.payload_bytes += payload.len();
         Ok(())
@@ -105,30 +107,29 @@ impl Batch {
 /// errno on the retry. An error after part of the batch was published says
 /// how much was.
 pub fn write_batch<W: Write>(mut out: W, frames: &[u8]) -> Result<()> {
-    let total = records(frames).count();
+    // Frame counts are needed only to word an error: counted then.
+    let total = || records(frames).count();
     let mut done = 0usize;
-    let mut done_records = 0usize;
     while done < frames.len() {
         let rest = frames.get(done..).unwrap_or_default();
         match out.write(rest) {
             Ok(0) => {
                 return Err(partial(
                     io::Error::from(io::ErrorKind::WriteZero),
-                    done_records,
-                    total,
+                    records(frames.get(..done).unwrap_or_default()).count(),
+                    total(),
                 ))
             }
+            // All of it: the common case, nothing to walk.
+            Ok(n) if n >= rest.len() => done = frames.len(),
             Ok(n) => {
-                let n = n.min(rest.len());
                 // The kernel stops only at frame boundaries.
                 let mut walked = 0usize;
-                let mut count = 0usize;
                 for r in records(rest) {
                     if walked >= n {
                         break;
                     }
                     walked += abi::record_span(r.payload.len());
-                    count += 1;
                 }
                 if walked != n {
                     return Err(partial(
@@ -136,15 +137,20 @@ pub fn write_batch<W: Write>(mut out: W, frames: &[u8]) -> Result<()> {
                             io::ErrorKind::InvalidData,
                             format!("the topic took {n} bytes of a batch, which is not a whole number of frames"),
                         ),
-                        done_records,
-                        total,
+                        records(frames.get(..done).unwrap_or_default()).count(),
+                        total(),
                     ));
                 }
                 done += n;
-                done_records += count;
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(partial(e, done_records, total)),
+            Err(e) => {
+                return Err(partial(
+                    e,
+                    records(frames.get(..done).unwrap_or_default()).count(),
+                    total(),
+                ))
+            }
         }
     }
     Ok(())

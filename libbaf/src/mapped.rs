@@ -64,8 +64,10 @@ use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 
 const HDR: u64 = RECORD_HEADER_SIZE as u64;
 
-/// Bytes copied out of the ring per batch (more when a single record is
-/// larger).
+/// Bytes copied out of the ring per batch (more, for that record alone, when
+/// a single record is larger). Not scaled by the record limit: with the
+/// default limit (a quarter of the ring) that made every batch of small
+/// records copy megabytes at a time, which runs out of the caches.
 const CHUNK: usize = 256 * 1024;
 
 /// Most rounds (laps, skipped stretches, a head load lagging behind a tail
@@ -153,6 +155,11 @@ impl Region {
             return false;
         }
         dst.reserve(words * 8);
+        let at = dst.len();
+        // Written through a raw pointer into the reserved room, then the
+        // length set once: a bounds-checked `extend` per word costs more
+        // than the load itself.
+        let out = dst.spare_capacity_mut().as_mut_ptr().cast::<u8>();
         for i in 0..words {
             // SAFETY: `off + 8 * i + 8 <= end <= len` and everything is
             // 8-aligned, so this reads an in-bounds, aligned `u64` of the
@@ -163,10 +170,17 @@ impl Region {
             let w = unsafe {
                 std::ptr::read_volatile(self.base.as_ptr().add(off + 8 * i).cast::<u64>())
             };
-            dst.extend_from_slice(&w.to_ne_bytes());
+            // SAFETY: `reserve` above made room for `words * 8` bytes past
+            // `dst.len()`, so bytes `8 * i..8 * i + 8` of the spare
+            // capacity are in the allocation; `write_unaligned` needs no
+            // alignment, and nothing else refers to the spare capacity.
+            unsafe { out.add(8 * i).cast::<u64>().write_unaligned(w) };
             #[cfg(test)]
             tests::after_word(i);
         }
+        // SAFETY: the `words * 8` bytes after the old length were all
+        // written (initialized) by the loop above, within the capacity.
+        unsafe { dst.set_len(at + words * 8) };
         true
     }
 }
@@ -205,7 +219,11 @@ pub struct Mapped {
     unreported: u64,
     /// The private copy of the ring range being read.
     scratch: Vec<u8>,
+    /// Bytes copied per batch.
     chunk: u64,
+    /// Bytes from `pos` the next copy must hold: the span of a record
+    /// found larger than `chunk` (0 when none is pending).
+    want: u64,
 }
 
 impl std::fmt::Debug for Mapped {
@@ -305,9 +323,7 @@ impl Mapped {
                 region.len
             )));
         }
-        let chunk = (CHUNK as u64)
-            .max(2 * abi::record_span(record_max as usize) as u64)
-            .min(size);
+        let chunk = (CHUNK as u64).min(size);
         let mut m = Self {
             region,
             size,
@@ -319,6 +335,7 @@ impl Mapped {
             unreported: 0,
             scratch: Vec::new(),
             chunk,
+            want: 0,
         };
         // The head first: the next-seq load after it is at least the seq
         // of the record at the head (it is stored before the head).
@@ -421,7 +438,7 @@ impl Mapped {
                 }
             }
             let start = self.pos;
-            let end = head.min(start.saturating_add(self.chunk));
+            let end = head.min(start.saturating_add(self.chunk.max(self.want)));
             self.copy_out(start, end)?;
             // Pairs with the kernel's write barrier after it stores a tail
             // and before it overwrites anything below it.
@@ -445,9 +462,13 @@ impl Mapped {
             if progress.records > delivered || progress.records >= limit {
                 return Ok(progress);
             }
+            if self.pos == start && self.want > end - start && end < head {
+                // A record larger than the chunk: copy it whole next round.
+                continue;
+            }
             if self.pos == start {
                 // Nothing at all walked from a position that was not lapped:
-                // impossible, since a chunk holds at least a whole record.
+                // impossible, since a copy holds at least a whole record.
                 return Err(invalid(format!(
                     "no progress in the mapped ring at position {}",
                     self.pos
@@ -542,7 +563,10 @@ impl Mapped {
                 if end == head {
                     return Err(bad(p, format!("{span} bytes long, past the head {head}")));
                 }
-                break; // the record is past this chunk: next time
+                // The record is past this chunk: next time, in a copy that
+                // holds it whole.
+                self.want = span;
+                break;
             }
             if self.exact {
                 if h.seq != self.seq {
@@ -566,6 +590,7 @@ impl Mapped {
                 .get(at + RECORD_HEADER_SIZE..at + RECORD_HEADER_SIZE + h.len as usize)
                 .unwrap_or_default();
             format(out, &h, payload);
+            self.want = 0;
             progress.records += 1;
             self.seq = h.seq.saturating_add(1);
             self.pos = p + span;

@@ -239,6 +239,21 @@ fn reads_records_in_order_then_ends_when_removed() {
 }
 
 #[test]
+fn a_record_larger_than_the_chunk_is_copied_whole() {
+    let mut w = Writer::new(4096);
+    let mut m = w.mapped(0);
+    m.chunk = 64;
+    for len in [3, 1000, 5, 900, 1024] {
+        w.append(len, false);
+    }
+    let (got, lost, _) = drain(&mut m, u64::MAX);
+    assert_eq!(got.len(), 5);
+    assert_eq!(lost, 0);
+    check(&w, &got);
+    assert_eq!(m.want, 0, "back to chunk-sized copies");
+}
+
+#[test]
 fn limit_is_respected() {
     let mut w = Writer::new(4096);
     let mut m = w.mapped(0);
@@ -536,11 +551,14 @@ proptest! {
     /// intact records in order, and every seq it passes is either
     /// delivered or counted lost.
     #[test]
-    fn consumer_matches_writer(size_log2 in 10u32..13, start in 0u64..3, ops in prop::collection::vec(op(), 1..200)) {
+    fn consumer_matches_writer(size_log2 in 10u32..13, start in 0u64..3, chunk in prop::sample::select(vec![64u64, 256, 1 << 20]), ops in prop::collection::vec(op(), 1..200)) {
         let size = 1usize << size_log2;
         let w = Rc::new(RefCell::new(Writer::new(size)));
         for _ in 0..start { w.borrow_mut().append(10, false); }
         let mut m = w.borrow().mapped(start);
+        // Copies smaller than the records, as the 256 KiB chunk is for
+        // large records on a large ring.
+        m.chunk = chunk.min(size as u64);
         let mut got = Vec::new();
         let mut lost = 0;
         for op in ops {
