@@ -154,10 +154,13 @@ impl OpenFile {
         let cursor = topic.cursor(|r, _| Some(r.now())).unwrap_or_default();
         let may_lossless = can_read && topic.flags & abi::TOPIC_LOSSLESS != 0 && {
             let euid = kernel::task::Kuid::current_euid().into_raw().val;
-            // SAFETY: `in_group_p` and `capable` only read the current
-            // task's credentials (the opener's, as this is `open`).
             euid == topic.uid
+                // SAFETY: `in_group_p` only reads the current task's
+                // credentials (the opener's, as this is `open`).
                 || unsafe { bindings::in_group_p(bindings::kgid_t { val: topic.gid }) } != 0
+                // SAFETY: `capable` only reads the current task's
+                // credentials and may log an audit record; no pointer is
+                // passed.
                 || unsafe { bindings::capable(bindings::CAP_SYS_ADMIN as i32) }
         };
         let this = KBox::pin_init(
