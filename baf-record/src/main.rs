@@ -258,7 +258,10 @@ fn main() {
                     create: !a.no_create,
                 };
                 let p = play::run(&rec, &s)?;
-                eprintln!("baf-record: played {} records ({} bytes)", p.records, p.bytes);
+                eprintln!(
+                    "baf-record: played {} records ({} bytes)",
+                    p.records, p.bytes
+                );
                 Ok(())
             }
             Some(Cmd::Info(a)) => {

@@ -52,7 +52,8 @@ impl Recording {
     /// damage is readable.
     pub fn open(path: &Path, recover: bool) -> Result<Self> {
         let file = File::open(path).map_err(|e| {
-            Kind::Invalid.wrap(anyhow::Error::new(e).context(format!("cannot open {}", path.display())))
+            Kind::Invalid
+                .wrap(anyhow::Error::new(e).context(format!("cannot open {}", path.display())))
         })?;
         if file.metadata().map(|m| m.is_dir()).unwrap_or(false) {
             return Err(bad(path, "is a directory, not an MCAP file"));
@@ -63,7 +64,10 @@ impl Recording {
         let map = unsafe { memmap2::Mmap::map(&file) }
             .with_context(|| format!("cannot map {}", path.display()))?;
         if map.len() < 8 || map.get(..8) != Some(&mcap::MAGIC[..]) {
-            return Err(bad(path, "is not an MCAP file (no MCAP magic at its start)"));
+            return Err(bad(
+                path,
+                "is not an MCAP file (no MCAP magic at its start)",
+            ));
         }
         let finished = matches!(mcap::Summary::read(&map), Ok(Some(_)));
         let mut rec = Self {
@@ -156,7 +160,12 @@ impl Recording {
     /// The channels' metadata: topic name to its settings.
     pub fn topics(&self) -> Vec<(String, std::collections::BTreeMap<String, String>)> {
         let mut out: Vec<(String, std::collections::BTreeMap<String, String>)> = Vec::new();
-        for m in self.stream().into_iter().flatten().take(self.readable as usize) {
+        for m in self
+            .stream()
+            .into_iter()
+            .flatten()
+            .take(self.readable as usize)
+        {
             let Ok(m) = m else { break };
             if m.channel.message_encoding == ENCODING
                 && !out.iter().any(|(t, _)| *t == m.channel.topic)

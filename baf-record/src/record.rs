@@ -174,7 +174,13 @@ impl Sink {
         Ok(())
     }
 
-    fn write(&mut self, topic: usize, header: &RecordHeader, payload: &[u8], lost: u64) -> Result<()> {
+    fn write(
+        &mut self,
+        topic: usize,
+        header: &RecordHeader,
+        payload: &[u8],
+        lost: u64,
+    ) -> Result<()> {
         let k = &self.known[topic];
         if let Some(f) = self.file.as_mut() {
             f.write(&k.name, &k.meta, header, payload, lost, self.wall_offset_ns)?;
@@ -184,7 +190,13 @@ impl Sink {
     }
 
     /// One record of topic `topic` came, `lost` records after the last.
-    fn take(&mut self, topic: usize, header: &RecordHeader, payload: &[u8], lost: u64) -> Result<()> {
+    fn take(
+        &mut self,
+        topic: usize,
+        header: &RecordHeader,
+        payload: &[u8],
+        lost: u64,
+    ) -> Result<()> {
         let (record, trigger) = (self.known[topic].record, self.known[topic].trigger);
         if record {
             self.loss.add(self.known[topic].name.clone(), lost);
@@ -194,7 +206,9 @@ impl Sink {
                 return Ok(());
             }
             let split = self.split_size.is_some_and(|max| {
-                self.file.as_mut().is_some_and(|f| f.messages() > 0 && f.size() >= max)
+                self.file
+                    .as_mut()
+                    .is_some_and(|f| f.messages() > 0 && f.size() >= max)
             });
             if split {
                 self.close()?;
@@ -314,14 +328,19 @@ impl Recorder<'_> {
                     || (baf_cli::class(&e) == Some(baf_cli::Failure::Permission)
                         && self.s.topics.is_empty());
                 if !quiet && self.warned.insert(name.to_string()) {
-                    eprintln!("baf-record: skipping topic {name}: {}", baf_cli::message(&e));
+                    eprintln!(
+                        "baf-record: skipping topic {name}: {}",
+                        baf_cli::message(&e)
+                    );
                 }
                 return;
             }
         };
         self.warned.remove(name);
         if let Some(e) = warning {
-            eprintln!("baf-record: topic {name}: cannot read it through a mapping ({e}); using read()");
+            eprintln!(
+                "baf-record: topic {name}: cannot read it through a mapping ({e}); using read()"
+            );
         }
         if !reader.is_mapped() {
             baf::subscribe::fit(&mut self.buf, reader.info().record_max);
@@ -355,7 +374,10 @@ impl Recorder<'_> {
         match self.topics.add(Sub { reader, index, hot }) {
             Ok(token) if hot => self.hot.push(token),
             Ok(_) => {}
-            Err(e) => eprintln!("baf-record: skipping topic {name}: {}", baf_cli::message(&e)),
+            Err(e) => eprintln!(
+                "baf-record: skipping topic {name}: {}",
+                baf_cli::message(&e)
+            ),
         }
     }
 
@@ -470,7 +492,10 @@ pub fn run(s: &Settings) -> Result<()> {
     // Watch before listing, so a topic made in between is not missed.
     let (watcher, _) = Watcher::new(&baf::dev_dir())?;
     epoll
-        .add(watcher.fd(), EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_WATCH))
+        .add(
+            watcher.fd(),
+            EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_WATCH),
+        )
         .context("watching the topic directory")?;
     let dash = s.dashcam.as_ref().map(|d| {
         Dashcam::new(
@@ -516,7 +541,10 @@ pub fn run(s: &Settings) -> Result<()> {
         r.sink.open()?;
     }
     if !baf::control::module_loaded() {
-        eprintln!("baf-record: {}; waiting for topics", baf::device::ModuleNotLoaded);
+        eprintln!(
+            "baf-record: {}; waiting for topics",
+            baf::device::ModuleNotLoaded
+        );
     } else {
         for (name, path) in baf::watch::existing_topics()? {
             r.join(&name, &path, s.start);

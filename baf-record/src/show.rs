@@ -45,10 +45,9 @@ pub fn summarize(rec: &Recording) -> Result<BTreeMap<String, TopicInfo>> {
                 t.seqs = Some(t.seqs.map_or((header.seq, header.seq), |(a, b)| {
                     (a.min(header.seq), b.max(header.seq))
                 }));
-                t.times = Some(
-                    t.times
-                        .map_or((log_time, log_time), |(a, b)| (a.min(log_time), b.max(log_time))),
-                );
+                t.times = Some(t.times.map_or((log_time, log_time), |(a, b)| {
+                    (a.min(log_time), b.max(log_time))
+                }));
             }
             Item::Gap(g) => {
                 let t = all.entry(g.topic).or_default();
@@ -102,7 +101,11 @@ pub fn info(rec: &Recording, json: bool) -> Result<String> {
     s += &format!("file: {}\n", rec.path().display());
     match &rec.damage {
         None => s += "state: finished (summary and index present)\n",
-        Some(d) => s += &format!("state: NOT finished or damaged ({d}); read up to the last complete chunk\n"),
+        Some(d) => {
+            s += &format!(
+                "state: NOT finished or damaged ({d}); read up to the last complete chunk\n"
+            )
+        }
     }
     if let Some((a, b)) = span {
         s += &format!(
@@ -122,9 +125,7 @@ pub fn info(rec: &Recording, json: bool) -> Result<String> {
     for (name, t) in &all {
         let m = meta.get(name).cloned().unwrap_or_default();
         let get = |k: &str| m.get(k).cloned().unwrap_or_else(|| "-".into());
-        let seq = t
-            .seqs
-            .map_or("-".to_string(), |(a, b)| format!("{a}..{b}"));
+        let seq = t.seqs.map_or("-".to_string(), |(a, b)| format!("{a}..{b}"));
         s += &format!(
             "{:<32} {:>10} {:>12} {:>8} {:>6} {:>21} {:>9} {:>8} {:>8}\n",
             name,

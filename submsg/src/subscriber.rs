@@ -189,10 +189,9 @@ impl<'a> Subscriber<'a> {
         let label = &sub.label;
         // Set when writing stdout failed (that error is returned as it is).
         let mut output_failed = false;
-        let read = sub.reader.read(
-            buf,
-            remaining.unwrap_or(u64::MAX),
-            |record, lost| {
+        let read = sub
+            .reader
+            .read(buf, remaining.unwrap_or(u64::MAX), |record, lost| {
                 if direct && record.payload.len() >= DIRECT {
                     loss.add(&label.name, lost);
                     if style.format == Format::Len32 {
@@ -206,8 +205,7 @@ impl<'a> Subscriber<'a> {
                     deliver(style, &mut out.buf, label, loss, record, lost);
                     Ok(())
                 }
-            },
-        );
+            });
         let batch = match read {
             Ok(b) => b,
             Err(e) if output_failed || sub.reader.is_mapped() => return Err(e),
