@@ -293,3 +293,37 @@ fn encoding_round_trips_and_rejects_short_data() {
     assert_eq!(decode(&data[..HEADER + 2]), None);
     assert_eq!(decode(&data[..10]), None);
 }
+
+/// With `BAF_MCAP_SAMPLES=DIR` (`scripts/mcap-check.sh`), writes sample
+/// recordings there and `expected.json` (messages per channel and file),
+/// for an independent reader to check. Without it, nothing.
+#[test]
+fn samples_for_other_readers() {
+    let Some(dir) = std::env::var_os("BAF_MCAP_SAMPLES") else {
+        return;
+    };
+    let dir = PathBuf::from(dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut expected = serde_json::Map::new();
+    for c in [Compression::None, Compression::Zstd, Compression::Lz4] {
+        let name = format!("{c:?}.mcap").to_lowercase();
+        let _ = std::fs::remove_file(dir.join(&name));
+        let path = sample(&dir, &name, 300, c);
+        let rec = Recording::open(&path, false).unwrap();
+        let all = show::summarize(&rec).unwrap();
+        let mut counts = serde_json::Map::new();
+        for (topic, t) in &all {
+            counts.insert(topic.clone(), t.records.into());
+        }
+        counts.insert(
+            LOSS_TOPIC.into(),
+            all.values().map(|t| t.gaps).sum::<u64>().into(),
+        );
+        expected.insert(name, counts.into());
+    }
+    std::fs::write(
+        dir.join("expected.json"),
+        serde_json::Value::from(expected).to_string(),
+    )
+    .unwrap();
+}

@@ -254,6 +254,13 @@ impl Sink {
             return Ok(());
         };
         self.open()?;
+        if let Some(f) = self.file.as_mut() {
+            f.note("trigger_ns", t.to_string());
+            eprintln!(
+                "baf-record: dashcam: trigger at {t} ns (CLOCK_MONOTONIC): writing {}",
+                f.path().display()
+            );
+        }
         if cut > 0 {
             if let Some(f) = self.file.as_mut() {
                 f.note("window_cut_by_max_memory", cut.to_string());
@@ -430,6 +437,19 @@ impl Recorder<'_> {
         Ok(())
     }
 
+    /// Reads every topic until it has nothing new (before the end, so what
+    /// was written before the signal is in the file).
+    fn drain(&mut self) -> Result<()> {
+        for token in self.topics.tokens() {
+            for _ in 0..10_000 {
+                if self.read(token)? != Step::Data {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn on_ready(&mut self, token: u64) -> Result<()> {
         match self.topics.get_mut(token) {
             Some(sub) if sub.reader.is_mapped() => {
@@ -592,13 +612,12 @@ impl Recorder<'_> {
                     TOKEN_SIGNAL => {
                         if let Ok(Some(_)) = signals.read_signal() {
                             // Read what is there, then finish.
-                            self.serve_hot()?;
-                            return Ok(());
+                            return self.drain();
                         }
                     }
                     TOKEN_USR1 => {
                         if let Ok(Some(_)) = usr1.read_signal() {
-                            self.serve_hot()?;
+                            self.drain()?;
                             self.sink.trigger(mono_ns())?;
                         }
                     }
@@ -610,8 +629,7 @@ impl Recorder<'_> {
                 last_tick = Instant::now();
             }
             if end.is_some_and(|e| Instant::now() >= e) {
-                self.serve_hot()?;
-                return Ok(());
+                return self.drain();
             }
         }
     }
