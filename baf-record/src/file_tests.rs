@@ -327,3 +327,53 @@ fn samples_for_other_readers() {
     )
     .unwrap();
 }
+
+/// The cost of compression on this machine: records written per second
+/// and the file's size, for 64-byte and 1 KiB text-like records. Run by
+/// hand (`cargo test --release -p baf-record -- --ignored --nocapture
+/// compression_cost`); docs/record.md has the figures.
+#[test]
+#[ignore]
+fn compression_cost() {
+    let dir = Scratch::new("cost");
+    for size in [64usize, 1024] {
+        // 1024 different text-like payloads (numbers that change), used
+        // in turn: compressible as logs and sensor lines are, not more.
+        let payloads: Vec<Vec<u8>> = (0..1024u64)
+            .map(|k| {
+                let mut x = k.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+                let mut p = Vec::with_capacity(size);
+                while p.len() < size {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    let line = format!("id={} t={}.{} s={} ", x % 100_000, x % 40, x % 100, x % 7);
+                    p.extend_from_slice(line.as_bytes());
+                }
+                p.truncate(size);
+                p
+            })
+            .collect();
+        let n = (256 << 20) / (size + HEADER) as u64;
+        for c in [Compression::None, Compression::Lz4, Compression::Zstd] {
+            let path = dir.0.join(format!("{c:?}-{size}.mcap"));
+            let t0 = std::time::Instant::now();
+            let mut f = McapFile::create(&path, c).unwrap();
+            for i in 0..n {
+                let payload = &payloads[i as usize % 1024];
+                f.write("t", &meta(), &header(i, i, size), payload, 0, 0)
+                    .unwrap();
+            }
+            f.finish().unwrap();
+            let secs = t0.elapsed().as_secs_f64();
+            let bytes = std::fs::metadata(&path).unwrap().len();
+            println!(
+                "{size:>5} B records, {c:?}: {:.2} M records/s, {:.0} MB/s of payload, file {:.1}% of the payload",
+                n as f64 / secs / 1e6,
+                (n * size as u64) as f64 / secs / 1e6,
+                bytes as f64 * 100.0 / (n * size as u64) as f64
+            );
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+}

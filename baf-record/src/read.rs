@@ -63,7 +63,7 @@ impl Recording {
         // in safe code (the bytes are only ever parsed).
         let map = unsafe { memmap2::Mmap::map(&file) }
             .with_context(|| format!("cannot map {}", path.display()))?;
-        if map.len() < 8 || map.get(..8) != Some(&mcap::MAGIC[..]) {
+        if map.len() < 8 || map.get(..8) != Some(mcap::MAGIC) {
             return Err(bad(
                 path,
                 "is not an MCAP file (no MCAP magic at its start)",
