@@ -5,7 +5,8 @@
 //!   it; [`read`] reads it back, checked whole first.
 //! - [`output`]: file names, splitting, `--max-files`.
 //! - [`dashcam`]: the in-memory window and its captures (pure logic).
-//! - [`record`]: the recording loop; [`play`]; [`show`] (`info`, `cat`).
+//! - [`record`]: the recording loop, and `sink` where its records go;
+//!   [`play`]; [`show`] (`info`, `cat`).
 //! - [`units`]: durations and sizes on the command line.
 
 pub mod dashcam;
@@ -15,4 +16,5 @@ pub mod play;
 pub mod read;
 pub mod record;
 pub mod show;
+mod sink;
 pub mod units;

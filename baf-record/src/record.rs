@@ -5,11 +5,11 @@
 //! trigger, or a new file). Records go to the current file ([`Sink`]), or,
 //! in dashcam mode, into the window until a trigger.
 
-use crate::dashcam::{Dashcam, Held, Live};
-use crate::file::{McapFile, TopicMeta};
+use crate::dashcam::Dashcam;
+use crate::file::TopicMeta;
 use crate::output::Output;
+use crate::sink::{mono_ns, Known, Sink};
 use anyhow::{Context, Result};
-use baf::abi::RecordHeader;
 use baf::device::Topic;
 use baf::pattern::{split_list, Pattern, Selection};
 use baf::reader::{Reader, Step};
@@ -94,16 +94,6 @@ pub fn selection(topics: &[String], exclude: &[String]) -> Result<Selection> {
     Ok(sel)
 }
 
-/// A topic the recorder knows (by index, for ever: held records name it).
-struct Known {
-    name: String,
-    meta: TopicMeta,
-    /// Its records are recorded (it matches the patterns).
-    record: bool,
-    /// Its records are triggers.
-    trigger: bool,
-}
-
 struct Sub {
     reader: Reader,
     index: usize,
@@ -116,186 +106,6 @@ impl Subscribed for Sub {
     }
     fn topic(&self) -> &Topic {
         self.reader.topic()
-    }
-}
-
-/// CLOCK_MONOTONIC now, in ns (the clock of the kernel's stamps).
-pub fn mono_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec for the call.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
-}
-
-/// Where records go.
-struct Sink {
-    out: Output,
-    file: Option<McapFile>,
-    opened: Instant,
-    dash: Option<Dashcam>,
-    known: Vec<Known>,
-    wall_offset_ns: i128,
-    split_size: Option<u64>,
-    split_time: Option<Duration>,
-    loss: baf::loss::LossCounts<String>,
-    /// Records written since the last flush.
-    unflushed: bool,
-    /// Files finished, for the summary on stderr.
-    finished: Vec<std::path::PathBuf>,
-    notes: Vec<(String, String)>,
-}
-
-impl Sink {
-    fn unix_now(&self) -> i128 {
-        i128::from(mono_ns()) + self.wall_offset_ns
-    }
-
-    fn open(&mut self) -> Result<()> {
-        let mut f = self.out.open(self.unix_now())?;
-        for (k, v) in &self.notes {
-            f.note(k, v.clone());
-        }
-        // Every topic recorded so far has its channel, records or not.
-        for k in self.known.iter().filter(|k| k.record) {
-            f.channel(&k.name, &k.meta)?;
-        }
-        self.file = Some(f);
-        self.opened = Instant::now();
-        Ok(())
-    }
-
-    fn close(&mut self) -> Result<()> {
-        if let Some(f) = self.file.take() {
-            self.finished.push(f.finish()?);
-        }
-        Ok(())
-    }
-
-    fn write(
-        &mut self,
-        topic: usize,
-        header: &RecordHeader,
-        payload: &[u8],
-        lost: u64,
-    ) -> Result<()> {
-        let k = &self.known[topic];
-        if let Some(f) = self.file.as_mut() {
-            f.write(&k.name, &k.meta, header, payload, lost, self.wall_offset_ns)?;
-            self.unflushed = true;
-        }
-        Ok(())
-    }
-
-    /// One record of topic `topic` came, `lost` records after the last.
-    fn take(
-        &mut self,
-        topic: usize,
-        header: &RecordHeader,
-        payload: &[u8],
-        lost: u64,
-    ) -> Result<()> {
-        let (record, trigger) = (self.known[topic].record, self.known[topic].trigger);
-        if record {
-            self.loss.add(self.known[topic].name.clone(), lost);
-        }
-        let Some(dash) = self.dash.as_mut() else {
-            if !record {
-                return Ok(());
-            }
-            let split = self.split_size.is_some_and(|max| {
-                self.file
-                    .as_mut()
-                    .is_some_and(|f| f.messages() > 0 && f.size() >= max)
-            });
-            if split {
-                self.close()?;
-                self.open()?;
-            }
-            return self.write(topic, header, payload, lost);
-        };
-        if record {
-            match dash.record(header.timestamp_ns) {
-                Live::Hold => {}
-                Live::Write => self.write(topic, header, payload, lost)?,
-                Live::Finish => {
-                    self.dash.as_mut().map(Dashcam::finish);
-                    self.close()?;
-                }
-            }
-            let held = Held {
-                topic,
-                header: *header,
-                payload: payload.to_vec(),
-                lost,
-            };
-            if let Some(d) = self.dash.as_mut() {
-                d.hold(held);
-            }
-        }
-        if trigger {
-            self.trigger(header.timestamp_ns)?;
-        }
-        Ok(())
-    }
-
-    /// A trigger at monotonic time `t` (dashcam), or a request for a new
-    /// file.
-    fn trigger(&mut self, t: u64) -> Result<()> {
-        let Some(dash) = self.dash.as_mut() else {
-            // Without a dashcam, SIGUSR1 starts a new file.
-            self.close()?;
-            return self.open();
-        };
-        let cut = dash.cut;
-        let Some(window) = dash.trigger(t) else {
-            return Ok(());
-        };
-        self.open()?;
-        if let Some(f) = self.file.as_mut() {
-            f.note("trigger_ns", t.to_string());
-            eprintln!(
-                "baf-record: dashcam: trigger at {t} ns (CLOCK_MONOTONIC): writing {}",
-                f.path().display()
-            );
-        }
-        if cut > 0 {
-            if let Some(f) = self.file.as_mut() {
-                f.note("window_cut_by_max_memory", cut.to_string());
-            }
-        }
-        for h in window {
-            self.write(h.topic, &h.header, &h.payload, h.lost)?;
-        }
-        Ok(())
-    }
-
-    /// Time passed: split by time, end a capture, flush the chunk.
-    fn tick(&mut self) -> Result<()> {
-        if let Some(dash) = self.dash.as_mut() {
-            if dash.due(mono_ns(), 200_000_000) {
-                dash.finish();
-                self.close()?;
-            }
-        } else if self
-            .split_time
-            .is_some_and(|t| self.opened.elapsed() >= t && self.file.is_some())
-        {
-            self.close()?;
-            self.open()?;
-        }
-        if self.unflushed {
-            if let Some(f) = self.file.as_mut() {
-                f.flush()?;
-            }
-            self.unflushed = false;
-        }
-        for (topic, n, total) in self.loss.take(Instant::now(), false) {
-            eprintln!("baf-record: topic {topic}: lost {n} records ({total} in all; each gap is written into the recording)");
-        }
-        Ok(())
     }
 }
 
@@ -624,7 +434,9 @@ impl Recorder<'_> {
                     token => self.on_ready(token)?,
                 }
             }
-            if last_tick.elapsed() >= tick || n == 0 {
+            // Not at every idle pass: each tick closes the chunk being
+            // filled, and chunks must stay large while topics are busy.
+            if last_tick.elapsed() >= tick {
                 self.sink.tick()?;
                 last_tick = Instant::now();
             }

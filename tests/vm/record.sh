@@ -30,7 +30,11 @@ rec_three() {
   rec_bg /tmp/rec.err record 'rec/#' --lossless -o /tmp/rec/three.mcap; r=$REC
   wait_for 10 has_readers rec/a 1 && wait_for 10 has_readers rec/b 1 && wait_for 10 has_readers rec/c 1 \
     || { stop $r; cat /tmp/rec.err; echo "the recorder did not join"; return 1; }
-  for t in a b c; do sub_bg /tmp/s$t.json --json -n 20000 rec/$t; eval p$t=\$SUB; done
+  # rec/c's writer waits for its lossless readers: the recorder and this
+  # submsg (a lossy one could be lapped on its 64 KiB ring).
+  sub_bg /tmp/sa.json --json -n 20000 rec/a; pa=$SUB
+  sub_bg /tmp/sb.json --json -n 20000 rec/b; pb=$SUB
+  sub_bg /tmp/sc.json --json -n 20000 --lossless rec/c; pc=$SUB
   wait_for 10 has_readers rec/a 2 && wait_for 10 has_readers rec/b 2 && wait_for 10 has_readers rec/c 2 || { stop $r $pa $pb $pc; return 1; }
   seq 1 20000 > /tmp/want
   seq 1 20000 | pubmsg rec/a & w1=$!
@@ -91,7 +95,7 @@ window_is() { # FILE FROM TO SUBMSG_JSON: the file has exactly the records stamp
   baf-record cat --json "$1" | no_time > /tmp/got.json
   no_time < "$4" | awk -v a="$2" -v b="$3" '{ t = $0; sub(/.*"timestamp":/, "", t); sub(/,.*/, "", t); if (t + 0 >= a + 0 && t + 0 <= b + 0) print }' > /tmp/want.json
   n=$(wc -l < /tmp/want.json)
-  [ "$n" -ge 30 ] || { echo "only $n records in the window"; return 1; }
+  [ "$n" -ge 15 ] || { echo "only $n records in the window"; return 1; }
   cmp /tmp/want.json /tmp/got.json || { echo "the window differs: $(wc -l < /tmp/got.json) records, want $n"; return 1; }
 }
 dashcam() {
