@@ -125,3 +125,58 @@ fn man_page_and_completions() {
     assert_eq!(r.code, Some(0));
     assert!(r.stdout.contains("record"));
 }
+
+/// The recording loop without the module (it waits for topics): `-W`
+/// ends it with a finished, empty file; so does SIGTERM.
+#[test]
+fn a_recording_ends_with_a_finished_file() {
+    if !module_absent("a_recording_ends_with_a_finished_file") {
+        return;
+    }
+    let dir = scratch("finish");
+    let file = dir.join("w.mcap");
+    let r = run(&["record", "-W", "300ms", "-o", file.to_str().unwrap()]);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(r.stderr.contains("waiting for topics"), "{}", r.stderr);
+    let info = run(&["info", file.to_str().unwrap()]);
+    assert_eq!(info.code, Some(0), "{}", info.stderr);
+    assert!(info.stdout.contains("state: finished"), "{}", info.stdout);
+    assert!(
+        info.stdout.contains("records: 0, lost: 0"),
+        "{}",
+        info.stdout
+    );
+
+    let out = dir.join("d/");
+    let child = command(&["record", "-o", out.to_str().unwrap()], &[])
+        .spawn()
+        .unwrap();
+    let pid = child.id() as i32;
+    // The directory is made at the start, the file with it.
+    let t0 = Instant::now();
+    while std::fs::read_dir(&out).map_or(0, |d| d.count()) == 0
+        && t0.elapsed() < Duration::from_secs(10)
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    // SAFETY: kill has no memory preconditions; `pid` is our child.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let r = collect(child, Duration::from_secs(10), "record until SIGTERM");
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let files: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let name = files[0].file_name().unwrap().to_str().unwrap().to_string();
+    assert!(
+        name.starts_with("baf-") && name.ends_with("-0000.mcap"),
+        "{name}"
+    );
+    let info = run(&["info", "--json", files[0].to_str().unwrap()]);
+    assert_eq!(info.code, Some(0), "{}", info.stderr);
+    assert!(info.stdout.contains("\"finished\":true"), "{}", info.stdout);
+    let _ = std::fs::remove_dir_all(&dir);
+}
