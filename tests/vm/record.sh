@@ -11,8 +11,9 @@ rec_bg() { # ERRFILE ARGS...: baf-record ARGS 2> ERRFILE in the background; pid 
 no_time() { # JSON lines without the "time" field (its clock offset is taken when printed)
   sed 's/,"time":"[^"]*"//'
 }
-info_field() { # FILE KEY: a number from `baf-record info --json FILE`
-  baf-record info --json "$1" | sed -n "s/^{.*\"$2\":\([0-9]*\).*/\1/p"
+info_field() { # FILE KEY: a top-level number of `baf-record info --json FILE`
+  # (keys are sorted; "topics", whose objects repeat them, comes last)
+  baf-record info --json "$1" | sed -n "s/^{[^{]*\"$2\":\([0-9]*\).*/\1/p"
 }
 
 check "baf-record --help shows examples and exit codes" sh -c "baf-record --help | grep -q Examples: && baf-record --help | grep -q 'Exit codes'"
