@@ -325,12 +325,12 @@ def help_texts(bindir):
         top = run("--help")
         out.append((f"{tool} --help", top))
         subs = re.search(r"^Commands:\n(.*?)(?:\n\n|\Z)", top, re.M | re.S)
-        names = re.findall(r"^  ([a-z][\w-]*)", subs.group(1), re.M) if subs else []
-        for sub in names:
+        for sub in re.findall(r"^  ([a-z][\w-]*)", subs.group(1), re.M) if subs else []:
             if sub != "help":
                 out.append((f"{tool} {sub} --help", run(sub, "--help")))
-        # baf-setup generates with a subcommand, the others with a flag.
-        man = run("generate", "man") if "generate" in names else run("--generate", "man")
+        # baf-setup generates with a (hidden) subcommand, baf-record (which
+        # has subcommands too) and the others with a flag.
+        man = run("generate", "man") if subs and tool != "baf-record" else run("--generate", "man")
         man = re.sub(r"\\f[BIRP]|\\\(..|\\&", "", man).replace("\\-", "-")
         man = "\n".join(line for line in man.split("\n") if not line.startswith("."))
         out.append((f"{tool} man page", man))

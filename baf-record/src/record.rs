@@ -159,6 +159,11 @@ impl Recorder<'_> {
                 "baf-record: topic {name}: cannot read it through a mapping ({e}); using read()"
             );
         }
+        if reader.refused() && self.warned.insert(name.to_string()) {
+            eprintln!(
+                "baf-record: topic {name} allows lossless readers, but not this user (only its owner, its group and root): recording it lossy"
+            );
+        }
         if !reader.is_mapped() {
             baf::subscribe::fit(&mut self.buf, reader.info().record_max);
         }
