@@ -1,5 +1,6 @@
 # NixOS module of baf: loads fanout.ko and creates the declared topics at boot;
-# bridge.nix (imported below) runs baf-bridge services.
+# bridge.nix and recorder.nix (imported below) run baf-bridge and
+# baf-record services.
 #
 # Options live under baf.services.baf-setup, as in the original baf. They do
 # not touch nixpkgs' services.fanout / linuxPackages.fanout, which are the
@@ -198,8 +199,12 @@ let
   };
 in
 {
-  # baf.services.bridges: baf-bridge services (topics over Zenoh).
-  imports = [ ./bridge.nix ];
+  # baf.services.bridges: baf-bridge services (topics over Zenoh);
+  # baf.services.recorders: baf-record services (topics to MCAP files).
+  imports = [
+    ./bridge.nix
+    ./recorder.nix
+  ];
 
   options.baf.services.baf-setup = {
     enable = lib.mkEnableOption "baf, publish/subscribe topics as kernel character devices (fanout.ko)";
@@ -270,7 +275,7 @@ in
       type = types.package;
       default = pkgs.callPackage ./tools.nix { };
       defaultText = lib.literalExpression "pkgs.callPackage ./tools.nix { }";
-      description = "Package providing {command}`baf-setup`, {command}`pubmsg`, {command}`submsg` and {command}`baf-bridge`.";
+      description = "Package providing {command}`baf-setup`, {command}`pubmsg`, {command}`submsg`, {command}`baf-bridge` and {command}`baf-record`.";
     };
 
     kernelModulePackage = lib.mkOption {

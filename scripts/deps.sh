@@ -18,7 +18,7 @@ PIN=/etc/apt/preferences.d/baf-trixie
 apt_packages=(
   clang-19 lld-19 llvm-19 libclang-19-dev
   flex bison bc libelf-dev libssl-dev cpio busybox-static make xz-utils
-  python3 kmod
+  python3 python3-venv kmod # python3-venv: scripts/mcap-check.sh
   dkms # tests/install-test.sh --kdir builds the module through DKMS
 )
 

@@ -405,6 +405,85 @@ eval_true "bridge.nix: refusals (nothing to bridge, no endpoint, half of auth, a
   && c.networking.firewall.allowedUDPPorts == [ 7446 ]
   && (file c "baf-bridge-open").zenoh.multicast_scouting'
 
+# The recorders (recorder.nix), evaluated the same way: the command line
+# each option makes, the state directory or the directory given, the
+# hardening (no network, the baf devices read-only), the dashcam's reload
+# trigger, and the refusals.
+recorder_stub='
+  let
+    lib = rec {
+      types = {
+        bool = "bool"; str = "str"; ints.positive = "int";
+        listOf = t: t; nullOr = t: t; enum = l: l; attrsOf = t: t; submodule = f: f;
+      };
+      mkOption = o: o // { _type = "option"; };
+      literalExpression = x: x;
+      filterAttrs = p: a: builtins.listToAttrs (builtins.filter (x: p x.name x.value)
+        (map (name: { inherit name; value = a.${name}; }) (builtins.attrNames a)));
+      concatMap = f: l: builtins.concatLists (map f l);
+      concatLists = builtins.concatLists;
+      optional = c: x: if c then [ x ] else [ ];
+      optionals = c: x: if c then x else [ ];
+      getExe'"'"' = _: name: "/bin/${name}";
+      escapeShellArgs = args: args;
+      nameValuePair = name: value: { inherit name value; };
+      mapAttrs'"'"' = f: a: builtins.listToAttrs (map (n: f n a.${n}) (builtins.attrNames a));
+      mapAttrsToList = f: a: map (n: f n a.${n}) (builtins.attrNames a);
+      mkIf = condition: content: { _type = "if"; inherit condition content; };
+      hasPrefix = p: s: builtins.substring 0 (builtins.stringLength p) s == p;
+      removePrefix = p: s: if hasPrefix p s
+        then builtins.substring (builtins.stringLength p) (builtins.stringLength s) s else s;
+    };
+    pkgs.coreutils = "/coreutils";
+    module = recorders: import ./nixos/recorder.nix {
+      inherit lib pkgs;
+      config = {
+        baf.services.baf-setup = { enable = true; package = null; };
+        baf.services.recorders = recorders;
+      };
+    };
+    recOpts = name: (module { }).options.baf.services.recorders.type { inherit name; };
+    fill = opts: given: builtins.mapAttrs (n: o:
+      if (o._type or null) == "option" then given.${n} or o.default else fill o (given.${n} or { })) opts;
+    eval = given: (module (builtins.mapAttrs (n: fill (recOpts n).options) given)).config.content;
+    svc = c: name: c.systemd.services."baf-recorder-${name}".serviceConfig;
+    failed = c: map (a: a.message) (builtins.filter (a: !a.assertion) c.assertions);
+  in'
+eval_true "recorder.nix: a plain recorder: its topics, its state directory, no network, devices read-only" "$recorder_stub"'
+  let c = eval { robot = { topics = [ "robot/#" ]; exclude = [ "robot/debug" ]; splitTime = "1h"; maxFiles = 24; }; };
+      s = svc c "robot";
+  in
+  s.ExecStart == [ "/bin/baf-record" "record" "robot/#" "-e" "robot/debug" "-o" "/var/lib/baf-record/robot/"
+    "--prefix" "robot" "--compression" "none" "--split-time" "1h" "--max-files" "24" ]
+  && s.StateDirectory == "baf-record/robot" && !(s ? ReadWritePaths)
+  && s.PrivateNetwork && s.DeviceAllow == [ "char-baf r" ] && s.DynamicUser
+  && s.SupplementaryGroups == [ "baf" ] && s.ProtectSystem == "strict"
+  && failed c == [ ]'
+eval_true "recorder.nix: a dashcam elsewhere: its flags, its directory writable, reload is the trigger" "$recorder_stub"'
+  let c = eval { cam = { topics = [ "cam/#" ]; directory = "/srv/crashes"; lossless = true; compression = "zstd";
+                         dashcam = { enable = true; before = "20s"; triggers = [ "alarms" ]; }; }; };
+      s = svc c "cam";
+  in
+  s.ExecStart == [ "/bin/baf-record" "record" "cam/#" "-o" "/srv/crashes/" "--prefix" "cam" "--compression" "zstd"
+    "--lossless" "--before" "20s" "--after" "10s" "--max-memory" "64M" "--trigger" "alarms" ]
+  && s.ReadWritePaths == [ "/srv/crashes" ] && !(s ? StateDirectory)
+  && s.ExecReload == "/coreutils/bin/kill -USR1 $MAINPID"
+  && failed c == [ ]'
+eval_true "recorder.nix: refusals (no topics, split with a dashcam, triggers without it, a relative directory)" "$recorder_stub"'
+  let c = eval {
+        none = { };
+        split = { topics = [ "a" ]; splitSize = "1M"; dashcam.enable = true; };
+        trig = { topics = [ "a" ]; dashcam.triggers = [ "b" ]; };
+        rel = { topics = [ "a" ]; directory = "rec"; };
+      };
+  in
+  failed c == [
+    "baf recorder `none'"'"': give topics to record (topics); \"#\" records every topic."
+    "baf recorder `rel'"'"': directory must be an absolute path outside the Nix store."
+    "baf recorder `split'"'"': splitSize and splitTime do not apply to a dashcam (each trigger makes one file)."
+    "baf recorder `trig'"'"': dashcam.triggers needs dashcam.enable = true."
+  ]'
+
 # 5. The tools' source filter lists every Cargo workspace member.
 check "nixos/tools.nix covers the Cargo workspace" python3 - <<'EOF'
 import re, sys, tomllib

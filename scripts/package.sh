@@ -12,7 +12,7 @@
 #                                Debian's own kernels, as DKMS's PRE_BUILD)
 #
 # The .debs go to DIR (default: $BAF_CACHE/packages) and their paths are
-# printed. --binaries DIR takes pubmsg, submsg, baf-setup and baf-bridge from
+# printed. --binaries DIR takes pubmsg, submsg, baf-setup, baf-bridge and baf-record from
 # DIR; without it they are built static (the VM suite's build, cached).
 # Installing: apt install ./baf_*.deb ./fanout-dkms_*.deb (DKMS builds the
 # module for every installed kernel that has CONFIG_RUST and headers).
@@ -34,7 +34,7 @@ if [ -z "$bins" ]; then
   say "building the tools as static binaries (about 8 minutes the first time)"
   RUSTFLAGS='-C target-feature=+crt-static' cargo build --quiet --release --locked \
     --manifest-path "$REPO/Cargo.toml" --target x86_64-unknown-linux-gnu \
-    --target-dir "$STATIC_TARGET" -p pubmsg -p submsg -p baf-setup -p baf-bridge
+    --target-dir "$STATIC_TARGET" -p pubmsg -p submsg -p baf-setup -p baf-bridge -p baf-record
   bins="$STATIC_TARGET/x86_64-unknown-linux-gnu/release"
 fi
 mkdir -p "$out" && out=$(cd "$out" && pwd)
@@ -58,7 +58,7 @@ Priority: optional
 Recommends: fanout-dkms (= $version)
 Installed-Size: $(du -sk "$t" | cut -f1)
 Description: publish/subscribe built into the Linux kernel: the tools
- pubmsg, submsg, baf-setup and baf-bridge for fanout.ko topics
+ pubmsg, submsg, baf-setup, baf-bridge and baf-record for fanout.ko topics
  (/dev/baf/<name>), with man pages, completions, the udev rule and group
  baf, and systemd units: baf-setup.service creates the topics declared in
  /etc/baf/topics at boot, baf-bridge@NAME runs /etc/baf/bridge/NAME.toml.

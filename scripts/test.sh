@@ -36,6 +36,11 @@ passed=$((passed + host_passed)); failed=$((failed + host_failed))
 if [ "$host_rc" != 0 ] && [ "$host_failed" = 0 ]; then failed=$((failed + 1)); results+=("FAILED  cargo test (exit $host_rc)"); fi
 results+=("        host tests: $host_passed passed, $host_failed failed")
 
+# baf-record's files read by another MCAP implementation: the Python mcap
+# package (pinned, in a venv under the cache) counts the messages per
+# channel of the files baf-record's host test writes.
+step "baf-record's MCAP files read by the Python mcap package" bash scripts/mcap-check.sh
+
 # The documentation against the code: ABI version, exit codes, module
 # parameters, in README.md, docs/, kernel/ABI.md and the tools' --help; links.
 step "docs name only the ABI version, exit codes and module parameters the code has" bash tests/docs-test.sh

@@ -24,7 +24,7 @@ packaging/README.md, or the tools' --help and man pages (run from --bin DIR)
 Usage: tests/docs-check.py [--bin DIR] [FILE...]
   FILE...   check these markdown files instead of the default set
   --bin DIR also check `--help` (and subcommands' --help) and the man pages of
-            DIR/pubmsg, DIR/submsg, DIR/baf-setup, DIR/baf-bridge
+            DIR/pubmsg, DIR/submsg, DIR/baf-setup, DIR/baf-bridge, DIR/baf-record
 Exit 0 when everything holds, 1 with one line per problem otherwise.
 """
 import glob
@@ -34,7 +34,7 @@ import subprocess
 import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TOOLS = ["pubmsg", "submsg", "baf-setup", "baf-bridge"]
+TOOLS = ["pubmsg", "submsg", "baf-setup", "baf-bridge", "baf-record"]
 problems = []
 
 
@@ -328,7 +328,9 @@ def help_texts(bindir):
         for sub in re.findall(r"^  ([a-z][\w-]*)", subs.group(1), re.M) if subs else []:
             if sub != "help":
                 out.append((f"{tool} {sub} --help", run(sub, "--help")))
-        man = run("generate", "man") if subs else run("--generate", "man")
+        # baf-setup generates with a (hidden) subcommand, baf-record (which
+        # has subcommands too) and the others with a flag.
+        man = run("generate", "man") if subs and tool != "baf-record" else run("--generate", "man")
         man = re.sub(r"\\f[BIRP]|\\\(..|\\&", "", man).replace("\\-", "-")
         man = "\n".join(line for line in man.split("\n") if not line.startswith("."))
         out.append((f"{tool} man page", man))

@@ -37,7 +37,7 @@ version=$(sed -n 's/^version = "\(.*\)"$/\1/p' "$REPO/Cargo.toml" | head -n1)
 
 # --- install into DESTDIR -----------------------------------------------------
 say "install test: building the tools (debug) and installing into a temporary DESTDIR"
-cargo build --quiet --manifest-path "$REPO/Cargo.toml" -p pubmsg -p submsg -p baf-setup -p baf-bridge ||
+cargo build --quiet --manifest-path "$REPO/Cargo.toml" -p pubmsg -p submsg -p baf-setup -p baf-bridge -p baf-record ||
   die "cargo build failed"
 bins="$REPO/target/debug"
 if bash "$REPO/scripts/install.sh" --destdir "$dest" --prefix "$prefix" --binaries "$bins" --dkms \
@@ -48,7 +48,7 @@ else
 fi
 
 # --- layout ---------------------------------------------------------------------
-for t in pubmsg submsg baf-setup baf-bridge; do
+for t in pubmsg submsg baf-setup baf-bridge baf-record; do
   f="$dest$prefix/bin/$t"
   check "$t: executable in bin/" test -x "$f"
   # shellcheck disable=SC2016

@@ -3,7 +3,7 @@
 # real device; print each result and a summary line; exit non-zero on any
 # failure, a kernel splat, or a VM that does not finish.
 #
-#   tests/vm.sh [--scenario tests|tools|demo|bench|warn|hang] [--extra DIR]
+#   tests/vm.sh [--scenario tests|tools|record|demo|bench|warn|hang] [--extra DIR]
 #               [--kernel debug|lite|kcsan|bench|stock] [--series 7.3|7.2]
 #               [--timeout SECONDS]
 #
@@ -94,7 +94,7 @@ exec 9> "$STATIC_TARGET.lock"
 flock 9
 RUSTFLAGS='-C target-feature=+crt-static' cargo build --quiet --release \
   --manifest-path "$REPO/Cargo.toml" --target x86_64-unknown-linux-gnu \
-  --target-dir "$STATIC_TARGET" -p pubmsg -p submsg -p baf-setup -p baf-bridge -p baf-tests
+  --target-dir "$STATIC_TARGET" -p pubmsg -p submsg -p baf-setup -p baf-bridge -p baf-record -p baf-tests
 bins="$STATIC_TARGET/x86_64-unknown-linux-gnu/release"
 
 # --- initramfs --------------------------------------------------------------
@@ -107,7 +107,7 @@ list="$run/initramfs.list"
   echo "file /init $REPO/tests/vm/init 755 0 0"
   for f in "$REPO"/tests/vm/*.sh; do echo "file /tests/$(basename "$f") $f 644 0 0"; done
   echo "file /lib/fanout.ko $installed 644 0 0"
-  for b in pubmsg submsg baf-setup baf-bridge baf-bridge-bench fanout-tests fanout-fuzz fanout-bench; do echo "file /bin/$b $bins/$b 755 0 0"; done
+  for b in pubmsg submsg baf-setup baf-bridge baf-bridge-bench baf-record fanout-tests fanout-fuzz fanout-bench; do echo "file /bin/$b $bins/$b 755 0 0"; done
   printf 'root:x:0:0:root:/root:/bin/sh\nbaf-user:x:1000:1000::/tmp:/bin/sh\n' > "$run/passwd"
   printf 'root:x:0:\nbaf:x:900:\nbaf-user:x:1000:\n' > "$run/group"
   echo "file /etc/passwd $run/passwd 644 0 0"

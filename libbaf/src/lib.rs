@@ -11,11 +11,12 @@
 //!   reads; [`device`] wraps a topic's character device; [`control`]
 //!   creates, removes and lists topics.
 //! - [`mapped`] reads a topic through a mapping of its ring; [`frame`]
-//!   cuts input into records; [`pattern`] matches topic names; [`loss`]
+//!   cuts input into records; [`format`] prints records as the tools do; [`pattern`] matches topic names; [`loss`]
 //!   counts lost records for rate-limited reports.
 //! - [`watch`] notices topics as they are created (and re-created);
 //!   [`subscribe`] opens topics for reading and reads them, for every
-//!   subscriber (`submsg`, the bridge's export); [`signals`] takes the
+//!   subscriber (`submsg`, the bridge's export); [`reader`] reads one
+//!   topic either way (mapped or `read()`), counting gaps; [`signals`] takes the
 //!   signals that end such a program through a signalfd.
 
 #[path = "../../kernel/abi.rs"]
@@ -24,10 +25,12 @@ pub mod batch;
 pub mod control;
 pub mod device;
 pub mod error;
+pub mod format;
 pub mod frame;
 pub mod loss;
 pub mod mapped;
 pub mod pattern;
+pub mod reader;
 pub mod signals;
 pub mod subscribe;
 pub mod sys;

@@ -18,7 +18,7 @@
 //! more to read (idle), so interactive use sees every line at once and busy
 //! use makes few large writes.
 
-pub mod format;
+pub use baf::format;
 pub mod loss;
 mod output;
 mod subscriber;

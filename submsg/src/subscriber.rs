@@ -8,8 +8,8 @@ use crate::output::{Output, DIRECT, FLUSH_AT};
 use crate::{Config, Plan};
 use anyhow::{Context, Result};
 use baf::device::{Record, Topic};
-use baf::mapped::Mapped;
-use baf::subscribe::{self, Lossless, Opened, StartAt, Subscribed, Topics};
+use baf::reader::{Reader, Step};
+use baf::subscribe::{self, Lossless, StartAt, Subscribed, Topics};
 use baf::watch::{self, Seen, Watcher};
 use baf_cli::Failure;
 use nix::errno::Errno;
@@ -18,18 +18,14 @@ use nix::sys::epoll::EpollEvent;
 use nix::sys::signal::Signal;
 use nix::sys::signalfd::SignalFd;
 use std::collections::HashSet;
-use std::io;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// One subscribed topic.
 pub(crate) struct Sub {
-    topic: Topic,
+    /// The topic, read through its mapping or with `read()`.
+    reader: Reader,
     label: Label,
-    /// The sequence number expected next; a record above it means loss.
-    expect: u64,
-    /// The ring, mapped (else the topic is read with `read()`).
-    mapped: Option<Mapped>,
     /// In the hot list: read again without waiting.
     hot: bool,
 }
@@ -39,45 +35,23 @@ impl Subscribed for Sub {
         &self.label.name
     }
     fn topic(&self) -> &Topic {
-        &self.topic
+        self.reader.topic()
     }
 }
 
-/// What one read of a topic found.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Step {
-    /// Records, or something else worth reading again at once.
-    Data,
-    /// Nothing new.
-    Idle,
-    /// The topic is gone (removed and read to its end); it was dropped.
-    Gone,
-}
-
-/// Appends `record` of topic `label` to `out` in `format`, counting a gap
-/// before it (from `expect`, the seq wanted next) as lost. The same for both
-/// ways of reading, so their output is the same.
+/// Appends `record` of topic `label` to `out` in `format`, counting the
+/// `lost` records before it. The same for both ways of reading, so their
+/// output is the same.
 pub(crate) fn deliver(
     style: Style,
     out: &mut Vec<u8>,
     label: &Label,
-    expect: &mut u64,
     loss: &mut loss::LossReporter,
     record: &Record<'_>,
+    lost: u64,
 ) {
-    let seq = record.header.seq;
-    let lost = seq.saturating_sub(*expect);
-    *expect = seq.wrapping_add(1);
     loss.add(&label.name, lost);
     format::write_record(style, out, label, record, lost);
-}
-
-/// Whether a failed `mmap` is a refusal by the system (an errno: `EPERM`
-/// inside a container's namespaces, `EACCES`, `ENODEV`, `ENOMEM`...), after
-/// which `read()` is used without a word; anything else (a control page
-/// that makes no sense) is worth a warning.
-pub(crate) fn quiet_mmap_refusal(e: &io::Error) -> bool {
-    e.raw_os_error().is_some()
 }
 
 pub(crate) const TOKEN_WATCH: u64 = 0;
@@ -125,39 +99,20 @@ impl<'a> Subscriber<'a> {
         } else {
             Lossless::No
         };
-        let Opened {
-            topic,
-            info,
-            expect,
-            ..
-        } = subscribe::open(name, path, start, lossless)?;
-        // The file is where the reader starts (seeked above): map the ring
-        // from there, or read the file. A lossless reader reads the file:
+        // The file is where the reader starts: the ring is mapped from
+        // there, or the file is read. A lossless reader reads the file:
         // each read() releases the writers at once.
-        let mapped = if self.cfg.no_mmap || self.cfg.lossless {
-            None
-        } else {
-            match Mapped::new(&topic) {
-                Ok(m) => Some(m),
-                Err(e) => {
-                    if !quiet_mmap_refusal(&e) {
-                        eprintln!(
-                            "submsg: topic {name}: cannot read it through a mapping ({e}); using read()"
-                        );
-                    }
-                    None
-                }
-            }
-        };
-        if mapped.is_none() {
-            subscribe::fit(&mut self.buf, info.record_max);
+        let (reader, warning) = Reader::open(name, path, start, lossless, !self.cfg.no_mmap)?;
+        if let Some(e) = warning {
+            eprintln!("submsg: topic {name}: cannot read it through a mapping ({e}); using read()");
         }
-        let hot = mapped.is_some();
+        let hot = reader.is_mapped();
+        if !hot {
+            subscribe::fit(&mut self.buf, reader.info().record_max);
+        }
         let token = self.topics.add(Sub {
-            topic,
+            reader,
             label: Label::new(name),
-            expect,
-            mapped,
             hot,
         })?;
         if hot {
@@ -208,22 +163,18 @@ impl<'a> Subscriber<'a> {
         self.topics.remove(token);
     }
 
-    /// One read of a topic, whichever way it is read.
+    /// One read of a topic, whichever way it is read: records through a
+    /// mapping are formatted into the output buffer; from `read()`, large
+    /// raw payloads go from the read buffer to stdout directly (what
+    /// [`deliver`] would do, without the copy).
     fn read_topic(&mut self, token: u64) -> Result<Step> {
-        match self.topics.get(token) {
-            None => Ok(Step::Gone),
-            Some(sub) if sub.mapped.is_some() => self.read_mapped(token),
-            Some(_) => self.read_file(token),
-        }
-    }
-
-    /// One batch out of a mapped ring.
-    fn read_mapped(&mut self, token: u64) -> Result<Step> {
         let Self {
             topics,
+            buf,
             out,
             loss,
             remaining,
+            cfg,
             style,
             received,
             ..
@@ -231,39 +182,52 @@ impl<'a> Subscriber<'a> {
         let Some(sub) = topics.get_mut(token) else {
             return Ok(Step::Gone);
         };
-        let Some(mapped) = sub.mapped.as_mut() else {
-            return Ok(Step::Gone);
-        };
         let style = *style;
-        let (label, expect) = (&sub.label, &mut sub.expect);
-        let limit = remaining.unwrap_or(u64::MAX);
-        let progress = mapped
-            .read_into(&mut out.buf, limit, |buf, header, payload| {
-                let record = Record {
-                    header: *header,
-                    payload,
-                };
-                deliver(style, buf, label, expect, loss, &record);
-            })
-            .with_context(|| format!("reading topic {} through its mapping", sub.label.name))?;
-        if progress.lost > 0 {
-            // The kernel counts a mapping reader's loss only when told.
-            mapped
-                .report_loss(&sub.topic)
-                .with_context(|| format!("reporting loss on topic {}", sub.label.name))?;
-        }
+        let direct = !sub.reader.is_mapped()
+            && matches!(style.format, Format::Raw | Format::Len32)
+            && !style.nul;
+        let label = &sub.label;
+        // Set when writing stdout failed (that error is returned as it is).
+        let mut output_failed = false;
+        let read = sub
+            .reader
+            .read(buf, remaining.unwrap_or(u64::MAX), |record, lost| {
+                if direct && record.payload.len() >= DIRECT {
+                    loss.add(&label.name, lost);
+                    if style.format == Format::Len32 {
+                        out.buf
+                            .extend_from_slice(&(record.payload.len() as u32).to_be_bytes());
+                    }
+                    let r = out.flush_with(record.payload);
+                    output_failed = r.is_err();
+                    r
+                } else {
+                    deliver(style, &mut out.buf, label, loss, record, lost);
+                    Ok(())
+                }
+            });
+        let batch = match read {
+            Ok(b) => b,
+            Err(e) if output_failed || sub.reader.is_mapped() => return Err(e),
+            Err(e) if baf::error::errno(&e) == Some(libc::EPIPE) && cfg.lossless => {
+                // Demoted by the topic's stall timeout: what was delivered
+                // is complete up to here; say so and stop.
+                out.flush()?;
+                return Err(e.context(format!(
+                    "topic {}: this lossless reader held the writer up past the topic's stall timeout and was made lossy; records after the output's end were lost",
+                    sub.label.name
+                )));
+            }
+            Err(e) => return Err(e.context(format!("reading topic {}", sub.label.name))),
+        };
         if let Some(r) = remaining {
-            *r = r.saturating_sub(progress.records);
+            *r = r.saturating_sub(batch.records);
         }
-        *received += progress.records;
-        if progress.ended {
+        *received += batch.records;
+        if batch.step == Step::Gone {
             self.drop_sub(token);
-            Ok(Step::Gone)
-        } else if progress.records > 0 {
-            Ok(Step::Data)
-        } else {
-            Ok(Step::Idle)
         }
+        Ok(batch.step)
     }
 
     /// Before sleeping: moves a mapped topic's file cursor to where its
@@ -272,11 +236,8 @@ impl<'a> Subscriber<'a> {
         let Some(sub) = self.topics.get_mut(token) else {
             return Ok(true);
         };
-        let Some(mapped) = sub.mapped.as_mut() else {
-            return Ok(true);
-        };
-        mapped
-            .prepare_wait(&sub.topic)
+        sub.reader
+            .prepare_wait()
             .with_context(|| format!("cannot seek on topic {}", sub.label.name))
     }
 
@@ -309,87 +270,16 @@ impl<'a> Subscriber<'a> {
     /// Epoll says topic `token` is ready.
     fn on_ready(&mut self, token: u64) -> Result<()> {
         match self.topics.get_mut(token) {
-            Some(sub) if sub.mapped.is_some() => {
+            Some(sub) if sub.reader.is_mapped() => {
                 if !sub.hot {
                     sub.hot = true;
                     self.hot.push(token);
                 }
                 Ok(())
             }
-            Some(_) => self.read_file(token).map(|_| ()),
+            Some(_) => self.read_topic(token).map(|_| ()),
             None => Ok(()),
         }
-    }
-
-    /// One `read()` of a ready topic.
-    fn read_file(&mut self, token: u64) -> Result<Step> {
-        let Self {
-            topics,
-            buf,
-            out,
-            loss,
-            remaining,
-            cfg,
-            style,
-            received,
-            ..
-        } = self;
-        let Some(sub) = topics.get_mut(token) else {
-            return Ok(Step::Gone);
-        };
-        let n = match subscribe::read(&sub.topic, buf) {
-            Ok(subscribe::Step::Records(n)) => n,
-            Ok(subscribe::Step::Idle) => return Ok(Step::Idle),
-            Ok(subscribe::Step::Again) => return Ok(Step::Data),
-            Ok(subscribe::Step::Gone) => {
-                self.drop_sub(token);
-                return Ok(Step::Gone);
-            }
-            Err(e) if e.raw_os_error() == Some(libc::EPIPE) && cfg.lossless => {
-                // Demoted by the topic's stall timeout: what was delivered
-                // is complete up to here; say so and stop.
-                out.flush()?;
-                return Err(anyhow::Error::new(e).context(format!(
-                    "topic {}: this lossless reader held the writer up past the topic's stall timeout and was made lossy; records after the output's end were lost",
-                    sub.label.name
-                )));
-            }
-            Err(e) => {
-                return Err(e).with_context(|| format!("reading topic {}", sub.label.name));
-            }
-        };
-        for record in baf::device::records(buf.get(..n).unwrap_or_default()) {
-            if *remaining == Some(0) {
-                break;
-            }
-            *received += 1;
-            match style.format {
-                Format::Raw | Format::Len32 if record.payload.len() >= DIRECT && !style.nul => {
-                    // Large payloads go from the read buffer to stdout
-                    // directly (what `deliver` would do, without the copy).
-                    let seq = record.header.seq;
-                    loss.add(&sub.label.name, seq.saturating_sub(sub.expect));
-                    sub.expect = seq.wrapping_add(1);
-                    if style.format == Format::Len32 {
-                        out.buf
-                            .extend_from_slice(&(record.payload.len() as u32).to_be_bytes());
-                    }
-                    out.flush_with(record.payload)?;
-                }
-                _ => deliver(
-                    *style,
-                    &mut out.buf,
-                    &sub.label,
-                    &mut sub.expect,
-                    loss,
-                    &record,
-                ),
-            }
-            if let Some(r) = remaining {
-                *r -= 1;
-            }
-        }
-        Ok(Step::Data)
     }
 
     /// Topics that `--follow` saw appear.
@@ -540,13 +430,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn deliver_counts_gaps_and_formats_like_write_record() {
+    fn deliver_counts_loss_and_formats_like_write_record() {
         use baf::abi::RecordHeader;
         let label = Label::new("t");
         let mut loss = loss::LossReporter::new(loss::INTERVAL);
-        let mut expect = 5;
         let mut out = Vec::new();
-        for (seq, payload) in [(5u64, &b"a\n"[..]), (6, b"b\n"), (9, b"c\n")] {
+        for (seq, payload, lost) in [(5u64, &b"a\n"[..], 0), (6, b"b\n", 0), (9, b"c\n", 2)] {
             let header = RecordHeader {
                 len: payload.len() as u32,
                 seq,
@@ -557,12 +446,11 @@ mod tests {
                 Format::Json.into(),
                 &mut out,
                 &label,
-                &mut expect,
                 &mut loss,
                 &record,
+                lost,
             );
         }
-        assert_eq!(expect, 10);
         assert_eq!(loss.total("t"), 2);
         let lines: Vec<serde_json::Value> = out
             .split(|&b| b == b'\n')
@@ -571,19 +459,5 @@ mod tests {
             .collect();
         let lost: Vec<_> = lines.iter().map(|v| v["lost"].as_u64().unwrap()).collect();
         assert_eq!(lost, vec![0, 0, 2]);
-    }
-
-    #[test]
-    fn mmap_refusals_by_the_system_are_quiet() {
-        assert!(quiet_mmap_refusal(&io::Error::from_raw_os_error(
-            libc::EPERM
-        )));
-        assert!(quiet_mmap_refusal(&io::Error::from_raw_os_error(
-            libc::ENODEV
-        )));
-        assert!(!quiet_mmap_refusal(&io::Error::new(
-            io::ErrorKind::InvalidData,
-            "bad control page"
-        )));
     }
 }

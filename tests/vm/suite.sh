@@ -50,6 +50,9 @@ if [ "${BAF_PART:-all}" = all ]; then . /tests/fuzz.sh; fi
 # --- the tools on the real device ---------------------------------------------
 . /tests/tools.sh
 
+# --- baf-record: recording, rotation, dashcam, play --------------------------
+. /tests/record.sh
+
 # --- users' own tests (tests/vm.sh --extra DIR) ------------------------------
 for t in /extra/*; do
   [ -x "$t" ] || continue

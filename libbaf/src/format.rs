@@ -1,6 +1,7 @@
-//! How `submsg` writes each record to stdout.
+//! How a subscriber prints records (`submsg`, `baf-record cat`): raw,
+//! prefixed, verbose, JSON with provenance, or len32 frames.
 
-use baf::device::Record;
+use crate::device::Record;
 use base64::Engine as _;
 use std::io::Write as _;
 
@@ -142,7 +143,7 @@ pub fn write_record(
             out.push(0);
         }
         Format::Raw => out.extend_from_slice(payload),
-        Format::Len32 => baf::frame::deframe(baf::frame::Framing::Len32, payload, out),
+        Format::Len32 => crate::frame::deframe(crate::frame::Framing::Len32, payload, out),
         Format::Prefix | Format::Verbose if style.nul => {
             let prefix = if style.format == Format::Prefix {
                 &label.prefix
@@ -213,7 +214,7 @@ pub fn write_record(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use baf::abi::RecordHeader;
+    use crate::abi::RecordHeader;
     use proptest::prelude::*;
 
     fn rec(payload: &[u8]) -> Record<'_> {

@@ -1,0 +1,272 @@
+//! One topic read either way, for every subscriber (`submsg`, `baf-record`):
+//! through a mapping of its ring when the module allows it (no system call
+//! per batch), else with record-mode `read()`s; a lossless reader always
+//! reads the file, since each `read()` releases waiting writers at once.
+//!
+//! Both ways hand over the same records with the kernel's headers, and the
+//! reader counts every gap in the sequence numbers before a record as that
+//! record's loss, so what a subscriber makes of them does not depend on how
+//! they were read.
+
+use crate::abi::{self, RecordHeader};
+use crate::device::{Record, Topic};
+use crate::mapped::Mapped;
+use crate::subscribe::{self, Lossless, Opened, StartAt};
+use anyhow::{Context, Result};
+use std::io;
+use std::path::Path;
+
+/// A topic open for reading ([`Reader::open`]).
+pub struct Reader {
+    name: String,
+    topic: Topic,
+    info: abi::Info,
+    /// The ring, mapped (else the topic is read with `read()`).
+    mapped: Option<Mapped>,
+    /// The sequence number expected next; a record above it means loss.
+    expect: u64,
+    lossless: bool,
+    refused: bool,
+}
+
+/// What one [`Reader::read`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Batch {
+    /// Records handed over.
+    pub records: u64,
+    /// Records lost before them (gaps in the sequence numbers).
+    pub lost: u64,
+    /// What the read found.
+    pub step: Step,
+}
+
+/// What one read of a topic found.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Step {
+    /// Records, or something else worth reading again at once.
+    Data,
+    /// Nothing new.
+    #[default]
+    Idle,
+    /// The topic is gone: removed, and everything it had is read.
+    Gone,
+}
+
+/// Whether a failed `mmap` is a refusal by the system (an errno: `EPERM`
+/// inside a container's namespaces, `EACCES`, `ENODEV`, `ENOMEM`...), after
+/// which `read()` is used without a word; anything else (a control page
+/// that makes no sense) is worth a warning.
+pub fn quiet_mmap_refusal(e: &io::Error) -> bool {
+    e.raw_os_error().is_some()
+}
+
+impl Reader {
+    /// Opens `path` as topic `name` ([`subscribe::open`]) and maps its ring
+    /// from the start point when `mmap` says so and the reader is not
+    /// lossless. A mapping the system refuses means `read()`; a mapping
+    /// refused for another reason is returned beside the reader, for the
+    /// caller to warn about ([`quiet_mmap_refusal`]).
+    pub fn open(
+        name: &str,
+        path: &Path,
+        start: StartAt,
+        lossless: Lossless,
+        mmap: bool,
+    ) -> Result<(Self, Option<io::Error>)> {
+        let Opened {
+            topic,
+            info,
+            expect,
+            lossless,
+            refused,
+        } = subscribe::open(name, path, start, lossless)?;
+        let mut warning = None;
+        let mapped = if mmap && !lossless {
+            match Mapped::new(&topic) {
+                Ok(m) => Some(m),
+                Err(e) => {
+                    if !quiet_mmap_refusal(&e) {
+                        warning = Some(e);
+                    }
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let reader = Self {
+            name: name.to_string(),
+            topic,
+            info,
+            mapped,
+            expect,
+            lossless,
+            refused,
+        };
+        Ok((reader, warning))
+    }
+
+    /// The topic's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its open file.
+    pub fn topic(&self) -> &Topic {
+        &self.topic
+    }
+
+    /// What the topic said when it was opened (ring size, record limit...).
+    pub fn info(&self) -> &abi::Info {
+        &self.info
+    }
+
+    /// Whether it is read through a mapping of its ring.
+    pub fn is_mapped(&self) -> bool {
+        self.mapped.is_some()
+    }
+
+    /// Whether it reads losslessly.
+    pub fn lossless(&self) -> bool {
+        self.lossless
+    }
+
+    /// Asked for lossless where allowed ([`Lossless::IfAllowed`]): the topic
+    /// allows lossless readers, but not this user.
+    pub fn refused(&self) -> bool {
+        self.refused
+    }
+
+    /// The sequence number expected next.
+    pub fn expect(&self) -> u64 {
+        self.expect
+    }
+
+    /// Reads what is there, at most `limit` records: hands each one to
+    /// `on` with the number of records lost just before it. `buf` is the
+    /// buffer of `read()` (grown as needed; unused for a mapped topic).
+    /// An error of `on` stops the read and is returned (records read with
+    /// it from a mapping in the same batch are not handed over). A read
+    /// error is returned as the `io::Error` (`EPIPE` on a lossless reader
+    /// means the topic's stall timeout made it lossy).
+    pub fn read<F>(&mut self, buf: &mut Vec<u8>, limit: u64, mut on: F) -> Result<Batch>
+    where
+        F: FnMut(&Record<'_>, u64) -> Result<()>,
+    {
+        let mut batch = Batch::default();
+        if limit == 0 {
+            return Ok(batch);
+        }
+        let expect = &mut self.expect;
+        let mut failed = None;
+        // Hands one record over; false once `on` failed.
+        let mut deliver = |header: &RecordHeader, payload: &[u8], batch: &mut Batch| {
+            let lost = gap(expect, header.seq);
+            batch.records += 1;
+            batch.lost += lost;
+            if failed.is_none() {
+                let record = Record {
+                    header: *header,
+                    payload,
+                };
+                if let Err(e) = on(&record, lost) {
+                    failed = Some(e);
+                }
+            }
+            failed.is_none()
+        };
+        if let Some(mapped) = self.mapped.as_mut() {
+            let mut unused = Vec::new();
+            let progress = mapped
+                .read_into(&mut unused, limit, |_, header, payload| {
+                    deliver(header, payload, &mut batch);
+                })
+                .with_context(|| format!("reading topic {} through its mapping", self.name))?;
+            if progress.lost > 0 {
+                // The kernel counts a mapping reader's loss only when told.
+                mapped
+                    .report_loss(&self.topic)
+                    .with_context(|| format!("reporting loss on topic {}", self.name))?;
+            }
+            batch.step = if progress.ended {
+                Step::Gone
+            } else if progress.records > 0 {
+                Step::Data
+            } else {
+                Step::Idle
+            };
+        } else {
+            let n = match subscribe::read(&self.topic, buf)? {
+                subscribe::Step::Records(n) => n,
+                subscribe::Step::Idle => return Ok(batch),
+                subscribe::Step::Again => {
+                    batch.step = Step::Data;
+                    return Ok(batch);
+                }
+                subscribe::Step::Gone => {
+                    batch.step = Step::Gone;
+                    return Ok(batch);
+                }
+            };
+            for record in crate::device::records(buf.get(..n).unwrap_or_default()) {
+                if batch.records == limit || !deliver(&record.header, record.payload, &mut batch) {
+                    break;
+                }
+            }
+            batch.step = Step::Data;
+        }
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(batch),
+        }
+    }
+
+    /// Before sleeping: moves a mapped topic's file cursor to where its
+    /// reader is. False when the reader must read again first (always true
+    /// for a topic read with `read()`).
+    pub fn prepare_wait(&mut self) -> io::Result<bool> {
+        match self.mapped.as_mut() {
+            Some(m) => m.prepare_wait(&self.topic),
+            None => Ok(true),
+        }
+    }
+}
+
+/// The records lost before a record with sequence number `seq` when
+/// `expect` was wanted; `expect` then moves past it.
+pub fn gap(expect: &mut u64, seq: u64) -> u64 {
+    let lost = seq.saturating_sub(*expect);
+    *expect = seq.wrapping_add(1);
+    lost
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gaps_are_counted_and_the_expectation_moves() {
+        let mut expect = 5;
+        assert_eq!(gap(&mut expect, 5), 0);
+        assert_eq!(gap(&mut expect, 6), 0);
+        assert_eq!(gap(&mut expect, 9), 2);
+        assert_eq!(expect, 10);
+        // An older record (a seek back) is no loss.
+        assert_eq!(gap(&mut expect, 3), 0);
+        assert_eq!(expect, 4);
+    }
+
+    #[test]
+    fn mmap_refusals_by_the_system_are_quiet() {
+        assert!(quiet_mmap_refusal(&io::Error::from_raw_os_error(
+            libc::EPERM
+        )));
+        assert!(quiet_mmap_refusal(&io::Error::from_raw_os_error(
+            libc::ENODEV
+        )));
+        assert!(!quiet_mmap_refusal(&io::Error::new(
+            io::ErrorKind::InvalidData,
+            "bad control page"
+        )));
+    }
+}
