@@ -3,7 +3,7 @@
 # real device; print each result and a summary line; exit non-zero on any
 # failure, a kernel splat, or a VM that does not finish.
 #
-#   tests/vm.sh [--scenario tests|tools|record|demo|bench|warn|hang] [--extra DIR]
+#   tests/vm.sh [--scenario tests|core|tools|bridge|record|demo|bench|warn|hang] [--extra DIR]
 #               [--kernel debug|lite|kcsan|bench|stock] [--series 7.3|7.2]
 #               [--timeout SECONDS]
 #
