@@ -5,7 +5,7 @@ sysfs() { # NAME ATTR: a topic's sysfs counter ('/' in names is '!' there)
   cat "/sys/class/baf/$(echo "$1" | tr / '!')/$2" 2>/dev/null
 }
 has_readers() { # NAME N: the topic has at least N open readers
-  r=$(sysfs "$1" readers); [ -n "$r" ] && [ "$r" -ge "$2" ]
+  local n; n=$(sysfs "$1" readers); [ -n "$n" ] && [ "$n" -ge "$2" ]
 }
 sub_bg() { # OUT ARGS...: submsg ARGS > OUT 2> OUT.err in the background; pid in $SUB
   o=$1; shift

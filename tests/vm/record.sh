@@ -28,15 +28,15 @@ rec_three() {
   baf-setup remove rec/c > /dev/null 2>&1
   baf-setup create rec/c --size 64K --lossless > /dev/null || return 1
   rm -rf /tmp/rec; mkdir -p /tmp/rec
-  rec_bg /tmp/rec.err record 'rec/#' --lossless -o /tmp/rec/three.mcap; r=$REC
+  rec_bg /tmp/rec.err record 'rec/#' --lossless -o /tmp/rec/three.mcap; rp=$REC
   wait_for 10 has_readers rec/a 1 && wait_for 10 has_readers rec/b 1 && wait_for 10 has_readers rec/c 1 \
-    || { stop $r; cat /tmp/rec.err; echo "the recorder did not join"; return 1; }
+    || { stop $rp; cat /tmp/rec.err; echo "the recorder did not join"; return 1; }
   # rec/c's writer waits for its lossless readers: the recorder and this
   # submsg (a lossy one could be lapped on its 64 KiB ring).
   sub_bg /tmp/sa.json --json -n 20000 rec/a; pa=$SUB
   sub_bg /tmp/sb.json --json -n 20000 rec/b; pb=$SUB
   sub_bg /tmp/sc.json --json -n 20000 --lossless rec/c; pc=$SUB
-  wait_for 10 has_readers rec/a 2 && wait_for 10 has_readers rec/b 2 && wait_for 10 has_readers rec/c 2 || { stop $r $pa $pb $pc; return 1; }
+  wait_for 10 has_readers rec/a 2 && wait_for 10 has_readers rec/b 2 && wait_for 10 has_readers rec/c 2 || { stop $rp $pa $pb $pc; return 1; }
   seq 1 20000 > /tmp/want
   seq 1 20000 | pubmsg rec/a & w1=$!
   seq 1 20000 | pubmsg rec/b & w2=$!
@@ -45,8 +45,8 @@ rec_three() {
   wait_for 60 gone $pa; wait_for 60 gone $pb; wait_for 60 gone $pc
   stop $pa $pb $pc
   sleep 0.5
-  kill -TERM $r; wait_for 20 gone $r || { kill -9 $r; echo "SIGTERM did not end the recorder"; return 1; }
-  wait $r; rc=$?
+  kill -TERM $rp; wait_for 20 gone $rp || { kill -9 $rp; echo "SIGTERM did not end the recorder"; return 1; }
+  wait $rp; rc=$?
   [ $rc = 0 ] || { echo "recorder exit $rc"; cat /tmp/rec.err; return 1; }
   # SIGTERM left a finished file: info reads it without --recover.
   baf-record info /tmp/rec/three.mcap > /tmp/rec.info || { cat /tmp/rec.info; return 1; }
@@ -68,15 +68,15 @@ check "record 3 topics (2 lossy, 1 lossless) while writers run: cat gives every 
 rotation() {
   mk rot 4M
   rm -rf /tmp/rot; mkdir -p /tmp/rot
-  rec_bg /tmp/rot.err record rot --split-size 64K --max-files 3 -o /tmp/rot/; r=$REC
-  wait_for 10 has_readers rot 1 || { stop $r; return 1; }
+  rec_bg /tmp/rot.err record rot --split-size 64K --max-files 3 -o /tmp/rot/; rp=$REC
+  wait_for 10 has_readers rot 1 || { stop $rp; return 1; }
   i=0
   while [ $i -lt 10 ]; do
-    seq 1 2000 | sed 's/$/ xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx/' | pubmsg rot || { stop $r; return 1; }
+    seq 1 2000 | sed 's/$/ xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx/' | pubmsg rot || { stop $rp; return 1; }
     sleep 0.2; i=$((i + 1))
   done
   sleep 1
-  stop $r
+  stop $rp
   n=$(ls /tmp/rot/*.mcap | wc -l)
   [ "$n" = 3 ] || { echo "$n files kept, want 3"; ls -l /tmp/rot; cat /tmp/rot.err; return 1; }
   for f in /tmp/rot/*.mcap; do baf-record info "$f" > /dev/null || return 1; done
@@ -102,14 +102,14 @@ window_is() { # FILE FROM TO SUBMSG_JSON: the file has exactly the records stamp
 dashcam() {
   mk dash 1M
   rm -rf /tmp/dash; mkdir -p /tmp/dash
-  rec_bg /tmp/dash.err record dash --before 1s --after 1s -o /tmp/dash/; r=$REC
+  rec_bg /tmp/dash.err record dash --before 1s --after 1s -o /tmp/dash/; rp=$REC
   sub_bg /tmp/dash.json --json dash; s=$SUB
-  wait_for 10 has_readers dash 2 || { stop $r $s; return 1; }
+  wait_for 10 has_readers dash 2 || { stop $rp $s; return 1; }
   tick dash 120 & w=$!
-  sleep 3; kill -USR1 $r
+  sleep 3; kill -USR1 $rp
   wait $w
   sleep 1.5
-  stop $r $s
+  stop $rp $s
   n=$(ls /tmp/dash/*.mcap 2>/dev/null | wc -l)
   [ "$n" = 1 ] || { echo "$n files, want 1"; cat /tmp/dash.err; return 1; }
   t=$(sed -n 's/.*trigger at \([0-9]*\) ns.*/\1/p' /tmp/dash.err)
@@ -120,15 +120,15 @@ check "dashcam --before 1s --after 1s: SIGUSR1 writes exactly the records stampe
 dash_topic() {
   mk dash 1M; mk alarm 64K
   rm -rf /tmp/dash; mkdir -p /tmp/dash
-  rec_bg /tmp/dash.err record dash --before 500ms --after 500ms --trigger alarm -o /tmp/dash/; r=$REC
+  rec_bg /tmp/dash.err record dash --before 500ms --after 500ms --trigger alarm -o /tmp/dash/; rp=$REC
   sub_bg /tmp/dash.json --json dash; s=$SUB
-  wait_for 10 has_readers dash 2 && wait_for 10 has_readers alarm 1 || { stop $r $s; return 1; }
+  wait_for 10 has_readers dash 2 && wait_for 10 has_readers alarm 1 || { stop $rp $s; return 1; }
   tick dash 80 & w=$!
   sleep 2; echo fire > /dev/baf/alarm
   sleep 0.3; echo again > /dev/baf/alarm   # during the capture: extends it
   wait $w
   sleep 1
-  stop $r $s
+  stop $rp $s
   n=$(ls /tmp/dash/*.mcap 2>/dev/null | wc -l)
   [ "$n" = 1 ] || { echo "$n files, want 1 (the second trigger extends the capture)"; cat /tmp/dash.err; return 1; }
   t=$(sed -n 's/.*trigger at \([0-9]*\) ns.*/\1/p' /tmp/dash.err)
@@ -141,10 +141,10 @@ check "dashcam --trigger TOPIC: a record on it triggers; a second one extends th
 play() {
   mk pl 1M
   rm -rf /tmp/pl; mkdir -p /tmp/pl
-  rec_bg /tmp/pl.err record pl -o /tmp/pl/pl.mcap; r=$REC
-  wait_for 10 has_readers pl 1 || { stop $r; return 1; }
+  rec_bg /tmp/pl.err record pl -o /tmp/pl/pl.mcap; rp=$REC
+  wait_for 10 has_readers pl 1 || { stop $rp; return 1; }
   i=0; while [ $i -lt 20 ]; do echo "p $i" > /dev/baf/pl; i=$((i + 1)); sleep 0.1; done
-  sleep 0.5; stop $r
+  sleep 0.5; stop $rp
   baf-setup remove replay/pl > /dev/null 2>&1
   sub_bg /tmp/rp.json --json -n 20 replay/pl; s=$SUB
   wait_for 10 has_readers replay/pl 1 || { stop $s; return 1; }
@@ -165,14 +165,14 @@ check "play --into replay/ --rate 1: the same records in order, each gap within 
 lapped() {
   mk lap 16K
   rm -rf /tmp/lap; mkdir -p /tmp/lap
-  rec_bg /tmp/lap.err record lap -o /tmp/lap/lap.mcap; r=$REC
-  wait_for 10 has_readers lap 1 || { stop $r; return 1; }
+  rec_bg /tmp/lap.err record lap -o /tmp/lap/lap.mcap; rp=$REC
+  wait_for 10 has_readers lap 1 || { stop $rp; return 1; }
   seq 1 100 | pubmsg lap; sleep 0.5
-  kill -STOP $r
+  kill -STOP $rp
   seq 101 5000 | pubmsg lap
-  kill -CONT $r
+  kill -CONT $rp
   sleep 0.5; seq 5001 5100 | pubmsg lap; sleep 0.5
-  stop $r
+  stop $rp
   recs=$(info_field /tmp/lap/lap.mcap records); lost=$(info_field /tmp/lap/lap.mcap lost)
   [ "$lost" -gt 0 ] || { echo "no loss recorded"; return 1; }
   [ $((recs + lost)) = 5100 ] || { echo "$recs records + $lost lost != 5100"; return 1; }
@@ -186,10 +186,10 @@ check "a lapped recorder: the file reports the exact gap (records + lost = writt
 killed() {
   mk kil 4M
   rm -rf /tmp/kil; mkdir -p /tmp/kil
-  rec_bg /tmp/kil.err record kil -o /tmp/kil/k.mcap; r=$REC
-  wait_for 10 has_readers kil 1 || { stop $r; return 1; }
+  rec_bg /tmp/kil.err record kil -o /tmp/kil/k.mcap; rp=$REC
+  wait_for 10 has_readers kil 1 || { stop $rp; return 1; }
   seq 1 30000 | pubmsg kil; sleep 1.5
-  kill -9 $r; wait $r 2>/dev/null
+  kill -9 $rp; wait $rp 2>/dev/null
   exit_is 2 baf-record info /tmp/kil/k.mcap || return 1
   grep -q -- "--recover" /tmp/x.err || return 1
   baf-record cat --recover /tmp/kil/k.mcap > /tmp/kil.got 2> /tmp/kil.cat.err || { cat /tmp/kil.cat.err; return 1; }
