@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Reads baf-record's files with the Python mcap package (an independent
 MCAP reader) and checks the messages per channel against expected.json
-(written by baf-record's samples_for_other_readers test), and that every
+(written by baf-record's samples_for_other_readers test) or, for files the
+VM tests wrote, against each NAME.info.json (`baf-record info --json`:
+each topic's records, and a baf.loss message per gap), and that every
 record decodes: its 40-byte little-endian header's len is the payload's
 length and its seq's low 32 bits are the MCAP sequence.
 
@@ -38,8 +40,21 @@ def check(path, want):
 
 def main():
     d = sys.argv[1]
-    with open(os.path.join(d, "expected.json")) as f:
-        expected = json.load(f)
+    if os.path.exists(os.path.join(d, "expected.json")):
+        with open(os.path.join(d, "expected.json")) as f:
+            expected = json.load(f)
+    else:
+        expected = {}
+        for info_name in os.listdir(d):
+            if not info_name.endswith(".info.json"):
+                continue
+            with open(os.path.join(d, info_name)) as f:
+                info = json.load(f)
+            want = {t: v["records"] for t, v in info["topics"].items() if v["records"]}
+            gaps = sum(v["gaps"] for v in info["topics"].values())
+            if gaps:
+                want["baf.loss"] = gaps
+            expected[info_name[: -len(".info.json")]] = want
     assert expected, "no sample files"
     for name, want in sorted(expected.items()):
         n = check(os.path.join(d, name), want)

@@ -170,12 +170,31 @@ elapsed=$(( $(date +%s) - start ))
 
 # --- verdict ----------------------------------------------------------------
 # Everything the VM printed, minus the machinery lines, is shown.
-grep -vE '^BAF-(TEST|DONE)' "$log" | sed 's/\r$//' || true
+grep -vE '^BAF-(TEST|DONE|MCAP)' "$log" | sed 's/\r$//' || true
 passed=$(grep -c '^BAF-TEST ok ' "$log" || true)
 failed=$(grep -c '^BAF-TEST FAILED ' "$log" || true)
 grep -E '^BAF-TEST ' "$log" | sed -e 's/\r$//' -e 's/^BAF-TEST ok /  ok      /' -e 's/^BAF-TEST FAILED /  FAILED  /'
 
 problems=()
+# baf-record's tests send out every finished file they wrote (record.sh):
+# the Python mcap package, an MCAP reader independent of ours, must read
+# each one and count baf-record's own numbers of messages per channel.
+if grep -q '^BAF-MCAPINFO ' "$log"; then
+  mdir="$run/mcap"
+  mkdir -p "$mdir"
+  sed -n -e 's/\r$//' -e 's/^BAF-MCAPINFO //p' "$log" | while read -r name json; do
+    echo "$json" > "$mdir/$name.info.json"
+    grep "^BAF-MCAP $name " "$log" | tr -d '\r' | cut -d' ' -f3 | base64 -d | gunzip > "$mdir/$name" 2>/dev/null || true
+  done
+  if mcap_out=$(bash "$REPO/scripts/mcap-check.sh" --vm "$mdir" 2>&1); then
+    echo "$mcap_out"
+    echo "  ok      the Python mcap package reads every finished file the VM's tests wrote, with baf-record's count of messages per channel"
+    passed=$((passed + 1))
+  else
+    echo "$mcap_out"
+    problems+=("the Python mcap package does not read the VM's files as baf-record does (see above; files in $mdir)")
+  fi
+fi
 # Kernel splats fail the run even when every test passed. The boot banner
 # "RCU lockdep checking is enabled" is harmless and is not matched.
 splat_re='BUG:|WARNING:|Oops|Call Trace|UBSAN:|Kernel panic|KASAN|possible circular locking|inconsistent lock state|possible recursive locking|rust_panic|general protection fault'

@@ -96,7 +96,9 @@ window_is() { # FILE FROM TO SUBMSG_JSON: the file has exactly the records stamp
   baf-record cat --json "$1" | no_time > /tmp/got.json
   no_time < "$4" | awk -v a="$2" -v b="$3" '{ t = $0; sub(/.*"timestamp":/, "", t); sub(/,.*/, "", t); if (t + 0 >= a + 0 && t + 0 <= b + 0) print }' > /tmp/want.json
   n=$(wc -l < /tmp/want.json)
-  [ "$n" -ge 15 ] || { echo "only $n records in the window"; return 1; }
+  # A window worth comparing: ticks are due every 50 ms, but a loaded debug
+  # kernel takes up to about 100 ms a tick (14 in a 1.3 s window, seen).
+  [ "$n" -ge 8 ] || { echo "only $n records in the window"; return 1; }
   cmp /tmp/want.json /tmp/got.json || { echo "the window differs: $(wc -l < /tmp/got.json) records, want $n"; return 1; }
 }
 dashcam() {
@@ -141,7 +143,7 @@ check "dashcam --trigger TOPIC: a record on it triggers; a second one extends th
 play() {
   mk pl 1M
   rm -rf /tmp/pl; mkdir -p /tmp/pl
-  rec_bg /tmp/pl.err record pl -o /tmp/pl/pl.mcap; rp=$REC
+  rec_bg /tmp/pl.err record pl --compression zstd -o /tmp/pl/pl.mcap; rp=$REC
   wait_for 10 has_readers pl 1 || { stop $rp; return 1; }
   i=0; while [ $i -lt 20 ]; do echo "p $i" > /dev/baf/pl; i=$((i + 1)); sleep 0.1; done
   sleep 0.5; stop $rp
@@ -165,7 +167,7 @@ check "play --into replay/ --rate 1: the same records in order, each gap within 
 lapped() {
   mk lap 16K
   rm -rf /tmp/lap; mkdir -p /tmp/lap
-  rec_bg /tmp/lap.err record lap -o /tmp/lap/lap.mcap; rp=$REC
+  rec_bg /tmp/lap.err record lap --compression lz4 -o /tmp/lap/lap.mcap; rp=$REC
   wait_for 10 has_readers lap 1 || { stop $rp; return 1; }
   seq 1 100 | pubmsg lap; sleep 0.5
   kill -STOP $rp
@@ -210,4 +212,19 @@ bad_input() {
   exit_is 2 baf-record info /tmp/junk.mcap
 }
 check "bad input: a bad pattern, an unwritable directory, a cut-short or non-MCAP file: one line, exit 2, nothing printed" bad_input
+
+# --- the files for an independent reader ------------------------------------------
+# Every finished file the tests above wrote goes out on the console (gzip,
+# base64, each line tagged), with baf-record's own count per channel;
+# tests/vm.sh decodes them and the Python mcap package reads each one
+# (scripts/mcap-check.sh --vm), outside the VM.
+export_files() {
+  for f in /tmp/rec/three.mcap /tmp/rot/*.mcap /tmp/dash/*.mcap /tmp/pl/pl.mcap /tmp/lap/lap.mcap; do
+    [ -f "$f" ] || continue
+    name=$(echo "${f#/tmp/}" | tr / _)
+    echo "BAF-MCAPINFO $name $(baf-record info --json "$f")"
+    gzip -c "$f" | base64 | sed "s|^|BAF-MCAP $name |"
+  done
+}
+export_files
 for t in rec/a rec/b rec/c rot dash alarm pl replay/pl lap kil; do rm_topic $t; done
