@@ -12,7 +12,7 @@ use crate::sink::{mono_ns, Known, Sink};
 use anyhow::{Context, Result};
 use baf::device::Topic;
 use baf::pattern::{split_list, Pattern, Selection};
-use baf::reader::{Reader, Step};
+use baf::reader::{HotList, Reader, Step};
 use baf::subscribe::{Lossless, StartAt, Subscribed, Topics};
 use baf::watch::{Seen, Watcher};
 use nix::errno::Errno;
@@ -97,7 +97,6 @@ pub fn selection(topics: &[String], exclude: &[String]) -> Result<Selection> {
 struct Sub {
     reader: Reader,
     index: usize,
-    hot: bool,
 }
 
 impl Subscribed for Sub {
@@ -121,7 +120,7 @@ struct Recorder<'a> {
     topics: Topics<Sub>,
     sink: Sink,
     buf: Vec<u8>,
-    hot: Vec<u64>,
+    hot: HotList,
     watcher: Watcher,
     warned: HashSet<String>,
 }
@@ -192,9 +191,9 @@ impl Recorder<'_> {
                 let _ = f.channel(name, &meta);
             }
         }
-        let hot = reader.is_mapped();
-        match self.topics.add(Sub { reader, index, hot }) {
-            Ok(token) if hot => self.hot.push(token),
+        let mapped = reader.is_mapped();
+        match self.topics.add(Sub { reader, index }) {
+            Ok(token) if mapped => self.hot.keep(token),
             Ok(_) => {}
             Err(e) => eprintln!(
                 "baf-record: skipping topic {name}: {}",
@@ -231,23 +230,10 @@ impl Recorder<'_> {
     }
 
     fn serve_hot(&mut self) -> Result<()> {
-        for token in std::mem::take(&mut self.hot) {
-            let keep = match self.read(token)? {
-                Step::Gone => false,
-                Step::Data => true,
-                Step::Idle => match self.topics.get_mut(token) {
-                    Some(sub) => !sub
-                        .reader
-                        .prepare_wait()
-                        .with_context(|| format!("cannot seek on topic {}", sub.reader.name()))?,
-                    None => false,
-                },
-            };
-            if keep {
-                self.hot.push(token);
-            } else if let Some(sub) = self.topics.get_mut(token) {
-                sub.hot = false;
-            }
+        for token in self.hot.take() {
+            let step = self.read(token)?;
+            let reader = self.topics.get_mut(token).map(|sub| &mut sub.reader);
+            self.hot.after(token, step, reader)?;
         }
         Ok(())
     }
@@ -266,16 +252,9 @@ impl Recorder<'_> {
     }
 
     fn on_ready(&mut self, token: u64) -> Result<()> {
-        match self.topics.get_mut(token) {
-            Some(sub) if sub.reader.is_mapped() => {
-                if !sub.hot {
-                    sub.hot = true;
-                    self.hot.push(token);
-                }
-                Ok(())
-            }
-            Some(_) => self.read(token).map(|_| ()),
-            None => Ok(()),
+        match self.topics.get(token) {
+            Some(sub) if self.hot.ready(token, &sub.reader) => self.read(token).map(|_| ()),
+            _ => Ok(()),
         }
     }
 
@@ -368,7 +347,7 @@ pub fn run(s: &Settings) -> Result<()> {
             notes,
         },
         buf: vec![0u8; 256 * 1024],
-        hot: Vec::new(),
+        hot: HotList::default(),
         watcher,
         warned: HashSet::new(),
     };

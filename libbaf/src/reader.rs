@@ -13,6 +13,7 @@ use crate::device::{Record, Topic};
 use crate::mapped::Mapped;
 use crate::subscribe::{self, Lossless, Opened, StartAt};
 use anyhow::{Context, Result};
+use std::collections::HashSet;
 use std::io;
 use std::path::Path;
 
@@ -232,6 +233,78 @@ impl Reader {
     }
 }
 
+/// The topics read through their mappings that have records now, by the
+/// subscriber's tokens. Epoll wakes a mapped reader's file only when the
+/// kernel's cursor for that file moves, so a mapped topic that epoll
+/// reported ready is read pass after pass, without waiting, until a read
+/// finds nothing and [`Reader::prepare_wait`] has moved the file's cursor
+/// to the reader (records that came in between keep it on the list). The
+/// subscription loops of `submsg` and `baf-record` both keep theirs here.
+#[derive(Debug, Default)]
+pub struct HotList {
+    tokens: Vec<u64>,
+    on: HashSet<u64>,
+}
+
+impl HotList {
+    /// Epoll said topic `token`, read by `reader`, is ready. A mapped
+    /// reader goes on the list and `false` is returned; a reader using
+    /// `read()` is not kept here, and `true` says: read it now.
+    pub fn ready(&mut self, token: u64, reader: &Reader) -> bool {
+        if !reader.is_mapped() {
+            return true;
+        }
+        self.keep(token);
+        false
+    }
+
+    /// Puts `token` on the list (once), to be read in the next pass: a
+    /// mapped topic just joined (history may be waiting), or one a pass
+    /// that stopped early did not reach.
+    pub fn keep(&mut self, token: u64) {
+        if self.on.insert(token) {
+            self.tokens.push(token);
+        }
+    }
+
+    /// The topics to read in one pass, in the order they became hot; the
+    /// list is empty until [`HotList::after`] (or `keep`) puts them back.
+    pub fn take(&mut self) -> Vec<u64> {
+        self.on.clear();
+        std::mem::take(&mut self.tokens)
+    }
+
+    /// Topic `token` was read once in a pass and the read found `step`;
+    /// `reader` is the topic's reader, `None` once the caller dropped it.
+    /// The topic stays hot while it has records; found idle, it leaves
+    /// unless records came in before its file's cursor moved; gone, it
+    /// leaves.
+    pub fn after(&mut self, token: u64, step: Step, reader: Option<&mut Reader>) -> Result<()> {
+        let keep = match (step, reader) {
+            (Step::Data, Some(_)) => true,
+            (Step::Idle, Some(r)) => !r
+                .prepare_wait()
+                .with_context(|| format!("cannot seek on topic {}", r.name()))?,
+            _ => false,
+        };
+        if keep {
+            self.keep(token);
+        }
+        Ok(())
+    }
+
+    /// Whether no topic is hot (then the subscriber may wait in epoll).
+    pub fn is_empty(&self) -> bool {
+        self.tokens.is_empty()
+    }
+
+    /// Forgets every topic.
+    pub fn clear(&mut self) {
+        self.tokens.clear();
+        self.on.clear();
+    }
+}
+
 /// The records lost before a record with sequence number `seq` when
 /// `expect` was wanted; `expect` then moves past it.
 pub fn gap(expect: &mut u64, seq: u64) -> u64 {
@@ -243,6 +316,26 @@ pub fn gap(expect: &mut u64, seq: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_hot_list_keeps_each_topic_once_in_order() {
+        let mut hot = HotList::default();
+        assert!(hot.is_empty());
+        hot.keep(7);
+        hot.keep(3);
+        hot.keep(7);
+        assert_eq!(hot.take(), vec![7, 3]);
+        assert!(hot.is_empty(), "a pass takes the list");
+        // Without a reader (dropped by the caller) a topic leaves, whatever
+        // the read found.
+        hot.after(7, Step::Data, None).unwrap();
+        hot.after(3, Step::Idle, None).unwrap();
+        assert!(hot.is_empty());
+        hot.keep(3);
+        hot.keep(9);
+        hot.clear();
+        assert!(hot.take().is_empty());
+    }
 
     #[test]
     fn gaps_are_counted_and_the_expectation_moves() {

@@ -165,7 +165,7 @@ pub fn run(cfg: &Config) -> Result<()> {
         remaining: cfg.count,
         watcher: None,
         warned: HashSet::new(),
-        hot: Vec::new(),
+        hot: baf::reader::HotList::default(),
         style: Style {
             format: cfg.format,
             nul: cfg.nul,

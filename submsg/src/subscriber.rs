@@ -8,7 +8,7 @@ use crate::output::{Output, DIRECT, FLUSH_AT};
 use crate::{Config, Plan};
 use anyhow::{Context, Result};
 use baf::device::{Record, Topic};
-use baf::reader::{Reader, Step};
+use baf::reader::{HotList, Reader, Step};
 use baf::subscribe::{self, Lossless, StartAt, Subscribed, Topics};
 use baf::watch::{self, Seen, Watcher};
 use baf_cli::Failure;
@@ -26,8 +26,6 @@ pub(crate) struct Sub {
     /// The topic, read through its mapping or with `read()`.
     reader: Reader,
     label: Label,
-    /// In the hot list: read again without waiting.
-    hot: bool,
 }
 
 impl Subscribed for Sub {
@@ -81,7 +79,7 @@ pub(crate) struct Subscriber<'a> {
     /// Topics already warned about (no permission, not a topic).
     pub(crate) warned: HashSet<String>,
     /// Mapped topics to read again without waiting.
-    pub(crate) hot: Vec<u64>,
+    pub(crate) hot: HotList,
     /// How records are printed (the wall-clock offset kept fresh).
     pub(crate) style: Style,
     /// Records delivered so far.
@@ -106,18 +104,17 @@ impl<'a> Subscriber<'a> {
         if let Some(e) = warning {
             eprintln!("submsg: topic {name}: cannot read it through a mapping ({e}); using read()");
         }
-        let hot = reader.is_mapped();
-        if !hot {
+        let mapped = reader.is_mapped();
+        if !mapped {
             subscribe::fit(&mut self.buf, reader.info().record_max);
         }
         let token = self.topics.add(Sub {
             reader,
             label: Label::new(name),
-            hot,
         })?;
-        if hot {
+        if mapped {
             // History (--from) may be waiting: read before sleeping.
-            self.hot.push(token);
+            self.hot.keep(token);
         }
         Ok(())
     }
@@ -230,36 +227,20 @@ impl<'a> Subscriber<'a> {
         Ok(batch.step)
     }
 
-    /// Before sleeping: moves a mapped topic's file cursor to where its
-    /// reader is. False when the reader must read again first.
-    fn prepare_wait(&mut self, token: u64) -> Result<bool> {
-        let Some(sub) = self.topics.get_mut(token) else {
-            return Ok(true);
-        };
-        sub.reader
-            .prepare_wait()
-            .with_context(|| format!("cannot seek on topic {}", sub.label.name))
-    }
-
     /// Reads each hot (mapped, busy) topic once; keeps those that had
     /// something, and lets the others sleep in epoll.
     fn serve_hot(&mut self) -> Result<()> {
-        let hot = std::mem::take(&mut self.hot);
+        let hot = self.hot.take();
         for (i, &token) in hot.iter().enumerate() {
             if self.done() {
-                self.hot.extend_from_slice(hot.get(i..).unwrap_or_default());
+                for &rest in hot.get(i..).unwrap_or_default() {
+                    self.hot.keep(rest);
+                }
                 break;
             }
-            let keep = match self.read_topic(token)? {
-                Step::Gone => false,
-                Step::Data => true,
-                Step::Idle => !self.prepare_wait(token)?,
-            };
-            if keep {
-                self.hot.push(token);
-            } else if let Some(sub) = self.topics.get_mut(token) {
-                sub.hot = false;
-            }
+            let step = self.read_topic(token)?;
+            let reader = self.topics.get_mut(token).map(|sub| &mut sub.reader);
+            self.hot.after(token, step, reader)?;
             if self.out.buf.len() >= FLUSH_AT {
                 self.out.flush()?;
             }
@@ -269,16 +250,9 @@ impl<'a> Subscriber<'a> {
 
     /// Epoll says topic `token` is ready.
     fn on_ready(&mut self, token: u64) -> Result<()> {
-        match self.topics.get_mut(token) {
-            Some(sub) if sub.reader.is_mapped() => {
-                if !sub.hot {
-                    sub.hot = true;
-                    self.hot.push(token);
-                }
-                Ok(())
-            }
-            Some(_) => self.read_topic(token).map(|_| ()),
-            None => Ok(()),
+        match self.topics.get(token) {
+            Some(sub) if self.hot.ready(token, &sub.reader) => self.read_topic(token).map(|_| ()),
+            _ => Ok(()),
         }
     }
 
