@@ -262,7 +262,7 @@ let
       "baf-setup.service"
       "network-online.target"
     ];
-    serviceConfig = {
+    serviceConfig = import ./hardening.nix // {
       ExecStart = lib.escapeShellArgs (
         [
           (lib.getExe' setup.package "baf-bridge")
@@ -282,37 +282,10 @@ let
       Restart = "on-failure";
       RestartSec = 2;
 
-      DynamicUser = true;
-      # Group baf reads and writes topics and may create them
-      # (/dev/baf-control).
-      SupplementaryGroups = [ "baf" ];
-      DevicePolicy = "closed";
+      # Group baf (nixos/hardening.nix) reads and writes topics and may
+      # create them (/dev/baf-control).
       DeviceAllow = [ "char-baf rw" ];
       RuntimeDirectory = "baf-bridge-${name}"; # for unixsock-stream endpoints
-      CapabilityBoundingSet = "";
-      AmbientCapabilities = "";
-      NoNewPrivileges = true;
-      ProtectSystem = "strict";
-      ProtectHome = true;
-      PrivateTmp = true;
-      ProtectKernelTunables = true;
-      ProtectKernelModules = true;
-      ProtectKernelLogs = true;
-      ProtectControlGroups = true;
-      ProtectClock = true;
-      ProtectHostname = true;
-      ProtectProc = "invisible";
-      ProcSubset = "pid";
-      RestrictNamespaces = true;
-      RestrictRealtime = true;
-      RestrictSUIDSGID = true;
-      LockPersonality = true;
-      MemoryDenyWriteExecute = true;
-      SystemCallArchitectures = "native";
-      SystemCallFilter = [
-        "@system-service"
-        "~@privileged"
-      ];
       # IP for Zenoh, Unix sockets, netlink to list the network interfaces.
       RestrictAddressFamilies = [
         "AF_INET"

@@ -193,7 +193,7 @@ let
     # The module is loaded and the declared topics exist first.
     after = [ "baf-setup.service" ];
     wants = [ "baf-setup.service" ];
-    serviceConfig = {
+    serviceConfig = import ./hardening.nix // {
       ExecStart = lib.escapeShellArgs (
         [
           (lib.getExe' setup.package "baf-record")
@@ -207,36 +207,10 @@ let
       Restart = "on-failure";
       RestartSec = 2;
 
-      DynamicUser = true;
-      # Group baf reads topics (and, where allowed, losslessly).
-      SupplementaryGroups = [ "baf" ];
-      DevicePolicy = "closed";
+      # Group baf (nixos/hardening.nix) reads topics (and, where allowed,
+      # losslessly); no network.
       DeviceAllow = [ "char-baf r" ];
-      CapabilityBoundingSet = "";
-      AmbientCapabilities = "";
-      NoNewPrivileges = true;
-      ProtectSystem = "strict";
-      ProtectHome = true;
-      PrivateTmp = true;
       PrivateNetwork = true;
-      ProtectKernelTunables = true;
-      ProtectKernelModules = true;
-      ProtectKernelLogs = true;
-      ProtectControlGroups = true;
-      ProtectClock = true;
-      ProtectHostname = true;
-      ProtectProc = "invisible";
-      ProcSubset = "pid";
-      RestrictNamespaces = true;
-      RestrictRealtime = true;
-      RestrictSUIDSGID = true;
-      LockPersonality = true;
-      MemoryDenyWriteExecute = true;
-      SystemCallArchitectures = "native";
-      SystemCallFilter = [
-        "@system-service"
-        "~@privileged"
-      ];
       RestrictAddressFamilies = [ "AF_UNIX" ];
       UMask = "0027";
     }

@@ -361,14 +361,17 @@ bridge_stub='
     file = c: name: builtins.fromJSON (builtins.elemAt c.systemd.services.${name}.serviceConfig.ExecStart 2);
     failed = c: map (a: a.message) (builtins.filter (a: !a.assertion) c.assertions);
   in'
-eval_true "bridge.nix: safe defaults (nothing exported, no scouting, no gossip, no listening, no auth)" "$bridge_stub"'
+eval_true "bridge.nix: safe defaults (nothing exported, no scouting, no gossip, no listening, no auth; the shared sandbox)" "$bridge_stub"'
   let
     c = eval { plain = { import = [ "baf/**" ]; connect = [ "tcp/h:7447" ]; }; };
     f = file c "baf-bridge-plain";
+    s = c.systemd.services.baf-bridge-plain.serviceConfig;
   in
   f.export == [ ] && f.zenoh.multicast_scouting == false && f.zenoh.gossip == false
   && f.zenoh.listen == [ ] && f.zenoh.auth == { }
-  && c.systemd.services.baf-bridge-plain.serviceConfig.LoadCredential == [ ]
+  && s.LoadCredential == [ ]
+  && s.DynamicUser && s.NoNewPrivileges && s.ProtectSystem == "strict" && s.DevicePolicy == "closed"
+  && s.DeviceAllow == [ "char-baf rw" ] && s.SupplementaryGroups == [ "baf" ]
   && failed c == [ ] && c.warnings == [ ] && c.networking.firewall.allowedUDPPorts == [ ]'
 eval_true "bridge.nix: authentication files are systemd credentials, named relative in its configuration file" "$bridge_stub"'
   let
