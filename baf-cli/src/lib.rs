@@ -318,3 +318,43 @@ mod tests {
         assert_eq!(exit_code(&e), 6);
     }
 }
+
+/// The output formats `submsg` and `baf-record cat` share, flattened into
+/// their arguments: at most one of them; none prints the records as they
+/// are.
+#[derive(clap::Args, Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[group(id = "format", multiple = false)]
+pub struct OutputFormat {
+    /// Print each line as 'topic: line'.
+    #[arg(short, long)]
+    pub prefix: bool,
+    /// Print each line as 'topic line' (the topic and a space, as
+    /// mosquitto_sub -v).
+    #[arg(short, long)]
+    pub verbose: bool,
+    /// Print one JSON object per record.
+    #[arg(short, long)]
+    pub json: bool,
+    /// Print each record after its big-endian u32 length (the input format
+    /// of pubmsg --len32).
+    #[arg(long, conflicts_with = "null")]
+    pub len32: bool,
+}
+
+impl OutputFormat {
+    /// The format chosen.
+    pub fn format(&self) -> baf::format::Format {
+        use baf::format::Format;
+        if self.prefix {
+            Format::Prefix
+        } else if self.verbose {
+            Format::Verbose
+        } else if self.json {
+            Format::Json
+        } else if self.len32 {
+            Format::Len32
+        } else {
+            Format::Raw
+        }
+    }
+}

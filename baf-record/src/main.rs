@@ -1,7 +1,6 @@
 //! `baf-record`: record baf topics to MCAP files and play them back
 //! (command line; the work is in the library, `lib.rs`).
 
-use baf::format::Format;
 use baf::subscribe::StartAt;
 use baf_cli::Generate;
 use baf_record::file::Compression;
@@ -167,26 +166,14 @@ struct InfoArgs {
 }
 
 #[derive(Args, Debug)]
-#[command(group(ArgGroup::new("format").args(["prefix", "verbose", "json", "len32"])))]
 struct CatArgs {
     /// The recording.
     file: PathBuf,
     /// Only topics matching these patterns.
     #[arg(short = 't', long = "topics", value_name = "PATTERN")]
     topics: Vec<String>,
-    /// 'topic: line' for every line.
-    #[arg(short, long)]
-    prefix: bool,
-    /// 'topic line' for every line.
-    #[arg(short, long)]
-    verbose: bool,
-    /// One JSON object per record, with seq, timestamp, pid, uid, writer,
-    /// lost and time.
-    #[arg(short, long)]
-    json: bool,
-    /// Each record after its big-endian u32 length.
-    #[arg(long, conflicts_with = "null")]
-    len32: bool,
+    #[command(flatten)]
+    output: baf_cli::OutputFormat,
     /// End each record with a NUL byte instead of a newline.
     #[arg(short = '0', long = "null")]
     null: bool,
@@ -272,19 +259,13 @@ fn main() {
             Some(Cmd::Cat(a)) => {
                 let only = baf_record::record::selection(&a.topics, &[])?;
                 let rec = Recording::open(&a.file, a.recover)?;
-                let format = if a.prefix {
-                    Format::Prefix
-                } else if a.verbose {
-                    Format::Verbose
-                } else if a.json {
-                    Format::Json
-                } else if a.len32 {
-                    Format::Len32
-                } else {
-                    Format::Raw
-                };
                 let mut out = std::io::stdout().lock();
-                show::cat(&rec, &only, show::style(format, a.null), &mut out)
+                show::cat(
+                    &rec,
+                    &only,
+                    show::style(a.output.format(), a.null),
+                    &mut out,
+                )
             }
         },
     )

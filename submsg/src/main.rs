@@ -2,9 +2,8 @@
 //! them to stdout (command line; the work is in the library, `lib.rs`).
 
 use baf_cli::Generate;
-use clap::{ArgGroup, Parser};
+use clap::Parser;
 use std::time::Duration;
-use submsg::format::Format;
 use submsg::StartAt;
 
 const AFTER_HELP: &str = "\
@@ -78,7 +77,6 @@ and no record arrived.";
 /// with read(); the output is the same.
 #[derive(Parser, Debug)]
 #[command(name = "submsg", version, about, long_about, after_help = AFTER_HELP)]
-#[command(group(ArgGroup::new("format").args(["prefix", "verbose", "json", "len32"])))]
 struct Args {
     /// Topics, patterns or device paths (comma lists too); none means every
     /// topic.
@@ -90,20 +88,8 @@ struct Args {
     /// first record), drop removed ones (as tail -F follows names).
     #[arg(short = 'F', long)]
     follow: bool,
-    /// Print each line as 'topic: line'.
-    #[arg(short, long)]
-    prefix: bool,
-    /// Print each line as 'topic line' (the topic and a space, as
-    /// mosquitto_sub -v).
-    #[arg(short, long)]
-    verbose: bool,
-    /// Print one JSON object per record.
-    #[arg(short, long)]
-    json: bool,
-    /// Print each record after its big-endian u32 length (the input format
-    /// of pubmsg --len32).
-    #[arg(long, conflicts_with = "null")]
-    len32: bool,
+    #[command(flatten)]
+    output: baf_cli::OutputFormat,
     /// End each record with a NUL byte instead of a newline (for xargs -0):
     /// a record's own final newline (or NUL) is left out.
     #[arg(short = '0', long = "null")]
@@ -165,17 +151,7 @@ impl Args {
             topics: self.topics.clone(),
             exclude: self.exclude.clone(),
             follow: self.follow,
-            format: if self.prefix {
-                Format::Prefix
-            } else if self.verbose {
-                Format::Verbose
-            } else if self.json {
-                Format::Json
-            } else if self.len32 {
-                Format::Len32
-            } else {
-                Format::Raw
-            },
+            format: self.output.format(),
             start: self.from,
             create: !self.no_create,
             count: self.count,
@@ -201,6 +177,7 @@ fn main() {
 mod tests {
     use super::*;
     use clap::CommandFactory;
+    use submsg::format::Format;
 
     fn parse_from(args: &[&str]) -> Result<Args, clap::Error> {
         Args::try_parse_from(std::iter::once("submsg").chain(args.iter().copied()))
