@@ -2,7 +2,7 @@
 # tools-bench.sh, whose bench_* helpers it uses; needs baf-setup create
 # --size). The same stream, 100000 records of 64 B and then 400 of 64 KiB
 # (lines, published with pubmsg into a 64 MiB topic), with no reader, with
-# `submsg --raw -n N > file`, and with `baf-record record -o file.mcap`.
+# `submsg -n N > file`, and with `baf-record record -o file.mcap`.
 # Prints a Markdown table: | records | reader | the writer's rate | the rate
 # until the reader has everything and has ended | that against submsg |
 # the writer's rate against no reader | records lost | output bytes |.
@@ -19,7 +19,7 @@ rec_bench_one() {
   rm -f /tmp/bench.out /tmp/bench.mcap
   rp=""
   case $1 in
-    submsg) submsg --raw -n "$3" bench-rec > /tmp/bench.out 2> /tmp/bench.err & rp=$! ;;
+    submsg) submsg -n "$3" bench-rec > /tmp/bench.out 2> /tmp/bench.err & rp=$! ;;
     record) baf-record record bench-rec -o /tmp/bench.mcap 2> /tmp/bench.err & rp=$! ;;
   esac
   if [ -n "$rp" ]; then
@@ -32,9 +32,11 @@ rec_bench_one() {
   t1=$(bench_now)
   if [ -n "$rp" ]; then
     [ "$1" = record ] && kill -TERM "$rp"
-    wait "$rp"
+    wait "$rp"; rrc=$?
     t2=$(bench_now)
     kill "$dog" 2> /dev/null
+    # A reader that failed measured nothing: say why, and fail.
+    [ "$rrc" = 0 ] || { echo "$1 exited $rrc: $(cat /tmp/bench.err)" >&2; return 1; }
   else
     t2=$t1
   fi
@@ -59,7 +61,7 @@ rec_bench_size() {
   rate() { bench_human "$(bench_rate "$recs" "$1")" "records/s"; }
   ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a < 1) a = 1; printf "%.2f", b / a }'; }
   echo "| $what | no reader | $(rate "$none_w") | | | 1.00 | 0 | 0 |"
-  echo "| $what | submsg --raw -n N > file | $(rate "$sub_w") | $(rate "$sub_r") | 1.00 | $(ratio "$sub_w" "$none_w") | $sub_lost | $sub_bytes |"
+  echo "| $what | submsg -n N > file | $(rate "$sub_w") | $(rate "$sub_r") | 1.00 | $(ratio "$sub_w" "$none_w") | $sub_lost | $sub_bytes |"
   echo "| $what | baf-record record -o file.mcap | $(rate "$rec_w") | $(rate "$rec_r") | $(ratio "$rec_r" "$sub_r") | $(ratio "$rec_w" "$none_w") | $rec_lost | $rec_bytes |"
 }
 
