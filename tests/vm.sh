@@ -182,9 +182,13 @@ problems=()
 if grep -q '^BAF-MCAPINFO ' "$log"; then
   mdir="$run/mcap"
   mkdir -p "$mdir"
-  sed -n -e 's/\r$//' -e 's/^BAF-MCAPINFO //p' "$log" | while read -r name json; do
-    echo "$json" > "$mdir/$name.info.json"
-    grep "^BAF-MCAP $name " "$log" | tr -d '\r' | cut -d' ' -f3 | base64 -d | gunzip > "$mdir/$name" 2>/dev/null || true
+  # One pass over the log: each file's base64 lines, and its counts.
+  tr -d '\r' < "$log" | awk -v d="$mdir" '
+    $1 == "BAF-MCAP" { print $3 > (d "/" $2 ".b64") }
+    $1 == "BAF-MCAPINFO" { name = $2; sub(/^BAF-MCAPINFO [^ ]* /, ""); print > (d "/" name ".info.json") }'
+  for b in "$mdir"/*.b64; do
+    base64 -d < "$b" | gunzip > "${b%.b64}" 2>/dev/null || true
+    rm -f "$b"
   done
   if mcap_out=$(bash "$REPO/scripts/mcap-check.sh" --vm "$mdir" 2>&1); then
     echo "$mcap_out"

@@ -13,3 +13,10 @@ wait_for() {
   while [ $n -gt 0 ]; do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; n=$((n - 1)); done
   return 1
 }
+# run_extras: the users' own tests (tests/vm.sh --extra DIR), one result each.
+run_extras() {
+  for t in /extra/*; do
+    [ -x "$t" ] || continue
+    if PATH=/bin "$t"; then t_ok "extra: ${t#/extra/}"; else t_fail "extra: ${t#/extra/} (exit $?)"; fi
+  done
+}

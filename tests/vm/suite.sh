@@ -55,10 +55,7 @@ case "${BAF_PART:-all}" in all|core) . /tests/fuzz.sh ;; esac
 . /tests/record.sh
 
 # --- users' own tests (tests/vm.sh --extra DIR) ------------------------------
-for t in /extra/*; do
-  [ -x "$t" ] || continue
-  if PATH=/bin "$t"; then t_ok "extra: ${t#/extra/}"; else t_fail "extra: ${t#/extra/} (exit $?)"; fi
-done
+run_extras
 
 # --- unload ------------------------------------------------------------------------
 rmmod_busy() {
