@@ -20,6 +20,9 @@ apt_packages=(
   flex bison bc libelf-dev libssl-dev cpio busybox-static make xz-utils
   python3 python3-venv kmod # python3-venv: scripts/mcap-check.sh
   dkms # tests/install-test.sh --kdir builds the module through DKMS
+  # The peer benchmark's brokers (packed into the bench VM) and the test
+  # suite's smoke test of its harness: tests/vm/peer-bench.sh, scripts/peer-smoke.sh.
+  mosquitto mosquitto-clients nats-server
 )
 
 elsewhere() {
@@ -28,7 +31,8 @@ error: scripts/deps.sh supports Debian 12 (bookworm) and derivatives built on
 it; this machine is: $1.
 What the build and the VM tests need, for your own package manager:
   clang, lld and llvm 19 with libclang 19; flex, bison, bc, libelf and
-  OpenSSL headers, cpio, a static busybox, make, xz, python3, kmod; QEMU
+  OpenSSL headers, cpio, a static busybox, make, xz, python3, kmod,
+  mosquitto with its clients, nats-server; QEMU
   (qemu-system-x86_64); rustup with the stable toolchain and rust-src;
   bindgen-cli $BINDGEN_VERSION (cargo install --locked bindgen-cli);
   and Debian's linux-source-7.3 package, which scripts/kernel.sh downloads

@@ -43,6 +43,11 @@ results+=("        host tests: $host_passed passed, $host_failed failed ($(took 
 # channel of the files baf-record's host test writes.
 step "baf-record's MCAP files read by the Python mcap package" bash scripts/mcap-check.sh
 
+# The peer benchmark (scripts/bench.sh, in the bench VM) is not a test; its
+# harness is checked here: with mosquitto and nats-server on loopback, it
+# moves messages both ways through MQTT, NATS, Zenoh and iceoryx2.
+step "the peer benchmark's harness moves messages through each peer" bash scripts/peer-smoke.sh
+
 # The documentation against the code: ABI version, exit codes, module
 # parameters, in README.md, docs/, kernel/ABI.md and the tools' --help; links.
 step "docs name only the ABI version, exit codes and module parameters the code has" bash tests/docs-test.sh
