@@ -1,61 +1,90 @@
-//! The provenance of an exported record, sent as the Zenoh sample's
-//! attachment.
+//! The wire format of an exported sample (version 2): the single source of
+//! truth for what one bridge sends another. docs/bridge.md describes the
+//! same layout for people.
 //!
-//! Version 1, all integers little-endian, 72 bytes and two strings:
+//! One Zenoh sample carries a **batch**: the records of one topic that one
+//! `read()` of the exporting bridge returned (at most [`SAMPLE_BYTES`] of
+//! frames; a batch is cut short where the source lost records, so that its
+//! loss count is always the loss before its first record).
+//!
+//! **Payload**: the records as batch-write frames (kernel/ABI.md, "Batch
+//! writes"), each the 40-byte ABI 4 record header, the payload, and zero
+//! padding to a multiple of 8, with every integer little-endian. The
+//! header keeps what the source's kernel stamped: `seq`, `timestamp_ns`,
+//! `pid`, `uid` and `writer`; `flags` is 0. On a little-endian host this
+//! is exactly what a record-mode `read()` returns, and exactly what a batch
+//! `write()` takes (the kernel stamps its own `seq`, time and writer and
+//! ignores the sent ones), so the exporting bridge copies the frames it
+//! read once and the importing bridge writes the payload as it came.
+//!
+//! **Attachment**, all integers little-endian, [`FIXED`] bytes and two
+//! strings:
 //!
 //! | offset | size | field |
 //! | ---: | ---: | --- |
-//! | 0 | 1 | version: 1 |
-//! | 1 | 1 | flags: bit 0 set when the topic was read losslessly |
+//! | 0 | 1 | version: [`VERSION`] (2) |
+//! | 1 | 1 | flags: bit 0 ([`FLAG_LOSSLESS`]) set when the topic was read losslessly |
 //! | 2 | 1 | `H`, bytes of the host name |
 //! | 3 | 1 | `T`, bytes of the topic name |
-//! | 4 | 4 | pid of the record's writer, as the exporting bridge sees it (0: not visible) |
-//! | 8 | 4 | effective uid of the writer |
-//! | 12 | 4 | reserved, 0 |
-//! | 16 | 8 | seq: the record's sequence number in its topic |
-//! | 24 | 8 | timestamp: `CLOCK_MONOTONIC` of the source host when it was written, ns |
-//! | 32 | 8 | realtime: the same instant on the source host's `CLOCK_REALTIME`, ns since the epoch |
-//! | 40 | 8 | lost: records of the topic overwritten on the source host before the bridge read them, just before this one |
-//! | 48 | 8 | skipped: records of the topic just before this one that the bridge did not export (it wrote them itself) |
-//! | 56 | 16 | the exporting bridge's Zenoh session id |
-//! | 72 | `H` | host name (UTF-8) |
-//! | 72+`H` | `T` | topic name |
+//! | 4 | 4 | count: records (frames) in the payload, at least 1 |
+//! | 8 | 8 | lost: records of the topic overwritten on the source host before the bridge read them, just before the first record |
+//! | 16 | 8 | skipped: records since the previous sample that the bridge did not export (it wrote them itself) |
+//! | 24 | 8 | realtime offset (signed): `CLOCK_REALTIME` minus `CLOCK_MONOTONIC` on the source host, ns; a record's `timestamp_ns` plus it is its wall-clock time |
+//! | 32 | 16 | the exporting bridge's Zenoh session id |
+//! | 48 | `H` | host name (UTF-8) |
+//! | 48+`H` | `T` | topic name |
 //!
-//! A reader must ignore bytes after the topic name (later versions append
-//! fields) and refuse a version it does not know. `seq` minus the previous
-//! sample's `seq` of the same topic and bridge, less one, less `lost` and
-//! `skipped`, is what was lost between the two bridges.
+//! A reader must ignore bytes after the topic name (later revisions of
+//! version 2 may append fields) and refuse a version it does not know.
+//! Version 1 (one record a sample, a 72-byte attachment each) is refused
+//! with a message that names it.
+//!
+//! Loss between the bridges: from the last record's `seq` of the previous
+//! sample of the same topic and exporting bridge (`expected` is one more),
+//! `last seq + 1 - expected - count - lost - skipped` records of this
+//! sample's span never arrived ([`Attachment::lost_in_transit`]).
 
+use baf::abi;
+use std::borrow::Cow;
 use std::fmt;
 
-/// The attachment's version.
-pub const VERSION: u8 = 1;
-/// Bytes before the strings.
-pub const FIXED: usize = 72;
+/// The wire format's version (the attachment's first byte).
+pub const VERSION: u8 = 2;
+/// Bytes of the attachment before the strings.
+pub const FIXED: usize = 48;
 /// Flag: the topic was read losslessly.
 pub const FLAG_LOSSLESS: u8 = 1;
+/// Bytes of a frame's header: the ABI 4 record header.
+pub const FRAME_HEADER: usize = 40;
+/// Most bytes of frames the exporter puts in one sample, unless a single
+/// frame is larger: a sample then fits one Zenoh batch (64 KiB by
+/// default, with room for Zenoh's headers and the attachment), so Zenoh
+/// neither fragments nor reassembles it.
+pub const SAMPLE_BYTES: usize = 63 * 1024;
 
-/// Where a record came from. `S` is the type of the two names: `&str` to
-/// encode without copying them, and what [`Provenance::decode`] gives
-/// (borrowed from the attachment); `String` to keep.
+// The frame header is the kernel's record header.
+const _: () = assert!(FRAME_HEADER == abi::RECORD_HEADER_SIZE);
+
+/// Bytes a frame of a `len`-byte record takes (header, payload, padding).
+pub const fn frame_span(len: usize) -> usize {
+    (FRAME_HEADER + len + 7) & !7
+}
+
+/// What a sample's attachment says about its batch. `S` is the type of
+/// the two names: `&str` to encode without copying them and as
+/// [`Attachment::decode`] gives them (borrowed from the attachment).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Provenance<S = String> {
+pub struct Attachment<S = String> {
     /// [`FLAG_LOSSLESS`] and future flags.
     pub flags: u8,
-    /// Writer's pid on the source host (0: not visible to the bridge).
-    pub pid: u32,
-    /// Writer's effective uid.
-    pub uid: u32,
-    /// Sequence number in the source topic.
-    pub seq: u64,
-    /// `CLOCK_MONOTONIC` at write, ns (source host).
-    pub timestamp: u64,
-    /// `CLOCK_REALTIME` at write, ns since the epoch (source host).
-    pub realtime: u64,
-    /// Records lost on the source host just before this one.
+    /// Records in the payload.
+    pub count: u32,
+    /// Records lost on the source host just before the first one.
     pub lost: u64,
-    /// Records not exported just before this one (the bridge's own).
+    /// Records not exported since the previous sample (the bridge's own).
     pub skipped: u64,
+    /// `CLOCK_REALTIME` minus `CLOCK_MONOTONIC` on the source host, ns.
+    pub realtime_offset: i64,
     /// The exporting bridge's Zenoh session id.
     pub bridge: [u8; 16],
     /// Source host name.
@@ -64,23 +93,51 @@ pub struct Provenance<S = String> {
     pub topic: S,
 }
 
-/// Why an attachment was not understood.
+/// Why a sample was not understood.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DecodeError {
-    /// Shorter than its fixed part or its strings.
+    /// The attachment is shorter than its fixed part or its strings.
     Short,
+    /// Version 1: one record a sample, sent by an older bridge.
+    Older,
     /// A version this bridge does not know.
     Version(u8),
     /// A name that is not UTF-8.
     NotUtf8,
+    /// The payload ends inside a frame.
+    Truncated,
+    /// A frame of length 0 or with flags set.
+    BadFrame,
+    /// The payload holds a number of frames other than the count.
+    Count {
+        /// The attachment's count.
+        said: u32,
+        /// Frames in the payload.
+        found: u64,
+    },
 }
 
 impl fmt::Display for DecodeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            DecodeError::Short => f.write_str("the provenance attachment is too short"),
-            DecodeError::Version(v) => write!(f, "unknown provenance attachment version {v}"),
-            DecodeError::NotUtf8 => f.write_str("a name in the provenance attachment is not UTF-8"),
+            DecodeError::Short => f.write_str("its attachment is too short"),
+            DecodeError::Older => write!(
+                f,
+                "it comes from an older baf-bridge (wire version 1, one record a sample); this one speaks version {VERSION}: upgrade the exporting bridge"
+            ),
+            DecodeError::Version(v) => write!(
+                f,
+                "its attachment has wire version {v}, and this baf-bridge knows only version {VERSION}"
+            ),
+            DecodeError::NotUtf8 => f.write_str("a name in its attachment is not UTF-8"),
+            DecodeError::Truncated => f.write_str("its payload ends inside a record frame"),
+            DecodeError::BadFrame => {
+                f.write_str("its payload has a record frame of length 0 or with flags set")
+            }
+            DecodeError::Count { said, found } => write!(
+                f,
+                "its attachment counts {said} records, its payload holds {found}"
+            ),
         }
     }
 }
@@ -96,7 +153,15 @@ fn short(s: &str) -> &str {
     s.get(..end).unwrap_or_default()
 }
 
-impl<S: AsRef<str>> Provenance<S> {
+fn u32_at(b: &[u8], i: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(b.get(i..i + 4)?.try_into().ok()?))
+}
+
+fn u64_at(b: &[u8], i: usize) -> Option<u64> {
+    Some(u64::from_le_bytes(b.get(i..i + 8)?.try_into().ok()?))
+}
+
+impl<S: AsRef<str>> Attachment<S> {
     /// Appends the encoded attachment to `out`. Names longer than 255
     /// bytes are cut (a topic name has at most 64; a host name at most 64
     /// on Linux).
@@ -104,22 +169,11 @@ impl<S: AsRef<str>> Provenance<S> {
         let host = short(self.host.as_ref());
         let topic = short(self.topic.as_ref());
         out.reserve(FIXED + host.len() + topic.len());
-        out.push(VERSION);
-        out.push(self.flags);
-        out.push(host.len() as u8);
-        out.push(topic.len() as u8);
-        out.extend_from_slice(&self.pid.to_le_bytes());
-        out.extend_from_slice(&self.uid.to_le_bytes());
-        out.extend_from_slice(&0u32.to_le_bytes());
-        for v in [
-            self.seq,
-            self.timestamp,
-            self.realtime,
-            self.lost,
-            self.skipped,
-        ] {
-            out.extend_from_slice(&v.to_le_bytes());
-        }
+        out.extend_from_slice(&[VERSION, self.flags, host.len() as u8, topic.len() as u8]);
+        out.extend_from_slice(&self.count.to_le_bytes());
+        out.extend_from_slice(&self.lost.to_le_bytes());
+        out.extend_from_slice(&self.skipped.to_le_bytes());
+        out.extend_from_slice(&self.realtime_offset.to_le_bytes());
         out.extend_from_slice(&self.bridge);
         out.extend_from_slice(host.as_bytes());
         out.extend_from_slice(topic.as_bytes());
@@ -132,45 +186,253 @@ impl<S: AsRef<str>> Provenance<S> {
         v
     }
 
-    /// Records lost between the two bridges before this one, given the
-    /// `seq` expected next from the same bridge and topic.
-    pub fn lost_in_transit(&self, expected: u64) -> u64 {
-        self.seq
+    /// Records of this sample's span lost between the two bridges, given
+    /// the `seq` expected next from the same bridge and topic and the
+    /// `seq` of the sample's last record.
+    pub fn lost_in_transit(&self, expected: u64, last_seq: u64) -> u64 {
+        last_seq
+            .wrapping_add(1)
             .saturating_sub(expected)
+            .saturating_sub(u64::from(self.count))
             .saturating_sub(self.lost)
             .saturating_sub(self.skipped)
     }
+
+    /// The wall-clock time of a record stamped `timestamp` (monotonic, ns)
+    /// on the source host; 0 if it would be before 1970.
+    pub fn realtime(&self, timestamp: u64) -> u64 {
+        u64::try_from(i128::from(timestamp) + i128::from(self.realtime_offset)).unwrap_or(0)
+    }
 }
 
-impl<'a> Provenance<&'a str> {
+impl<'a> Attachment<&'a str> {
     /// Decodes an attachment; the names are borrowed from it.
     pub fn decode(b: &'a [u8]) -> Result<Self, DecodeError> {
-        let version = *b.first().ok_or(DecodeError::Short)?;
-        if version != VERSION {
-            return Err(DecodeError::Version(version));
+        match *b.first().ok_or(DecodeError::Short)? {
+            VERSION => {}
+            1 => return Err(DecodeError::Older),
+            v => return Err(DecodeError::Version(v)),
         }
         let fixed = b.get(..FIXED).ok_or(DecodeError::Short)?;
-        let u32_at = |i: usize| u32::from_le_bytes(fixed[i..i + 4].try_into().unwrap_or_default());
-        let u64_at = |i: usize| u64::from_le_bytes(fixed[i..i + 8].try_into().unwrap_or_default());
         let (h, t) = (usize::from(fixed[2]), usize::from(fixed[3]));
         let host = b.get(FIXED..FIXED + h).ok_or(DecodeError::Short)?;
         let topic = b.get(FIXED + h..FIXED + h + t).ok_or(DecodeError::Short)?;
         let text = |s: &'a [u8]| std::str::from_utf8(s).map_err(|_| DecodeError::NotUtf8);
         let mut bridge = [0u8; 16];
-        bridge.copy_from_slice(&fixed[56..72]);
+        bridge.copy_from_slice(&fixed[32..48]);
         Ok(Self {
             flags: fixed[1],
-            pid: u32_at(4),
-            uid: u32_at(8),
-            seq: u64_at(16),
-            timestamp: u64_at(24),
-            realtime: u64_at(32),
-            lost: u64_at(40),
-            skipped: u64_at(48),
+            count: u32_at(fixed, 4).ok_or(DecodeError::Short)?,
+            lost: u64_at(fixed, 8).ok_or(DecodeError::Short)?,
+            skipped: u64_at(fixed, 16).ok_or(DecodeError::Short)?,
+            realtime_offset: u64_at(fixed, 24).ok_or(DecodeError::Short)? as i64,
             bridge,
             host: text(host)?,
             topic: text(topic)?,
         })
+    }
+}
+
+/// Reads a frame header (little-endian) from the start of `b`.
+pub fn frame_header(b: &[u8]) -> Option<abi::RecordHeader> {
+    Some(abi::RecordHeader {
+        len: u32_at(b, 0)?,
+        flags: u32_at(b, 4)?,
+        seq: u64_at(b, 8)?,
+        timestamp_ns: u64_at(b, 16)?,
+        pid: u32_at(b, 24)?,
+        uid: u32_at(b, 28)?,
+        writer: u64_at(b, 32)?,
+    })
+}
+
+/// Writes `h` as a frame header (little-endian) into the first
+/// [`FRAME_HEADER`] bytes of `out`.
+pub fn put_frame_header(h: &abi::RecordHeader, out: &mut [u8]) {
+    if let Some(o) = out.get_mut(..FRAME_HEADER) {
+        o[0..4].copy_from_slice(&h.len.to_le_bytes());
+        o[4..8].copy_from_slice(&h.flags.to_le_bytes());
+        o[8..16].copy_from_slice(&h.seq.to_le_bytes());
+        o[16..24].copy_from_slice(&h.timestamp_ns.to_le_bytes());
+        o[24..28].copy_from_slice(&h.pid.to_le_bytes());
+        o[28..32].copy_from_slice(&h.uid.to_le_bytes());
+        o[32..40].copy_from_slice(&h.writer.to_le_bytes());
+    }
+}
+
+/// One record of a sample's payload.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Frame<'a> {
+    /// Its header, as the source's kernel stamped it.
+    pub header: abi::RecordHeader,
+    /// Where its frame starts in the payload.
+    pub offset: usize,
+    /// The record.
+    pub payload: &'a [u8],
+}
+
+/// The frames of a sample's payload, in order; an error ends them.
+pub fn frames(payload: &[u8]) -> impl Iterator<Item = Result<Frame<'_>, DecodeError>> + '_ {
+    let mut at = 0usize;
+    let mut failed = false;
+    std::iter::from_fn(move || {
+        if failed || at >= payload.len() {
+            return None;
+        }
+        let r = frame_at(payload, at);
+        match &r {
+            Ok(f) => at += frame_span(f.payload.len()),
+            Err(_) => failed = true,
+        }
+        Some(r)
+    })
+}
+
+fn frame_at(payload: &[u8], at: usize) -> Result<Frame<'_>, DecodeError> {
+    let rest = payload.get(at..).unwrap_or_default();
+    let header = frame_header(rest).ok_or(DecodeError::Truncated)?;
+    let len = header.len as usize;
+    if len == 0 || header.flags != 0 {
+        return Err(DecodeError::BadFrame);
+    }
+    if rest.len() < frame_span(len) {
+        return Err(DecodeError::Truncated);
+    }
+    let body = rest
+        .get(FRAME_HEADER..FRAME_HEADER + len)
+        .ok_or(DecodeError::Truncated)?;
+    Ok(Frame {
+        header,
+        offset: at,
+        payload: body,
+    })
+}
+
+/// What one walk of a sample's payload found.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Checked {
+    /// `seq` of the first record.
+    pub first_seq: u64,
+    /// `seq` of the last record.
+    pub last_seq: u64,
+    /// Payload bytes of all records.
+    pub payload_bytes: u64,
+    /// Records longer than `record_max` (they cannot be written as they
+    /// are).
+    pub too_long: u32,
+}
+
+/// Checks a sample's payload against its attachment's `count`: whole
+/// frames, none empty or flagged, exactly `count` of them (at least one).
+/// Counts the records longer than `record_max`.
+pub fn check(payload: &[u8], count: u32, record_max: usize) -> Result<Checked, DecodeError> {
+    let mut c = Checked::default();
+    let mut found = 0u64;
+    for f in frames(payload) {
+        let f = f?;
+        if found == 0 {
+            c.first_seq = f.header.seq;
+        }
+        c.last_seq = f.header.seq;
+        c.payload_bytes += f.payload.len() as u64;
+        if f.payload.len() > record_max {
+            c.too_long += 1;
+        }
+        found += 1;
+    }
+    if found != u64::from(count) || found == 0 {
+        return Err(DecodeError::Count { said: count, found });
+    }
+    Ok(c)
+}
+
+/// The frames of a checked payload as a batch `write()` takes them: the
+/// payload itself on a little-endian host; on a big-endian one, a copy
+/// with each header in native byte order.
+pub fn to_native(payload: &[u8]) -> Cow<'_, [u8]> {
+    if cfg!(target_endian = "little") {
+        return Cow::Borrowed(payload);
+    }
+    let mut out = payload.to_vec();
+    let offsets: Vec<(usize, abi::RecordHeader)> = frames(payload)
+        .map_while(Result::ok)
+        .map(|f| (f.offset, f.header))
+        .collect();
+    for (at, h) in offsets {
+        if let Some(o) = out.get_mut(at..at + FRAME_HEADER) {
+            o.copy_from_slice(&h.to_bytes());
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Makes the record-mode frames just appended to `out` (from `start` on)
+/// wire frames: nothing to do on a little-endian host; on a big-endian
+/// one, each header turned little-endian.
+pub fn native_to_wire(out: &mut [u8], start: usize) {
+    if cfg!(target_endian = "little") {
+        return;
+    }
+    let mut at = start;
+    while let Some(h) = out.get(at..).and_then(abi::RecordHeader::from_bytes) {
+        if let Some(o) = out.get_mut(at..) {
+            put_frame_header(&h, o);
+        }
+        at += frame_span(h.len as usize);
+    }
+}
+
+/// Appends the frame of one record to `out` (header little-endian).
+pub fn push_frame(out: &mut Vec<u8>, header: &abi::RecordHeader, payload: &[u8]) {
+    let start = out.len();
+    out.resize(start + frame_span(payload.len()), 0);
+    if let Some(frame) = out.get_mut(start..) {
+        put_frame_header(
+            &abi::RecordHeader {
+                len: payload.len() as u32,
+                flags: 0,
+                ..*header
+            },
+            frame,
+        );
+        if let Some(body) = frame.get_mut(FRAME_HEADER..FRAME_HEADER + payload.len()) {
+            body.copy_from_slice(payload);
+        }
+    }
+}
+
+/// Where a record came from, as `--envelope json` shows it: the batch's
+/// attachment and the record's frame header together.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Provenance<S = String> {
+    /// Writer's pid on the source host (0: not visible to the bridge).
+    pub pid: u32,
+    /// Writer's effective uid.
+    pub uid: u32,
+    /// Sequence number in the source topic.
+    pub seq: u64,
+    /// `CLOCK_MONOTONIC` at write, ns (source host).
+    pub timestamp: u64,
+    /// `CLOCK_REALTIME` at write, ns since the epoch (source host).
+    pub realtime: u64,
+    /// Source host name.
+    pub host: S,
+    /// Source topic name.
+    pub topic: S,
+}
+
+impl<'a> Attachment<&'a str> {
+    /// The provenance of the record with header `h` in this batch.
+    pub fn provenance(&self, h: &abi::RecordHeader) -> Provenance<&'a str> {
+        Provenance {
+            pid: h.pid,
+            uid: h.uid,
+            seq: h.seq,
+            timestamp: h.timestamp_ns,
+            realtime: self.realtime(h.timestamp_ns),
+            host: self.host,
+            topic: self.topic,
+        }
     }
 }
 
@@ -179,92 +441,244 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn sample() -> Provenance<&'static str> {
-        Provenance {
+    fn att() -> Attachment<&'static str> {
+        Attachment {
             flags: FLAG_LOSSLESS,
-            pid: 4242,
-            uid: 1000,
-            seq: 7,
-            timestamp: 123_456_789,
-            realtime: 1_700_000_000_000_000_000,
+            count: 3,
             lost: 2,
             skipped: 1,
+            realtime_offset: -5,
             bridge: *b"0123456789abcdef",
             host: "robot-1",
             topic: "robot/arm",
         }
     }
 
+    fn header(seq: u64) -> abi::RecordHeader {
+        abi::RecordHeader {
+            seq,
+            timestamp_ns: 1000 + seq,
+            pid: 4242,
+            uid: 1000,
+            writer: 77,
+            ..abi::RecordHeader::default()
+        }
+    }
+
+    fn payload(records: &[(u64, &[u8])]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (seq, p) in records {
+            push_frame(&mut out, &header(*seq), p);
+        }
+        out
+    }
+
     #[test]
-    fn layout_is_as_documented() {
-        let b = sample().encode();
+    fn attachment_layout_is_as_documented() {
+        let b = att().encode();
         assert_eq!(b.len(), FIXED + 7 + 9);
-        assert_eq!(&b[..4], &[1, 1, 7, 9]);
-        assert_eq!(&b[4..8], &4242u32.to_le_bytes());
-        assert_eq!(&b[8..12], &1000u32.to_le_bytes());
-        assert_eq!(&b[12..16], &[0; 4]);
-        assert_eq!(&b[16..24], &7u64.to_le_bytes());
-        assert_eq!(&b[40..48], &2u64.to_le_bytes());
-        assert_eq!(&b[48..56], &1u64.to_le_bytes());
-        assert_eq!(&b[56..72], b"0123456789abcdef");
-        assert_eq!(&b[72..], b"robot-1robot/arm");
+        assert_eq!(&b[..4], &[2, 1, 7, 9]);
+        assert_eq!(&b[4..8], &3u32.to_le_bytes());
+        assert_eq!(&b[8..16], &2u64.to_le_bytes());
+        assert_eq!(&b[16..24], &1u64.to_le_bytes());
+        assert_eq!(&b[24..32], &(-5i64).to_le_bytes());
+        assert_eq!(&b[32..48], b"0123456789abcdef");
+        assert_eq!(&b[48..], b"robot-1robot/arm");
+    }
+
+    #[test]
+    fn frames_are_record_mode_frames() {
+        // On a little-endian host a wire frame is byte for byte what a
+        // record-mode read returns and a batch write takes.
+        let p = payload(&[(7, b"hello")]);
+        assert_eq!(p.len(), frame_span(5));
+        assert_eq!(frame_span(5), abi::record_span(5));
+        assert_eq!(&p[..4], &5u32.to_le_bytes());
+        assert_eq!(&p[8..16], &7u64.to_le_bytes());
+        assert_eq!(&p[FRAME_HEADER..FRAME_HEADER + 5], b"hello");
+        assert!(
+            p[FRAME_HEADER + 5..].iter().all(|&b| b == 0),
+            "zero padding"
+        );
+        if cfg!(target_endian = "little") {
+            let h = abi::RecordHeader {
+                len: 5,
+                ..header(7)
+            };
+            assert_eq!(&p[..FRAME_HEADER], &h.to_bytes());
+            let read: Vec<_> = baf::device::records(&p).collect();
+            assert_eq!(read.len(), 1);
+            assert_eq!(read[0].header, h);
+            assert_eq!(read[0].payload, b"hello");
+            assert!(matches!(to_native(&p), Cow::Borrowed(_)), "no copy");
+        }
+        let mut native = p.clone();
+        native_to_wire(&mut native, 0);
+        assert_eq!(native, p, "a no-op on frames already little-endian here");
+    }
+
+    #[test]
+    fn round_trip_many_records() {
+        let recs: Vec<(u64, Vec<u8>)> = (0..1000u64)
+            .map(|i| (10 + i, vec![i as u8; 1 + (i as usize % 70)]))
+            .collect();
+        let borrowed: Vec<(u64, &[u8])> = recs.iter().map(|(s, p)| (*s, p.as_slice())).collect();
+        let p = payload(&borrowed);
+        let c = check(&p, 1000, 64).unwrap();
+        assert_eq!(c.first_seq, 10);
+        assert_eq!(c.last_seq, 1009);
+        // Lengths 65..=70: 6 of every 70 records, 14 whole cycles.
+        assert_eq!(c.too_long, 84);
+        let got: Vec<(u64, Vec<u8>)> = frames(&p)
+            .map(|f| f.unwrap())
+            .map(|f| (f.header.seq, f.payload.to_vec()))
+            .collect();
+        assert_eq!(got, recs);
+        let a = att();
+        let f = frames(&p).next().unwrap().unwrap();
+        let prov = a.provenance(&f.header);
+        assert_eq!((prov.pid, prov.uid, prov.seq), (4242, 1000, 10));
+        assert_eq!((prov.timestamp, prov.realtime), (1010, 1005));
+    }
+
+    #[test]
+    fn max_sizes() {
+        // A 64 KiB record (the largest the tests use) and a sample of the
+        // most bytes the exporter sends.
+        let big = vec![0xa5u8; 65536];
+        let p = payload(&[(0, &big)]);
+        assert_eq!(check(&p, 1, 65536).unwrap().too_long, 0);
+        assert_eq!(check(&p, 1, 65535).unwrap().too_long, 1);
+        let one = [1u8; 64];
+        let n = SAMPLE_BYTES / frame_span(64);
+        let recs: Vec<(u64, &[u8])> = (0..n as u64).map(|i| (i, &one[..])).collect();
+        let p = payload(&recs);
+        assert!(p.len() <= SAMPLE_BYTES);
+        assert_eq!(check(&p, n as u32, 64).unwrap().last_seq, n as u64 - 1);
+        // Long names are cut at a character, to fit their length byte.
+        let long = "é".repeat(200);
+        let a = Attachment {
+            host: long.as_str(),
+            ..att()
+        };
+        let b = a.encode();
+        assert_eq!(Attachment::decode(&b).unwrap().host, "é".repeat(127));
+        let a = Attachment {
+            count: u32::MAX,
+            lost: u64::MAX,
+            skipped: u64::MAX,
+            realtime_offset: i64::MIN,
+            ..att()
+        };
+        let b = a.encode();
+        assert_eq!(Attachment::decode(&b).unwrap(), a);
     }
 
     #[test]
     fn bad_attachments() {
-        let b = sample().encode();
-        assert_eq!(Provenance::decode(&[]), Err(DecodeError::Short));
-        assert_eq!(Provenance::decode(&b[..40]), Err(DecodeError::Short));
+        let b = att().encode();
+        assert_eq!(Attachment::decode(&[]), Err(DecodeError::Short));
+        assert_eq!(Attachment::decode(&b[..40]), Err(DecodeError::Short));
         assert_eq!(
-            Provenance::decode(&b[..b.len() - 1]),
+            Attachment::decode(&b[..b.len() - 1]),
             Err(DecodeError::Short)
         );
-        let mut v2 = b.clone();
-        v2[0] = 2;
-        assert_eq!(Provenance::decode(&v2), Err(DecodeError::Version(2)));
+        let mut v1 = b.clone();
+        v1[0] = 1;
+        assert_eq!(Attachment::decode(&v1), Err(DecodeError::Older));
+        assert!(DecodeError::Older.to_string().contains("older baf-bridge"));
+        let mut v3 = b.clone();
+        v3[0] = 3;
+        assert_eq!(Attachment::decode(&v3), Err(DecodeError::Version(3)));
+        assert!(DecodeError::Version(3).to_string().contains("version 3"));
         let mut bad = b.clone();
         bad[FIXED] = 0xff;
-        assert_eq!(Provenance::decode(&bad), Err(DecodeError::NotUtf8));
-        // Later versions may append: ignored.
+        assert_eq!(Attachment::decode(&bad), Err(DecodeError::NotUtf8));
+        // Later revisions may append: ignored.
         let mut longer = b.clone();
         longer.extend_from_slice(b"more");
-        assert_eq!(Provenance::decode(&longer).unwrap(), sample());
+        assert_eq!(Attachment::decode(&longer).unwrap(), att());
+    }
+
+    #[test]
+    fn bad_payloads() {
+        let p = payload(&[(1, b"abc"), (2, b"defgh")]);
+        assert!(check(&p, 2, 100).is_ok());
+        // Cut anywhere inside the second frame, or inside the first.
+        for cut in [p.len() - 1, frame_span(3) + 3, frame_span(3) + 41, 10, 1] {
+            assert_eq!(
+                check(&p[..cut], 2, 100),
+                Err(DecodeError::Truncated),
+                "{cut}"
+            );
+        }
+        // Whole frames, but not as many as the count says.
+        assert_eq!(
+            check(&p[..frame_span(3)], 2, 100),
+            Err(DecodeError::Count { said: 2, found: 1 })
+        );
+        assert_eq!(
+            check(&p, 3, 100),
+            Err(DecodeError::Count { said: 3, found: 2 })
+        );
+        assert_eq!(
+            check(&[], 0, 100),
+            Err(DecodeError::Count { said: 0, found: 0 })
+        );
+        let mut flagged = p.clone();
+        flagged[4] = 1;
+        assert_eq!(check(&flagged, 2, 100), Err(DecodeError::BadFrame));
+        let mut empty = p.clone();
+        empty[..4].copy_from_slice(&0u32.to_le_bytes());
+        assert_eq!(check(&empty, 2, 100), Err(DecodeError::BadFrame));
+        // A length far past the end.
+        let mut huge = p.clone();
+        huge[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(check(&huge, 2, 100), Err(DecodeError::Truncated));
     }
 
     #[test]
     fn transit_loss() {
-        let mut p = sample();
-        // Expected 3, got 7: 4 missing, 2 lost at the source, 1 skipped.
-        assert_eq!(p.lost_in_transit(3), 1);
-        assert_eq!(p.lost_in_transit(7), 0);
-        assert_eq!(p.lost_in_transit(9), 0, "older than expected: nothing");
-        p.lost = 0;
-        p.skipped = 0;
-        assert_eq!(p.lost_in_transit(3), 4);
-    }
-
-    #[test]
-    fn long_names_are_cut_at_a_character() {
-        let long = "é".repeat(200);
-        let p = Provenance {
-            host: long.as_str(),
-            ..sample()
+        let a = att(); // 3 records, 2 lost at the source, 1 skipped
+                       // Expected 10; the last is 17: 8 seqs, 6 accounted for.
+        assert_eq!(a.lost_in_transit(10, 17), 2);
+        assert_eq!(a.lost_in_transit(12, 17), 0);
+        assert_eq!(a.lost_in_transit(30, 17), 0, "older than expected: nothing");
+        let plain = Attachment {
+            count: 1,
+            lost: 0,
+            skipped: 0,
+            ..att()
         };
-        let b = p.encode();
-        let d = Provenance::decode(&b).unwrap();
-        assert_eq!(d.host, "é".repeat(127));
+        assert_eq!(plain.lost_in_transit(3, 7), 4);
+        assert_eq!(plain.lost_in_transit(7, 7), 0);
     }
 
     proptest! {
         #[test]
         fn round_trip(
-            flags: u8, pid: u32, uid: u32, seq: u64, timestamp: u64, realtime: u64,
-            lost: u64, skipped: u64, bridge: [u8; 16],
+            flags: u8, count: u32, lost: u64, skipped: u64, realtime_offset: i64,
+            bridge: [u8; 16],
             host in "[a-z0-9.-]{0,64}", topic in "[a-z0-9/]{1,64}",
         ) {
-            let p = Provenance { flags, pid, uid, seq, timestamp, realtime, lost, skipped, bridge, host: host.as_str(), topic: topic.as_str() };
-            let b = p.encode();
-            prop_assert_eq!(Provenance::decode(&b).unwrap(), p);
+            let a = Attachment { flags, count, lost, skipped, realtime_offset, bridge, host: host.as_str(), topic: topic.as_str() };
+            let b = a.encode();
+            prop_assert_eq!(Attachment::decode(&b).unwrap(), a);
+        }
+
+        #[test]
+        fn frames_round_trip(recs in proptest::collection::vec((any::<u64>(), proptest::collection::vec(any::<u8>(), 1..300)), 1..50)) {
+            let borrowed: Vec<(u64, &[u8])> = recs.iter().map(|(s, p)| (*s, p.as_slice())).collect();
+            let p = payload(&borrowed);
+            let c = check(&p, recs.len() as u32, 300).unwrap();
+            prop_assert_eq!(c.too_long, 0);
+            prop_assert_eq!(c.last_seq, recs.last().unwrap().0);
+            let got: Vec<(u64, Vec<u8>)> = frames(&p).map(|f| f.unwrap()).map(|f| (f.header.seq, f.payload.to_vec())).collect();
+            prop_assert_eq!(&got, &recs);
+            // Any cut short of the end is refused, never a panic.
+            for cut in 0..p.len() {
+                prop_assert!(check(&p[..cut], recs.len() as u32, 300).is_err());
+            }
         }
     }
 }

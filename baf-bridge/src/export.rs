@@ -4,8 +4,10 @@
 //! topics with [`baf::subscribe`] and follow them with [`baf::watch`]): every exported topic
 //! is an open file in record mode (`read()`, many whole records a call),
 //! with the `--follow` watcher for topics created later, and an eventfd that
-//! says stop. Each record becomes one Zenoh sample on its topic's key,
-//! with its provenance as the attachment ([`crate::attach`]).
+//! says stop. The records of one read become one Zenoh sample on their
+//! topic's key (or a few, at most [`attach::SAMPLE_BYTES`] each): the
+//! frames as they were read, each with its own seq, time, pid, uid and
+//! writer, and one attachment for the batch ([`crate::attach`]).
 //!
 //! Records the bridge wrote itself (its imports) are skipped: their
 //! kernel-stamped writer is this process. A topic that allows lossless
@@ -13,13 +15,13 @@
 //! blocking congestion control, so nothing is lost between the writer and
 //! the network: a slow network holds the topic's writers up instead.
 
-use crate::attach::{self, Provenance};
+use crate::attach::{self, Attachment};
 use crate::config::{Congestion, Settings};
 use crate::loss::Cause;
 use crate::Shared;
 use anyhow::{Context, Result};
 use baf::abi;
-use baf::device::{self, Topic};
+use baf::device::Topic;
 use baf::subscribe::{self, Lossless, Opened, StartAt, Step, Subscribed, Topics};
 use baf::watch::{self, Seen, Watcher};
 use nix::errno::Errno;
@@ -122,6 +124,84 @@ impl Subscribed for Exported {
     }
 }
 
+/// A batch being gathered: frames copied, and a run of frames still in
+/// the read buffer (counted, not yet copied).
+#[derive(Default)]
+struct Outgoing {
+    frames: Vec<u8>,
+    count: u32,
+    bytes: u64,
+    pending: u32,
+    pending_bytes: u64,
+}
+
+impl Outgoing {
+    /// Copies the pending run, `run`, into the batch.
+    fn take(&mut self, run: &[u8]) {
+        if run.is_empty() {
+            return;
+        }
+        if self.frames.is_empty() {
+            self.frames.reserve_exact(run.len());
+        }
+        let start = self.frames.len();
+        self.frames.extend_from_slice(run);
+        attach::native_to_wire(&mut self.frames, start);
+        self.count += self.pending;
+        self.bytes += self.pending_bytes;
+        self.pending = 0;
+        self.pending_bytes = 0;
+    }
+}
+
+/// What every sample of one read shares.
+struct Out<'a> {
+    host: &'a str,
+    bridge: [u8; 16],
+    realtime_offset: i64,
+}
+
+impl Out<'_> {
+    /// Publishes `batch` on `t`'s key with its attachment; the records and
+    /// payload bytes sent.
+    fn send(&self, t: &mut Exported, batch: Outgoing) -> (u64, u64) {
+        let att = Attachment {
+            flags: if t.lossless { attach::FLAG_LOSSLESS } else { 0 },
+            count: batch.count,
+            lost: t.lost,
+            skipped: t.skipped,
+            realtime_offset: self.realtime_offset,
+            bridge: self.bridge,
+            host: self.host,
+            topic: t.name.as_str(),
+        };
+        match t
+            .publisher
+            .put(batch.frames)
+            .attachment(att.encode())
+            .wait()
+        {
+            Ok(()) => {
+                t.lost = 0;
+                t.skipped = 0;
+                t.put_failed = false;
+                (u64::from(batch.count), batch.bytes)
+            }
+            Err(e) => {
+                if !t.put_failed {
+                    tracing::warn!(
+                        "topic {}: cannot publish records: {}",
+                        t.name,
+                        crate::names::zenoh_message(&e)
+                    );
+                    t.put_failed = true;
+                }
+                (0, 0)
+            }
+        }
+    }
+}
+
 /// The export side of the bridge.
 pub struct Exporter<'a> {
     settings: &'a Settings,
@@ -132,7 +212,6 @@ pub struct Exporter<'a> {
     buf: Vec<u8>,
     me: Me,
     bridge: [u8; 16],
-    att: Vec<u8>,
     /// Topics already warned about.
     warned: HashSet<String>,
 }
@@ -166,7 +245,6 @@ impl<'a> Exporter<'a> {
             buf: vec![0u8; 256 * 1024],
             me: Me::current(),
             bridge: session.zid().to_le_bytes(),
-            att: Vec::with_capacity(256),
             warned: HashSet::new(),
         };
         let existing = watch::existing_topics()?;
@@ -308,13 +386,17 @@ impl<'a> Exporter<'a> {
         Ok(())
     }
 
-    /// Publishes the records in the first `n` bytes of the read buffer.
+    /// Publishes the records in the first `n` bytes of the read buffer:
+    /// one sample per batch of them ([`attach`]). A batch is the frames as
+    /// they were read, less the bridge's own records; it ends at
+    /// [`attach::SAMPLE_BYTES`], and before a record that follows a loss
+    /// (the loss count travels with the batch and is the loss before its
+    /// first record).
     fn publish(&mut self, token: u64, n: usize) {
         let Self {
             topics,
             buf,
             me,
-            att,
             shared,
             settings,
             bridge,
@@ -323,59 +405,53 @@ impl<'a> Exporter<'a> {
         let Some(t) = topics.get_mut(token) else {
             return;
         };
-        let offset = realtime_offset();
+        let read = buf.get(..n).unwrap_or_default();
+        let out = Out {
+            host: settings.host_name.as_str(),
+            bridge: *bridge,
+            realtime_offset: i64::try_from(realtime_offset()).unwrap_or(0),
+        };
+        let mut batch = Outgoing::default();
+        // The frames from `run` to `at` go into the batch as they are.
+        let (mut run, mut at) = (0usize, 0usize);
         let (mut records, mut bytes) = (0u64, 0u64);
-        for r in device::records(buf.get(..n).unwrap_or_default()) {
-            let h = r.header;
+        while let Some(h) = read.get(at..).and_then(abi::RecordHeader::from_bytes) {
+            let len = h.len as usize;
+            let span = abi::record_span(len);
+            if at + span > n {
+                break;
+            }
             let gap = h.seq.saturating_sub(t.expect);
             t.expect = h.seq.wrapping_add(1);
+            let own = me.wrote(&h);
+            let full = batch.frames.len() + (at - run) + span > attach::SAMPLE_BYTES;
+            if gap > 0 || own || full {
+                batch.take(read.get(run..at).unwrap_or_default());
+                run = at;
+                if (gap > 0 || full) && batch.count > 0 {
+                    let (r, b) = out.send(t, std::mem::take(&mut batch));
+                    records += r;
+                    bytes += b;
+                }
+            }
             if gap > 0 {
                 t.lost += gap;
                 shared.add_loss(Cause::BeforeExport, &t.name, gap);
             }
-            if me.wrote(&h) {
+            if own {
                 t.skipped += 1;
-                continue;
+                run = at + span;
+            } else {
+                batch.pending += 1;
+                batch.pending_bytes += len as u64;
             }
-            let p = Provenance {
-                flags: if t.lossless { attach::FLAG_LOSSLESS } else { 0 },
-                pid: h.pid,
-                uid: h.uid,
-                seq: h.seq,
-                timestamp: h.timestamp_ns,
-                realtime: u64::try_from(i128::from(h.timestamp_ns) + offset).unwrap_or(0),
-                lost: t.lost,
-                skipped: t.skipped,
-                bridge: *bridge,
-                host: settings.host_name.as_str(),
-                topic: t.name.as_str(),
-            };
-            att.clear();
-            p.encode_into(att);
-            match t
-                .publisher
-                .put(r.payload.to_vec())
-                .attachment(att.clone())
-                .wait()
-            {
-                Ok(()) => {
-                    t.lost = 0;
-                    t.skipped = 0;
-                    t.put_failed = false;
-                    records += 1;
-                    bytes += r.payload.len() as u64;
-                }
-                Err(e) => {
-                    if !t.put_failed {
-                        tracing::warn!(
-                            "topic {}: cannot publish a record: {}",
-                            t.name,
-                            crate::names::zenoh_message(&e)
-                        );
-                        t.put_failed = true;
-                    }
-                }
-            }
+            at += span;
+        }
+        batch.take(read.get(run..at).unwrap_or_default());
+        if batch.count > 0 {
+            let (r, b) = out.send(t, batch);
+            records += r;
+            bytes += b;
         }
         shared.exported.add(records, bytes);
     }

@@ -2,19 +2,26 @@
 //!
 //! One Zenoh subscriber per `--import` key expression (samples this
 //! session published are not delivered to it: no echo within a bridge)
-//! feeds one bounded channel; one thread drains it, turns each sample into
-//! one record of the local topic its key names, and writes the records of
-//! each topic in batches (one `write()` and one reader wakeup for many).
-//! A full channel holds Zenoh's receiving side up, so a local topic whose
-//! lossless readers are slow slows the whole path down to the source
-//! rather than dropping anything here.
+//! feeds one bounded channel; one thread drains it. A bridge's sample is a
+//! batch of records ([`crate::attach`]): checked in one walk and written
+//! with one batch `write()` as it came, no reframing. A sample from any
+//! other Zenoh program (no attachment) is one record, framed into a batch
+//! of its topic written at the end of the round. A full channel holds
+//! Zenoh's receiving side up, so a local topic whose lossless readers are
+//! slow slows the whole path down to the source rather than dropping
+//! anything here.
+//!
+//! State is per key (a route: the local topic, a pending batch, and the
+//! `seq` expected next from each exporting bridge, at most [`MAX_PEERS`]),
+//! found with one lookup per sample, and at most [`MAX_ROUTES`] keys.
 //!
 //! Topics are created on demand (module defaults, mode 0660, group `baf`)
 //! unless `--no-create`. A sample that cannot be written (its key is not a
-//! topic name, it is larger than the topic's record limit, the topic cannot
-//! be created) is counted and reported, never silently dropped.
+//! topic name, a record is larger than the topic's record limit, the topic
+//! cannot be created, a bridge's sample of another wire version or
+//! malformed) is counted and reported, never silently dropped.
 
-use crate::attach::Provenance;
+use crate::attach::{self, Attachment, DecodeError, Provenance};
 use crate::config::{Envelope, Settings};
 use crate::loss::Cause;
 use crate::{names, Shared};
@@ -33,16 +40,19 @@ use zenoh::pubsub::Subscriber;
 use zenoh::sample::{Locality, Sample, SampleKind};
 use zenoh::{Session, Wait};
 
-/// Samples waiting for the import thread, at most.
-pub const CHANNEL: usize = 4096;
-/// Most samples taken into one round of batches.
-const ROUND_SAMPLES: usize = 4096;
-/// A topic's batch is written once it holds this many bytes of frames.
+/// Samples waiting for the import thread, at most (a bridge's sample holds
+/// up to [`attach::SAMPLE_BYTES`] of records, or one larger record).
+pub const CHANNEL: usize = 256;
+/// Most samples taken into one round.
+const ROUND_SAMPLES: usize = 256;
+/// A topic's pending batch is written once it holds this many bytes of
+/// frames.
 const BATCH_BYTES: usize = 256 * 1024;
-/// Emptied batches kept for reuse, at most.
-const SPARE_BATCHES: usize = 16;
-/// Keys whose topic names are remembered, at most.
-const TOPIC_CACHE: usize = 65536;
+/// Keys (and so local topics, each an open file) remembered, at most.
+const MAX_ROUTES: usize = 1024;
+/// Exporting bridges remembered per key, at most (their next expected
+/// `seq`, for the loss in transit).
+const MAX_PEERS: usize = 16;
 
 /// Declares one subscriber per key expression, all feeding `tx`. A sample
 /// whose key also matches an earlier expression is left to that one's
@@ -81,20 +91,42 @@ struct Local {
     record_max: usize,
 }
 
+/// The seq expected next from one exporting bridge, on one route.
+struct Peer {
+    bridge: [u8; 16],
+    expect: u64,
+    /// When it last sent (the importer's sample count), to replace the
+    /// longest silent one when the route has [`MAX_PEERS`].
+    used: u64,
+}
+
+/// Where the samples of one key go, and what is known of their senders.
+struct Route {
+    key: String,
+    /// The local topic's name, or why the key makes none.
+    name: Result<Rc<str>, String>,
+    /// The local topic, once opened.
+    local: Option<Local>,
+    /// The exporting bridges heard on this key, at most [`MAX_PEERS`].
+    peers: Vec<Peer>,
+    /// Records framed one by one (plain Zenoh samples, JSON envelopes,
+    /// batches with records too large here), written at the end of the
+    /// round or when full.
+    pending: Batch,
+}
+
 /// The import side of the bridge.
 pub struct Importer<'a> {
     settings: &'a Settings,
     shared: &'a Shared,
     rx: Receiver<Sample>,
-    locals: HashMap<String, Local>,
-    /// Per exporting bridge and source topic: the seq expected next.
-    expected: HashMap<[u8; 16], HashMap<String, u64>>,
-    /// Keys seen, and the local topic each goes to.
-    topics: HashMap<String, Result<Rc<str>, String>>,
-    /// Batches of this round, in the order their topics came up.
-    batches: Vec<(String, Batch)>,
-    /// Emptied batches, for reuse.
-    spare: Vec<Batch>,
+    /// Routes, and their index by key: one lookup a sample.
+    routes: Vec<Route>,
+    index: HashMap<String, usize>,
+    /// Routes with records pending.
+    dirty: Vec<usize>,
+    /// Samples taken, as a clock for [`Peer::used`].
+    taken: u64,
     /// Keys and topics already warned about.
     warned: HashSet<String>,
     /// Reused buffer for envelopes.
@@ -108,11 +140,10 @@ impl<'a> Importer<'a> {
             settings,
             shared,
             rx,
-            locals: HashMap::new(),
-            expected: HashMap::new(),
-            topics: HashMap::new(),
-            batches: Vec::new(),
-            spare: Vec::new(),
+            routes: Vec::new(),
+            index: HashMap::new(),
+            dirty: Vec::new(),
+            taken: 0,
             warned: HashSet::new(),
             scratch: Vec::new(),
         }
@@ -130,11 +161,11 @@ impl<'a> Importer<'a> {
                 Err(RecvTimeoutError::Disconnected) => break,
             };
             self.take(&first);
-            // Take what else is there; when that runs out, give Zenoh's
-            // receiving thread one chance to hand over more before
-            // writing, so that a busy stream is written in batches (one
-            // write and one reader wakeup for many records) and an idle
-            // one still at once.
+            // Take what else is there; when that runs out and records are
+            // pending (plain samples of one record each), give Zenoh's
+            // receiving thread one chance to hand over more before writing
+            // them, so that a busy stream of those is written in batches
+            // too and an idle one still at once.
             let mut taken = 1;
             let mut yielded = false;
             while taken < ROUND_SAMPLES {
@@ -143,7 +174,7 @@ impl<'a> Importer<'a> {
                         self.take(&s);
                         taken += 1;
                     }
-                    Err(_) if !yielded => {
+                    Err(_) if !yielded && !self.dirty.is_empty() => {
                         yielded = true;
                         std::thread::yield_now();
                     }
@@ -157,206 +188,312 @@ impl<'a> Importer<'a> {
         Ok(())
     }
 
-    fn warn_once(&mut self, what: &str, msg: impl FnOnce() -> String) {
-        if self.warned.insert(what.to_string()) {
+    fn warn_once(&mut self, what: String, msg: impl FnOnce() -> String) {
+        if self.warned.insert(what) {
             tracing::warn!("{}", msg());
         }
     }
 
-    /// The local topic of key `key` (cached), or why there is none.
-    fn topic_of(&mut self, key: &str) -> Result<Rc<str>, String> {
-        if let Some(r) = self.topics.get(key) {
-            return r.clone();
+    /// The route of key `key`: one lookup, made on the key's first sample.
+    /// At [`MAX_ROUTES`] keys, all are forgotten (their topics closed, the
+    /// sequence numbers expected forgotten) and learnt again.
+    fn route(&mut self, key: &str) -> usize {
+        if let Some(&i) = self.index.get(key) {
+            return i;
         }
-        let r =
+        if self.routes.len() >= MAX_ROUTES {
+            self.flush_all();
+            tracing::info!(
+                "more than {MAX_ROUTES} keys imported: closing their topics and starting over"
+            );
+            self.routes.clear();
+            self.index.clear();
+        }
+        let name =
             names::import_topic(&self.settings.key_prefix, &self.settings.into, key).map(Rc::from);
-        if self.topics.len() < TOPIC_CACHE {
-            self.topics.insert(key.to_string(), r.clone());
-        }
-        r
+        self.routes.push(Route {
+            key: key.to_string(),
+            name,
+            local: None,
+            peers: Vec::new(),
+            pending: Batch::new(),
+        });
+        let i = self.routes.len() - 1;
+        self.index.insert(key.to_string(), i);
+        i
     }
 
-    /// Counts the loss that `p` says happened before it: at the source,
-    /// and (from the gap in its sequence numbers) in transit. Returns both
-    /// together.
-    fn count_loss(&mut self, p: &Provenance<&str>) -> u64 {
-        let seen = self.expected.entry(p.bridge).or_default();
-        let transit = match seen.get_mut(p.topic) {
-            Some(exp) => {
-                let t = if p.seq >= *exp {
-                    p.lost_in_transit(*exp)
-                } else {
-                    0
-                };
-                *exp = p.seq.wrapping_add(1);
-                t
-            }
-            None => {
-                seen.insert(p.topic.to_string(), p.seq.wrapping_add(1));
-                0
-            }
-        };
-        if p.lost > 0 {
-            self.shared
-                .add_loss(Cause::AtSource(p.host.to_string()), p.topic, p.lost);
-        }
-        if transit > 0 {
-            self.shared
-                .add_loss(Cause::InTransit(p.host.to_string()), p.topic, transit);
-        }
-        p.lost + transit
-    }
-
-    /// Takes one sample into this round's batches.
-    fn take(&mut self, s: &Sample) {
-        if s.kind() != SampleKind::Put {
-            return;
-        }
-        let key = s.key_expr().as_str();
-        let name = match self.topic_of(key) {
-            Ok(n) => n,
+    /// Route `r`'s topic, opened (or created) now if it is not yet: its
+    /// name and record limit, or `None` when it cannot be (counted as `n`
+    /// records not written, and warned about once).
+    fn local(&mut self, r: usize, n: u64) -> Option<(Rc<str>, usize)> {
+        let route = self.routes.get_mut(r)?;
+        let name = match &route.name {
+            Ok(name) => name.clone(),
             Err(why) => {
-                let key = key.to_string();
-                self.warn_once(&format!("key {key}"), || {
+                let (key, why) = (route.key.clone(), why.clone());
+                self.warn_once(format!("key {key}"), || {
                     format!("cannot import key {key}: it does not make a topic name ({why}); its samples are dropped")
                 });
                 self.shared.add_loss(
                     Cause::NotWritten("its key is not a topic name".into()),
                     &key,
-                    1,
+                    n,
                 );
-                return;
+                return None;
             }
         };
-        let attachment = s.attachment().map(|a| a.to_bytes());
-        let prov = match attachment.as_deref().map(Provenance::decode) {
-            Some(Ok(p)) => Some(p),
-            Some(Err(e)) => {
-                let key = key.to_string();
-                self.warn_once(&format!("attachment {key}"), || {
-                    format!("samples of key {key} carry an attachment this bridge does not understand ({e}): imported without provenance")
+        if let Some(l) = &route.local {
+            return Some((name, l.record_max));
+        }
+        let key = route.key.clone();
+        match self.open_local(&name, &key) {
+            Ok(l) => {
+                let max = l.record_max;
+                self.warned.remove(&*name);
+                if let Some(route) = self.routes.get_mut(r) {
+                    route.local = Some(l);
+                }
+                Some((name, max))
+            }
+            Err(e) => {
+                let msg = baf_cli::message(&e);
+                self.warn_once(name.to_string(), || {
+                    format!("cannot import into topic {name}: {msg}; its records are dropped until it can")
                 });
+                self.shared.add_loss(
+                    Cause::NotWritten("the topic cannot be opened".into()),
+                    &name,
+                    n,
+                );
                 None
             }
-            None => None,
+        }
+    }
+
+    /// Counts the loss that batch `a` (its last record `last_seq`) says
+    /// happened before it: at the source, and (from the gap in the
+    /// sequence numbers of route `r`'s bridge) in transit. Returns both
+    /// together.
+    fn count_loss(&mut self, r: usize, a: &Attachment<&str>, last_seq: u64) -> u64 {
+        let now = self.taken;
+        let Some(route) = self.routes.get_mut(r) else {
+            return 0;
         };
-        let lost_before = prov.as_ref().map_or(0, |p| self.count_loss(p));
-        let payload = s.payload().to_bytes();
-        let mut scratch = std::mem::take(&mut self.scratch);
-        let record: &[u8] = match self.settings.envelope {
-            Envelope::None => &payload,
-            Envelope::Json => {
-                scratch.clear();
-                envelope_json(&mut scratch, prov.as_ref(), key, &payload, lost_before);
-                &scratch
+        let transit = match route.peers.iter_mut().find(|p| p.bridge == a.bridge) {
+            Some(p) => {
+                let t = a.lost_in_transit(p.expect, last_seq);
+                p.expect = last_seq.wrapping_add(1);
+                p.used = now;
+                t
+            }
+            None => {
+                let peer = Peer {
+                    bridge: a.bridge,
+                    expect: last_seq.wrapping_add(1),
+                    used: now,
+                };
+                if route.peers.len() < MAX_PEERS {
+                    route.peers.push(peer);
+                } else if let Some(old) = route.peers.iter_mut().min_by_key(|p| p.used) {
+                    *old = peer;
+                }
+                0
             }
         };
-        if record.is_empty() {
+        if a.lost > 0 {
+            self.shared
+                .add_loss(Cause::AtSource(a.host.to_string()), a.topic, a.lost);
+        }
+        if transit > 0 {
+            self.shared
+                .add_loss(Cause::InTransit(a.host.to_string()), a.topic, transit);
+        }
+        a.lost + transit
+    }
+
+    /// Takes one sample: a bridge's batch is written at once, a plain
+    /// sample is one record, framed into its topic's pending batch.
+    fn take(&mut self, s: &Sample) {
+        if s.kind() != SampleKind::Put {
+            return;
+        }
+        self.taken += 1;
+        let r = self.route(s.key_expr().as_str());
+        let payload = s.payload().to_bytes();
+        match s.attachment().map(|a| a.to_bytes()) {
+            Some(att) => self.take_batch(r, &att, &payload),
+            None => self.take_plain(r, &payload),
+        }
+    }
+
+    /// A sample from a program other than a bridge: its payload is one
+    /// record.
+    fn take_plain(&mut self, r: usize, payload: &[u8]) {
+        let Some((name, max)) = self.local(r, 1) else {
+            return;
+        };
+        if payload.is_empty() {
             self.shared.add_loss(
                 Cause::NotWritten("an empty sample cannot be a record".into()),
                 &name,
                 1,
             );
-        } else {
-            self.push(&name, key, record);
+            return;
+        }
+        match self.settings.envelope {
+            Envelope::None => self.push(r, &name, max, payload),
+            Envelope::Json => {
+                let mut scratch = std::mem::take(&mut self.scratch);
+                scratch.clear();
+                let key = self.routes.get(r).map(|x| x.key.as_str()).unwrap_or("");
+                envelope_json::<&str>(&mut scratch, None, key, payload, 0);
+                self.push(r, &name, max, &scratch);
+                self.scratch = scratch;
+            }
+        }
+    }
+
+    /// A bridge's batch: checked whole, then written with one batch
+    /// `write()` as it came (or record by record into the pending batch,
+    /// for envelopes and records too large here). A batch this bridge
+    /// cannot read is dropped, counted and warned about once per key.
+    fn take_batch(&mut self, r: usize, att: &[u8], payload: &[u8]) {
+        let a = match Attachment::decode(att) {
+            Ok(a) => a,
+            Err(e) => {
+                self.refuse(r, &e, 1);
+                return;
+            }
+        };
+        let n = u64::from(a.count);
+        let Some((name, max)) = self.local(r, n) else {
+            return;
+        };
+        let c = match attach::check(payload, a.count, max) {
+            Ok(c) => c,
+            Err(e) => {
+                self.refuse(r, &e, n);
+                return;
+            }
+        };
+        let lost = self.count_loss(r, &a, c.last_seq);
+        if self.settings.envelope == Envelope::None && c.too_long == 0 {
+            self.flush(r);
+            self.write(r, &name, &attach::to_native(payload), n, c.payload_bytes);
+            return;
+        }
+        let mut scratch = std::mem::take(&mut self.scratch);
+        for (i, f) in attach::frames(payload).map_while(Result::ok).enumerate() {
+            match self.settings.envelope {
+                Envelope::None => self.push(r, &name, max, f.payload),
+                Envelope::Json => {
+                    scratch.clear();
+                    let lost = if i == 0 { lost } else { 0 };
+                    let p = a.provenance(&f.header);
+                    envelope_json(&mut scratch, Some(&p), "", f.payload, lost);
+                    self.push(r, &name, max, &scratch);
+                }
+            }
         }
         self.scratch = scratch;
     }
 
-    /// Adds `record` to topic `name`'s batch (opening or creating the
-    /// topic first).
-    fn push(&mut self, name: &str, key: &str, record: &[u8]) {
-        if !self.locals.contains_key(name) {
-            match self.open_local(name, key) {
-                Ok(l) => {
-                    self.warned.remove(name);
-                    self.locals.insert(name.to_string(), l);
-                }
-                Err(e) => {
-                    let msg = baf_cli::message(&e);
-                    self.warn_once(name, || {
-                        format!("cannot import into topic {name}: {msg}; its records are dropped until it can")
-                    });
-                    self.shared.add_loss(
-                        Cause::NotWritten("the topic cannot be opened".into()),
-                        name,
-                        1,
-                    );
-                    return;
-                }
-            }
-        }
-        let Some(local) = self.locals.get(name) else {
-            return;
+    /// Drops a sample this bridge cannot read: counted as `n` records not
+    /// written, warned about once per key and kind of problem.
+    fn refuse(&mut self, r: usize, e: &DecodeError, n: u64) {
+        let key = self
+            .routes
+            .get(r)
+            .map(|x| x.key.clone())
+            .unwrap_or_default();
+        let kind = std::mem::discriminant(e);
+        self.warn_once(format!("sample {key} {kind:?}"), || {
+            format!("cannot import a sample of key {key}: {e}; it is dropped (reported once for this key)")
+        });
+        let why = match e {
+            DecodeError::Older | DecodeError::Version(_) => "a sample of another wire version",
+            _ => "a malformed sample",
         };
-        if record.len() > local.record_max {
-            let max = local.record_max;
+        let topic = match self.routes.get(r).map(|x| &x.name) {
+            Some(Ok(name)) => name.to_string(),
+            _ => key,
+        };
+        self.shared
+            .add_loss(Cause::NotWritten(why.into()), &topic, n);
+    }
+
+    /// Adds `record` to route `r`'s pending batch.
+    fn push(&mut self, r: usize, name: &str, record_max: usize, record: &[u8]) {
+        if record.len() > record_max {
             self.shared.add_loss(
                 Cause::NotWritten(format!(
-                    "larger than the topic's record limit of {max} bytes"
+                    "larger than the topic's record limit of {record_max} bytes"
                 )),
                 name,
                 1,
             );
             return;
         }
-        let i = match self.batches.iter().position(|(n, _)| n == name) {
-            Some(i) => i,
-            None => {
-                let batch = self.spare.pop().unwrap_or_default();
-                self.batches.push((name.to_string(), batch));
-                self.batches.len() - 1
-            }
+        let Some(route) = self.routes.get_mut(r) else {
+            return;
         };
-        let full = {
-            let Some((_, batch)) = self.batches.get_mut(i) else {
-                return;
-            };
-            if batch.push(record).is_err() {
-                return;
-            }
-            batch.len() >= BATCH_BYTES
+        if route.pending.is_empty() {
+            self.dirty.push(r);
+        }
+        if route.pending.push(record).is_err() {
+            return;
+        }
+        if route.pending.len() >= BATCH_BYTES {
+            self.flush(r);
+        }
+    }
+
+    /// Writes route `r`'s pending batch.
+    fn flush(&mut self, r: usize) {
+        let Some(route) = self.routes.get_mut(r) else {
+            return;
         };
-        if full {
-            let (name, batch) = self.batches.swap_remove(i);
-            self.write(&name, &batch);
-            self.recycle(batch);
+        if route.pending.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut route.pending);
+        if let Ok(name) = route.name.clone() {
+            let (n, bytes) = (batch.records() as u64, batch.payload_bytes() as u64);
+            self.write(r, &name, batch.as_bytes(), n, bytes);
+        }
+        if let Some(route) = self.routes.get_mut(r) {
+            // Its memory, for the next round.
+            route.pending = batch;
+            route.pending.clear();
         }
     }
 
     fn flush_all(&mut self) {
-        for (name, batch) in std::mem::take(&mut self.batches) {
-            self.write(&name, &batch);
-            self.recycle(batch);
+        for r in std::mem::take(&mut self.dirty) {
+            self.flush(r);
         }
     }
 
-    /// Keeps an emptied batch's memory for the next round (a fresh buffer
-    /// for every round of a busy stream would cost a system call or two and
-    /// page faults each).
-    fn recycle(&mut self, mut batch: Batch) {
-        batch.clear();
-        if self.spare.len() < SPARE_BATCHES {
-            self.spare.push(batch);
-        }
-    }
-
-    /// Writes one topic's batch.
-    fn write(&mut self, name: &str, batch: &Batch) {
-        if batch.is_empty() {
-            return;
-        }
-        let Some(local) = self.locals.get(name) else {
+    /// Writes `frames` (`n` records of `bytes` payload bytes) to route
+    /// `r`'s topic with one batch `write()`.
+    fn write(&mut self, r: usize, name: &str, frames: &[u8], n: u64, bytes: u64) {
+        let Some(route) = self.routes.get_mut(r) else {
             return;
         };
-        match device::write_batch(local.topic.file(), batch.as_bytes()) {
-            Ok(()) => self
-                .shared
-                .imported
-                .add(batch.records() as u64, batch.payload_bytes() as u64),
+        let Some(local) = &route.local else {
+            self.shared.add_loss(
+                Cause::NotWritten("the topic cannot be opened".into()),
+                name,
+                n,
+            );
+            return;
+        };
+        match device::write_batch(local.topic.file(), frames) {
+            Ok(()) => self.shared.imported.add(n, bytes),
             Err(e) => {
                 let removed = baf_cli::errno(&e) == Some(libc::ENODEV);
-                self.locals.remove(name);
+                route.local = None;
                 let why = if removed {
                     tracing::info!("topic {name} was removed; it is opened (or created) again for the next records");
                     "the topic was removed".to_string()
@@ -366,8 +503,7 @@ impl<'a> Importer<'a> {
                 };
                 // A prefix of the batch may have been published: the
                 // count is at most this high.
-                self.shared
-                    .add_loss(Cause::NotWritten(why), name, batch.records() as u64);
+                self.shared.add_loss(Cause::NotWritten(why), name, n);
             }
         }
     }
@@ -456,7 +592,6 @@ mod tests {
             realtime: 6,
             host: "robot-1",
             topic: "robot/arm",
-            ..Provenance::default()
         };
         let mut out = Vec::new();
         envelope_json(&mut out, Some(&p), "baf/robot/arm", b"hi\n", 2);

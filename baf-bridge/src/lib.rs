@@ -2,12 +2,15 @@
 //! Zenoh.
 //!
 //! - **Export** ([`export`]): every local topic that matches `--export`
-//!   (now and later, as `submsg --follow`) is read in record mode, and each
-//!   record is published as one Zenoh sample under `<key prefix>/<topic>`
-//!   with its provenance as the attachment ([`attach`]).
+//!   (now and later, as `submsg --follow`) is read in record mode, and the
+//!   records of each read are published as one Zenoh sample under
+//!   `<key prefix>/<topic>`: the record frames, each with its own
+//!   provenance, and one attachment for the batch (the wire format,
+//!   [`attach`]).
 //! - **Import** ([`import`]): samples matching `--import` key expressions
-//!   are written, one record each, into local topics named after their keys
-//!   (under `--into`), created on demand.
+//!   are written into local topics named after their keys (under
+//!   `--into`), created on demand: a bridge's sample with one batch
+//!   `write()`, any other sample as one record.
 //! - **No loops**: the bridge never exports a record it wrote itself (the
 //!   kernel stamps each record with its writer), and its subscribers do not
 //!   receive what its own session publishes.

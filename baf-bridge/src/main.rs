@@ -34,10 +34,12 @@ patterns use '+' for one level and '#' for the rest, Zenoh key expressions
 baf/robot/arm becomes <into>robot/arm, created on demand (--no-create: not).
 The topics under --into are not exported again.
 
-Each record is one Zenoh sample. Its provenance (host name, topic, seq,
-timestamps, writer pid and uid, records lost before it) is the sample's
-attachment; --envelope json puts it into imported records as one JSON
-object a line. Records this bridge wrote itself are never exported, so two
+The records of a topic travel in batches, one Zenoh sample per read (wire
+version 2, docs/bridge.md), each record with its provenance (seq, time,
+writer pid and uid; the host name, topic and records lost before it once a
+batch); --envelope json puts it into imported records as one JSON object a
+line. A sample with no attachment (from any other Zenoh program) is one
+record. Records this bridge wrote itself are never exported, so two
 hosts that export and import '#' to each other do not echo.
 
 Loss: records overwritten before export, dropped by Zenoh on the way, or
@@ -55,7 +57,7 @@ too old.";
 
 /// Carry chosen baf topics to and from other hosts over Zenoh.
 ///
-/// Publishes every record of the exported topics as a Zenoh sample, and
+/// Publishes the records of the exported topics as Zenoh samples, and
 /// writes the Zenoh samples it imports into local topics, so that
 /// `service | pubmsg t` on one host reaches `submsg t` on another.
 #[derive(Parser, Debug)]
