@@ -267,6 +267,30 @@ br_writer() {
 }
 br_check "baf-bridge with no --into never exports what it imported itself (the kernel-stamped writer)" br_writer
 
+# --- samples of another wire version, or malformed, are dropped with a warning ---------
+# A plain Zenoh publisher stands in for an older bridge (a version 1
+# attachment, 72 bytes) and for a broken one (a version 2 attachment that
+# counts one record, with a payload that is no record frame). Bridge one
+# says why once for each kind, writes none of it, and goes on importing.
+br_badwire() {
+  v1="01000000$(printf '%0136d' 0)"
+  v2="0200000001000000$(printf '%080d' 0)"
+  for v in v1 v2; do
+    eval "att=\$$v"
+    baf-bridge-bench zenoh-pub --listen tcp/127.0.0.1:7458 --connect tcp/127.0.0.1:7447 \
+      --key "baf/bad/$v" --count 5 --size 64 --attachment-hex "$att" || return 1
+  done
+  wait_for 20 grep -q 'cannot import a sample of key baf/bad/v1: it comes from an older baf-bridge (wire version 1' /tmp/bridge-1.log &&
+    wait_for 20 grep -q 'cannot import a sample of key baf/bad/v2: its payload' /tmp/bridge-1.log ||
+    { tail -n 20 /tmp/bridge-1.log; return 1; }
+  grep 'cannot import a sample' /tmp/bridge-1.log | sed 's/^/note: /'
+  [ "$(grep -c 'cannot import a sample of key baf/bad/v1' /tmp/bridge-1.log)" = 1 ] || { echo "warned more than once"; return 1; }
+  [ "$(br_sys h1/bad/v1 records)" = 0 ] && [ "$(br_sys h1/bad/v2 records)" = 0 ] || { echo "a bad sample was written"; return 1; }
+  kill -0 "$br_pid1" || { echo "bridge one is gone"; tail /tmp/bridge-1.log; return 1; }
+  br_route s2/afterbad h1/s2/afterbad
+}
+br_check "baf-bridge: a sample of wire version 1 (an older bridge) or a malformed one is dropped with a warning, and import goes on" br_badwire
+
 # --- safe by default: nothing exported unless told -------------------------------------
 # Bridge six only imports; a plain Zenoh subscriber of baf/** connected to
 # it gets nothing of a topic written here. The control: bridge seven, the

@@ -54,6 +54,10 @@ enum Cmd {
         /// Wait this long after a subscriber matches (others may come).
         #[arg(long, default_value_t = 0)]
         wait_ms: u64,
+        /// Send this attachment (hex) with every sample: to test what a
+        /// bridge makes of samples of other wire versions or malformed.
+        #[arg(long)]
+        attachment_hex: Option<String>,
     },
     /// Receive COUNT samples on KEY; prints the result.
     ZenohSub {
@@ -242,7 +246,31 @@ fn print_rtts(mut rtts: Vec<u128>) {
     );
 }
 
-fn zenoh_pub(s: &Session, key: &str, count: u64, size: usize, wait_ms: u64) -> Result<()> {
+/// The bytes of a hex string.
+fn unhex(h: &str) -> Result<Vec<u8>> {
+    let digits = h.as_bytes();
+    if digits.len() % 2 != 0 {
+        bail!("an odd number of hex digits: {h}");
+    }
+    digits
+        .chunks(2)
+        .map(|d| {
+            std::str::from_utf8(d)
+                .ok()
+                .and_then(|d| u8::from_str_radix(d, 16).ok())
+                .with_context(|| format!("not hex: {h}"))
+        })
+        .collect()
+}
+
+fn zenoh_pub(
+    s: &Session,
+    key: &str,
+    count: u64,
+    size: usize,
+    wait_ms: u64,
+    attachment: Option<Vec<u8>>,
+) -> Result<()> {
     let session = open_session(s)?;
     let publisher = session
         .declare_publisher(key.to_string())
@@ -263,10 +291,12 @@ fn zenoh_pub(s: &Session, key: &str, count: u64, size: usize, wait_ms: u64) -> R
     }
     std::thread::sleep(Duration::from_millis(wait_ms));
     for i in 0..count {
-        publisher
-            .put(payload(i, size))
-            .wait()
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let put = publisher.put(payload(i, size));
+        match &attachment {
+            Some(a) => put.attachment(a.clone()).wait(),
+            None => put.wait(),
+        }
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     }
     // Let the last samples leave before the session closes (what is still
     // queued then is dropped).
@@ -529,7 +559,12 @@ fn main() {
             count,
             size,
             wait_ms,
-        } => zenoh_pub(session, key, *count, *size, *wait_ms),
+            attachment_hex,
+        } => attachment_hex
+            .as_deref()
+            .map(unhex)
+            .transpose()
+            .and_then(|att| zenoh_pub(session, key, *count, *size, *wait_ms, att)),
         Cmd::ZenohSub {
             session,
             key,
