@@ -50,6 +50,8 @@ const ROUND_SAMPLES: usize = 256;
 const BATCH_BYTES: usize = 256 * 1024;
 /// Keys (and so local topics, each an open file) remembered, at most.
 const MAX_ROUTES: usize = 1024;
+/// Keys and topics remembered as warned about, at most.
+const MAX_WARNED: usize = 4096;
 /// Exporting bridges remembered per key, at most (their next expected
 /// `seq`, for the loss in transit).
 const MAX_PEERS: usize = 16;
@@ -188,7 +190,12 @@ impl<'a> Importer<'a> {
         Ok(())
     }
 
+    /// Warns once about `what` (at most [`MAX_WARNED`] remembered: past
+    /// that, all are forgotten and may be warned about again).
     fn warn_once(&mut self, what: String, msg: impl FnOnce() -> String) {
+        if self.warned.len() >= MAX_WARNED && !self.warned.contains(&what) {
+            self.warned.clear();
+        }
         if self.warned.insert(what) {
             tracing::warn!("{}", msg());
         }
