@@ -3,7 +3,7 @@
 # real device; print each result and a summary line; exit non-zero on any
 # failure, a kernel splat, or a VM that does not finish.
 #
-#   tests/vm.sh [--scenario tests|core|tools|bridge|record|demo|bench|warn|hang] [--extra DIR]
+#   tests/vm.sh [--scenario tests|core|tools|bridge|record|demo|bench|peers|warn|hang] [--extra DIR]
 #               [--kernel debug|lite|kcsan|bench|stock] [--series 7.3|7.2]
 #               [--timeout SECONDS]
 #
@@ -92,10 +92,35 @@ say "building the tools and test programs as static binaries (about 3 minutes th
 # the build until the binaries are packed.
 exec 9> "$STATIC_TARGET.lock"
 flock 9
+# The peer benchmark's harness only where it runs (it builds iceoryx2).
+peer_scenario=0
+case "$scenario" in bench|peers) peer_scenario=1 ;; esac
+peer_pkg=()
+[ "$peer_scenario" = 1 ] && peer_pkg=(-p baf-peer-bench)
 RUSTFLAGS='-C target-feature=+crt-static' cargo build --quiet --release \
   --manifest-path "$REPO/Cargo.toml" --target x86_64-unknown-linux-gnu \
-  --target-dir "$STATIC_TARGET" -p pubmsg -p submsg -p baf-setup -p baf-bridge -p baf-record -p baf-tests
+  --target-dir "$STATIC_TARGET" -p pubmsg -p submsg -p baf-setup -p baf-bridge -p baf-record -p baf-tests "${peer_pkg[@]}"
 bins="$STATIC_TARGET/x86_64-unknown-linux-gnu/release"
+
+# peer_files: the initramfs lines of the peer benchmark's programs: its
+# harness, and the brokers and mosquitto's clients from Debian's packages
+# (scripts/deps.sh) with the shared libraries they load, at the paths the
+# dynamic loader looks for them.
+peer_files() {
+  local progs=(/usr/sbin/mosquitto /usr/bin/mosquitto_pub /usr/bin/mosquitto_sub /usr/sbin/nats-server) p libs
+  echo "file /bin/baf-peer-bench $bins/baf-peer-bench 755 0 0"
+  for p in "${progs[@]}"; do
+    [ -x "$p" ] || die "$p is missing (scripts/deps.sh installs it)"
+    echo "file /bin/$(basename "$p") $p 755 0 0"
+  done
+  libs=$(ldd "${progs[@]}" 2>/dev/null | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }' | sort -u)
+  # Every folder on the way (/lib and the rest exist already).
+  for p in $libs; do
+    p=$(dirname "$p")
+    while [ "$p" != / ]; do echo "$p"; p=$(dirname "$p"); done
+  done | sort -u | grep -vxE '/(bin|sbin|dev|proc|sys|tmp|root|etc|lib|tests|extra)' | awk '{ print "dir " $0 " 755 0 0" }'
+  for p in $libs; do echo "file $p $p 755 0 0"; done
+}
 
 # --- initramfs --------------------------------------------------------------
 list="$run/initramfs.list"
@@ -112,6 +137,7 @@ list="$run/initramfs.list"
   printf 'root:x:0:\nbaf:x:900:\nbaf-user:x:1000:\n' > "$run/group"
   echo "file /etc/passwd $run/passwd 644 0 0"
   echo "file /etc/group $run/group 644 0 0"
+  if [ "$peer_scenario" = 1 ]; then peer_files; fi
   if [ -n "$extra" ]; then
     for f in "$extra"/*; do
       [ -f "$f" ] && [ -x "$f" ] && echo "file /extra/$(basename "$f") $f 755 0 0"
@@ -127,6 +153,10 @@ log="$run/serial.log"
 # `quiet` would hide WARN and lockdep reports, which print at warning level
 # (the harness self-test caught exactly that).
 accel=${BAF_ACCEL:-tcg}
+# The peer benchmark's brokers queue what their subscribers have not read
+# yet: more memory there.
+mem=1G
+[ "$peer_scenario" = 1 ] && mem=3G
 # la57=off: with QEMU's 5-level paging, an interrupt that arrives early in
 # boot can hit KASAN shadow memory that is not mapped yet (seen once as
 # "BUG: KASAN: wild-memory-access in do_raw_spin_lock" at 0.005 s, long
@@ -142,7 +172,7 @@ start=$(date +%s)
 boot_watch=${BAF_BOOT_WATCH:-240}
 run_qemu() {
   : > "$log"
-  timeout --foreground "$timeout" qemu-system-x86_64 -accel "$accel" -cpu max,la57=off -smp 2 -m 1G \
+  timeout --foreground "$timeout" qemu-system-x86_64 -accel "$accel" -cpu max,la57=off -smp 2 -m "$mem" \
     -kernel "$kimage" -initrd "$run/initramfs.cpio.gz" \
     -append "console=ttyS0 panic=-1 loglevel=5 baf.scenario=$scenario" \
     -display none -monitor none -serial "file:$log" -no-reboot &
