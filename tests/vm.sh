@@ -113,7 +113,7 @@ peer_files() {
     [ -x "$p" ] || die "$p is missing (scripts/deps.sh installs it)"
     echo "file /bin/$(basename "$p") $p 755 0 0"
   done
-  libs=$(ldd "${progs[@]}" 2>/dev/null | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }' | sort -u)
+  libs=$(ldd "${progs[@]}" 2>/dev/null | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// && $1 !~ /:$/ { print $1 }' | sort -u)
   # Every folder on the way (/lib and the rest exist already).
   for p in $libs; do
     p=$(dirname "$p")

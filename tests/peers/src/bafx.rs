@@ -1,6 +1,6 @@
 //! baf itself, through libbaf as the tools use it: a topic per name
 //! (`/dev/baf/<name>`, made by the bench script), `write()` publishers (a
-//! message each, or batches of 512 frames), and readers that `read()` in
+//! message each, or batches of up to 512 frames and 64 KiB), and readers that `read()` in
 //! record mode or read the mapped ring ([`baf::reader::Reader`], submsg's
 //! reader). Readers wait in `poll()`.
 
@@ -16,8 +16,12 @@ use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-/// Records a batch `write()` carries.
+/// Records a batch `write()` carries at most...
 pub const BATCH: usize = 512;
+/// ...and payload bytes (as `pubmsg`, which batches what one 64 KiB read of
+/// its input holds): a batch of 512 large records would be larger than the
+/// ring and lap every reader by itself.
+pub const BATCH_BYTES: usize = 64 * 1024;
 
 pub struct Baf {
     /// Readers map the ring (else they `read()`).
@@ -48,7 +52,7 @@ impl Publisher for Pub {
             }
             Some(b) => {
                 b.push(msg)?;
-                if b.records() == BATCH {
+                if b.records() == BATCH || b.payload_bytes() >= BATCH_BYTES {
                     self.flush()?;
                 }
             }
@@ -117,7 +121,7 @@ impl Transport for Baf {
         match (self.batch, self.mmap) {
             (false, false) => "baf, read() readers".into(),
             (false, true) => "baf, mapped readers".into(),
-            (true, _) => format!("baf, batched writes ({BATCH} a write()), mapped readers"),
+            (true, _) => "baf, batched writes, mapped readers".into(),
         }
     }
     fn publisher(&self, topic: &str, _size: usize) -> Result<Box<dyn Publisher>> {

@@ -108,7 +108,7 @@ fn human(n: f64) -> String {
 }
 
 fn size_name(s: usize) -> String {
-    if s >= 1024 && s % 1024 == 0 {
+    if s >= 1024 && s.is_multiple_of(1024) {
         format!("{} KiB", s / 1024)
     } else {
         format!("{s} B")

@@ -185,7 +185,7 @@ pub fn throughput(
             let c0 = cpu_now(broker);
             let t0 = Instant::now();
             let mut sent = 0u64;
-            while sent < max && (sent % 16 != 0 || t0.elapsed() < run) {
+            while sent < max && (!sent.is_multiple_of(16) || t0.elapsed() < run) {
                 m[..8].copy_from_slice(&sent.to_le_bytes());
                 p.send(&m)?;
                 sent += 1;
