@@ -21,6 +21,48 @@ bench_row() {
   echo "| $1 | $(bench_human "$b" "$2") | $(bench_human "$p" "$2") | $ratio | $7 | $6 of $4 | $9 of $4 |"
 }
 
+# Fan-out to 8 consumers: `pubmsg TOPIC < FILE` into eight `submsg -n N
+# TOPIC | wc -c`, beside `cat FILE | tee` into seven FIFOs and a pipe, each
+# read by `wc -c`. Prints "CENTISECONDS BYTES LOST" (bytes of all eight
+# consumers together), as bench_baf does.
+bench_baf8() {
+  topic=$1 file=$2 records=$3
+  rm -f /tmp/bench.c.*
+  i=1
+  while [ $i -le 8 ]; do
+    ( submsg -n "$records" "$topic" 2>> /tmp/bench.err | wc -c > /tmp/bench.c.$i ) &
+    eval "w$i=\$!"; i=$((i + 1))
+  done
+  n=0
+  while [ "$(bench_readers "$topic")" -lt 8 ] && [ $n -lt 200 ]; do sleep 0.1; n=$((n + 1)); done
+  t0=$(bench_now)
+  pubmsg "$topic" < "$file"
+  wait $w1 $w2 $w3 $w4 $w5 $w6 $w7 $w8 2> /dev/null
+  t1=$(bench_now)
+  lost=$(cat "/sys/class/baf/$topic/lost" 2> /dev/null || echo "?")
+  total=$(cat /tmp/bench.c.* | awk '{ s += $1 } END { print s + 0 }')
+  if [ -s /tmp/bench.err ]; then cat /tmp/bench.err >&2; fi
+  rm -f /tmp/bench.c.* /tmp/bench.err
+  echo "$((t1 - t0)) $total $lost"
+}
+bench_tee8() { # FILE
+  rm -f /tmp/bench.f.* /tmp/bench.c.*
+  fifos=""
+  i=1
+  while [ $i -le 7 ]; do
+    mkfifo /tmp/bench.f.$i
+    ( wc -c < /tmp/bench.f.$i > /tmp/bench.c.$i ) &
+    eval "w$i=\$!"; fifos="$fifos /tmp/bench.f.$i"; i=$((i + 1))
+  done
+  t0=$(bench_now)
+  cat "$1" | tee $fifos | wc -c > /tmp/bench.c.8
+  wait $w1 $w2 $w3 $w4 $w5 $w6 $w7 2> /dev/null
+  t1=$(bench_now)
+  total=$(cat /tmp/bench.c.* | awk '{ s += $1 } END { print s + 0 }')
+  rm -f /tmp/bench.f.* /tmp/bench.c.*
+  echo "$((t1 - t0)) $total"
+}
+
 tools_bench() {
   echo "| what | baf | pipe | ratio | baf records lost | submsg output bytes | pipe output bytes |"
   echo "| --- | --- | --- | --- | --- | --- | --- |"
@@ -39,6 +81,12 @@ tools_bench() {
   baf-setup create bench-lines --size 64M --record-max 64K > /dev/null 2>&1 || return 1
   baf=$(bench_baf bench-lines /tmp/bench.lines $(((size + 65535) / 65536)) --raw)
   bench_row "pubmsg --raw \\| submsg, 64 B lines in chunks (vs cat \\| cat)" "lines/s" $lines $size "$baf" "$pipe"
+  # The same lines to 8 consumers (8 x the bytes out), against tee.
+  baf-setup create bench-lines --size 64M > /dev/null 2>&1 || return 1
+  baf=$(bench_baf8 bench-lines /tmp/bench.lines $lines)
+  baf-setup remove bench-lines > /dev/null 2>&1
+  tee8=$(bench_tee8 /tmp/bench.lines)
+  bench_row "pubmsg \| 8 x submsg, 64 B lines (vs cat \| tee into 8)" "lines/s" $lines $((size * 8)) "$baf" "$tee8"
   rm -f /tmp/bench.lines
 
   # 64 KiB raw chunks: records of exactly 64 KiB (the topic's record limit),
