@@ -35,6 +35,7 @@ rustPlatform.buildRustPackage {
       ../baf-record
       ../tests/Cargo.toml
       ../tests/src
+      ../tests/peers
       (fs.fileFilter (file: file.hasExt "rs") ../kernel)
     ];
   };

@@ -17,6 +17,9 @@ bench_human() { # N [UNIT]: 1234567 -> 1.23 M
     else if (n >= 1e3) printf "%.1f k%s", n / 1e3, u; else printf "%d %s", n, u }'
 }
 
+bench_lines() { # N FILE: N lines of 64 B (63 characters and a newline)
+  awk -v n="$1" 'BEGIN { s = sprintf("%063d", 0); for (i = 0; i < n; i++) print s }' > "$2"
+}
 bench_count() { # FILE: the number wc -c wrote into FILE
   read -r c < "$1"
   echo $((c + 0))

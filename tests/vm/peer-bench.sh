@@ -42,7 +42,7 @@ pb_topics() {
 # The shell path: 64 B lines (63 characters and a newline), a message each.
 pb_shell() {
   lines=${PB_LINES:-50000}
-  awk -v n=$lines 'BEGIN { s = sprintf("%063d", 0); for (i = 0; i < n; i++) print s }' > /tmp/pb.lines
+  bench_lines $lines /tmp/pb.lines
   size=$((lines * 64))
   pipe=$(bench_pipe /tmp/pb.lines)
   baf-setup remove pb-lines > /dev/null 2>&1

@@ -66,9 +66,8 @@ bench_tee8() { # FILE
 tools_bench() {
   echo "| what | baf | pipe | ratio | baf records lost | submsg output bytes | pipe output bytes |"
   echo "| --- | --- | --- | --- | --- | --- | --- |"
-  # 64-byte lines: 63 characters and a newline.
   lines=200000
-  awk -v n=$lines 'BEGIN { s = sprintf("%063d", 0); for (i = 0; i < n; i++) print s }' > /tmp/bench.lines
+  bench_lines $lines /tmp/bench.lines
   size=$((lines * 64))
   pipe=$(bench_pipe /tmp/bench.lines)
   baf-setup remove bench-lines > /dev/null 2>&1
