@@ -27,7 +27,6 @@ use baf::watch::{self, Seen, Watcher};
 use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use std::collections::HashSet;
-use std::io;
 use std::os::fd::AsFd;
 use std::path::Path;
 use std::time::Instant;
@@ -39,9 +38,6 @@ const TOKEN_WATCH: u64 = 0;
 const TOKEN_STOP: u64 = 1;
 const TOKEN_FIRST_TOPIC: u64 = 16;
 
-/// A read of at least this many bytes that is one batch is sent as it
-/// is, its buffer given to Zenoh; a smaller one is copied.
-const MOVE_FROM: usize = 4096;
 /// Reads of one topic in a row before the others get a turn.
 const READS_IN_A_ROW: usize = 8;
 
@@ -101,41 +97,6 @@ fn realtime_offset() -> i128 {
         })
     };
     ns(nix::time::ClockId::CLOCK_REALTIME) - ns(nix::time::ClockId::CLOCK_MONOTONIC)
-}
-
-/// One record-mode `read()` of `topic` into `buf`'s spare capacity
-/// (`buf` emptied first, and made to hold `read_len` bytes): the records
-/// go straight into what becomes a sample's payload, with no zeroing
-/// before or copy after. As [`subscribe::read`] otherwise; a record larger
-/// than `read_len` grows it to the topic's record limit.
-fn read_spare(topic: &Topic, buf: &mut Vec<u8>, read_len: &mut usize) -> io::Result<Step> {
-    use std::os::fd::AsRawFd;
-    buf.clear();
-    buf.reserve_exact(*read_len);
-    let cap = buf.capacity();
-    // SAFETY: read() writes at most `cap` bytes at the pointer, which is
-    // valid for writes of the Vec's whole capacity; no memory is read.
-    let n = unsafe { libc::read(topic.file().as_raw_fd(), buf.as_mut_ptr().cast(), cap) };
-    if n < 0 {
-        let e = io::Error::last_os_error();
-        return match e.raw_os_error() {
-            Some(libc::EAGAIN) => Ok(Step::Idle),
-            Some(libc::EINTR) => Ok(Step::Again),
-            Some(libc::ENODEV) => Ok(Step::Gone),
-            Some(libc::EMSGSIZE) => {
-                // A record larger than the buffer: make room and retry.
-                let max = topic.info().map(|i| i.record_max).unwrap_or(1 << 20);
-                *read_len = abi::record_span(max as usize).max(*read_len * 2);
-                Ok(Step::Again)
-            }
-            _ => Err(e),
-        };
-    }
-    let n = usize::try_from(n).unwrap_or(0).min(cap);
-    // SAFETY: the kernel wrote the first `n` bytes (at most the
-    // capacity), and any byte is a valid u8.
-    unsafe { buf.set_len(n) };
-    Ok(if n == 0 { Step::Gone } else { Step::Records(n) })
 }
 
 /// One exported topic.
@@ -248,12 +209,7 @@ pub struct Exporter<'a> {
     shared: &'a Shared,
     watcher: Option<Watcher>,
     topics: Topics<Exported>,
-    /// What a read fills: its spare capacity, [`Exporter::read_len`]
-    /// bytes, becomes a sample's payload when the read is one clean batch.
     buf: Vec<u8>,
-    /// Bytes a read asks for: a sample's most, or a whole record of the
-    /// largest record limit of the topics read.
-    read_len: usize,
     me: Me,
     bridge: [u8; 16],
     /// Topics already warned about.
@@ -286,8 +242,7 @@ impl<'a> Exporter<'a> {
             shared,
             watcher: Some(watcher),
             topics: Topics::new(epoll, TOKEN_FIRST_TOPIC),
-            buf: Vec::with_capacity(attach::SAMPLE_BYTES),
-            read_len: attach::SAMPLE_BYTES,
+            buf: vec![0u8; 256 * 1024],
             me: Me::current(),
             bridge: session.zid().to_le_bytes(),
             warned: HashSet::new(),
@@ -343,9 +298,7 @@ impl<'a> Exporter<'a> {
                 "topic {name}: its owner does not let this user read losslessly; exporting it lossy"
             );
         }
-        self.read_len = self
-            .read_len
-            .max(abi::record_span(info.record_max as usize));
+        subscribe::fit(&mut self.buf, info.record_max);
         let block = match self.settings.congestion {
             Congestion::Auto => lossless,
             Congestion::Block => true,
@@ -399,7 +352,7 @@ impl<'a> Exporter<'a> {
             let Some(t) = self.topics.get_mut(token) else {
                 return Ok(());
             };
-            let n = match read_spare(&t.topic, &mut self.buf, &mut self.read_len) {
+            let n = match subscribe::read(&t.topic, &mut self.buf) {
                 Ok(Step::Records(n)) => n,
                 Ok(Step::Idle) => return Ok(()),
                 Ok(Step::Again) => continue,
@@ -425,7 +378,7 @@ impl<'a> Exporter<'a> {
                 }
             };
             self.publish(token, n);
-            if n < self.read_len / 2 {
+            if n < self.buf.len() / 2 {
                 // Most likely all there was.
                 return Ok(());
             }
@@ -447,7 +400,6 @@ impl<'a> Exporter<'a> {
             shared,
             settings,
             bridge,
-            read_len,
             ..
         } = self;
         let Some(t) = topics.get_mut(token) else {
@@ -495,23 +447,7 @@ impl<'a> Exporter<'a> {
             }
             at += span;
         }
-        if run == 0 && batch.count == 0 && batch.pending > 0 && at >= MOVE_FROM {
-            // The whole read is one batch (the common case under load):
-            // the buffer itself is the payload, and the next read gets a
-            // new one. (A small read is copied: a few bytes in a buffer
-            // of [`attach::SAMPLE_BYTES`] would waste the rest.)
-            let mut frames = std::mem::replace(buf, Vec::with_capacity(*read_len));
-            frames.truncate(at);
-            attach::native_to_wire(&mut frames, 0);
-            batch = Outgoing {
-                frames,
-                count: batch.pending,
-                bytes: batch.pending_bytes,
-                ..Outgoing::default()
-            };
-        } else {
-            batch.take(read.get(run..at).unwrap_or_default());
-        }
+        batch.take(read.get(run..at).unwrap_or_default());
         if batch.count > 0 {
             let (r, b) = out.send(t, batch);
             records += r;
