@@ -4,7 +4,7 @@
 //! and the broker: what is measured is the broker (mosquitto).
 
 use crate::transport::{Publisher, Subscriber, Transport};
-use crate::wire::{Conn, Frame};
+use crate::wire::{BrokerSub, Conn, Frame};
 use anyhow::{bail, Context, Result};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -95,40 +95,39 @@ impl Mqtt {
 
 struct Pub {
     c: Conn,
-    head: Vec<u8>,
+    /// The topic, as PUBLISH carries it.
+    topic: Vec<u8>,
 }
 
 impl Publisher for Pub {
     fn send(&mut self, msg: &[u8]) -> Result<()> {
         // PUBLISH, QoS 0: topic, payload (no packet id).
-        let mut h = vec![0x30];
-        put_len(&mut h, self.head.len() + msg.len());
-        h.extend_from_slice(&self.head);
-        self.c.send(&h, msg)
+        let topic = &self.topic;
+        self.c.send(
+            |o| {
+                o.push(0x30);
+                put_len(o, topic.len() + msg.len());
+                o.extend_from_slice(topic);
+            },
+            msg,
+            b"",
+        )
     }
     fn flush(&mut self) -> Result<()> {
         self.c.flush()
     }
 }
 
-struct Sub {
-    c: Conn,
-}
-
-impl Subscriber for Sub {
-    fn recv(&mut self, timeout: Duration, f: &mut dyn FnMut(&[u8])) -> Result<usize> {
-        self.c.recv(timeout, parse, |kind, body| {
-            if kind & 0xf0 != 0x30 {
-                return Ok(false);
-            }
-            let tl = body
-                .get(..2)
-                .map_or(0, |b| u16::from_be_bytes([b[0], b[1]]) as usize);
-            let start = 2 + tl + if kind & 0x06 != 0 { 2 } else { 0 };
-            f(body.get(start..).unwrap_or_default());
-            Ok(true)
-        })
+/// A PUBLISH packet's payload (after its topic, and its packet id at QoS 1
+/// and 2).
+fn payload(kind: u8, body: &[u8]) -> Option<&[u8]> {
+    if kind & 0xf0 != 0x30 {
+        return None;
     }
+    let tl = body
+        .get(..2)
+        .map(|b| u16::from_be_bytes([b[0], b[1]]) as usize)?;
+    body.get(2 + tl + if kind & 0x06 != 0 { 2 } else { 0 }..)
 }
 
 impl Transport for Mqtt {
@@ -137,9 +136,9 @@ impl Transport for Mqtt {
     }
     fn publisher(&self, topic: &str, _size: usize) -> Result<Box<dyn Publisher>> {
         let c = self.connect()?;
-        let mut head = Vec::new();
-        put_str(&mut head, topic);
-        Ok(Box::new(Pub { c, head }))
+        let mut t = Vec::new();
+        put_str(&mut t, topic);
+        Ok(Box::new(Pub { c, topic: t }))
     }
     fn subscriber(&self, topic: &str, _size: usize) -> Result<Box<dyn Subscriber>> {
         let mut c = self.connect()?;
@@ -151,7 +150,7 @@ impl Transport for Mqtt {
         if kind != 0x90 {
             bail!("the MQTT broker answered SUBSCRIBE with packet type {kind:#x}");
         }
-        Ok(Box::new(Sub { c }))
+        Ok(Box::new(BrokerSub { c, parse, payload }))
     }
 }
 

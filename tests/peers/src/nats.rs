@@ -5,8 +5,9 @@
 //! comes after two minutes.
 
 use crate::transport::{Publisher, Subscriber, Transport};
-use crate::wire::{Conn, Frame};
+use crate::wire::{BrokerSub, Conn, Frame};
 use anyhow::{bail, Context, Result};
+use std::io::Write;
 use std::time::Duration;
 
 /// A server at `addr` (`host:port`).
@@ -94,29 +95,24 @@ struct Pub {
 
 impl Publisher for Pub {
     fn send(&mut self, msg: &[u8]) -> Result<()> {
-        let head = format!("PUB {} {}\r\n", self.topic, msg.len());
-        self.c.send(head.as_bytes(), msg)?;
-        self.c.send(b"\r\n", b"")
+        let topic = &self.topic;
+        self.c.send(
+            |o| {
+                // Formatting into a Vec cannot fail.
+                let _ = write!(o, "PUB {topic} {}\r\n", msg.len());
+            },
+            msg,
+            b"\r\n",
+        )
     }
     fn flush(&mut self) -> Result<()> {
         self.c.flush()
     }
 }
 
-struct Sub {
-    c: Conn,
-}
-
-impl Subscriber for Sub {
-    fn recv(&mut self, timeout: Duration, f: &mut dyn FnMut(&[u8])) -> Result<usize> {
-        self.c.recv(timeout, parse, |kind, body| {
-            if kind != MSG {
-                return Ok(false);
-            }
-            f(body);
-            Ok(true)
-        })
-    }
+/// A MSG frame's payload.
+fn payload(kind: u8, body: &[u8]) -> Option<&[u8]> {
+    (kind == MSG).then_some(body)
 }
 
 impl Transport for Nats {
@@ -133,7 +129,7 @@ impl Transport for Nats {
         let mut c = self.connect()?;
         c.send_now(format!("SUB {topic} 1\r\n").as_bytes())?;
         Self::ping(&mut c)?;
-        Ok(Box::new(Sub { c }))
+        Ok(Box::new(BrokerSub { c, parse, payload }))
     }
 }
 

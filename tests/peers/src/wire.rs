@@ -3,6 +3,7 @@
 //! brokers' own client libraries coalesce small messages); what arrives is
 //! read in large chunks and cut into frames by the protocol's parser.
 
+use crate::transport::Subscriber;
 use anyhow::{bail, Context, Result};
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
@@ -45,10 +46,13 @@ impl Conn {
         })
     }
 
-    /// Queues `a` then `b`; writes when the buffer is full.
-    pub fn send(&mut self, a: &[u8], b: &[u8]) -> Result<()> {
-        self.out.extend_from_slice(a);
-        self.out.extend_from_slice(b);
+    /// Queues one message: the protocol's header, written by `head` straight
+    /// into the send buffer, then `msg`, then `tail`; writes when the buffer
+    /// is full. Nothing is allocated per message.
+    pub fn send(&mut self, head: impl FnOnce(&mut Vec<u8>), msg: &[u8], tail: &[u8]) -> Result<()> {
+        head(&mut self.out);
+        self.out.extend_from_slice(msg);
+        self.out.extend_from_slice(tail);
         if self.out.len() >= BUF {
             self.flush()?;
         }
@@ -116,7 +120,7 @@ impl Conn {
     pub fn recv(
         &mut self,
         timeout: Duration,
-        parse: fn(&[u8]) -> Result<Option<Frame>>,
+        parse: Parser,
         mut on: impl FnMut(u8, &[u8]) -> Result<bool>,
     ) -> Result<usize> {
         let deadline = Instant::now() + timeout;
@@ -141,11 +145,7 @@ impl Conn {
 
     /// Waits for the next frame (a handshake answer) and returns its kind
     /// and body; frames after it stay buffered.
-    pub fn wait_for(
-        &mut self,
-        timeout: Duration,
-        parse: fn(&[u8]) -> Result<Option<Frame>>,
-    ) -> Result<(u8, Vec<u8>)> {
+    pub fn wait_for(&mut self, timeout: Duration, parse: Parser) -> Result<(u8, Vec<u8>)> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(f) = parse(&self.inb[self.start..self.end])? {
@@ -159,5 +159,25 @@ impl Conn {
                 bail!("the broker did not answer within {timeout:?}");
             }
         }
+    }
+}
+
+/// The protocol's frame parser.
+pub type Parser = fn(&[u8]) -> Result<Option<Frame>>;
+
+/// A broker subscriber: frames cut by `parse`; `payload` gives a message
+/// frame's payload (`None` for any other frame).
+pub struct BrokerSub {
+    pub c: Conn,
+    pub parse: Parser,
+    pub payload: fn(u8, &[u8]) -> Option<&[u8]>,
+}
+
+impl Subscriber for BrokerSub {
+    fn recv(&mut self, timeout: Duration, f: &mut dyn FnMut(&[u8])) -> Result<usize> {
+        let payload = self.payload;
+        self.c.recv(timeout, self.parse, |kind, body| {
+            Ok(payload(kind, body).map(&mut *f).is_some())
+        })
     }
 }
