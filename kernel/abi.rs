@@ -249,6 +249,7 @@ pub enum FrameError {
 /// Checks the frame at the start of `rest` (the unread part of a batch) for
 /// a topic whose records are at most `record_max` bytes; returns its payload
 /// length and the bytes the whole frame takes.
+#[inline]
 pub fn check_frame(
     header: &RecordHeader,
     rest: usize,
@@ -259,6 +260,7 @@ pub fn check_frame(
 
 /// [`check_frame`] for frames whose headers are `header_size` bytes
 /// ([`RECORD_HEADER_SIZE`] or [`RECORD_HEADER_V3_SIZE`]).
+#[inline]
 pub fn check_frame_sized(
     header: &RecordHeader,
     header_size: usize,
@@ -403,6 +405,9 @@ pub struct RecordHeader {
 /// Size of [`RecordHeader`]: the header in the ring, in batch frames and
 /// in record-mode reads of a file with [`FLAG_WRITER_ID`].
 pub const RECORD_HEADER_SIZE: usize = core::mem::size_of::<RecordHeader>();
+// The ring, batch frames and record-mode reads all use this 40-byte layout:
+// fields back to back, no padding (the module reads and writes it in place).
+const _: () = assert!(RECORD_HEADER_SIZE == 40);
 /// Size of the ABI 3 record header (no `writer`): what a file without
 /// [`FLAG_WRITER_ID`] reads and writes.
 pub const RECORD_HEADER_V3_SIZE: usize = 32;
@@ -410,16 +415,19 @@ pub const RECORD_HEADER_V3_SIZE: usize = 32;
 /// Bytes one record of `len` payload bytes takes in the ring and in a
 /// record-mode read with [`FLAG_WRITER_ID`]: header plus payload, rounded
 /// up to 8.
+#[inline]
 pub const fn record_span(len: usize) -> usize {
     record_span_sized(RECORD_HEADER_SIZE, len)
 }
 
 /// [`record_span`] with `header_size`-byte headers.
+#[inline]
 pub const fn record_span_sized(header_size: usize, len: usize) -> usize {
     (header_size + len + 7) & !7
 }
 
 /// Size of the record headers of a file with read/write flags `flags`.
+#[inline]
 pub const fn header_size(flags: u32) -> usize {
     if flags & FLAG_WRITER_ID != 0 {
         RECORD_HEADER_SIZE

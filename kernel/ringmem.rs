@@ -221,25 +221,31 @@ impl Mem for RingMem {
         let Some(src) = self.data(off, RECORD_HEADER_SIZE) else {
             return RecordHeader::default();
         };
-        let mut b = [0u8; RECORD_HEADER_SIZE];
         // SAFETY: `src` has `RECORD_HEADER_SIZE` readable bytes (checked by
-        // `data`) that do not overlap the local `b`. Callers read headers of
-        // committed records under the topic lock; racing readers validate.
-        unsafe { core::ptr::copy_nonoverlapping(src.cast_const(), b.as_mut_ptr(), b.len()) };
-        RecordHeader::from_bytes(&b).unwrap_or_default()
+        // `data`). `RecordHeader` is `repr(C)` with integer fields only and
+        // no padding (`abi.rs` asserts its size), so any bytes are a valid
+        // value, and its native-endian layout is exactly the ring's header
+        // format (what `RecordHeader::from_bytes` parses field by field).
+        // The read is unaligned-safe. Callers read headers of committed
+        // records under the topic lock; racing readers validate the copy
+        // against the tail before they trust it.
+        unsafe { core::ptr::read_unaligned(src.cast_const().cast::<RecordHeader>()) }
     }
 
     fn set_header(&self, off: usize, h: &RecordHeader) {
         let Some(dst) = self.data(off, RECORD_HEADER_SIZE) else {
             return;
         };
-        let b = h.to_bytes();
         // SAFETY: `dst` has `RECORD_HEADER_SIZE` writable bytes (checked by
-        // `data`); only the lock holder writes headers.
-        unsafe { core::ptr::copy_nonoverlapping(b.as_ptr(), dst, b.len()) };
+        // `data`); only the lock holder writes headers. The layout written
+        // is the ring's header format, as for `header` above.
+        unsafe { core::ptr::write_unaligned(dst.cast::<RecordHeader>(), *h) };
     }
 
     fn zero(&self, off: usize, len: usize) {
+        if len == 0 {
+            return;
+        }
         if let Some(dst) = self.data(off, len) {
             // SAFETY: `dst` has `len` writable bytes (checked by `data`).
             unsafe { core::ptr::write_bytes(dst, 0, len) };

@@ -8,6 +8,7 @@ use crate::compat;
 use crate::provenance;
 use crate::ring::Stamp;
 use crate::topic::{WriterGuard, KEY_IN};
+use core::mem::MaybeUninit;
 use kernel::{bindings, current, iov::IovIterSource, prelude::*, sync::atomic::Relaxed};
 
 /// Bytes of a batch copied into the ring in one go (at most half the ring).
@@ -101,9 +102,11 @@ impl OpenFile {
             // A small record is copied from the user first, onto the stack
             // (a fault there publishes nothing), then reserved, copied and
             // committed under one hold of the topic lock.
-            let mut buf = [0u8; SMALL];
-            let payload = buf.get_mut(..len).ok_or(EINVAL)?;
-            if iov.copy_from_iter(payload) < len {
+            // Not zero-filled first: only the bytes copied in are used.
+            let mut buf = [const { MaybeUninit::<u8>::uninit() }; SMALL];
+            let out = buf.get_mut(..len).ok_or(EINVAL)?;
+            let payload = iov.copy_from_iter_raw(out);
+            if payload.len() < len {
                 return Err(EFAULT);
             }
             return self.topic.publish_small(w, payload, stamp, nonblock);
