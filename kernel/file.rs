@@ -238,7 +238,15 @@ impl OpenFile {
 
     /// `EPIPE`, once, when the stall timeout demoted this lossless reader to
     /// lossy; its lossless flag is cleared then.
+    ///
+    /// Called with the read turn held, which `IOC_SET_FLAGS` also holds
+    /// while it sets the lossless slot and the flag together: a file
+    /// without `FLAG_LOSSLESS` has no slot, so it needs no lock here (the
+    /// common case, on every `read()`).
     fn check_demoted(&self) -> Result {
+        if self.flags.load(Relaxed) & abi::FLAG_LOSSLESS == 0 {
+            return Ok(());
+        }
         let mut rs = self.rs.lock();
         if !rs.slot.as_ref().is_some_and(|l| l.demoted.load(Acquire)) {
             return Ok(());
