@@ -22,19 +22,6 @@ fn monotonic_ns() -> u64 {
     u64::try_from(t).unwrap_or(0)
 }
 
-/// The current process's id in the initial pid namespace.
-///
-/// Asked of the C helper rather than read from `task_struct` fields: on our
-/// KASAN test kernel `Task::tgid()` read a wrong offset (found by the
-/// record-header tests), while the C accessors are always right.
-fn global_tgid() -> u32 {
-    let init = &raw mut bindings::init_pid_ns;
-    // SAFETY: `current_raw` is the live current task; `init` is the static
-    // initial namespace; the helper takes the RCU read lock itself.
-    let nr = unsafe { bindings::task_tgid_nr_ns(Task::current_raw(), init) };
-    u32::try_from(nr).unwrap_or(0)
-}
-
 /// The pidfs inode number of `pid`: what `fstat()` of a pidfd for that
 /// process gives as `st_ino`.
 ///
@@ -49,30 +36,43 @@ unsafe fn pid_ino(pid: *const bindings::pid) -> u64 {
     unsafe { (*pid).__bindgen_anon_1.ino }
 }
 
-/// The current process's identity: the pidfs inode number of its thread
-/// group's pid; 0 if it has none.
-fn writer_id() -> u64 {
+/// The current process's id in the initial pid namespace and its identity
+/// (the pidfs inode number of its thread group's pid); `(0, 0)` if it has
+/// no pid.
+///
+/// Both come from one lookup of the thread group's `struct pid`, the same
+/// one `task_tgid_nr_ns(current, &init_pid_ns)` reads, rather than from
+/// `task_struct` fields: on our KASAN test kernel `Task::tgid()` read a
+/// wrong offset (found by the record-header tests), while `struct pid` is
+/// read as the C helpers read it.
+fn writer() -> (u32, u64) {
     // SAFETY: `current_raw` is the live current task; `get_task_pid` takes a
     // reference on its thread-group pid (or returns null).
     let pid =
         unsafe { bindings::get_task_pid(Task::current_raw(), bindings::pid_type_PIDTYPE_TGID) };
     if pid.is_null() {
-        return 0;
+        return (0, 0);
     }
-    // SAFETY: We hold the reference `get_task_pid` took.
+    // SAFETY: We hold the reference `get_task_pid` took. `numbers` has
+    // `level + 1` entries, so entry 0 (the initial namespace, what
+    // `pid_nr()` reads) always exists; numbers never change while the pid
+    // lives.
+    let nr = unsafe { (*(*pid).numbers.as_ptr()).nr };
+    // SAFETY: As above.
     let ino = unsafe { pid_ino(pid) };
     // SAFETY: Drops that reference; `pid` is not used again.
     unsafe { bindings::put_pid(pid) };
-    ino
+    (u32::try_from(nr).unwrap_or(0), ino)
 }
 
 /// The stamp for a record written now by the current task.
 pub(crate) fn stamp() -> Stamp {
+    let (pid, writer) = writer();
     Stamp {
         timestamp_ns: monotonic_ns(),
-        pid: global_tgid(),
+        pid,
         uid: Kuid::current_euid().into_raw().val,
-        writer: writer_id(),
+        writer,
     }
 }
 
