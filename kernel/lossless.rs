@@ -38,7 +38,7 @@ use kernel::{
 impl State {
     /// The oldest position any lossless reader still needs ([`NO_FLOOR`]
     /// when there is none): nothing at or after it may be evicted.
-    fn floor(&self) -> u64 {
+    pub(super) fn floor(&self) -> u64 {
         self.lossless
             .iter()
             .map(|l| l.pos.load(Acquire))

@@ -243,20 +243,65 @@ impl Topic {
         stamp: Stamp,
         nonblock: bool,
     ) -> Result {
-        let mask = self.mem.size() as u64 - 1;
         self.with_room(nonblock, payload.len(), |ring, mem, floor| {
-            let r = ring.reserve(mem, payload.len(), floor)?;
-            // The reservation is inside the ring, so the copy cannot fail;
-            // if it did, nothing is published.
-            if !mem.copy_from_kernel(r.payload_off(mask), payload) {
-                ring.abort(mem, &r);
-                mem.publish_head(ring.head(), ring.next_seq());
-                return Err(RingError::BadLength);
-            }
-            ring.commit(mem, &r, stamp);
-            mem.publish_head(ring.head(), ring.next_seq());
-            Ok(())
+            Self::put_small(ring, mem, payload, stamp, floor)
         })
+    }
+
+    /// [`Topic::publish_small`] without the writer turn, where the turn
+    /// would change nothing: no other writer is inside `write()` (one that
+    /// is may be between two records of one call, which stay together) and
+    /// the record fits without waiting for a lossless reader. `None` when
+    /// either is not so: the caller then takes the turn and calls
+    /// [`Topic::publish_small`]. Saves a one-record `write()` the turn's
+    /// atomic operations and barriers.
+    pub(crate) fn publish_small_unturned(&self, payload: &[u8], stamp: Stamp) -> Option<Result> {
+        let mut st = self.state.lock();
+        if st.dead {
+            return Some(Err(ENODEV));
+        }
+        // A writer takes the turn before it publishes anything, and every
+        // publication holds this lock: so a turn found free under the lock
+        // means that no `write()` has published part of its records yet,
+        // and one that takes the turn from now on publishes after this
+        // record.
+        if !self.writer_turn.is_free() {
+            return None;
+        }
+        let floor = st.floor();
+        match Self::put_small(&mut st.ring, &self.mem, payload, stamp, floor) {
+            Ok(()) => {
+                // As `with_room` does when a reservation succeeds.
+                st.stall = None;
+                Some(Ok(()))
+            }
+            // Only the turn's holder waits for lossless readers.
+            Err(RingError::Full) => None,
+            Err(_) => Some(Err(EINVAL)),
+        }
+    }
+
+    /// Reserves, copies and commits a small record under the topic lock
+    /// (the caller holds it, through `ring`), publishing the head.
+    fn put_small(
+        ring: &mut Ring<KVec<u64>>,
+        mem: &RingMem,
+        payload: &[u8],
+        stamp: Stamp,
+        floor: u64,
+    ) -> Result<(), RingError> {
+        let mask = mem.size() as u64 - 1;
+        let r = ring.reserve(mem, payload.len(), floor)?;
+        // The reservation is inside the ring, so the copy cannot fail; if
+        // it did, nothing is published.
+        if !mem.copy_from_kernel(r.payload_off(mask), payload) {
+            ring.abort(mem, &r);
+            mem.publish_head(ring.head(), ring.next_seq());
+            return Err(RingError::BadLength);
+        }
+        ring.commit(mem, &r, stamp);
+        mem.publish_head(ring.head(), ring.next_seq());
+        Ok(())
     }
 
     /// Publishes a reserved record whose payload has been copied in;

@@ -16,7 +16,7 @@ use kernel::{
     fs::File,
     prelude::*,
     sync::{
-        atomic::{Atomic, Full as FullOrder, Relaxed, Release},
+        atomic::{Acquire, Atomic, Full as FullOrder, Relaxed, Release},
         LockClassKey,
     },
     types::Opaque,
@@ -201,6 +201,11 @@ impl Turn {
             busy: Atomic::new(0),
             waiting: Atomic::new(0),
         }
+    }
+
+    /// Whether no task holds the turn now.
+    pub(crate) fn is_free(&self) -> bool {
+        self.busy.load(Acquire) == 0
     }
 
     /// Takes the turn, sleeping on `wq` while another task holds it.

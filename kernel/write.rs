@@ -52,6 +52,9 @@ impl OpenFile {
         }
         let flags = self.flags.load(Relaxed);
         let batch = flags & abi::FLAG_BATCH != 0;
+        if !batch && total <= SMALL {
+            return self.write_one_small(iov, total, nonblock);
+        }
         let w = self.topic.lock_writer(nonblock)?;
         let stamp = provenance::stamp();
         let mut p = Progress::default();
@@ -87,6 +90,37 @@ impl OpenFile {
             Err(e) if p.done == 0 => Err(e),
             _ => Ok(p.done),
         }
+    }
+
+    /// A `write()` of one small record (`len` up to [`SMALL`] bytes, not a
+    /// batch): copied from the user first, onto the stack (a fault there
+    /// publishes nothing), then published under one hold of the topic
+    /// lock, with no writer turn when no other writer is inside `write()`
+    /// and nothing has to wait ([`crate::topic::Topic::publish_small_unturned`]).
+    fn write_one_small(
+        &self,
+        iov: &mut IovIterSource<'_>,
+        len: usize,
+        nonblock: bool,
+    ) -> Result<usize> {
+        let mut buf = [const { MaybeUninit::<u8>::uninit() }; SMALL];
+        let out = buf.get_mut(..len).ok_or(EINVAL)?;
+        let payload = iov.copy_from_iter_raw(out);
+        if payload.len() < len {
+            return Err(EFAULT);
+        }
+        let stamp = provenance::stamp();
+        match self.topic.publish_small_unturned(payload, stamp) {
+            Some(r) => r?,
+            None => {
+                let w = self.topic.lock_writer(nonblock)?;
+                self.topic.publish_small(&w, payload, stamp, nonblock)?;
+            }
+        }
+        self.topic.stats.records.add(1, Relaxed);
+        self.topic.stats.bytes.add(len as u64, Relaxed);
+        self.topic.readers.wake(KEY_IN);
+        Ok(len)
     }
 
     /// Copies one record of `len` bytes from `iov` into the ring.

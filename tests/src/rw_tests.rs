@@ -213,6 +213,100 @@ pub(crate) fn concurrent_writers_never_tear(cx: &Ctx) -> Result<()> {
     Ok(())
 }
 
+/// A `write()` split into several records publishes them back to back,
+/// even while other writers send one small record a `write()` (which the
+/// module publishes without the writer turn when nobody else is inside
+/// `write()`: it must not squeeze between the records of another call).
+pub(crate) fn split_write_stays_together_beside_small_writers(_cx: &Ctx) -> Result<()> {
+    const SPLIT: u8 = 9;
+    const SPLITS: u32 = 300;
+    const SMALL: u32 = 3000;
+    let _ = baf::control::remove("rw/together");
+    let mut o = baf::control::CreateOptions::defaults();
+    o.ring_size = 8 << 20;
+    o.record_max = 4096;
+    baf::control::create("rw/together", &o)?;
+    let path = baf::control::node_of("rw/together");
+    let r = nb_reader(&path)?;
+    r.set_flags(abi::FLAG_RECORD)?;
+    let max = r.info()?.record_max as usize;
+    let mut handles = Vec::new();
+    {
+        let path = path.clone();
+        handles.push(thread::spawn(move || -> Result<()> {
+            let w = writer(&path)?;
+            for k in 0..SPLITS {
+                let data: Vec<u8> = (0..3)
+                    .flat_map(|p| pattern(SPLIT, k * 3 + p, max))
+                    .collect();
+                put(&w, &data)?;
+            }
+            Ok(())
+        }));
+    }
+    for id in 0..2u8 {
+        let path = path.clone();
+        handles.push(thread::spawn(move || -> Result<()> {
+            let w = writer(&path)?;
+            for counter in 0..SMALL {
+                put(&w, &pattern(id, counter, 32))?;
+            }
+            Ok(())
+        }));
+    }
+    for h in handles {
+        h.join().map_err(|_| anyhow::anyhow!("writer panicked"))??;
+    }
+    let recs = drain(&r)?;
+    let lost = r.info()?.lost;
+    let _ = baf::control::remove("rw/together");
+    ensure!(
+        lost == 0,
+        "{lost} records lost on a ring that holds them all"
+    );
+    ensure!(
+        recs.len() == (SPLITS * 3 + 2 * SMALL) as usize,
+        "{} records, want {}",
+        recs.len(),
+        SPLITS * 3 + 2 * SMALL
+    );
+    let mut small_between = 0;
+    let mut open: Option<u32> = None;
+    for (_, p) in &recs {
+        let (id, counter) = parse_pattern(p)?;
+        match (id, open) {
+            (SPLIT, None) => {
+                ensure!(
+                    counter % 3 == 0,
+                    "part {} of a write came first",
+                    counter % 3
+                );
+                open = Some(counter);
+            }
+            (SPLIT, Some(first)) => {
+                ensure!(
+                    counter == first + 1 || counter == first + 2,
+                    "write #{}: record #{counter} inside it",
+                    first / 3
+                );
+                if counter == first + 2 {
+                    open = None;
+                } else {
+                    open = Some(first);
+                }
+            }
+            (_, Some(_)) => small_between += 1,
+            (_, None) => {}
+        }
+    }
+    ensure!(
+        small_between == 0,
+        "{small_between} small records landed between the records of one write()"
+    );
+    ensure!(open.is_none(), "the last split write is incomplete");
+    Ok(())
+}
+
 pub(crate) fn every_reader_gets_every_record_in_order(cx: &Ctx) -> Result<()> {
     const READERS: usize = 4;
     const TOTAL: u64 = 4000;

@@ -282,6 +282,10 @@ fn main() {
             rw::concurrent_writers_never_tear,
         ),
         (
+            "a split write stays together beside small writers",
+            rw::split_write_stays_together_beside_small_writers,
+        ),
+        (
             "4 readers each get every record in order",
             rw::every_reader_gets_every_record_in_order,
         ),
