@@ -28,6 +28,22 @@ fn frame_errno(e: abi::FrameError) -> Error {
     }
 }
 
+/// Copies the next `len` bytes (at most [`SMALL`]) of `iov` into `buf`
+/// and returns them; `EFAULT` if the user's buffer faults first. `buf` is
+/// not zero-filled first: only the bytes copied in are returned.
+fn copy_small<'b>(
+    iov: &mut IovIterSource<'_>,
+    buf: &'b mut [MaybeUninit<u8>; SMALL],
+    len: usize,
+) -> Result<&'b [u8]> {
+    let out = buf.get_mut(..len).ok_or(EINVAL)?;
+    let payload = iov.copy_from_iter_raw(out);
+    if payload.len() < len {
+        return Err(EFAULT);
+    }
+    Ok(payload)
+}
+
 /// What a `write()` call has published so far.
 #[derive(Default)]
 struct Progress {
@@ -104,11 +120,7 @@ impl OpenFile {
         nonblock: bool,
     ) -> Result<usize> {
         let mut buf = [const { MaybeUninit::<u8>::uninit() }; SMALL];
-        let out = buf.get_mut(..len).ok_or(EINVAL)?;
-        let payload = iov.copy_from_iter_raw(out);
-        if payload.len() < len {
-            return Err(EFAULT);
-        }
+        let payload = copy_small(iov, &mut buf, len)?;
         let stamp = provenance::stamp();
         match self.topic.publish_small_unturned(payload, stamp) {
             Some(r) => r?,
@@ -136,13 +148,8 @@ impl OpenFile {
             // A small record is copied from the user first, onto the stack
             // (a fault there publishes nothing), then reserved, copied and
             // committed under one hold of the topic lock.
-            // Not zero-filled first: only the bytes copied in are used.
             let mut buf = [const { MaybeUninit::<u8>::uninit() }; SMALL];
-            let out = buf.get_mut(..len).ok_or(EINVAL)?;
-            let payload = iov.copy_from_iter_raw(out);
-            if payload.len() < len {
-                return Err(EFAULT);
-            }
+            let payload = copy_small(iov, &mut buf, len)?;
             return self.topic.publish_small(w, payload, stamp, nonblock);
         }
         // Fault the source in first, so the copy rarely stops half-way.
