@@ -31,8 +31,11 @@ fn frame_errno(e: abi::FrameError) -> Error {
 /// Copies the next `len` bytes (at most [`SMALL`]) of `iov` into `buf`
 /// and returns them; `EFAULT` if the user's buffer faults first. `buf` is
 /// not zero-filled first: only the bytes copied in are returned.
+///
+/// The returned bytes borrow `iov` as well as `buf`, because
+/// `IovIterSource::copy_from_iter_raw` ties its result to the iterator.
 fn copy_small<'b>(
-    iov: &mut IovIterSource<'_>,
+    iov: &'b mut IovIterSource<'_>,
     buf: &'b mut [MaybeUninit<u8>; SMALL],
     len: usize,
 ) -> Result<&'b [u8]> {
