@@ -11,7 +11,7 @@
 //! number, so an old binary keeps getting the layout it was built with.
 
 /// Grows whenever anything in this file changes meaning or grows.
-pub const ABI_VERSION: u32 = 5;
+pub const ABI_VERSION: u32 = 6;
 
 /// The ioctl "type" byte of every fanout ioctl.
 pub const IOC_TYPE: u32 = 0xBA;
@@ -226,8 +226,38 @@ pub const FLAG_LOSSLESS: u32 = 1 << 3;
 /// Without it they are its first [`RECORD_HEADER_V3_SIZE`] bytes, as
 /// programs built for ABI 3 expect.
 pub const FLAG_WRITER_ID: u32 = 1 << 4;
+/// Write flag (ABI 6): line mode. Every `write()` on this file is cut into
+/// records just after each newline (the newline stays in the payload); the
+/// end of the `write()` ends a record too, and a line longer than
+/// `record_max` is cut every `record_max` bytes. Not with [`FLAG_BATCH`]
+/// (`EINVAL`).
+pub const FLAG_LINES: u32 = 1 << 5;
+/// Write flag (ABI 6), only with [`FLAG_LINES`] (`EINVAL` otherwise): cut
+/// after each NUL byte instead of each newline.
+pub const FLAG_NUL: u32 = 1 << 6;
 /// Every flag this ABI version knows; others are refused with `EINVAL`.
-pub const FLAGS_ALL: u32 = FLAG_RECORD | FLAG_STRICT | FLAG_BATCH | FLAG_LOSSLESS | FLAG_WRITER_ID;
+pub const FLAGS_ALL: u32 =
+    FLAG_RECORD | FLAG_STRICT | FLAG_BATCH | FLAG_LOSSLESS | FLAG_WRITER_ID | FLAG_LINES | FLAG_NUL;
+
+/// Whether `flags` is a combination [`IOC_SET_FLAGS`] accepts: only known
+/// flags, line mode not with batches, and [`FLAG_NUL`] only in line mode.
+pub const fn flags_valid(flags: u32) -> bool {
+    flags & !FLAGS_ALL == 0
+        && !(flags & FLAG_LINES != 0 && flags & FLAG_BATCH != 0)
+        && !(flags & FLAG_NUL != 0 && flags & FLAG_LINES == 0)
+}
+
+/// The delimiter after which a `write()` on a file with `flags` is cut
+/// into records ([`FLAG_LINES`]), if any.
+pub const fn line_delimiter(flags: u32) -> Option<u8> {
+    if flags & FLAG_LINES == 0 {
+        None
+    } else if flags & FLAG_NUL != 0 {
+        Some(0)
+    } else {
+        Some(b'\n')
+    }
+}
 
 /// Header flag of a slot in the ring that holds no record (ABI 2; seen only
 /// by `mmap` readers): skip [`record_span`]`(len)` bytes. Space at the end of

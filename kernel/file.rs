@@ -142,6 +142,12 @@ pub(crate) struct OpenFile {
     /// Held by the thread reading (or seeking) through this file: the
     /// cursor is its alone.
     read_turn: Turn,
+    /// Line mode's block of the caller's bytes (see `write.rs`), allocated
+    /// by the first line-mode `write()`. Taken out while it is used, so no
+    /// copy happens under the spinlock (writers of a topic take turns, so
+    /// it is never wanted twice at once).
+    #[pin]
+    lines: SpinLock<KVVec<u8>>,
 }
 
 impl OpenFile {
@@ -183,6 +189,7 @@ impl OpenFile {
                 cursor_seq: Atomic::new(cursor.seq),
                 split_pending: Atomic::new(false),
                 read_turn: Turn::new(),
+                lines <- new_spinlock!(KVVec::new(), "fanout_lines"),
             }? Error),
             GFP_KERNEL_ACCOUNT,
         )?;
@@ -355,10 +362,11 @@ impl OpenFile {
             abi::FLAG_STRICT => "bytes,strict",
             _ => "record,strict",
         };
-        let batch = if i.flags & abi::FLAG_BATCH != 0 {
-            ",batch"
-        } else {
-            ""
+        let batch = match abi::line_delimiter(i.flags) {
+            _ if i.flags & abi::FLAG_BATCH != 0 => ",batch",
+            Some(0) => ",lines0",
+            Some(_) => ",lines",
+            None => "",
         };
         let lossless = if i.flags & abi::FLAG_LOSSLESS != 0 {
             ",lossless"

@@ -117,7 +117,7 @@ impl OpenFile {
 
     /// `IOC_SET_FLAGS`. Nothing changes on an error.
     fn set_flags(&self, flags: u32) -> Result {
-        if flags & !abi::FLAGS_ALL != 0 {
+        if !abi::flags_valid(flags) {
             return Err(EINVAL);
         }
         let lossless = flags & abi::FLAG_LOSSLESS != 0;

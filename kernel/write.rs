@@ -1,12 +1,13 @@
 // SPDX-License-Identifier: GPL-2.0
-//! `write()` of an open topic file: plain records, and batches of frames
-//! (the ring's own record format, or the ABI 3 one).
+//! `write()` of an open topic file: plain records, batches of frames (the
+//! ring's own record format, or the ABI 3 one), and line mode (the caller's
+//! bytes cut into records at each delimiter).
 
 use super::{OpenFile, HDR};
 use crate::abi::{self, record_span, RecordHeader};
 use crate::compat;
 use crate::provenance;
-use crate::ring::Stamp;
+use crate::ring::{Mem, Stamp};
 use crate::topic::{WriterGuard, KEY_IN};
 use core::mem::MaybeUninit;
 use kernel::{bindings, current, iov::IovIterSource, prelude::*, sync::atomic::Relaxed};
@@ -18,6 +19,54 @@ const BATCH_CHUNK: usize = 256 * 1024;
 /// of the topic lock ([`crate::topic::Topic::publish_small`]); larger ones
 /// are copied straight into their reservation, outside the lock.
 const SMALL: usize = 256;
+
+/// Bytes of the caller's buffer cut into lines at a time in line mode: the
+/// size of the file's line buffer.
+const LINE_BLOCK: usize = 64 * 1024;
+
+/// Where the first `delim` byte of `b` is, looked for 8 bytes at a time.
+fn find_byte(b: &[u8], delim: u8) -> Option<usize> {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let pattern = LO.wrapping_mul(u64::from(delim));
+    let scan = |from: usize| {
+        b.get(from..)
+            .and_then(|t| t.iter().position(|&c| c == delim))
+            .map(|i| from + i)
+    };
+    let mut words = b.chunks_exact(8);
+    let mut at = 0;
+    for w in &mut words {
+        let Ok(w) = <[u8; 8]>::try_from(w) else {
+            return scan(at);
+        };
+        // A byte of `x` is zero where `w` has `delim`; the lowest set bit
+        // of `zero` is in the first such byte (bits above it may be set
+        // falsely, by the borrow, but never below).
+        let x = u64::from_le_bytes(w) ^ pattern;
+        let zero = x.wrapping_sub(LO) & !x & HI;
+        if zero != 0 {
+            return Some(at + (zero.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
+    }
+    scan(at)
+}
+
+/// The length of the record at the start of `b` in line mode: through the
+/// first `delim`, at most `record_max` bytes; all of `b` when it ends the
+/// caller's buffer (`at_end`). `None` when `b` is empty, or when the line
+/// may go on past `b` (no delimiter in it, shorter than `record_max`, and
+/// more input follows).
+fn next_line(b: &[u8], delim: u8, record_max: usize, at_end: bool) -> Option<usize> {
+    let window = b.get(..record_max.min(b.len()))?;
+    match find_byte(window, delim) {
+        Some(i) => Some(i + 1),
+        None if window.is_empty() => None,
+        None if window.len() == record_max || at_end => Some(window.len()),
+        None => None,
+    }
+}
 
 /// The errno of a refused batch frame.
 fn frame_errno(e: abi::FrameError) -> Error {
@@ -71,13 +120,16 @@ impl OpenFile {
         }
         let flags = self.flags.load(Relaxed);
         let batch = flags & abi::FLAG_BATCH != 0;
-        if !batch && total <= SMALL {
+        let lines = abi::line_delimiter(flags);
+        if !batch && lines.is_none() && total <= SMALL {
             return self.write_one_small(iov, total, nonblock);
         }
         let w = self.topic.lock_writer(nonblock)?;
         let stamp = provenance::stamp();
         let mut p = Progress::default();
-        let result = if batch && flags & abi::FLAG_WRITER_ID != 0 {
+        let result = if let Some(delim) = lines {
+            self.write_lines(&w, iov, delim, stamp, nonblock, &mut p)
+        } else if batch && flags & abi::FLAG_WRITER_ID != 0 {
             self.write_batch(&w, iov, stamp, nonblock, &mut p)
         } else if batch {
             self.write_batch_v3(&w, iov, stamp, nonblock, &mut p)
@@ -222,6 +274,202 @@ impl OpenFile {
                 return Ok(());
             }
         }
+    }
+
+    /// Line mode: the caller's bytes, cut into records just after each
+    /// `delim` (and every `record_max` bytes of a longer line; the end of
+    /// the buffer ends a record too). They are copied [`LINE_BLOCK`] bytes
+    /// at a time into the file's line buffer, and the lines of a block are
+    /// written into the ring as frames of its own format, in one
+    /// reservation, and published in one commit (as a batch's are). A line
+    /// cut by the end of a block is read again with the next one; a line
+    /// longer than a block goes through [`Self::write_long_line`]. Errors as
+    /// `write_batch`: after one, only `p` counts.
+    fn write_lines(
+        &self,
+        w: &WriterGuard<'_>,
+        iov: &mut IovIterSource<'_>,
+        delim: u8,
+        stamp: Stamp,
+        nonblock: bool,
+        p: &mut Progress,
+    ) -> Result {
+        let mut buf = core::mem::take(&mut *self.lines.lock());
+        let r = (|| {
+            if buf.len() < LINE_BLOCK {
+                buf.clear();
+                buf.resize(LINE_BLOCK, 0, GFP_KERNEL_ACCOUNT)?;
+            }
+            self.write_line_blocks(&mut buf, w, iov, delim, stamp, nonblock, p)
+        })();
+        let empty = core::mem::replace(&mut *self.lines.lock(), buf);
+        drop(empty);
+        r
+    }
+
+    /// [`Self::write_lines`] with the line buffer `buf` in hand.
+    #[allow(clippy::too_many_arguments)]
+    fn write_line_blocks(
+        &self,
+        buf: &mut KVVec<u8>,
+        w: &WriterGuard<'_>,
+        iov: &mut IovIterSource<'_>,
+        delim: u8,
+        stamp: Stamp,
+        nonblock: bool,
+        p: &mut Progress,
+    ) -> Result {
+        let mem = &self.topic.mem;
+        let mask = mem.size() as u64 - 1;
+        let record_max = self.topic.record_max;
+        // The most bytes of frames reserved at once: at least the largest
+        // frame a block can hold.
+        let largest = record_span(record_max.min(LINE_BLOCK)) as u64;
+        let cap = (BATCH_CHUNK as u64).max(largest).min(mem.size() as u64 / 2);
+        loop {
+            let want = iov.len().min(LINE_BLOCK);
+            if want == 0 {
+                return Ok(());
+            }
+            let got = iov.copy_from_iter(buf.get_mut(..want).ok_or(EINVAL)?);
+            // A block that ends the caller's buffer ends its last record.
+            let at_end = got == want && iov.is_empty();
+            let block = buf.get(..got).unwrap_or_default();
+            let line = |at: usize| {
+                block
+                    .get(at..)
+                    .and_then(|b| next_line(b, delim, record_max, at_end))
+            };
+            // The first byte of the block not yet published.
+            let mut start = 0;
+            loop {
+                // The lines that fit one reservation...
+                let mut span = 0u64;
+                let mut end = start;
+                let mut first = 0u64;
+                while let Some(len) = line(end) {
+                    let s = record_span(len) as u64;
+                    if span + s > cap {
+                        break;
+                    }
+                    if span == 0 {
+                        first = s;
+                    }
+                    span += s;
+                    end += len;
+                }
+                if end == start {
+                    break;
+                }
+                // Room for the first line at least, so a short stretch
+                // before the ring's end is used rather than padded.
+                let c = self.topic.reserve_bytes(w, span, first, nonblock)?;
+                // ...written as frames, as many as the chunk holds (it may
+                // be shorter: the ring's end, or a lossless reader's hold).
+                let mut off = 0u64;
+                let mut at = start;
+                let mut bad = false;
+                while at < end {
+                    let Some(len) = line(at) else { break };
+                    let s = record_span(len) as u64;
+                    if off + s > c.len {
+                        break;
+                    }
+                    let ring_at = ((c.pos + off) & mask) as usize;
+                    mem.set_header(
+                        ring_at,
+                        &RecordHeader {
+                            len: len as u32,
+                            ..RecordHeader::default()
+                        },
+                    );
+                    let payload = block.get(at..at + len).unwrap_or_default();
+                    if !mem.copy_from_kernel(ring_at + HDR as usize, payload) {
+                        // Inside the reservation, so this cannot happen;
+                        // if it did, nothing of this line is published.
+                        bad = true;
+                        break;
+                    }
+                    off += s;
+                    at += len;
+                }
+                let f = self.topic.commit_frames(w, &c, off, stamp)?;
+                p.done += f.bytes as usize;
+                p.records += f.records;
+                p.bytes += f.bytes;
+                start += f.bytes as usize;
+                if bad || f.used < off {
+                    return Err(EIO);
+                }
+                if !(at_end && start == got) && current!().signal_pending() {
+                    return Ok(());
+                }
+            }
+            if got < want {
+                // A fault: the lines before it are published, nothing of
+                // the one it cut.
+                return Err(EFAULT);
+            }
+            let rest = got - start;
+            if rest == 0 {
+                continue;
+            }
+            // SAFETY: the last `rest` bytes copied from `iov` above.
+            unsafe { iov.revert(rest) };
+            if rest < got {
+                // A line cut by the end of the block: read it again with
+                // the next one.
+                continue;
+            }
+            // A whole block without a delimiter, and shorter than
+            // `record_max`: a long line.
+            let len = self.write_long_line(buf, w, iov, delim, stamp, nonblock)?;
+            p.done += len;
+            p.records += 1;
+            p.bytes += len as u64;
+            if !iov.is_empty() && current!().signal_pending() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// A line longer than the line buffer, at the start of `iov`: reads
+    /// ahead (through `buf`) to its delimiter, its `record_max`-th byte or
+    /// the end of the caller's buffer, goes back, and publishes that many
+    /// bytes as one record, copied straight into the ring
+    /// ([`Self::write_record`]). Returns its length.
+    fn write_long_line(
+        &self,
+        buf: &mut KVVec<u8>,
+        w: &WriterGuard<'_>,
+        iov: &mut IovIterSource<'_>,
+        delim: u8,
+        stamp: Stamp,
+        nonblock: bool,
+    ) -> Result<usize> {
+        let record_max = self.topic.record_max;
+        let mut seen = 0;
+        let len = loop {
+            let want = iov.len().min(LINE_BLOCK).min(record_max - seen);
+            if want == 0 {
+                break seen;
+            }
+            let got = iov.copy_from_iter(buf.get_mut(..want).ok_or(EINVAL)?);
+            let found = buf.get(..got).and_then(|b| find_byte(b, delim));
+            seen += got;
+            if let Some(i) = found {
+                break seen - got + i + 1;
+            }
+            if got < want {
+                // SAFETY: `seen` bytes were copied from `iov` in this loop.
+                unsafe { iov.revert(seen) };
+                return Err(EFAULT);
+            }
+        };
+        // SAFETY: `seen` bytes were copied from `iov` in the loop above.
+        unsafe { iov.revert(seen) };
+        self.write_record(w, iov, len, stamp, nonblock)?;
+        Ok(len)
     }
 
     /// A batch whose frames have the 32-byte ABI 3 header (a program built

@@ -193,8 +193,9 @@ pub fn open_node(name: &str, path: &Path, access: Access) -> Result<Topic> {
 /// The oldest module ABI the tools work with: batch writes and the mapped
 /// ring came with version 2, lossless readers with version 3, the writer
 /// identity (and the 40-byte record header) with version 4, the bounded
-/// lossless stall with version 5.
-pub const MIN_ABI_VERSION: u32 = 5;
+/// lossless stall with version 5, line mode (`pubmsg`'s writes) with
+/// version 6.
+pub const MIN_ABI_VERSION: u32 = 6;
 
 /// Checks that the module that filled in `info` speaks at least
 /// [`MIN_ABI_VERSION`].

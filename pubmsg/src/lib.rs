@@ -1,13 +1,23 @@
 //! `pubmsg`: publish stdin to a baf topic.
 //!
 //! The tool opens (or creates) the topic, takes its publisher lock (unless
-//! `--shared`), and cuts its input (stdin, or `-f FILE`) into records with
-//! [`baf::frame::Framer`]; or it publishes the `-m` messages given on the
-//! command line, one record each. Records go out in
-//! batch writes (`FLAG_BATCH`, ABI 2): every record stdin completed is
-//! framed, and the batch is written as soon as stdin has nothing more ready
-//! (or it reaches [`BATCH_MAX`]), so a busy producer costs one `write()` and
-//! one reader wakeup per many records, and a slow one is never held back.
+//! `--shared`), and publishes its input (stdin, or `-f FILE`), or the `-m`
+//! messages given on the command line, one record each.
+//!
+//! - Lines (and NUL-ended items, `-0`) go out in line mode (`FLAG_LINES`,
+//!   ABI 6, [`publish_lines`]): each read of the input is written up to its
+//!   last delimiter in one `write()`, and the kernel cuts it into records,
+//!   so the tool does no work per line.
+//! - `--raw`: each read of the input goes out as it is, in one plain
+//!   `write()`, as one record ([`publish_raw`]).
+//! - `--len32` frames and `-m` messages are cut into records with
+//!   [`baf::frame::Framer`] and go out in batch writes (`FLAG_BATCH`, ABI 2,
+//!   [`publish`]): every record the input completed is framed, and the
+//!   batch is written as soon as the input has nothing more ready (or it
+//!   reaches [`BATCH_MAX`]).
+//!
+//! Either way a busy producer costs one `write()` and one reader wakeup per
+//! many records, and a slow one is never held back.
 
 use anyhow::{Context, Result};
 use baf::abi;
@@ -304,6 +314,162 @@ pub fn publish<R: Read, W: Write>(
     Ok(stats)
 }
 
+/// Bytes of input read at a time in line mode (the buffer grows for a line
+/// longer than this, up to the record limit).
+pub const LINE_READ: usize = 256 * 1024;
+
+/// Line mode (ABI 6): reads `input` to its end and writes it to `out` (a
+/// topic file with `FLAG_LINES` set, and `FLAG_NUL` for a `delim` of 0),
+/// where the kernel cuts it into records just after each `delim`. After
+/// each read, everything up to the last delimiter read so far goes out in
+/// one `write()` (so no record waits for input that has not arrived, and a
+/// line is never cut by the end of a `write()`); the rest waits for the
+/// next read, and at the end of input it goes out as the final record. A
+/// line longer than `record_max` is written `record_max` bytes at a time
+/// (the records the framing of [`publish`] would make), and `warn` is
+/// called once for the first one. Loops on `EINTR` and short writes; after
+/// a read error, the lines before it have been published.
+pub fn publish_lines<R: Read, W: Write>(
+    mut input: R,
+    mut out: W,
+    delim: u8,
+    record_max: usize,
+    mut warn: impl FnMut(&str),
+) -> Result<Stats> {
+    let record_max = record_max.max(1);
+    let mut buf = vec![0u8; LINE_READ];
+    let mut stats = Stats::default();
+    // Bytes at the start of `buf`: the line not yet ended.
+    let mut filled = 0usize;
+    // Bytes of that line already written, `record_max` at a time.
+    let mut line_written = 0usize;
+    let send = |out: &mut W, bytes: &[u8], stats: &mut Stats| -> Result<()> {
+        out.write_all(bytes).context("writing to the topic")?;
+        stats.writes += 1;
+        stats.bytes += bytes.len() as u64;
+        Ok(())
+    };
+    loop {
+        if filled == buf.len() {
+            // A full buffer without a delimiter: a line longer than it.
+            let whole = filled / record_max * record_max;
+            if whole == 0 {
+                // The record limit is larger than the buffer: grow it.
+                buf.resize(buf.len().saturating_mul(2), 0);
+                continue;
+            }
+            if line_written == 0 {
+                stats.lines_split += 1;
+                if stats.lines_split == 1 {
+                    warn(&long_line_warning(record_max));
+                }
+            }
+            send(&mut out, buf.get(..whole).unwrap_or_default(), &mut stats)?;
+            buf.copy_within(whole..filled, 0);
+            filled -= whole;
+            line_written += whole;
+        }
+        let n = match input.read(buf.get_mut(filled..).unwrap_or_default()) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e).context("reading stdin"),
+        };
+        let eof = n == 0;
+        let new = buf.get(filled..filled + n).unwrap_or_default();
+        let end = match memchr::memrchr(delim, new) {
+            _ if eof => filled,
+            Some(i) => filled + i + 1,
+            None => {
+                filled += n;
+                continue;
+            }
+        };
+        let chunk = buf.get(..end).unwrap_or_default();
+        if end > 0 {
+            let long = long_lines(chunk, delim, record_max, line_written);
+            if long > 0 && stats.lines_split == 0 {
+                warn(&long_line_warning(record_max));
+            }
+            stats.lines_split += long;
+            send(&mut out, chunk, &mut stats)?;
+        }
+        if eof {
+            return Ok(stats);
+        }
+        buf.copy_within(end..filled + n, 0);
+        filled = filled + n - end;
+        line_written = 0;
+    }
+}
+
+/// `--raw` (from stdin or a file): each read of `input`, of at most
+/// `record_max` bytes (and at most 1 MiB), is written to `out` (a topic file
+/// in plain mode) as it is, in one `write()`, so it is one record, copied
+/// once, straight from this buffer into the ring. Loops on `EINTR`.
+pub fn publish_raw<R: Read, W: Write>(
+    mut input: R,
+    mut out: W,
+    record_max: usize,
+) -> Result<Stats> {
+    let mut buf = vec![0u8; record_max.clamp(1, 1 << 20)];
+    let mut stats = Stats::default();
+    loop {
+        let n = match input.read(&mut buf) {
+            Ok(0) => return Ok(stats),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e).context("reading stdin"),
+        };
+        let chunk = buf.get(..n).unwrap_or_default();
+        out.write_all(chunk).context("writing to the topic")?;
+        stats.records += 1;
+        stats.writes += 1;
+        stats.bytes += n as u64;
+    }
+}
+
+/// The warning for the first line longer than the record limit.
+fn long_line_warning(record_max: usize) -> String {
+    format!("a line is longer than the topic's record limit ({record_max} bytes): it is sent as several records")
+}
+
+/// How many lines of `chunk` (whole lines, the last one maybe unended, the
+/// first one `before` bytes longer than it shows) are longer than
+/// `record_max`. Looks at each line only when `chunk` could hold one.
+pub fn long_lines(chunk: &[u8], delim: u8, record_max: usize, before: usize) -> u64 {
+    if before.saturating_add(chunk.len()) <= record_max {
+        return 0;
+    }
+    let mut count = 0;
+    let mut start = 0usize;
+    let mut extra = before;
+    let mut ends = memchr::memchr_iter(delim, chunk).map(|i| i + 1);
+    loop {
+        let end = ends.next().unwrap_or(chunk.len());
+        if end <= start {
+            return count;
+        }
+        // A line begun by pieces already sent was counted then.
+        if extra == 0 && end - start > record_max {
+            count += 1;
+        }
+        extra = 0;
+        start = end;
+    }
+}
+
+/// Switches `topic` to line mode, cutting at `delim` (ABI 6).
+pub fn line_mode(topic: &Topic, shown: &str, delim: u8) -> Result<()> {
+    let flags = if delim == 0 {
+        abi::FLAG_LINES | abi::FLAG_NUL
+    } else {
+        abi::FLAG_LINES
+    };
+    topic
+        .set_flags(flags)
+        .with_context(|| format!("cannot switch topic {shown} to line mode"))
+}
+
 /// Switches `topic` to batch writes (the ABI was checked by [`claim`]).
 pub fn batch_mode(topic: &Topic, shown: &str) -> Result<()> {
     topic
@@ -408,19 +574,38 @@ pub fn run(opts: &Options) -> Result<()> {
         Input::Messages(m) => Some(message_records(m, opts.framing, record_max)?),
         _ => None,
     };
-    batch_mode(&topic, &shown)?;
+    // Lines and NUL-ended items of the input: line mode; the rest: batches.
+    let lines = match opts.framing {
+        _ if messages.is_some() => None,
+        Framing::Lines => Some(b'\n'),
+        Framing::Nul => Some(0),
+        Framing::Raw | Framing::Len32 => None,
+    };
+    // Raw chunks of the input: plain writes, a record each.
+    let raw = messages.is_none() && opts.framing == Framing::Raw;
+    match lines {
+        Some(delim) => line_mode(&topic, &shown, delim)?,
+        None if raw => {}
+        None => batch_mode(&topic, &shown)?,
+    }
     if let Some(n) = opts.wait_readers {
         wait_readers(&topic, &shown, n)?;
     }
     let mut framer = Framer::new(opts.framing, record_max);
     let warn = |msg: &str| eprintln!("pubmsg: warning: {msg}");
-    let done = match (messages, file) {
-        (Some(records), _) => publish_records(&records, topic.file()),
-        (None, Some(f)) => {
+    let done = match (messages, file, lines) {
+        (Some(records), _, _) => publish_records(&records, topic.file()),
+        (None, Some(f), Some(delim)) => publish_lines(&f, topic.file(), delim, record_max, warn),
+        (None, None, Some(delim)) => {
+            publish_lines(io::stdin().lock(), topic.file(), delim, record_max, warn)
+        }
+        (None, Some(f), None) if raw => publish_raw(&f, topic.file(), record_max),
+        (None, None, None) if raw => publish_raw(io::stdin().lock(), topic.file(), record_max),
+        (None, Some(f), None) => {
             let ready = || input_ready(f.as_fd());
             publish(&f, topic.file(), &mut framer, ready, warn)
         }
-        (None, None) => publish(
+        (None, None, None) => publish(
             io::stdin().lock(),
             topic.file(),
             &mut framer,

@@ -29,9 +29,11 @@ without taking the lock, so any number of --shared publishers (and at most
 one pubmsg without it) write to the topic at once; their records interleave,
 each record whole.
 
-Records go out in batch writes: as many as stdin has ready at once, each
-batch as soon as stdin pauses. The fanout module must have ABI version 5 or
-later.
+Lines (and -0 items) go out in line mode: each read of stdin is written up
+to its last newline (NUL) in one write, as soon as it is read, and the
+kernel cuts it into records. --raw writes each read of stdin as one record;
+--len32 frames and -m messages go out in batch writes. The fanout module
+must have ABI version 6 or later.
 
 A device path must be a baf topic's character device: anything else (a
 regular file, a FIFO, another driver's device) is refused without being

@@ -357,3 +357,184 @@ proptest! {
         prop_assert!(warnings.is_empty());
     }
 }
+
+/// A line-mode device stand-in: cuts each write as the kernel does (just
+/// after each delimiter, every `max` bytes of a longer line, and at the
+/// end of the write); on request, EINTRs and short writes (at record
+/// boundaries, as the kernel makes them).
+struct LineSink {
+    delim: u8,
+    max: usize,
+    records: Vec<Vec<u8>>,
+    short: bool,
+    calls: usize,
+}
+
+impl Write for &mut LineSink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.calls += 1;
+        if self.short && self.calls % 3 == 0 {
+            return Err(io::Error::from(io::ErrorKind::Interrupted));
+        }
+        let mut cut = Vec::new();
+        let mut rest = buf;
+        while !rest.is_empty() {
+            let window = &rest[..self.max.min(rest.len())];
+            let len = memchr::memchr(self.delim, window).map_or(window.len(), |i| i + 1);
+            cut.push(rest[..len].to_vec());
+            rest = &rest[len..];
+        }
+        if self.short && cut.len() > 1 && self.calls % 2 == 0 {
+            cut.truncate(cut.len() / 2);
+        }
+        let n = cut.iter().map(Vec::len).sum();
+        self.records.extend(cut);
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Publishes `data` in line mode through a [`LineSink`].
+fn run_lines(
+    delim: u8,
+    max: usize,
+    data: &[u8],
+    sizes: Vec<usize>,
+    short: bool,
+) -> (Vec<Vec<u8>>, Stats, Vec<String>) {
+    let input = Choppy {
+        data: data.to_vec(),
+        pos: 0,
+        sizes,
+        i: 0,
+        interrupt: false,
+    };
+    let mut sink = LineSink {
+        delim,
+        max,
+        records: Vec::new(),
+        short,
+        calls: 0,
+    };
+    let mut warnings = Vec::new();
+    let stats = publish_lines(input, &mut sink, delim, max, |w| {
+        warnings.push(w.to_string())
+    })
+    .unwrap();
+    (sink.records, stats, warnings)
+}
+
+#[test]
+fn line_mode_writes_end_at_a_delimiter() {
+    // Input arriving in pieces that cut lines: each write still ends at
+    // a line's end, so no line becomes two records.
+    let (records, stats, warnings) = run_lines(
+        b'\n',
+        100,
+        b"one\ntwo\nthree\nfour",
+        vec![5, 3, 9, 2],
+        false,
+    );
+    assert_eq!(records, [&b"one\n"[..], b"two\n", b"three\n", b"four"]);
+    assert_eq!(stats.bytes, 18);
+    assert!(stats.writes >= 3, "{stats:?}");
+    assert!(warnings.is_empty());
+}
+
+#[test]
+fn line_mode_long_lines_warn_once_and_are_cut_at_the_limit() {
+    let mut data = vec![b'a'; 40];
+    data.push(b'\n');
+    data.extend_from_slice(b"short\n");
+    data.extend(vec![b'b'; 20]);
+    data.push(b'\n');
+    let (records, stats, warnings) = run_lines(b'\n', 16, &data, vec![7; 20], false);
+    let lens: Vec<_> = records.iter().map(Vec::len).collect();
+    assert_eq!(lens, [16, 16, 9, 6, 16, 5]);
+    assert_eq!(stats.lines_split, 2);
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    // A line longer than the whole read buffer, in a topic whose limit
+    // is larger still: the buffer grows, the line is one record.
+    let mut big = vec![b'x'; LINE_READ * 3];
+    big.push(b'\n');
+    let (records, stats, warnings) = run_lines(b'\n', LINE_READ * 4, &big, vec![65536; 20], false);
+    assert_eq!(records, [big.clone()]);
+    assert_eq!((stats.lines_split, warnings.len()), (0, 0));
+}
+
+#[test]
+fn line_mode_long_line_counting() {
+    // The delimiter counts: "aaaa\n" is 5 bytes.
+    assert_eq!(long_lines(b"aaa\nbb\ncccccc", b'\n', 4, 0), 1);
+    assert_eq!(long_lines(b"aaaa\nbb\ncccc", b'\n', 4, 0), 1);
+    assert_eq!(long_lines(b"aaaaa\nbb\ncccccc", b'\n', 4, 0), 2);
+    // The first line's earlier pieces were counted when they were sent.
+    assert_eq!(long_lines(b"aaaaa\nbb\n", b'\n', 4, 8), 0);
+    assert_eq!(long_lines(b"ab\n", b'\n', 4, 0), 0);
+}
+
+proptest! {
+    /// Line mode makes exactly the records the framer makes, whatever
+    /// the chunking, EINTRs and short writes: lines (or NUL-ended items),
+    /// delimiter included, longer ones cut every `max` bytes, and a final
+    /// unended one.
+    #[test]
+    fn line_mode_makes_the_framers_records(
+        data in proptest::collection::vec(prop_oneof![Just(b'\n'), Just(0u8), any::<u8>()], 0..3000),
+        sizes in proptest::collection::vec(1usize..500, 0..30),
+        max in 1usize..100,
+        nul in any::<bool>(),
+        short in any::<bool>(),
+    ) {
+        let (framing, delim) = if nul { (Framing::Nul, 0) } else { (Framing::Lines, b'\n') };
+        let (framed, framed_stats, _) = run_publish(framing, max, &data, vec![data.len().max(1)], false, true);
+        let (records, stats, warnings) = run_lines(delim, max, &data, sizes, short);
+        prop_assert_eq!(&records, &framed.records());
+        prop_assert_eq!(stats.bytes, data.len() as u64);
+        prop_assert_eq!(stats.lines_split, framed_stats.lines_split);
+        prop_assert_eq!(warnings.len(), usize::from(stats.lines_split > 0));
+    }
+}
+
+/// A plain-mode device stand-in: each write is one record (the caller
+/// keeps writes within the record limit); EINTR on every third call.
+#[derive(Default)]
+struct PlainSink {
+    records: Vec<Vec<u8>>,
+    calls: usize,
+}
+
+impl Write for &mut PlainSink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.calls += 1;
+        if self.calls % 3 == 0 {
+            return Err(io::Error::from(io::ErrorKind::Interrupted));
+        }
+        self.records.push(buf.to_vec());
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn raw_reads_are_records_each_within_the_limit() {
+    let data: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
+    let input = Choppy {
+        data: data.clone(),
+        pos: 0,
+        sizes: vec![100, 3000, 1, 4000, 999],
+        i: 0,
+        interrupt: false,
+    };
+    let mut sink = PlainSink::default();
+    let stats = publish_raw(input, &mut sink, 1024).unwrap();
+    assert_eq!(sink.records.concat(), data);
+    let lens: Vec<_> = sink.records.iter().map(Vec::len).collect();
+    assert_eq!(&lens[..5], [100, 1024, 1, 1024, 999]);
+    assert!(lens.iter().all(|&n| (1..=1024).contains(&n)));
+    assert_eq!((stats.records, stats.bytes), (lens.len() as u64, 5000));
+}

@@ -46,7 +46,7 @@ status 0.
 Topics are read through a read-only mapping of their rings where the module
 allows it (not inside a container's pid or user namespace), else with
 read(); --no-mmap forces read(). The output is the same either way. The
-fanout module must have ABI version 5 or later.
+fanout module must have ABI version 6 or later.
 
 A device path must be a baf topic's character device: anything else (a
 regular file, a FIFO, another driver's device) is refused without being

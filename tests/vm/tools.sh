@@ -438,6 +438,17 @@ sub_v() {
   submsg -v mq --from last -n 1 > /tmp/v.out && same /tmp/v.out 'mq 1\nmq 2\n'
 }
 check "submsg -v prints 'topic line' (as mosquitto_sub -v), each line of a record" sub_v
+raw_file() {
+  # pubmsg --raw -f: each read of the file (at most the 64 KiB record
+  # limit) is one record, written as it is; the bytes come back intact.
+  baf-setup create rawf --size 1M --record-max 64K > /dev/null || return 1
+  head -c 300000 /dev/urandom > /tmp/rawf.in
+  pubmsg --raw -f /tmp/rawf.in rawf || return 1
+  n=$(sysfs rawf records)
+  [ "$n" -ge 5 ] && [ "$n" -le 300 ] || { echo "records: $n"; return 1; }
+  submsg --raw rawf --from oldest -n "$n" > /tmp/rawf.out && cmp /tmp/rawf.in /tmp/rawf.out
+}
+check "pubmsg --raw -f FILE: each read one record within the record limit, the bytes intact" raw_file
 shared() {
   mk sh1 64K
   mkfifo /tmp/sh1.fifo 2>/dev/null

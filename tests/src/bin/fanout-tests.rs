@@ -46,6 +46,8 @@ mod stress;
 use stress::Holey;
 #[path = "../batch_tests.rs"]
 mod batch;
+#[path = "../lines_tests.rs"]
+mod lines;
 #[path = "../mmap_tests.rs"]
 mod mmap;
 
@@ -404,6 +406,14 @@ fn main() {
         (
             "a batch write wakes a blocked reader once, with the whole batch",
             batch::batch_write_wakes_a_blocked_reader_once,
+        ),
+        (
+            "line mode: writes cut at each delimiter (across 64 KiB blocks, at the record limit, at the write's end); old and new readers agree; bad flags refused",
+            lines::line_mode_cuts_writes_into_lines,
+        ),
+        (
+            "line mode: a fault publishes the whole lines before it; lines longer than a block stay one record",
+            lines::line_mode_faults_and_long_lines,
         ),
         (
             "lossless: only with the owner's consent (EPERM, EBADF); ABI 2 structs still work",
