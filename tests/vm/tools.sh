@@ -446,7 +446,7 @@ raw_file() {
   pubmsg --raw -f /tmp/rawf.in rawf || return 1
   n=$(sysfs rawf records)
   [ "$n" -ge 5 ] && [ "$n" -le 300 ] || { echo "records: $n"; return 1; }
-  submsg --raw rawf --from oldest -n "$n" > /tmp/rawf.out && cmp /tmp/rawf.in /tmp/rawf.out
+  submsg rawf --from oldest -n "$n" > /tmp/rawf.out && cmp /tmp/rawf.in /tmp/rawf.out
 }
 check "pubmsg --raw -f FILE: each read one record within the record limit, the bytes intact" raw_file
 shared() {
