@@ -586,6 +586,42 @@ pub(crate) fn bad_user_pointers_give_efault(cx: &Ctx) -> Result<()> {
         "the record was consumed by the failed read"
     );
 
+    // A read of many small records (which the kernel gathers and copies
+    // out together) into a buffer that runs into a hole: the whole records
+    // before the hole are delivered, the rest stay unread, in both modes.
+    for (flags, span, fit) in [(0, 50, 4), (abi::FLAG_RECORD, 96, 2)] {
+        r.set_flags(flags)?;
+        let recs: Vec<Vec<u8>> = (0..20u8).map(|i| vec![b'a' + i; 50]).collect();
+        for rec in &recs {
+            put(&w, rec)?;
+        }
+        let got = holey.read_from(r.file().as_raw_fd(), 2 * page - 230, 1000)?;
+        ensure!(
+            got.len() == fit * span,
+            "flags {flags}: read {} bytes before the hole, want {}",
+            got.len(),
+            fit * span
+        );
+        let rest = get(&r, 4096)?;
+        let payloads: Vec<Vec<u8>> = if flags == 0 {
+            [got, rest]
+                .concat()
+                .chunks(50)
+                .map(<[u8]>::to_vec)
+                .collect()
+        } else {
+            strict_records(&[got, rest].concat())?
+                .into_iter()
+                .map(|(_, p)| p)
+                .collect()
+        };
+        ensure!(
+            payloads == recs,
+            "flags {flags}: records lost or torn around the fault"
+        );
+    }
+    r.set_flags(0)?;
+
     for cmd in [abi::IOC_INFO, abi::IOC_SEEK, abi::IOC_SET_FLAGS] {
         // SAFETY: as above, for ioctl.
         let rc = unsafe { libc::ioctl(r.file().as_raw_fd(), cmd as _, bad) };

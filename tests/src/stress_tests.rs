@@ -321,6 +321,18 @@ impl Holey {
         }
     }
 
+    /// `read(fd, ptr + at, len)`, and the bytes read.
+    pub(crate) fn read_from(&self, fd: i32, at: usize, len: usize) -> io::Result<Vec<u8>> {
+        assert!(at + len <= self.len);
+        // SAFETY: the kernel writes the range; the hole must make it fault.
+        let rc = unsafe { libc::read(fd, self.ptr.add(at).cast(), len) };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: the kernel wrote `rc` bytes there, before the hole.
+        Ok(unsafe { std::slice::from_raw_parts(self.ptr.add(at), rc as usize) }.to_vec())
+    }
+
     pub(crate) fn bytes(&self, at: usize, len: usize) -> Vec<u8> {
         (at..at + len).map(|i| (i % 251) as u8).collect()
     }
