@@ -10,6 +10,19 @@ struct Choppy {
     interrupt: bool,
 }
 
+impl Choppy {
+    /// `data`, returned in reads of `sizes` bytes (7 after the last).
+    fn new(data: &[u8], sizes: Vec<usize>) -> Self {
+        Self {
+            data: data.to_vec(),
+            pos: 0,
+            sizes,
+            i: 0,
+            interrupt: false,
+        }
+    }
+}
+
 impl Read for Choppy {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.interrupt = !self.interrupt;
@@ -78,13 +91,7 @@ fn run_publish(
     short: bool,
     ready: bool,
 ) -> (Sink, Stats, Vec<String>) {
-    let input = Choppy {
-        data: data.to_vec(),
-        pos: 0,
-        sizes,
-        i: 0,
-        interrupt: false,
-    };
+    let input = Choppy::new(data, sizes);
     let mut sink = Sink {
         short,
         ..Sink::default()
@@ -404,13 +411,7 @@ fn run_lines(
     sizes: Vec<usize>,
     short: bool,
 ) -> (Vec<Vec<u8>>, Stats, Vec<String>) {
-    let input = Choppy {
-        data: data.to_vec(),
-        pos: 0,
-        sizes,
-        i: 0,
-        interrupt: false,
-    };
+    let input = Choppy::new(data, sizes);
     let mut sink = LineSink {
         delim,
         max,
@@ -523,13 +524,7 @@ impl Write for &mut PlainSink {
 #[test]
 fn raw_reads_are_records_each_within_the_limit() {
     let data: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
-    let input = Choppy {
-        data: data.clone(),
-        pos: 0,
-        sizes: vec![100, 3000, 1, 4000, 999],
-        i: 0,
-        interrupt: false,
-    };
+    let input = Choppy::new(&data, vec![100, 3000, 1, 4000, 999]);
     let mut sink = PlainSink::default();
     let stats = publish_raw(input, &mut sink, 1024).unwrap();
     assert_eq!(sink.records.concat(), data);
