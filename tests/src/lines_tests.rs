@@ -23,19 +23,6 @@ fn cut(data: &[u8], delim: u8, max: usize) -> Vec<Vec<u8>> {
     out
 }
 
-/// `IOC_SET_FLAGS` as a program built for ABI 3 calls it: no
-/// `FLAG_WRITER_ID`, so its record headers are 32 bytes.
-fn set_flags_raw(t: &Topic, flags: u32) -> io::Result<()> {
-    let mut flags = flags;
-    // SAFETY: IOC_SET_FLAGS takes a pointer to a live u32.
-    let rc = unsafe { libc::ioctl(t.file().as_raw_fd(), abi::IOC_SET_FLAGS as _, &mut flags) };
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
-}
-
 /// The payloads of a non-blocking record-mode file with 32-byte headers,
 /// read until `EAGAIN`.
 fn drain_v3(t: &Topic) -> Result<Vec<Vec<u8>>> {
@@ -83,7 +70,7 @@ pub(crate) fn line_mode_cuts_writes_into_lines(cx: &Ctx) -> Result<()> {
     let rec = nb_reader(&cx.a)?;
     rec.set_flags(abi::FLAG_RECORD)?;
     let old = nb_reader(&cx.a)?;
-    set_flags_raw(&old, abi::FLAG_RECORD)?;
+    super::writer_id::set_flags_v3(&old, abi::FLAG_RECORD)?;
     let bytes = nb_reader(&cx.a)?;
     let mfile = File::open(&cx.a)?;
     let m = Mapping::map(mfile.as_raw_fd(), page_size() + RING as usize)?;

@@ -397,7 +397,7 @@ unsafe fn parked_writer(path: &std::ffi::CStr, fds: [i32; 2]) -> i32 {
 
 /// `IOC_SET_FLAGS` as a program built for ABI 3 calls it (libbaf adds
 /// `FLAG_WRITER_ID`, so it is bypassed here).
-fn set_flags_v3(t: &Topic, flags: u32) -> io::Result<()> {
+pub(crate) fn set_flags_v3(t: &Topic, flags: u32) -> io::Result<()> {
     let mut flags = flags;
     // SAFETY: IOC_SET_FLAGS takes a pointer to a live u32.
     let rc = unsafe { libc::ioctl(t.file().as_raw_fd(), abi::IOC_SET_FLAGS as _, &mut flags) };
