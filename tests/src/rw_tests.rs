@@ -586,9 +586,9 @@ pub(crate) fn bad_user_pointers_give_efault(cx: &Ctx) -> Result<()> {
         "the record was consumed by the failed read"
     );
 
-    // A read of many small records (which the kernel gathers and copies
-    // out together) into a buffer that runs into a hole: the whole records
-    // before the hole are delivered, the rest stay unread, in both modes.
+    // A read of many small records into a buffer that runs into a hole:
+    // the whole records before the hole are delivered, the rest stay
+    // unread, in both modes.
     for (flags, span, fit) in [(0, 50, 4), (abi::FLAG_RECORD, 96, 2)] {
         r.set_flags(flags)?;
         let recs: Vec<Vec<u8>> = (0..20u8).map(|i| vec![b'a' + i; 50]).collect();
