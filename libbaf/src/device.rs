@@ -310,11 +310,14 @@ mod tests {
             e,
             AbiMismatch {
                 found: 2,
-                needed: 5
+                needed: 6
             }
         );
         let msg = e.to_string();
         assert!(msg.contains("version 2") && msg.contains("fanout.ko") && !msg.contains('\n'));
+        // A module without line mode, which pubmsg writes lines with.
+        info.abi_version = 5;
+        assert_eq!(check_abi(&info).unwrap_err().needed, 6);
         info.abi_version = abi::ABI_VERSION;
         assert!(check_abi(&info).is_ok());
     }
