@@ -69,9 +69,11 @@ pub struct Options {
 /// What [`publish`] did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
-    /// Records written.
+    /// Records written by [`publish`], [`publish_records`] and
+    /// [`publish_raw`]; 0 from [`publish_lines`], where the kernel cuts the
+    /// records and pubmsg does not count them (that would be work per line).
     pub records: u64,
-    /// Batch `write()`s (whole batches; retries after a short write are
+    /// `write()`s (whole batches or blocks; retries after a short write are
     /// not counted).
     pub writes: u64,
     /// Payload bytes written.
