@@ -70,6 +70,10 @@ const HDR: u64 = RECORD_HEADER_SIZE as u64;
 /// records copy megabytes at a time, which runs out of the caches.
 const CHUNK: usize = 256 * 1024;
 
+/// Bytes of the ring [`Mapped::read_payloads`] walks in place between two
+/// checks of the tail: what a lap during the walk makes it read again.
+const WALK: u64 = 64 * 1024;
+
 /// Most rounds (laps, skipped stretches, a head load lagging behind a tail
 /// load) in one [`Mapped::read_into`] call before it returns with nothing
 /// delivered, to let its caller breathe.
@@ -144,6 +148,33 @@ impl Region {
         unsafe { AtomicU32::from_ptr(self.base.as_ptr().add(off).cast::<u32>()).load(order) }
     }
 
+    /// The record header at byte offset `off`, read word by word with
+    /// volatile loads (the kernel may be writing it: the caller checks the
+    /// tail afterwards); `None` when out of bounds or unaligned.
+    fn header(&self, off: usize) -> Option<RecordHeader> {
+        const WORDS: usize = RECORD_HEADER_SIZE / 8;
+        if off % 8 != 0
+            || off
+                .checked_add(RECORD_HEADER_SIZE)
+                .is_none_or(|end| end > self.len)
+        {
+            return None;
+        }
+        let mut bytes = [0u8; RECORD_HEADER_SIZE];
+        for (i, dst) in bytes.chunks_exact_mut(8).enumerate().take(WORDS) {
+            // SAFETY: `off + 8 * i + 8 <= off + RECORD_HEADER_SIZE <= len`
+            // and `base` and `off` are 8-aligned, so this is an in-bounds,
+            // aligned `u64` of the live mapping (type invariant), loaded
+            // volatile because the kernel may be writing it (as in
+            // `copy_words`).
+            let w = unsafe {
+                std::ptr::read_volatile(self.base.as_ptr().add(off + 8 * i).cast::<u64>())
+            };
+            dst.copy_from_slice(&w.to_ne_bytes());
+        }
+        RecordHeader::from_bytes(&bytes)
+    }
+
     /// Appends the `words` 8-byte words at byte offset `off` to `dst`, each
     /// read with a volatile load. Returns false (appending nothing) when the
     /// range is out of bounds or unaligned.
@@ -192,6 +223,34 @@ struct Copied {
     start: u64,
     end: u64,
     head: u64,
+}
+
+/// How a round of reading begins ([`Mapped::begin_round`]).
+enum Round {
+    /// Nothing new: return what was done.
+    End,
+    /// Look at the ring again.
+    Again,
+    /// Read from the consumer's position up to this head.
+    From(u64),
+}
+
+/// What to do with a record ([`Mapped::classify`]).
+enum Next {
+    /// Pass over this many bytes.
+    Skip(u64),
+    /// Deliver the record, of this span.
+    Deliver(u64),
+}
+
+fn bad_record(p: u64, what: String) -> io::Error {
+    invalid(format!(
+        "the mapped ring holds a bad record at position {p}: {what}"
+    ))
+}
+
+fn no_progress(pos: u64) -> io::Error {
+    invalid(format!("no progress in the mapped ring at position {pos}"))
 }
 
 fn invalid(msg: String) -> io::Error {
@@ -393,60 +452,15 @@ impl Mapped {
             return Ok(progress);
         }
         for _ in 0..MAX_ROUNDS {
-            // Flags before head: "removed" and then "nothing past the head"
-            // means the end.
-            let removed = self.region.load_u32(abi::CTRL_FLAGS, Ordering::Acquire)
-                & abi::CTRL_FLAG_REMOVED
-                != 0;
-            let head = self.head();
-            if head % 8 != 0 {
-                return Err(invalid(format!("odd ring head {head}")));
-            }
-            if head < self.pos {
-                // Our position came from a tail loaded after an older head,
-                // and this head load has not caught up with it yet.
-                std::hint::spin_loop();
-                continue;
-            }
-            if head == self.pos {
-                if removed && !self.exact {
-                    // Lapped over nothing but padding (aborted writes) up
-                    // to the final head: every record from `seq` on is
-                    // gone, and the head's next seq is final once the
-                    // topic is removed.
-                    let next = self.region.load_u64(abi::CTRL_HEAD_SEQ, Ordering::Acquire);
-                    if next > self.seq {
-                        progress.lost += next - self.seq;
-                        self.unreported += next - self.seq;
-                        self.seq = next;
-                    }
-                    self.exact = true;
-                }
-                progress.ended = removed;
-                return Ok(progress);
-            }
-            let tail = self.region.load_u64(abi::CTRL_TAIL, Ordering::Acquire);
-            if tail % 8 != 0 {
-                return Err(invalid(format!("odd ring tail {tail}")));
-            }
-            if self.pos < tail {
-                self.pos = tail;
-                self.exact = false;
-                if tail >= head {
-                    // The writer moved on since the head was loaded.
-                    continue;
-                }
-            }
+            let head = match self.begin_round(&mut progress)? {
+                Round::End => return Ok(progress),
+                Round::Again => continue,
+                Round::From(head) => head,
+            };
             let start = self.pos;
             let end = head.min(start.saturating_add(self.chunk.max(self.want)));
             self.copy_out(start, end)?;
-            // Pairs with the kernel's write barrier after it stores a tail
-            // and before it overwrites anything below it.
-            fence(Ordering::Acquire);
-            let tail2 = self.region.load_u64(abi::CTRL_TAIL, Ordering::Relaxed);
-            if tail2 % 8 != 0 {
-                return Err(invalid(format!("odd ring tail {tail2}")));
-            }
+            let tail2 = self.tail_after_copy()?;
             if tail2 > start {
                 // Lapped during the copy: what is below the new tail may be
                 // torn; what is above it is good.
@@ -469,13 +483,137 @@ impl Mapped {
             if self.pos == start {
                 // Nothing at all walked from a position that was not lapped:
                 // impossible, since a copy holds at least a whole record.
-                return Err(invalid(format!(
-                    "no progress in the mapped ring at position {}",
-                    self.pos
-                )));
+                return Err(no_progress(self.pos));
             }
         }
         Ok(progress)
+    }
+
+    /// Reads the next batch as [`Mapped::read_into`] does, but appends each
+    /// record's payload to `out` straight from the mapping, with no private
+    /// copy of the ring in between and no header bytes copied: one copy of
+    /// each payload byte, where `read_into` makes two and copies the
+    /// headers too. After each payload it calls `after(out, header)`, which
+    /// may append more (a delimiter); it must not do anything else it
+    /// cannot take back, since a batch the writer turns out to have
+    /// overwritten meanwhile is taken back from `out`.
+    ///
+    /// The walk reads the ring in place: headers and payloads are loaded
+    /// while the writer may overwrite them, so nothing found on the way is
+    /// trusted until the tail is checked after the walk (at most `chunk`
+    /// bytes of the ring). If the tail passed the walk's start, everything
+    /// appended in it is taken back (`out` truncated, the sequence number
+    /// and loss rolled back) and the walk starts again from the new tail,
+    /// counting the loss there; a bad header is an error only when the tail
+    /// does not explain it.
+    pub fn read_payloads<F>(
+        &mut self,
+        out: &mut Vec<u8>,
+        limit: u64,
+        mut after: F,
+    ) -> io::Result<Progress>
+    where
+        F: FnMut(&mut Vec<u8>, &RecordHeader),
+    {
+        let mut progress = Progress::default();
+        if limit == 0 {
+            return Ok(progress);
+        }
+        for _ in 0..MAX_ROUNDS {
+            let head = match self.begin_round(&mut progress)? {
+                Round::End => return Ok(progress),
+                Round::Again => continue,
+                Round::From(head) => head,
+            };
+            let start = self.pos;
+            let saved = (self.seq, self.exact, self.unreported, out.len(), progress);
+            let walked = self.walk_in_place(head, out, limit, &mut progress, &mut after);
+            let tail2 = self.tail_after_copy()?;
+            if tail2 > start {
+                // Lapped during the walk: any of it may be torn, even the
+                // headers that led it. Take it all back and go on from the
+                // new tail.
+                let (seq, _, unreported, len, before) = saved;
+                out.truncate(len);
+                (self.seq, self.unreported, progress) = (seq, unreported, before);
+                self.pos = tail2;
+                self.exact = false;
+                continue;
+            }
+            // The tail did not move past the walk: it read intact bytes, so
+            // a bad record is really bad.
+            walked?;
+            if progress.records > saved.4.records || progress.records >= limit {
+                return Ok(progress);
+            }
+            if self.pos == start {
+                return Err(no_progress(self.pos));
+            }
+        }
+        Ok(progress)
+    }
+
+    /// The start of a round of reading: looks at the head and tail, moves a
+    /// lapped consumer to the tail, and says whether to read from `pos`
+    /// (up to the head it returns), look again, or return `progress`
+    /// (nothing new; `progress.ended` set when the topic is removed).
+    fn begin_round(&mut self, progress: &mut Progress) -> io::Result<Round> {
+        // Flags before head: "removed" and then "nothing past the head"
+        // means the end.
+        let removed =
+            self.region.load_u32(abi::CTRL_FLAGS, Ordering::Acquire) & abi::CTRL_FLAG_REMOVED != 0;
+        let head = self.head();
+        if head % 8 != 0 {
+            return Err(invalid(format!("odd ring head {head}")));
+        }
+        if head < self.pos {
+            // Our position came from a tail loaded after an older head,
+            // and this head load has not caught up with it yet.
+            std::hint::spin_loop();
+            return Ok(Round::Again);
+        }
+        if head == self.pos {
+            if removed && !self.exact {
+                // Lapped over nothing but padding (aborted writes) up to
+                // the final head: every record from `seq` on is gone, and
+                // the head's next seq is final once the topic is removed.
+                let next = self.region.load_u64(abi::CTRL_HEAD_SEQ, Ordering::Acquire);
+                if next > self.seq {
+                    progress.lost += next - self.seq;
+                    self.unreported += next - self.seq;
+                    self.seq = next;
+                }
+                self.exact = true;
+            }
+            progress.ended = removed;
+            return Ok(Round::End);
+        }
+        let tail = self.region.load_u64(abi::CTRL_TAIL, Ordering::Acquire);
+        if tail % 8 != 0 {
+            return Err(invalid(format!("odd ring tail {tail}")));
+        }
+        if self.pos < tail {
+            self.pos = tail;
+            self.exact = false;
+            if tail >= head {
+                // The writer moved on since the head was loaded.
+                return Ok(Round::Again);
+            }
+        }
+        Ok(Round::From(head))
+    }
+
+    /// The tail after reading ring bytes: every byte read at a position at
+    /// or above it was intact.
+    fn tail_after_copy(&self) -> io::Result<u64> {
+        // Pairs with the kernel's write barrier after it stores a tail and
+        // before it overwrites anything below it.
+        fence(Ordering::Acquire);
+        let tail = self.region.load_u64(abi::CTRL_TAIL, Ordering::Relaxed);
+        if tail % 8 != 0 {
+            return Err(invalid(format!("odd ring tail {tail}")));
+        }
+        Ok(tail)
     }
 
     /// Copies ring positions `start..end` (within one ring's length, both
@@ -502,6 +640,65 @@ impl Mapped {
         }
     }
 
+    /// What to do with the record whose header `h` is at position `p`,
+    /// `room` bytes before the end of the ring, below `head`: skip `n`
+    /// bytes (padding, or a record older than this consumer's start), or
+    /// deliver it (its span). Counts the loss before the first record after
+    /// a lap. A header that makes no sense is an error.
+    fn classify(
+        &mut self,
+        p: u64,
+        h: &RecordHeader,
+        room: u64,
+        head: u64,
+        progress: &mut Progress,
+    ) -> io::Result<Next> {
+        let len = u64::from(h.len);
+        let span = abi::record_span(h.len as usize) as u64;
+        if h.flags & abi::RECORD_FLAG_PAD != 0 {
+            let skip = span.min(room);
+            if p + skip > head {
+                return Err(bad_record(
+                    p,
+                    format!("padding of {skip} bytes past the head {head}"),
+                ));
+            }
+            return Ok(Next::Skip(skip));
+        }
+        if h.flags != 0 || len == 0 || len > self.record_max || span > room {
+            return Err(bad_record(
+                p,
+                format!(
+                    "flags {:#x}, length {len}, {room} bytes to the end of the ring",
+                    h.flags
+                ),
+            ));
+        }
+        if p + span > head {
+            return Err(bad_record(
+                p,
+                format!("{span} bytes long, past the head {head}"),
+            ));
+        }
+        if self.exact {
+            if h.seq != self.seq {
+                return Err(bad_record(
+                    p,
+                    format!("seq {} where {} was expected", h.seq, self.seq),
+                ));
+            }
+        } else if h.seq < self.seq {
+            // Older than where this reader starts: skip it.
+            return Ok(Next::Skip(span));
+        } else {
+            progress.lost += h.seq - self.seq;
+            self.unreported += h.seq - self.seq;
+            self.seq = h.seq;
+            self.exact = true;
+        }
+        Ok(Next::Deliver(span))
+    }
+
     /// Walks the validated copy in `scratch` from `self.pos`, delivering
     /// records until `progress.records` reaches `limit`.
     fn walk<F>(
@@ -517,11 +714,6 @@ impl Mapped {
     {
         let Copied { start, end, head } = copied;
         let mask = self.size - 1;
-        let bad = |p: u64, what: String| {
-            invalid(format!(
-                "the mapped ring holds a bad record at position {p}: {what}"
-            ))
-        };
         while self.pos < end && progress.records < limit {
             let p = self.pos;
             let room = self.size - (p & mask);
@@ -537,60 +729,84 @@ impl Mapped {
             else {
                 break; // the header is past this chunk: next time
             };
-            let len = u64::from(h.len);
             let span = abi::record_span(h.len as usize) as u64;
-            if h.flags & abi::RECORD_FLAG_PAD != 0 {
-                let skip = span.min(room);
-                if p + skip > head {
-                    return Err(bad(
-                        p,
-                        format!("padding of {skip} bytes past the head {head}"),
-                    ));
-                }
-                self.pos = p + skip;
-                continue;
-            }
-            if h.flags != 0 || len == 0 || len > self.record_max || span > room {
-                return Err(bad(
-                    p,
-                    format!(
-                        "flags {:#x}, length {len}, {room} bytes to the end of the ring",
-                        h.flags
-                    ),
-                ));
-            }
-            if p + span > end {
-                if end == head {
-                    return Err(bad(p, format!("{span} bytes long, past the head {head}")));
-                }
+            let sane = h.flags == 0 && h.len > 0 && u64::from(h.len) <= self.record_max;
+            if sane && p + span > end && end < head && span <= room {
                 // The record is past this chunk: next time, in a copy that
                 // holds it whole.
                 self.want = span;
                 break;
             }
-            if self.exact {
-                if h.seq != self.seq {
-                    return Err(bad(
-                        p,
-                        format!("seq {} where {} was expected", h.seq, self.seq),
-                    ));
+            let span = match self.classify(p, &h, room, head, progress)? {
+                Next::Skip(n) => {
+                    self.pos = p + n;
+                    continue;
                 }
-            } else if h.seq < self.seq {
-                // Older than where this reader starts: skip it.
-                self.pos = p + span;
-                continue;
-            } else {
-                progress.lost += h.seq - self.seq;
-                self.unreported += h.seq - self.seq;
-                self.seq = h.seq;
-                self.exact = true;
-            }
+                Next::Deliver(span) => span,
+            };
             let payload = self
                 .scratch
                 .get(at + RECORD_HEADER_SIZE..at + RECORD_HEADER_SIZE + h.len as usize)
                 .unwrap_or_default();
             format(out, &h, payload);
             self.want = 0;
+            progress.records += 1;
+            self.seq = h.seq.saturating_add(1);
+            self.pos = p + span;
+        }
+        Ok(())
+    }
+
+    /// Walks the ring itself from `self.pos` towards `head`, at most about
+    /// `chunk` bytes and `limit` records, appending payloads to `out`
+    /// ([`Mapped::read_payloads`]). Nothing it reads is trusted yet: its
+    /// caller checks the tail afterwards, and an error here (a header that
+    /// makes no sense) counts only if the tail does not explain it.
+    fn walk_in_place<F>(
+        &mut self,
+        head: u64,
+        out: &mut Vec<u8>,
+        limit: u64,
+        progress: &mut Progress,
+        after: &mut F,
+    ) -> io::Result<()>
+    where
+        F: FnMut(&mut Vec<u8>, &RecordHeader),
+    {
+        let start = self.pos;
+        let mask = self.size - 1;
+        let most = self.chunk.min(WALK);
+        while self.pos < head && progress.records < limit && self.pos - start < most {
+            let p = self.pos;
+            let off = p & mask;
+            let room = self.size - off;
+            if room < HDR {
+                self.pos = p + room;
+                continue;
+            }
+            let at = self.data + off as usize;
+            let h = self
+                .region
+                .header(at)
+                .ok_or_else(|| bad_record(p, "out of the mapping".to_string()))?;
+            let span = match self.classify(p, &h, room, head, progress)? {
+                Next::Skip(n) => {
+                    self.pos = p + n;
+                    continue;
+                }
+                Next::Deliver(span) => span,
+            };
+            // The payload's words: they end inside the record's span.
+            let len = h.len as usize;
+            let mark = out.len();
+            if !self
+                .region
+                .copy_words(at + RECORD_HEADER_SIZE, len.div_ceil(8), out)
+            {
+                return Err(bad_record(p, "out of the mapping".to_string()));
+            }
+            out.truncate(mark + len);
+            after(out, &h);
             progress.records += 1;
             self.seq = h.seq.saturating_add(1);
             self.pos = p + span;

@@ -175,9 +175,27 @@ struct Got {
     payload: Vec<u8>,
 }
 
+thread_local! {
+    /// Whether `drain` reads with `read_payloads` rather than `read_into`.
+    static PAYLOADS: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f` twice: with `drain` reading through `read_into`, then through
+/// `read_payloads`.
+fn both(f: impl Fn()) {
+    for payloads in [false, true] {
+        PAYLOADS.with(|p| p.set(payloads));
+        f();
+    }
+    PAYLOADS.with(|p| p.set(false));
+}
+
 /// Reads everything available; returns the records, the loss, and
 /// whether the stream ended.
 fn drain(m: &mut Mapped, limit: u64) -> (Vec<Got>, u64, bool) {
+    if PAYLOADS.with(Cell::get) {
+        return drain_payloads(m, limit);
+    }
     let mut got = Vec::new();
     let mut lost = 0;
     let mut out = Vec::new();
@@ -206,6 +224,44 @@ fn drain(m: &mut Mapped, limit: u64) -> (Vec<Got>, u64, bool) {
     }
 }
 
+/// `drain` through `read_payloads`: each payload is followed in `out` by
+/// its seq and length (appended by `after`), so the output is parsed from
+/// its end.
+fn drain_payloads(m: &mut Mapped, limit: u64) -> (Vec<Got>, u64, bool) {
+    let mut lost = 0;
+    let mut out = Vec::new();
+    loop {
+        let before = out.len();
+        let p = m
+            .read_payloads(&mut out, limit, |out, h| {
+                out.extend_from_slice(&h.seq.to_ne_bytes());
+                out.extend_from_slice(&u64::from(h.len).to_ne_bytes());
+            })
+            .unwrap();
+        lost += p.lost;
+        assert!(
+            p.records > 0 || out.len() == before,
+            "output without records"
+        );
+        if p.records == 0 {
+            let mut got = Vec::new();
+            let mut end = out.len();
+            while end > 0 {
+                let seq = u64::from_ne_bytes(out[end - 16..end - 8].try_into().unwrap());
+                let len = u64::from_ne_bytes(out[end - 8..end].try_into().unwrap()) as usize;
+                let at = end - 16 - len;
+                got.push(Got {
+                    seq,
+                    payload: out[at..end - 16].to_vec(),
+                });
+                end = at;
+            }
+            got.reverse();
+            return (got, lost, p.ended);
+        }
+    }
+}
+
 fn check(w: &Writer, got: &[Got]) {
     for g in got {
         assert_eq!(g.payload, w.sent[g.seq as usize], "payload of {}", g.seq);
@@ -215,27 +271,29 @@ fn check(w: &Writer, got: &[Got]) {
 
 #[test]
 fn reads_records_in_order_then_ends_when_removed() {
-    let mut w = Writer::new(4096);
-    let mut m = w.mapped(0);
-    assert_eq!(drain(&mut m, u64::MAX), (vec![], 0, false));
-    for len in [1, 5, 8, 100, 3] {
-        w.append(len, false);
-    }
-    let (got, lost, ended) = drain(&mut m, u64::MAX);
-    assert_eq!(got.len(), 5);
-    assert_eq!((lost, ended), (0, false));
-    check(&w, &got);
-    assert_eq!(m.next_seq(), 5);
-    w.append(7, false);
-    w.remove();
-    assert!(m.removed());
-    let (got, _, ended) = drain(&mut m, u64::MAX);
-    assert_eq!(
-        (got.len(), ended),
-        (1, true),
-        "the last record, then the end"
-    );
-    assert!(drain(&mut m, u64::MAX).2);
+    both(|| {
+        let mut w = Writer::new(4096);
+        let mut m = w.mapped(0);
+        assert_eq!(drain(&mut m, u64::MAX), (vec![], 0, false));
+        for len in [1, 5, 8, 100, 3] {
+            w.append(len, false);
+        }
+        let (got, lost, ended) = drain(&mut m, u64::MAX);
+        assert_eq!(got.len(), 5);
+        assert_eq!((lost, ended), (0, false));
+        check(&w, &got);
+        assert_eq!(m.next_seq(), 5);
+        w.append(7, false);
+        w.remove();
+        assert!(m.removed());
+        let (got, _, ended) = drain(&mut m, u64::MAX);
+        assert_eq!(
+            (got.len(), ended),
+            (1, true),
+            "the last record, then the end"
+        );
+        assert!(drain(&mut m, u64::MAX).2);
+    });
 }
 
 #[test]
@@ -273,114 +331,124 @@ fn limit_is_respected() {
 
 #[test]
 fn pads_and_aborts_are_skipped() {
-    let mut w = Writer::new(1024);
-    let mut m = w.mapped(0);
-    let mut all = Vec::new();
-    for i in 0..200 {
-        w.append(1 + (i * 37) % 200, i % 5 == 3);
-        if i % 3 == 0 {
-            let (got, lost, _) = drain(&mut m, u64::MAX);
-            assert_eq!(lost, 0);
-            all.extend(got);
+    both(|| {
+        let mut w = Writer::new(1024);
+        let mut m = w.mapped(0);
+        let mut all = Vec::new();
+        for i in 0..200 {
+            w.append(1 + (i * 37) % 200, i % 5 == 3);
+            if i % 3 == 0 {
+                let (got, lost, _) = drain(&mut m, u64::MAX);
+                assert_eq!(lost, 0);
+                all.extend(got);
+            }
         }
-    }
-    all.extend(drain(&mut m, u64::MAX).0);
-    check(&w, &all);
-    assert_eq!(all.len(), w.sent.len());
-    assert!(all.iter().enumerate().all(|(i, g)| g.seq == i as u64));
+        all.extend(drain(&mut m, u64::MAX).0);
+        check(&w, &all);
+        assert_eq!(all.len(), w.sent.len());
+        assert!(all.iter().enumerate().all(|(i, g)| g.seq == i as u64));
+    });
 }
 
 #[test]
 fn lapped_reader_counts_exact_loss() {
-    let mut w = Writer::new(1024);
-    let mut m = w.mapped(0);
-    for _ in 0..100 {
-        w.append(50, false);
-    }
-    let (got, lost, _) = drain(&mut m, u64::MAX);
-    check(&w, &got);
-    assert_eq!(got.first().map(|g| g.seq), Some(w.ring.oldest_seq()));
-    assert_eq!(lost, w.ring.oldest_seq());
-    assert_eq!(got.len() as u64 + lost, 100);
+    both(|| {
+        let mut w = Writer::new(1024);
+        let mut m = w.mapped(0);
+        for _ in 0..100 {
+            w.append(50, false);
+        }
+        let (got, lost, _) = drain(&mut m, u64::MAX);
+        check(&w, &got);
+        assert_eq!(got.first().map(|g| g.seq), Some(w.ring.oldest_seq()));
+        assert_eq!(lost, w.ring.oldest_seq());
+        assert_eq!(got.len() as u64 + lost, 100);
+    });
 }
 
 #[test]
 fn a_lap_over_padding_counts_exact_loss_and_does_not_spin() {
-    let mut w = Writer::new(1024);
-    let mut m = w.mapped(0);
-    for _ in 0..3 {
+    both(|| {
+        let mut w = Writer::new(1024);
+        let mut m = w.mapped(0);
+        for _ in 0..3 {
+            w.append(50, false);
+        }
+        // Aborted writes lap the reader: nothing but padding is left.
+        for _ in 0..20 {
+            w.append(200, true);
+        }
+        let (got, lost, ended) = drain(&mut m, u64::MAX);
+        assert!(got.is_empty() && lost == 0 && !ended);
+        // The sync says "lapped"; the consumer may sleep all the same.
+        assert!(m.may_sleep(true));
+        // The next record tells the exact loss.
         w.append(50, false);
-    }
-    // Aborted writes lap the reader: nothing but padding is left.
-    for _ in 0..20 {
-        w.append(200, true);
-    }
-    let (got, lost, ended) = drain(&mut m, u64::MAX);
-    assert!(got.is_empty() && lost == 0 && !ended);
-    // The sync says "lapped"; the consumer may sleep all the same.
-    assert!(m.may_sleep(true));
-    // The next record tells the exact loss.
-    w.append(50, false);
-    let (got, lost, _) = drain(&mut m, u64::MAX);
-    assert_eq!((got.len(), lost), (1, 3));
-    check(&w, &got);
-    assert!(!m.may_sleep(true));
-    // Lapped over padding again, then removed: the loss is counted at
-    // the end.
-    w.append(50, false);
-    w.append(50, false);
-    for _ in 0..20 {
-        w.append(200, true);
-    }
-    w.remove();
-    let (got, lost, ended) = drain(&mut m, u64::MAX);
-    assert!(got.is_empty() && ended);
-    assert_eq!(lost, 2);
-    assert_eq!(m.next_seq(), w.ring.next_seq());
+        let (got, lost, _) = drain(&mut m, u64::MAX);
+        assert_eq!((got.len(), lost), (1, 3));
+        check(&w, &got);
+        assert!(!m.may_sleep(true));
+        // Lapped over padding again, then removed: the loss is counted at
+        // the end.
+        w.append(50, false);
+        w.append(50, false);
+        for _ in 0..20 {
+            w.append(200, true);
+        }
+        w.remove();
+        let (got, lost, ended) = drain(&mut m, u64::MAX);
+        assert!(got.is_empty() && ended);
+        assert_eq!(lost, 2);
+        assert_eq!(m.next_seq(), w.ring.next_seq());
+    });
 }
 
 #[test]
 fn starts_at_the_cursor() {
-    let mut w = Writer::new(4096);
-    for _ in 0..30 {
-        w.append(20, false);
-    }
-    // "now"
-    assert_eq!(drain(&mut w.mapped(30), u64::MAX).0, vec![]);
-    // last:5 and oldest
-    let (got, lost, _) = drain(&mut w.mapped(25), u64::MAX);
-    assert_eq!((got.len(), got[0].seq, lost), (5, 25, 0));
-    let oldest = w.ring.oldest_seq();
-    let (got, lost, _) = drain(&mut w.mapped(oldest), u64::MAX);
-    assert_eq!((got.len() as u64, lost), (30 - oldest, 0));
-    // A cursor evicted before the mapping starts: counted as lost.
-    for _ in 0..200 {
-        w.append(20, false);
-    }
-    let (got, lost, _) = drain(&mut w.mapped(10), u64::MAX);
-    assert_eq!(lost, w.ring.oldest_seq() - 10);
-    assert_eq!(got[0].seq, w.ring.oldest_seq());
-    check(&w, &got);
+    both(|| {
+        let mut w = Writer::new(4096);
+        for _ in 0..30 {
+            w.append(20, false);
+        }
+        // "now"
+        assert_eq!(drain(&mut w.mapped(30), u64::MAX).0, vec![]);
+        // last:5 and oldest
+        let (got, lost, _) = drain(&mut w.mapped(25), u64::MAX);
+        assert_eq!((got.len(), got[0].seq, lost), (5, 25, 0));
+        let oldest = w.ring.oldest_seq();
+        let (got, lost, _) = drain(&mut w.mapped(oldest), u64::MAX);
+        assert_eq!((got.len() as u64, lost), (30 - oldest, 0));
+        // A cursor evicted before the mapping starts: counted as lost.
+        for _ in 0..200 {
+            w.append(20, false);
+        }
+        let (got, lost, _) = drain(&mut w.mapped(10), u64::MAX);
+        assert_eq!(lost, w.ring.oldest_seq() - 10);
+        assert_eq!(got[0].seq, w.ring.oldest_seq());
+        check(&w, &got);
+    });
 }
 
 #[test]
 fn head_seq_ahead_of_head_is_harmless() {
-    // The writer stored the next seq but not yet the head: the record
-    // before the head is older than the cursor and skipped.
-    let mut w = Writer::new(4096);
-    for _ in 0..3 {
+    both(|| {
+        // The writer stored the next seq but not yet the head: the record
+        // before the head is older than the cursor and skipped.
+        let mut w = Writer::new(4096);
+        for _ in 0..3 {
+            w.append(20, false);
+        }
+        let old_head = w.ring.head();
         w.append(20, false);
-    }
-    let old_head = w.ring.head();
-    w.append(20, false);
-    w.fake
-        .set_u64(abi::CTRL_HEAD, old_head - abi::record_span(20) as u64);
-    let mut m = w.mapped(4);
-    w.fake.set_u64(abi::CTRL_HEAD, w.ring.head());
-    assert_eq!(drain(&mut m, u64::MAX).0, vec![]);
-    w.append(20, false);
-    let (got, lost, _) = drain(&mut m, u64::MAX);
-    assert_eq!((got.len(), got[0].seq, lost), (1, 4, 0));
+        w.fake
+            .set_u64(abi::CTRL_HEAD, old_head - abi::record_span(20) as u64);
+        let mut m = w.mapped(4);
+        w.fake.set_u64(abi::CTRL_HEAD, w.ring.head());
+        assert_eq!(drain(&mut m, u64::MAX).0, vec![]);
+        w.append(20, false);
+        let (got, lost, _) = drain(&mut m, u64::MAX);
+        assert_eq!((got.len(), got[0].seq, lost), (1, 4, 0));
+    });
 }
 
 #[test]
@@ -451,6 +519,87 @@ fn partly_overwritten_copy_keeps_the_intact_part() {
         "{} words copied",
         words.get()
     );
+}
+
+#[test]
+fn payloads_overwritten_during_the_walk_are_taken_back() {
+    for at in [1, 7, 30, 100] {
+        let w = Rc::new(RefCell::new(Writer::new(2048)));
+        for _ in 0..20 {
+            w.borrow_mut().append(40, false);
+        }
+        let mut m = w.borrow().mapped(0);
+        // After `at` payload words the writer laps the reader, overwriting
+        // what the walk has read and what it is about to read.
+        let ww = w.clone();
+        let words = Rc::new(Cell::new(0usize));
+        let count = words.clone();
+        set_hook(Some(Box::new(move |_| {
+            count.set(count.get() + 1);
+            if count.get() == at {
+                let mut w = ww.borrow_mut();
+                for _ in 0..30 {
+                    w.append(40, false);
+                }
+            }
+        })));
+        let (got, lost, _) = drain_payloads(&mut m, u64::MAX);
+        set_hook(None);
+        let w = w.borrow();
+        check(&w, &got);
+        assert!(lost > 0, "lapped after {at} words");
+        assert_eq!(got.len() as u64 + lost, 50, "after {at} words");
+        assert_eq!(got.last().map(|g| g.seq), Some(49));
+        assert_eq!(got.first().map(|g| g.seq), Some(lost));
+    }
+}
+
+#[test]
+fn payloads_respect_the_limit_and_a_long_walk_is_cut() {
+    let mut w = Writer::new(4096);
+    let mut m = w.mapped(0);
+    for _ in 0..10 {
+        w.append(10, false);
+    }
+    let mut out = Vec::new();
+    let p = m.read_payloads(&mut out, 3, |_, _| {}).unwrap();
+    assert_eq!((p.records, out.len()), (3, 30));
+    assert_eq!(out[..10], Writer::payload(0, 10)[..]);
+    assert_eq!(m.next_seq(), 3);
+    assert_eq!(
+        m.read_payloads(&mut out, 0, |_, _| {}).unwrap(),
+        Progress::default()
+    );
+    // A walk stops after `chunk` bytes of ring, at a record's end.
+    m.chunk = 64;
+    out.clear();
+    let p = m.read_payloads(&mut out, u64::MAX, |_, _| {}).unwrap();
+    assert_eq!(p.records, 2, "two 56-byte records reach 64 bytes");
+    let (got, _, _) = drain_payloads(&mut m, u64::MAX);
+    assert_eq!(got.first().map(|g| g.seq), Some(5));
+    assert_eq!(got.len(), 5);
+    check(&w, &got);
+}
+
+#[test]
+fn payloads_of_garbage_the_tail_does_not_explain_are_an_error() {
+    let mut w = Writer::new(4096);
+    let mut m = w.mapped(0);
+    w.append(16, false);
+    w.append(16, false);
+    let off = DATA + abi::record_span(16);
+    w.fake.write(off + 8, &77u64.to_ne_bytes());
+    let mut out = Vec::new();
+    let e = m.read_payloads(&mut out, u64::MAX, |_, _| {}).unwrap_err();
+    assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+    assert!(e.to_string().contains("seq 77"), "{e}");
+    // A length past the head.
+    let mut w = Writer::new(4096);
+    let mut m = w.mapped(0);
+    w.append(16, false);
+    w.fake.write(DATA, &600u32.to_ne_bytes());
+    let e = m.read_payloads(&mut out, u64::MAX, |_, _| {}).unwrap_err();
+    assert!(e.to_string().contains("past the head"), "{e}");
 }
 
 #[test]
@@ -551,7 +700,8 @@ proptest! {
     /// intact records in order, and every seq it passes is either
     /// delivered or counted lost.
     #[test]
-    fn consumer_matches_writer(size_log2 in 10u32..13, start in 0u64..3, chunk in prop::sample::select(vec![64u64, 256, 1 << 20]), ops in prop::collection::vec(op(), 1..200)) {
+    fn consumer_matches_writer(size_log2 in 10u32..13, start in 0u64..3, chunk in prop::sample::select(vec![64u64, 256, 1 << 20]), payloads: bool, ops in prop::collection::vec(op(), 1..200)) {
+        PAYLOADS.with(|p| p.set(payloads));
         let size = 1usize << size_log2;
         let w = Rc::new(RefCell::new(Writer::new(size)));
         for _ in 0..start { w.borrow_mut().append(10, false); }
@@ -572,8 +722,12 @@ proptest! {
                 Op::RacyRead { word, n, len } => {
                     let ww = w.clone();
                     let mut fired = false;
-                    set_hook(Some(Box::new(move |i| {
-                        if i == word && !fired {
+                    let mut words = 0;
+                    // After `word` words copied in all (`read_payloads`
+                    // copies a payload at a time).
+                    set_hook(Some(Box::new(move |_| {
+                        words += 1;
+                        if words > word && !fired {
                             fired = true;
                             let mut w = ww.borrow_mut();
                             for _ in 0..n { w.append(len.min(size / 4), false); }
@@ -601,5 +755,6 @@ proptest! {
         let oldest = w.ring.oldest_seq();
         let tail_part: Vec<u64> = got.iter().map(|g| g.seq).filter(|&s| s >= oldest).collect();
         prop_assert_eq!(tail_part, (oldest.max(start)..total).collect::<Vec<_>>());
+        PAYLOADS.with(|p| p.set(false));
     }
 }

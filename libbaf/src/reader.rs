@@ -10,7 +10,7 @@
 
 use crate::abi::{self, RecordHeader};
 use crate::device::{Record, Topic};
-use crate::mapped::Mapped;
+use crate::mapped::{Mapped, Progress};
 use crate::subscribe::{self, Lossless, Opened, StartAt};
 use anyhow::{Context, Result};
 use std::collections::HashSet;
@@ -189,13 +189,7 @@ impl Reader {
                     .report_loss(&self.topic)
                     .with_context(|| format!("reporting loss on topic {}", self.name))?;
             }
-            batch.step = if progress.ended {
-                Step::Gone
-            } else if progress.records > 0 {
-                Step::Data
-            } else {
-                Step::Idle
-            };
+            batch.step = step_of(&progress);
         } else {
             let n = match subscribe::read(&self.topic, buf)? {
                 subscribe::Step::Records(n) => n,
@@ -220,6 +214,45 @@ impl Reader {
             Some(e) => Err(e),
             None => Ok(batch),
         }
+    }
+
+    /// Reads what is there, at most `limit` records, appending each
+    /// record's payload to `out` and nothing else (for a consumer that
+    /// wants the payloads as they are: `submsg`'s raw output). Through a
+    /// mapping the payloads are copied straight from the ring into `out`
+    /// ([`Mapped::read_payloads`]), which is what makes this worth having;
+    /// with `read()` they are read into `buf` and appended from there.
+    pub fn read_payloads(
+        &mut self,
+        buf: &mut Vec<u8>,
+        out: &mut Vec<u8>,
+        limit: u64,
+    ) -> Result<Batch> {
+        let Some(mapped) = self.mapped.as_mut() else {
+            return self.read(buf, limit, |record, _| {
+                out.extend_from_slice(record.payload);
+                Ok(())
+            });
+        };
+        let mut batch = Batch::default();
+        if limit == 0 {
+            return Ok(batch);
+        }
+        let progress = mapped
+            .read_payloads(out, limit, |_, _| {})
+            .with_context(|| format!("reading topic {} through its mapping", self.name))?;
+        // The mapping counts the gaps itself; the next record expected is
+        // the mapping's.
+        self.expect = mapped.next_seq();
+        if progress.lost > 0 {
+            mapped
+                .report_loss(&self.topic)
+                .with_context(|| format!("reporting loss on topic {}", self.name))?;
+        }
+        batch.records = progress.records;
+        batch.lost = progress.lost;
+        batch.step = step_of(&progress);
+        Ok(batch)
     }
 
     /// Before sleeping: moves a mapped topic's file cursor to where its
@@ -302,6 +335,17 @@ impl HotList {
     pub fn clear(&mut self) {
         self.tokens.clear();
         self.on.clear();
+    }
+}
+
+/// What a read through a mapping found.
+fn step_of(progress: &Progress) -> Step {
+    if progress.ended {
+        Step::Gone
+    } else if progress.records > 0 {
+        Step::Data
+    } else {
+        Step::Idle
     }
 }
 

@@ -186,9 +186,15 @@ impl<'a> Subscriber<'a> {
         let label = &sub.label;
         // Set when writing stdout failed (that error is returned as it is).
         let mut output_failed = false;
-        let read = sub
-            .reader
-            .read(buf, remaining.unwrap_or(u64::MAX), |record, lost| {
+        let limit = remaining.unwrap_or(u64::MAX);
+        let read = if sub.reader.is_mapped() && style.format == Format::Raw && !style.nul {
+            // Raw payloads go straight from the mapping into the output
+            // buffer: nothing is added to them, so no record is needed.
+            sub.reader
+                .read_payloads(buf, &mut out.buf, limit)
+                .inspect(|batch| loss.add(&label.name, batch.lost))
+        } else {
+            sub.reader.read(buf, limit, |record, lost| {
                 if direct && record.payload.len() >= DIRECT {
                     loss.add(&label.name, lost);
                     if style.format == Format::Len32 {
@@ -202,7 +208,8 @@ impl<'a> Subscriber<'a> {
                     deliver(style, &mut out.buf, label, loss, record, lost);
                     Ok(())
                 }
-            });
+            })
+        };
         let batch = match read {
             Ok(b) => b,
             Err(e) if output_failed || sub.reader.is_mapped() => return Err(e),
