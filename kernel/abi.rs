@@ -11,7 +11,11 @@
 //! number, so an old binary keeps getting the layout it was built with.
 
 /// Grows whenever anything in this file changes meaning or grows.
-pub const ABI_VERSION: u32 = 6;
+pub const ABI_VERSION: u32 = 7;
+
+/// The first [`ABI_VERSION`] whose topic files can be either end of
+/// `splice` and `sendfile` (before it, both fail with `EINVAL`).
+pub const ABI_SPLICE: u32 = 7;
 
 /// The ioctl "type" byte of every fanout ioctl.
 pub const IOC_TYPE: u32 = 0xBA;

@@ -45,6 +45,11 @@ pub(crate) static TOPIC_FOPS: Fops = Fops(bindings::file_operations {
     read_iter: Some(fanout_read_iter),
     write_iter: Some(fanout_write_iter),
     poll: Some(fanout_poll),
+    // `splice` and `sendfile` (ABI 7) go through `read_iter`/`write_iter`
+    // above: the kernel's generic helpers hand them a page iterator, which
+    // the read and write paths copy from and to like any other iterator.
+    splice_read: Some(bindings::copy_splice_read),
+    splice_write: Some(bindings::iter_file_splice_write),
     mmap: Some(fanout_mmap),
     unlocked_ioctl: Some(fanout_ioctl),
     #[cfg(CONFIG_COMPAT)]

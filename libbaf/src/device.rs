@@ -9,7 +9,7 @@ pub use crate::error::{AbiMismatch, ModuleNotLoaded, NotATopic};
 use anyhow::{Context, Result};
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
@@ -27,6 +27,34 @@ fn ioctl<T>(file: &File, request: u32, arg: *mut T) -> io::Result<()> {
         Err(io::Error::last_os_error())
     } else {
         Ok(())
+    }
+}
+
+/// `splice(from, NULL, to, NULL, len, SPLICE_F_MOVE)`, again on `EINTR`.
+fn splice(from: BorrowedFd<'_>, to: BorrowedFd<'_>, len: usize) -> io::Result<usize> {
+    loop {
+        // SAFETY: both descriptors are open for the call (borrowed), the
+        // null offsets mean "the files' own positions", and no memory of
+        // ours is passed.
+        let n = unsafe {
+            libc::splice(
+                from.as_raw_fd(),
+                std::ptr::null_mut(),
+                to.as_raw_fd(),
+                std::ptr::null_mut(),
+                len,
+                libc::SPLICE_F_MOVE,
+            )
+        };
+        match usize::try_from(n) {
+            Ok(n) => return Ok(n),
+            Err(_) => {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+        }
     }
 }
 
@@ -122,6 +150,55 @@ impl Topic {
             r => r?,
         }
         Ok(info)
+    }
+
+    /// Moves up to `len` bytes from the pipe `input` into the topic with
+    /// `splice` (ABI 7): what the pipe holds goes in as one `write()` in
+    /// this file's mode, copied once by the kernel from the pipe's pages
+    /// into the ring. Returns the bytes moved; 0 when the pipe is at its
+    /// end. Waits for the pipe as `read()` would; `EINVAL` from a module
+    /// older than ABI 7 (or an `input` that is not a pipe).
+    pub fn splice_in(&self, input: BorrowedFd<'_>, len: usize) -> io::Result<usize> {
+        splice(input, self.file.as_fd(), len)
+    }
+
+    /// Moves up to `len` bytes from the regular file `input` (from its
+    /// position, which moves on) into the topic with `sendfile` (ABI 7): the
+    /// kernel hands the topic the file's pages, at most 64 KiB a pass, each
+    /// pass one `write()` in this file's mode, copied once from the page
+    /// cache into the ring. Returns the bytes moved; 0 at the file's end.
+    pub fn sendfile_in(&self, input: BorrowedFd<'_>, len: usize) -> io::Result<usize> {
+        loop {
+            // SAFETY: both descriptors are open for the call; a null offset
+            // means the input's own position.
+            let n = unsafe {
+                libc::sendfile(
+                    self.file.as_raw_fd(),
+                    input.as_raw_fd(),
+                    std::ptr::null_mut(),
+                    len,
+                )
+            };
+            match usize::try_from(n) {
+                Ok(n) => return Ok(n),
+                Err(_) => {
+                    let e = io::Error::last_os_error();
+                    if e.kind() != io::ErrorKind::Interrupted {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Moves what one `read()` of this file would return (at most `len`
+    /// bytes, and what room the pipe has) into the pipe `out` with
+    /// `splice` (ABI 7), copied once by the kernel from the ring into the
+    /// pipe's pages. Returns the bytes moved; 0 at the end of the topic
+    /// (removed and drained); `EAGAIN` on a non-blocking file with nothing
+    /// new. `EPIPE` when `out` has no reader.
+    pub fn splice_out(&self, out: BorrowedFd<'_>, len: usize) -> io::Result<usize> {
+        splice(self.file.as_fd(), out, len)
     }
 
     /// Waits until the topic has at least `n` lossless readers (ABI 3).

@@ -58,9 +58,16 @@
 
 use crate::abi::{self, RecordHeader, RECORD_HEADER_SIZE};
 use crate::device::Topic;
+use region::{Owner, Region};
 use std::io;
 use std::ptr::NonNull;
-use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{fence, Ordering};
+
+#[path = "mapped_region.rs"]
+mod region;
+
+#[path = "mapped_payloads.rs"]
+mod payloads;
 
 const HDR: u64 = RECORD_HEADER_SIZE as u64;
 
@@ -88,132 +95,6 @@ pub struct Progress {
     pub lost: u64,
     /// The topic was removed and everything in it was read: the end.
     pub ended: bool,
-}
-
-/// Who keeps the mapped memory alive.
-enum Owner {
-    Map {
-        _map: memmap2::Mmap,
-    },
-    #[cfg(test)]
-    Fake {
-        _fake: std::rc::Rc<tests::Fake>,
-    },
-}
-
-/// The mapped memory: `len` bytes at `base`, alive as long as `_owner`.
-///
-/// # Invariants
-///
-/// `base..base + len` is readable for as long as this value lives, `base` is
-/// 8-aligned, and the memory is never reached through a reference (other
-/// code, the kernel, writes it concurrently).
-struct Region {
-    base: NonNull<u8>,
-    len: usize,
-    _owner: Owner,
-}
-
-impl Region {
-    /// The `u64` at byte offset `off`, loaded atomically with `order`; 0 if
-    /// `off` is out of range or unaligned.
-    fn load_u64(&self, off: usize, order: Ordering) -> u64 {
-        if off % 8 != 0 || off.checked_add(8).is_none_or(|end| end > self.len) {
-            return 0;
-        }
-        // SAFETY: `off + 8 <= len` and `base` and `off` are 8-aligned, so
-        // the pointer is in bounds and aligned for an `AtomicU64` (same size
-        // and alignment as `u64` where 64-bit atomics exist). The memory
-        // lives while `self` does (type invariant), and the reference is
-        // used for this one load only, so it outlives nothing. Every other
-        // access to these control-page words is atomic too (the kernel
-        // stores them with its atomics, and this module only loads them
-        // atomically), so there is no mixed-size or non-atomic race.
-        // `from_ptr` also asks for memory valid for writes, and a mapping
-        // is read-only: but nothing here ever writes, and an atomic *load*
-        // is a plain load instruction on every target with native 64-bit
-        // atomics (no compare-and-swap emulation), so it never faults on a
-        // read-only page.
-        unsafe { AtomicU64::from_ptr(self.base.as_ptr().add(off).cast::<u64>()).load(order) }
-    }
-
-    /// The `u32` at byte offset `off`, loaded atomically; 0 if out of range
-    /// or unaligned.
-    fn load_u32(&self, off: usize, order: Ordering) -> u32 {
-        if off % 4 != 0 || off.checked_add(4).is_none_or(|end| end > self.len) {
-            return 0;
-        }
-        // SAFETY: As in `load_u64`, with 4-byte size and alignment (the
-        // offset is checked 4-aligned and `base` is 8-aligned).
-        unsafe { AtomicU32::from_ptr(self.base.as_ptr().add(off).cast::<u32>()).load(order) }
-    }
-
-    /// The record header at byte offset `off`, read word by word with
-    /// volatile loads (the kernel may be writing it: the caller checks the
-    /// tail afterwards); `None` when out of bounds or unaligned.
-    fn header(&self, off: usize) -> Option<RecordHeader> {
-        const WORDS: usize = RECORD_HEADER_SIZE / 8;
-        if off % 8 != 0
-            || off
-                .checked_add(RECORD_HEADER_SIZE)
-                .is_none_or(|end| end > self.len)
-        {
-            return None;
-        }
-        let mut bytes = [0u8; RECORD_HEADER_SIZE];
-        for (i, dst) in bytes.chunks_exact_mut(8).enumerate().take(WORDS) {
-            // SAFETY: `off + 8 * i + 8 <= off + RECORD_HEADER_SIZE <= len`
-            // and `base` and `off` are 8-aligned, so this is an in-bounds,
-            // aligned `u64` of the live mapping (type invariant), loaded
-            // volatile because the kernel may be writing it (as in
-            // `copy_words`).
-            let w = unsafe {
-                std::ptr::read_volatile(self.base.as_ptr().add(off + 8 * i).cast::<u64>())
-            };
-            dst.copy_from_slice(&w.to_ne_bytes());
-        }
-        RecordHeader::from_bytes(&bytes)
-    }
-
-    /// Appends the `words` 8-byte words at byte offset `off` to `dst`, each
-    /// read with a volatile load. Returns false (appending nothing) when the
-    /// range is out of bounds or unaligned.
-    fn copy_words(&self, off: usize, words: usize, dst: &mut Vec<u8>) -> bool {
-        let Some(end) = words.checked_mul(8).and_then(|b| b.checked_add(off)) else {
-            return false;
-        };
-        if off % 8 != 0 || end > self.len {
-            return false;
-        }
-        dst.reserve(words * 8);
-        let at = dst.len();
-        // Written through a raw pointer into the reserved room, then the
-        // length set once: a bounds-checked `extend` per word costs more
-        // than the load itself.
-        let out = dst.spare_capacity_mut().as_mut_ptr().cast::<u8>();
-        for i in 0..words {
-            // SAFETY: `off + 8 * i + 8 <= end <= len` and everything is
-            // 8-aligned, so this reads an in-bounds, aligned `u64` of the
-            // live mapping (type invariant). The load is volatile because
-            // the kernel may be writing these bytes right now: the value
-            // may be torn or stale, which the caller detects afterwards
-            // (the tail check), but it is never assumed to be stable.
-            let w = unsafe {
-                std::ptr::read_volatile(self.base.as_ptr().add(off + 8 * i).cast::<u64>())
-            };
-            // SAFETY: `reserve` above made room for `words * 8` bytes past
-            // `dst.len()`, so bytes `8 * i..8 * i + 8` of the spare
-            // capacity are in the allocation; `write_unaligned` needs no
-            // alignment, and nothing else refers to the spare capacity.
-            unsafe { out.add(8 * i).cast::<u64>().write_unaligned(w) };
-            #[cfg(test)]
-            tests::after_word(i);
-        }
-        // SAFETY: the `words * 8` bytes after the old length were all
-        // written (initialized) by the loop above, within the capacity.
-        unsafe { dst.set_len(at + words * 8) };
-        true
-    }
 }
 
 /// The ring range `start..end` copied into the scratch buffer, and the head
@@ -489,70 +370,6 @@ impl Mapped {
         Ok(progress)
     }
 
-    /// Reads the next batch as [`Mapped::read_into`] does, but appends each
-    /// record's payload to `out` straight from the mapping, with no private
-    /// copy of the ring in between and no header bytes copied: one copy of
-    /// each payload byte, where `read_into` makes two and copies the
-    /// headers too. After each payload it calls `after(out, header)`, which
-    /// may append more (a delimiter); it must not do anything else it
-    /// cannot take back, since a batch the writer turns out to have
-    /// overwritten meanwhile is taken back from `out`.
-    ///
-    /// The walk reads the ring in place: headers and payloads are loaded
-    /// while the writer may overwrite them, so nothing found on the way is
-    /// trusted until the tail is checked after the walk (at most `chunk`
-    /// bytes of the ring). If the tail passed the walk's start, everything
-    /// appended in it is taken back (`out` truncated, the sequence number
-    /// and loss rolled back) and the walk starts again from the new tail,
-    /// counting the loss there; a bad header is an error only when the tail
-    /// does not explain it.
-    pub fn read_payloads<F>(
-        &mut self,
-        out: &mut Vec<u8>,
-        limit: u64,
-        mut after: F,
-    ) -> io::Result<Progress>
-    where
-        F: FnMut(&mut Vec<u8>, &RecordHeader),
-    {
-        let mut progress = Progress::default();
-        if limit == 0 {
-            return Ok(progress);
-        }
-        for _ in 0..MAX_ROUNDS {
-            let head = match self.begin_round(&mut progress)? {
-                Round::End => return Ok(progress),
-                Round::Again => continue,
-                Round::From(head) => head,
-            };
-            let start = self.pos;
-            let saved = (self.seq, self.exact, self.unreported, out.len(), progress);
-            let walked = self.walk_in_place(head, out, limit, &mut progress, &mut after);
-            let tail2 = self.tail_after_copy()?;
-            if tail2 > start {
-                // Lapped during the walk: any of it may be torn, even the
-                // headers that led it. Take it all back and go on from the
-                // new tail.
-                let (seq, _, unreported, len, before) = saved;
-                out.truncate(len);
-                (self.seq, self.unreported, progress) = (seq, unreported, before);
-                self.pos = tail2;
-                self.exact = false;
-                continue;
-            }
-            // The tail did not move past the walk: it read intact bytes, so
-            // a bad record is really bad.
-            walked?;
-            if progress.records > saved.4.records || progress.records >= limit {
-                return Ok(progress);
-            }
-            if self.pos == start {
-                return Err(no_progress(self.pos));
-            }
-        }
-        Ok(progress)
-    }
-
     /// The start of a round of reading: looks at the head and tail, moves a
     /// lapped consumer to the tail, and says whether to read from `pos`
     /// (up to the head it returns), look again, or return `progress`
@@ -750,63 +567,6 @@ impl Mapped {
                 .unwrap_or_default();
             format(out, &h, payload);
             self.want = 0;
-            progress.records += 1;
-            self.seq = h.seq.saturating_add(1);
-            self.pos = p + span;
-        }
-        Ok(())
-    }
-
-    /// Walks the ring itself from `self.pos` towards `head`, at most about
-    /// `chunk` bytes and `limit` records, appending payloads to `out`
-    /// ([`Mapped::read_payloads`]). Nothing it reads is trusted yet: its
-    /// caller checks the tail afterwards, and an error here (a header that
-    /// makes no sense) counts only if the tail does not explain it.
-    fn walk_in_place<F>(
-        &mut self,
-        head: u64,
-        out: &mut Vec<u8>,
-        limit: u64,
-        progress: &mut Progress,
-        after: &mut F,
-    ) -> io::Result<()>
-    where
-        F: FnMut(&mut Vec<u8>, &RecordHeader),
-    {
-        let start = self.pos;
-        let mask = self.size - 1;
-        let most = self.chunk.min(WALK);
-        while self.pos < head && progress.records < limit && self.pos - start < most {
-            let p = self.pos;
-            let off = p & mask;
-            let room = self.size - off;
-            if room < HDR {
-                self.pos = p + room;
-                continue;
-            }
-            let at = self.data + off as usize;
-            let h = self
-                .region
-                .header(at)
-                .ok_or_else(|| bad_record(p, "out of the mapping".to_string()))?;
-            let span = match self.classify(p, &h, room, head, progress)? {
-                Next::Skip(n) => {
-                    self.pos = p + n;
-                    continue;
-                }
-                Next::Deliver(span) => span,
-            };
-            // The payload's words: they end inside the record's span.
-            let len = h.len as usize;
-            let mark = out.len();
-            if !self
-                .region
-                .copy_words(at + RECORD_HEADER_SIZE, len.div_ceil(8), out)
-            {
-                return Err(bad_record(p, "out of the mapping".to_string()));
-            }
-            out.truncate(mark + len);
-            after(out, &h);
             progress.records += 1;
             self.seq = h.seq.saturating_add(1);
             self.pos = p + span;

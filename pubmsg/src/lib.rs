@@ -33,6 +33,9 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+mod splice;
+pub use splice::{publish_spliced, source_of, Source};
+
 /// What is published.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum Input {
@@ -71,7 +74,8 @@ pub struct Options {
 pub struct Stats {
     /// Records written by [`publish`], [`publish_records`] and
     /// [`publish_raw`]; 0 from [`publish_lines`], where the kernel cuts the
-    /// records and pubmsg does not count them (that would be work per line).
+    /// records and pubmsg does not count them (that would be work per line),
+    /// and from [`publish_spliced`], where one `splice` may write several.
     pub records: u64,
     /// `write()`s (whole batches or blocks; retries after a short write are
     /// not counted).
@@ -583,8 +587,11 @@ pub fn run(opts: &Options) -> Result<()> {
         Framing::Nul => Some(0),
         Framing::Raw | Framing::Len32 => None,
     };
-    // Raw chunks of the input: plain writes, a record each.
+    // Raw chunks of the input: plain writes, a record each; from a pipe or
+    // a file, spliced where the module has it.
     let raw = messages.is_none() && opts.framing == Framing::Raw;
+    let splice = raw && topic.info().is_ok_and(|i| i.abi_version >= abi::ABI_SPLICE);
+    let source = |fd: BorrowedFd<'_>| source_of(fd).filter(|_| splice);
     match lines {
         Some(delim) => line_mode(&topic, &shown, delim)?,
         None if raw => {}
@@ -601,8 +608,14 @@ pub fn run(opts: &Options) -> Result<()> {
         (None, None, Some(delim)) => {
             publish_lines(io::stdin().lock(), topic.file(), delim, record_max, warn)
         }
-        (None, Some(f), None) if raw => publish_raw(&f, topic.file(), record_max),
-        (None, None, None) if raw => publish_raw(io::stdin().lock(), topic.file(), record_max),
+        (None, Some(f), None) if raw => match source(f.as_fd()) {
+            Some(src) => publish_spliced(f.as_fd(), src, &topic, record_max),
+            None => publish_raw(&f, topic.file(), record_max),
+        },
+        (None, None, None) if raw => match source(io::stdin().as_fd()) {
+            Some(src) => publish_spliced(io::stdin().as_fd(), src, &topic, record_max),
+            None => publish_raw(io::stdin().lock(), topic.file(), record_max),
+        },
         (None, Some(f), None) => {
             let ready = || input_ready(f.as_fd());
             publish(&f, topic.file(), &mut framer, ready, warn)

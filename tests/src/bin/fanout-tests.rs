@@ -50,6 +50,8 @@ mod batch;
 mod lines;
 #[path = "../mmap_tests.rs"]
 mod mmap;
+#[path = "../splice_tests.rs"]
+mod splice;
 
 const RING: u64 = 262_144;
 const RECORD_MAX: usize = (RING / 4) as usize;
@@ -414,6 +416,14 @@ fn main() {
         (
             "line mode: a fault publishes the whole lines before it; lines longer than a block stay one record",
             lines::line_mode_faults_and_long_lines,
+        ),
+        (
+            "splice and sendfile into a topic: a write() of what the pipe holds, in each mode",
+            splice::splice_into_a_topic_is_a_write,
+        ),
+        (
+            "splice and sendfile out of a topic: a read() into the pipe (bytes and record mode, a record larger than the pipe, a lapped reader)",
+            splice::splice_out_of_a_topic_is_a_read,
         ),
         (
             "lossless: only with the owner's consent (EPERM, EBADF); ABI 2 structs still work",

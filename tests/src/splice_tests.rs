@@ -1,0 +1,231 @@
+//! VM tests of `splice` and `sendfile` (ABI 7): a topic file as either end,
+//! with the meaning of `write()` (into it) and `read()` (out of it), in
+//! every mode; a record that does not fit the pipe's room, a lapped
+//! reader, and a removed topic.
+
+use super::*;
+use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
+
+/// A pipe as two owned ends: `(read end, write end)`.
+fn owned_pipe() -> Result<(File, File)> {
+    let [r, w] = pipe()?;
+    // SAFETY: `pipe` just made both descriptors, and nothing else owns them.
+    Ok(unsafe {
+        (
+            File::from(OwnedFd::from_raw_fd(r)),
+            File::from(OwnedFd::from_raw_fd(w)),
+        )
+    })
+}
+
+/// Reads exactly `n` bytes from `r`.
+fn take(mut r: &File, n: usize) -> Result<Vec<u8>> {
+    let mut buf = vec![0u8; n];
+    r.read_exact(&mut buf).context("reading the pipe")?;
+    Ok(buf)
+}
+
+/// `sendfile(out, input, NULL, len)`: the bytes moved.
+fn sendfile(out: BorrowedFd<'_>, input: BorrowedFd<'_>, len: usize) -> io::Result<usize> {
+    // SAFETY: both descriptors are open for the call; a null offset means
+    // the input's own position.
+    let n = unsafe {
+        libc::sendfile(
+            out.as_raw_fd(),
+            input.as_raw_fd(),
+            std::ptr::null_mut(),
+            len,
+        )
+    };
+    usize::try_from(n).map_err(|_| io::Error::last_os_error())
+}
+
+pub(crate) fn splice_into_a_topic_is_a_write(cx: &Ctx) -> Result<()> {
+    let rec = nb_reader(&cx.a)?;
+    rec.set_flags(abi::FLAG_RECORD)?;
+    let w = Topic::open(&cx.a, true, false)?;
+    let (pr, mut pw) = owned_pipe()?;
+
+    // What the pipe holds goes in as one write(): one record in plain mode.
+    pw.write_all(b"hello ")?;
+    pw.write_all(b"world")?;
+    let n = w.splice_in(pr.as_fd(), 1 << 20)?;
+    ensure!(n == 11, "spliced {n} bytes of 11");
+    let got: Vec<Vec<u8>> = drain(&rec)?.into_iter().map(|(_, p)| p).collect();
+    ensure!(got == [b"hello world".to_vec()], "records {got:?}");
+
+    // At most the length asked for; the rest stays in the pipe.
+    let data: Vec<u8> = (0..50_000u32).map(|i| (i * 7) as u8).collect();
+    pw.write_all(&data)?;
+    let n = w.splice_in(pr.as_fd(), 300)?;
+    ensure!(n == 300, "spliced {n} bytes, asked for 300");
+    let mut moved = 300;
+    while moved < data.len() {
+        moved += w.splice_in(pr.as_fd(), 1 << 20)?;
+    }
+    let got = drain(&rec)?;
+    ensure!(
+        got.first().map(|(_, p)| p.len()) == Some(300),
+        "the first record is not the 300 bytes asked for"
+    );
+    ensure!(
+        got.iter().all(|(_, p)| p.len() <= RECORD_MAX),
+        "a record over record_max"
+    );
+    let joined: Vec<u8> = got.iter().flat_map(|(_, p)| p.iter().copied()).collect();
+    ensure!(joined == data, "the spliced bytes differ");
+    ensure!(
+        got.windows(2).all(|r| r[1].0.seq == r[0].0.seq + 1),
+        "sequence numbers not dense"
+    );
+
+    // Line mode: the kernel cuts what the pipe held at its newlines.
+    let wl = Topic::open(&cx.a, true, false)?;
+    wl.set_flags(abi::FLAG_LINES)?;
+    pw.write_all(b"a\nbb\nccc")?;
+    ensure!(wl.splice_in(pr.as_fd(), 1 << 20)? == 8, "line mode: short");
+    let got: Vec<Vec<u8>> = drain(&rec)?.into_iter().map(|(_, p)| p).collect();
+    ensure!(
+        got == [b"a\n".to_vec(), b"bb\n".to_vec(), b"ccc".to_vec()],
+        "line mode: records {got:?}"
+    );
+
+    // sendfile from a regular file: the file's bytes, in records of at most
+    // record_max.
+    let path = Path::new("/tmp/splice-source");
+    let data: Vec<u8> = (0..200_000u32).map(|i| (i * 13 + 5) as u8).collect();
+    std::fs::write(path, &data)?;
+    let f = File::open(path)?;
+    let mut moved = 0;
+    while moved < data.len() {
+        let n = sendfile(w.file().as_fd(), f.as_fd(), data.len() - moved)?;
+        ensure!(n > 0, "sendfile stopped at {moved} of {}", data.len());
+        moved += n;
+    }
+    let got = drain(&rec)?;
+    ensure!(
+        got.iter().all(|(_, p)| p.len() <= RECORD_MAX),
+        "sendfile: a record over record_max"
+    );
+    let joined: Vec<u8> = got.iter().flat_map(|(_, p)| p.iter().copied()).collect();
+    ensure!(joined == data, "sendfile: the bytes differ");
+    std::fs::remove_file(path)?;
+
+    // The end of the pipe: 0, and nothing published.
+    drop(pw);
+    ensure!(w.splice_in(pr.as_fd(), 1 << 20)? == 0, "no end of the pipe");
+    ensure!(
+        drain(&rec)?.is_empty(),
+        "the pipe's end published something"
+    );
+    Ok(())
+}
+
+pub(crate) fn splice_out_of_a_topic_is_a_read(cx: &Ctx) -> Result<()> {
+    let bytes = nb_reader(&cx.b)?;
+    let recm = nb_reader(&cx.b)?;
+    recm.set_flags(abi::FLAG_RECORD)?;
+    let w = writer(&cx.b)?;
+    let (pr, pw) = owned_pipe()?;
+
+    // Bytes mode: the payloads; then EAGAIN on the non-blocking file.
+    for p in [&b"one"[..], b"two", b"three"] {
+        put(&w, p)?;
+    }
+    let n = bytes.splice_out(pw.as_fd(), 1 << 20)?;
+    ensure!(n == 11, "bytes mode: spliced {n} of 11");
+    ensure!(take(&pr, n)? == b"onetwothree", "bytes mode: bytes differ");
+    expect_errno(
+        bytes.splice_out(pw.as_fd(), 1 << 20),
+        libc::EAGAIN,
+        "bytes mode, nothing new",
+    )?;
+
+    // Record mode: headers, payloads and padding, as a read() gives them.
+    let n = recm.splice_out(pw.as_fd(), 1 << 20)?;
+    let got = strict_records(&take(&pr, n)?)?;
+    let payloads: Vec<&[u8]> = got.iter().map(|(_, p)| &p[..]).collect();
+    ensure!(
+        payloads == [&b"one"[..], b"two", b"three"],
+        "record mode: {payloads:?}"
+    );
+
+    // A record larger than the pipe's room: in record mode EMSGSIZE, and it
+    // stays unread; in bytes mode it comes in pieces, whole.
+    // SAFETY: F_SETPIPE_SZ on our own pipe.
+    ensure!(
+        unsafe { libc::fcntl(pw.as_raw_fd(), libc::F_SETPIPE_SZ, 4096) } >= 4096,
+        "F_SETPIPE_SZ"
+    );
+    let big = pattern(3, 1, 10_000);
+    put(&w, &big)?;
+    expect_errno(
+        recm.splice_out(pw.as_fd(), 1 << 20),
+        libc::EMSGSIZE,
+        "record mode, a record larger than the pipe's room",
+    )?;
+    let got = drain(&recm)?;
+    ensure!(
+        got.len() == 1 && got[0].1 == big,
+        "record mode: the large record was not left unread"
+    );
+    let mut joined = Vec::new();
+    while joined.len() < big.len() {
+        let n = bytes.splice_out(pw.as_fd(), 1 << 20)?;
+        ensure!(n > 0 && n <= 4096, "bytes mode: a piece of {n} bytes");
+        joined.extend(take(&pr, n)?);
+    }
+    ensure!(
+        joined == big,
+        "bytes mode: the pieces differ from the record"
+    );
+
+    // A lapped reader: whole records only, and the loss counted.
+    // SAFETY: as above.
+    unsafe { libc::fcntl(pw.as_raw_fd(), libc::F_SETPIPE_SZ, 65536) };
+    let total = 4000u32;
+    for i in 0..total {
+        put(&w, &pattern(1, i, 100))?;
+    }
+    let mut data = Vec::new();
+    loop {
+        match bytes.splice_out(pw.as_fd(), 1 << 20) {
+            Ok(n) => data.extend(take(&pr, n)?),
+            Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => break,
+            Err(e) => return Err(e).context("splice out of a lapped reader"),
+        }
+    }
+    ensure!(data.len() % 100 == 0, "{} bytes: a torn record", data.len());
+    let mut last = None;
+    for chunk in data.chunks(100) {
+        let (writer, counter) = parse_pattern(chunk)?;
+        ensure!(writer == 1, "a record of writer {writer}");
+        ensure!(
+            last.is_none_or(|l| counter == l + 1),
+            "record {counter} after {last:?}"
+        );
+        last = Some(counter);
+    }
+    let lost = bytes.info()?.lost;
+    ensure!(lost > 0, "the reader was not lapped");
+    ensure!(
+        (data.len() / 100) as u64 + lost == u64::from(total),
+        "{} delivered and {lost} lost of {total}",
+        data.len() / 100
+    );
+    ensure!(last == Some(total - 1), "the newest record is missing");
+
+    // sendfile out of a topic into a regular file.
+    put(&w, b"to a file")?;
+    let path = Path::new("/tmp/splice-sink");
+    let f = File::create(path)?;
+    let n = sendfile(f.as_fd(), bytes.file().as_fd(), 1 << 20)?;
+    ensure!(n == 9, "sendfile to a file: {n} bytes");
+    ensure!(
+        std::fs::read(path)? == b"to a file",
+        "sendfile: bytes differ"
+    );
+    std::fs::remove_file(path)?;
+    drain(&recm)?;
+    Ok(())
+}
