@@ -12,7 +12,7 @@ use crate::sink::{mono_ns, Known, Sink};
 use anyhow::{Context, Result};
 use baf::device::Topic;
 use baf::pattern::{split_list, Pattern, Selection};
-use baf::reader::{HotList, Reader, Step, Via};
+use baf::reader::{HotList, Reader, Step};
 use baf::subscribe::{Lossless, StartAt, Subscribed, Topics};
 use baf::watch::{Seen, Watcher};
 use nix::errno::Errno;
@@ -137,13 +137,7 @@ impl Recorder<'_> {
         } else {
             Lossless::No
         };
-        let (reader, warning) = match Reader::open(
-            name,
-            path,
-            start,
-            lossless,
-            if self.s.no_mmap { Via::Read } else { Via::Map },
-        ) {
+        let (reader, warning) = match Reader::open(name, path, start, lossless, !self.s.no_mmap) {
             Ok(r) => r,
             Err(e) => {
                 let quiet = baf_cli::class(&e) == Some(baf_cli::Failure::NoTopic)

@@ -15,54 +15,15 @@ use crate::subscribe::{self, Lossless, Opened, StartAt};
 use anyhow::{Context, Result};
 use std::collections::HashSet;
 use std::io;
-use std::os::fd::BorrowedFd;
 use std::path::Path;
-
-/// How a [`Reader`] reads its topic, if it can.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Via {
-    /// `read()` in record mode.
-    Read,
-    /// Through a mapping of the ring where the system allows it, else
-    /// `read()`.
-    Map,
-    /// `splice` into a pipe in bytes mode ([`Reader::splice`]), for a
-    /// consumer that wants the payloads as they are, where the module has
-    /// it (ABI 7) and the reader is not lossless; else as [`Via::Map`].
-    Splice,
-}
-
-/// What one [`Reader::splice`] did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Spliced {
-    /// Payload bytes moved into the pipe.
-    pub bytes: usize,
-    /// Records lost, counted by the kernel since the last report.
-    pub lost: u64,
-    /// What the read found.
-    pub step: Step,
-}
-
-/// A spliced reader asks the kernel for its loss count when idle, at the
-/// end, and after this many bytes.
-const LOSS_QUERY_BYTES: usize = 1 << 20;
 
 /// A topic open for reading ([`Reader::open`]).
 pub struct Reader {
     name: String,
     topic: Topic,
     info: abi::Info,
-    /// The ring, mapped (else the topic is read with `read()` or spliced).
+    /// The ring, mapped (else the topic is read with `read()`).
     mapped: Option<Mapped>,
-    /// Read with `splice` in bytes mode ([`Via::Splice`]).
-    spliced: bool,
-    /// The file's loss count last seen (spliced readers).
-    lost_seen: u64,
-    /// Loss not yet reported: records missing before the start point
-    /// (spliced readers, whose start the kernel does not count).
-    unreported: u64,
-    /// Bytes spliced since the loss count was last asked for.
-    since_query: usize,
     /// The sequence number expected next; a record above it means loss.
     expect: u64,
     lossless: bool,
@@ -101,17 +62,17 @@ pub fn quiet_mmap_refusal(e: &io::Error) -> bool {
 }
 
 impl Reader {
-    /// Opens `path` as topic `name` ([`subscribe::open`]) to be read
-    /// `via` one way or another, from the start point. A lossless reader
-    /// always uses `read()`. A mapping the system refuses means `read()`; a
-    /// mapping refused for another reason is returned beside the reader,
-    /// for the caller to warn about ([`quiet_mmap_refusal`]).
+    /// Opens `path` as topic `name` ([`subscribe::open`]) and maps its ring
+    /// from the start point when `mmap` says so and the reader is not
+    /// lossless. A mapping the system refuses means `read()`; a mapping
+    /// refused for another reason is returned beside the reader, for the
+    /// caller to warn about ([`quiet_mmap_refusal`]).
     pub fn open(
         name: &str,
         path: &Path,
         start: StartAt,
         lossless: Lossless,
-        via: Via,
+        mmap: bool,
     ) -> Result<(Self, Option<io::Error>)> {
         let Opened {
             topic,
@@ -120,22 +81,8 @@ impl Reader {
             lossless,
             refused,
         } = subscribe::open(name, path, start, lossless)?;
-        let spliced = via == Via::Splice && !lossless && info.abi_version >= abi::ABI_SPLICE;
-        let mut unreported = 0;
-        if spliced {
-            // Bytes mode: a read gives payloads only. Records missing
-            // before the start point (`--from seq:S` past the oldest) are
-            // counted here, since the kernel does not count them.
-            topic
-                .set_flags(0)
-                .with_context(|| format!("cannot switch topic {name} to bytes mode"))?;
-            let now = topic
-                .info()
-                .with_context(|| format!("cannot query topic {name}"))?;
-            unreported = now.cursor_seq.saturating_sub(expect);
-        }
         let mut warning = None;
-        let mapped = if via != Via::Read && !spliced && !lossless {
+        let mapped = if mmap && !lossless {
             match Mapped::new(&topic) {
                 Ok(m) => Some(m),
                 Err(e) => {
@@ -153,10 +100,6 @@ impl Reader {
             topic,
             info,
             mapped,
-            spliced,
-            lost_seen: 0,
-            unreported,
-            since_query: 0,
             expect,
             lossless,
             refused,
@@ -182,11 +125,6 @@ impl Reader {
     /// Whether it is read through a mapping of its ring.
     pub fn is_mapped(&self) -> bool {
         self.mapped.is_some()
-    }
-
-    /// Whether it is read with [`Reader::splice`] (and only so).
-    pub fn is_spliced(&self) -> bool {
-        self.spliced
     }
 
     /// Whether it reads losslessly.
@@ -219,12 +157,6 @@ impl Reader {
         let mut batch = Batch::default();
         if limit == 0 {
             return Ok(batch);
-        }
-        if self.spliced {
-            anyhow::bail!(
-                "topic {} is read with splice, in bytes mode: it has no records to hand over",
-                self.name
-            );
         }
         let expect = &mut self.expect;
         let mut failed = None;
@@ -321,39 +253,6 @@ impl Reader {
         batch.lost = progress.lost;
         batch.step = step_of(&progress);
         Ok(batch)
-    }
-
-    /// For a reader opened [`Via::Splice`] ([`Reader::is_spliced`]): moves
-    /// what one `read()` would return, at most `len` bytes and the pipe's
-    /// room, into the pipe `out`, copied once by the kernel from the ring
-    /// into the pipe (no copy in this process). The payloads go as they
-    /// are, with no record boundaries; the loss the kernel counted for the
-    /// file is reported when the topic is idle, at its end and every MiB.
-    /// An error of `out` (`EPIPE`: its reader is gone) is returned as the
-    /// `io::Error`, with no context, for the caller to recognize.
-    pub fn splice(&mut self, out: BorrowedFd<'_>, len: usize) -> Result<Spliced> {
-        let mut done = Spliced::default();
-        match self.topic.splice_out(out, len) {
-            Ok(0) => done.step = Step::Gone,
-            Ok(n) => {
-                done.bytes = n;
-                done.step = Step::Data;
-                self.since_query += n;
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => done.step = Step::Idle,
-            Err(e) => return Err(e.into()),
-        }
-        if done.step != Step::Data || self.since_query >= LOSS_QUERY_BYTES {
-            let info = self
-                .topic
-                .info()
-                .with_context(|| format!("cannot query topic {}", self.name))?;
-            done.lost = info.lost.saturating_sub(self.lost_seen) + self.unreported;
-            self.lost_seen = info.lost;
-            self.unreported = 0;
-            self.since_query = 0;
-        }
-        Ok(done)
     }
 
     /// Before sleeping: moves a mapped topic's file cursor to where its

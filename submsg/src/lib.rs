@@ -27,7 +27,6 @@ use anyhow::{Context, Result};
 use baf::control;
 use baf::device::ModuleNotLoaded;
 use baf::pattern::{split_list, Pattern, Selection};
-use baf::reader::Via;
 pub use baf::subscribe::StartAt;
 use baf::subscribe::Topics;
 use baf::sys::{is_path, label_of_path};
@@ -37,7 +36,6 @@ use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 use output::Output;
 use std::collections::HashSet;
 use std::os::fd::AsFd;
-use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
 use std::time::Instant;
 use subscriber::{End, Subscriber, TOKEN_FIRST_TOPIC, TOKEN_SIGNAL, TOKEN_STDOUT, TOKEN_WATCH};
@@ -136,32 +134,6 @@ pub fn plan(cfg: &Config) -> Result<Plan> {
     Ok(plan)
 }
 
-/// How topics are read. A single topic whose payloads go to a pipe as
-/// they are (raw output, no `-0`, no count, not lossless, not `--last`,
-/// `--follow` or `--no-mmap`) is spliced: the kernel copies its payloads
-/// from the ring into the pipe, and submsg never touches them (ABI 7; the
-/// reader falls back to a mapping on an older module). Everything else is
-/// read through a mapping where allowed, else with `read()`.
-pub fn via(cfg: &Config, plan: &Plan, stdout_is_pipe: bool) -> Via {
-    let single = plan.exact.len() + plan.paths.len() == 1
-        && plan.selection.include.len() == plan.exact.len();
-    if cfg.no_mmap {
-        Via::Read
-    } else if single
-        && stdout_is_pipe
-        && cfg.format == Format::Raw
-        && !cfg.nul
-        && cfg.count.is_none()
-        && !cfg.lossless
-        && !cfg.last
-        && !cfg.follow
-    {
-        Via::Splice
-    } else {
-        Via::Map
-    }
-}
-
 /// The whole tool.
 pub fn run(cfg: &Config) -> Result<()> {
     let plan = plan(cfg)?;
@@ -183,11 +155,8 @@ pub fn run(cfg: &Config) -> Result<()> {
         EpollEvent::new(EpollFlags::empty(), TOKEN_STDOUT),
     );
 
-    let stdout_is_pipe = out.file.metadata().is_ok_and(|m| m.file_type().is_fifo());
-    let via = via(cfg, &plan, stdout_is_pipe);
     let mut sub = Subscriber {
         cfg,
-        via,
         plan,
         topics: Topics::new(epoll, TOKEN_FIRST_TOPIC),
         buf: vec![0u8; 256 * 1024],

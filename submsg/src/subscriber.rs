@@ -8,7 +8,7 @@ use crate::output::{Output, DIRECT, FLUSH_AT};
 use crate::{Config, Plan};
 use anyhow::{Context, Result};
 use baf::device::{Record, Topic};
-use baf::reader::{HotList, Reader, Step, Via};
+use baf::reader::{HotList, Reader, Step};
 use baf::subscribe::{self, Lossless, StartAt, Subscribed, Topics};
 use baf::watch::{self, Seen, Watcher};
 use baf_cli::Failure;
@@ -18,7 +18,6 @@ use nix::sys::epoll::EpollEvent;
 use nix::sys::signal::Signal;
 use nix::sys::signalfd::SignalFd;
 use std::collections::HashSet;
-use std::os::fd::AsFd;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -53,9 +52,6 @@ pub(crate) fn deliver(
     format::write_record(style, out, label, record, lost);
 }
 
-/// Most bytes one `splice` moves (the pipe's room limits it further).
-const SPLICE_LEN: usize = 1 << 20;
-
 pub(crate) const TOKEN_WATCH: u64 = 0;
 pub(crate) const TOKEN_STDOUT: u64 = 1;
 pub(crate) const TOKEN_SIGNAL: u64 = 2;
@@ -73,8 +69,6 @@ pub(crate) enum End {
 
 pub(crate) struct Subscriber<'a> {
     pub(crate) cfg: &'a Config,
-    /// How topics are read ([`crate::via`]).
-    pub(crate) via: Via,
     pub(crate) plan: Plan,
     pub(crate) topics: Topics<Sub>,
     pub(crate) buf: Vec<u8>,
@@ -106,12 +100,12 @@ impl<'a> Subscriber<'a> {
         // The file is where the reader starts: the ring is mapped from
         // there, or the file is read. A lossless reader reads the file:
         // each read() releases the writers at once.
-        let (reader, warning) = Reader::open(name, path, start, lossless, self.via)?;
+        let (reader, warning) = Reader::open(name, path, start, lossless, !self.cfg.no_mmap)?;
         if let Some(e) = warning {
             eprintln!("submsg: topic {name}: cannot read it through a mapping ({e}); using read()");
         }
         let mapped = reader.is_mapped();
-        if !mapped && !reader.is_spliced() {
+        if !mapped {
             subscribe::fit(&mut self.buf, reader.info().record_max);
         }
         let token = self.topics.add(Sub {
@@ -185,30 +179,6 @@ impl<'a> Subscriber<'a> {
         let Some(sub) = topics.get_mut(token) else {
             return Ok(Step::Gone);
         };
-        if sub.reader.is_spliced() {
-            // Whatever is buffered goes first, then the kernel moves the
-            // payloads into the pipe.
-            if !out.buf.is_empty() {
-                out.flush()?;
-            }
-            let spliced = match sub.reader.splice(out.file.as_fd(), SPLICE_LEN) {
-                Ok(s) => s,
-                Err(e) if baf::error::errno(&e) == Some(libc::EPIPE) => {
-                    // `submsg t | head -1`: the reader is done, so are we.
-                    out.closed = true;
-                    return Ok(Step::Idle);
-                }
-                Err(e) => return Err(e.context(format!("reading topic {}", sub.label.name))),
-            };
-            loss.add(&sub.label.name, spliced.lost);
-            if spliced.bytes > 0 {
-                *received += 1;
-            }
-            if spliced.step == Step::Gone {
-                self.drop_sub(token);
-            }
-            return Ok(spliced.step);
-        }
         let style = *style;
         let direct = !sub.reader.is_mapped()
             && matches!(style.format, Format::Raw | Format::Len32)

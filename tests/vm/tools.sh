@@ -231,50 +231,7 @@ overrun() {
   grep -q "read faster, give the topic a bigger ring (baf-setup create ov --size .*submsg --lossless" /tmp/o.err
 }
 check "a SIGSTOPped submsg is lapped; after SIGCONT it reports the exact loss on stderr, and what to do" overrun
-# --- spliced: submsg into a pipe, pubmsg --raw from a pipe (ABI 7) ------------------
-# A single topic read raw into a pipe is spliced: its file is in bytes mode
-# (fdinfo says so), the kernel copies the payloads into the pipe, and the
-# loss is the kernel's count for the file.
-sub_mode() { # PID: the fanout_mode of the process's topic file
-  cat /proc/$1/fdinfo/* 2>/dev/null | awk -F'\t' '$1 == "fanout_mode:" { print $2; exit }'
-}
-mode_is() { [ "$(sub_mode $1)" = "$2" ]; }
-spliced_lines() {
-  mk spl 4M
-  rm -f /tmp/spl.fifo; mkfifo /tmp/spl.fifo
-  cat /tmp/spl.fifo > /tmp/spl.out & c=$!
-  submsg spl > /tmp/spl.fifo 2> /tmp/spl.err & p=$!
-  wait_for 10 has_readers spl 1 || { stop $p $c; return 1; }
-  wait_for 10 mode_is $p bytes || { echo "submsg's file is in mode '$(sub_mode $p)', not bytes"; stop $p $c; return 1; }
-  seq 1 100000 | pubmsg spl || { stop $p $c; return 1; }
-  baf-setup remove spl > /dev/null
-  # The topic's end ends submsg, after its last record, and then cat.
-  wait_for 60 gone $p; wait_for 10 gone $c
-  stop $p $c
-  cat /tmp/spl.err
-  seq 1 100000 | cmp - /tmp/spl.out && ! [ -s /tmp/spl.err ]
-}
-check "submsg into a pipe is spliced (bytes mode): exactly 1..100000, and it ends with its topic" spliced_lines
-spliced_overrun() {
-  mk ovs 64K
-  rm -f /tmp/ovs.fifo; mkfifo /tmp/ovs.fifo
-  cat /tmp/ovs.fifo > /tmp/ovs.out & c=$!
-  submsg ovs > /tmp/ovs.fifo 2> /tmp/ovs.err & p=$!
-  wait_for 10 has_readers ovs 1 || { stop $p $c; return 1; }
-  kill -STOP $p
-  seq 1 20000 | pubmsg ovs
-  kill -CONT $p
-  wait_for 20 grep -qx 20000 /tmp/ovs.out
-  sleep 0.5
-  stop $p; wait_for 10 gone $c; stop $c
-  got=$(wc -l < /tmp/ovs.out); lost=$((20000 - got))
-  cat /tmp/ovs.err
-  [ $lost -gt 0 ] || { echo "nothing was lost"; return 1; }
-  seq $((lost + 1)) 20000 | cmp - /tmp/ovs.out || return 1
-  [ "$(sysfs ovs lost)" = $lost ] || { echo "kernel says $(sysfs ovs lost), we saw $lost"; return 1; }
-  [ "$(wc -l < /tmp/ovs.err)" = 1 ] && grep -q "lost $lost records on topic ovs" /tmp/ovs.err
-}
-check "a lapped spliced submsg: the newest lines whole, in order, and the kernel's exact loss on stderr" spliced_overrun
+# --- pubmsg --raw from a pipe: spliced into the topic (ABI 7) ----------------------
 raw_spliced() {
   # pubmsg --raw from a pipe splices it into the topic: records within the
   # record limit, the bytes intact.

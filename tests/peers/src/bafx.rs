@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use baf::abi;
 use baf::batch::{write_batch, Batch};
 use baf::device::Topic;
-use baf::reader::{Reader, Step, Via};
+use baf::reader::{Reader, Step};
 use baf::subscribe::{Lossless, StartAt};
 use std::io::Write;
 use std::os::fd::AsRawFd;
@@ -137,13 +137,7 @@ impl Transport for Baf {
     }
     fn subscriber(&self, topic: &str, _size: usize) -> Result<Box<dyn Subscriber>> {
         let p = path(topic);
-        let (r, warning) = Reader::open(
-            topic,
-            &p,
-            StartAt::Now,
-            Lossless::No,
-            if self.mmap { Via::Map } else { Via::Read },
-        )?;
+        let (r, warning) = Reader::open(topic, &p, StartAt::Now, Lossless::No, self.mmap)?;
         if let Some(w) = warning {
             anyhow::bail!("mapping {}: {w}", p.display());
         }
