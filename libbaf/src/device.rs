@@ -30,23 +30,11 @@ fn ioctl<T>(file: &File, request: u32, arg: *mut T) -> io::Result<()> {
     }
 }
 
-/// `splice(from, NULL, to, NULL, len, SPLICE_F_MOVE)`, again on `EINTR`.
-fn splice(from: BorrowedFd<'_>, to: BorrowedFd<'_>, len: usize) -> io::Result<usize> {
+/// The byte count a moving system call (`splice`, `sendfile`) returned,
+/// calling it again on `EINTR`.
+fn moved(mut call: impl FnMut() -> isize) -> io::Result<usize> {
     loop {
-        // SAFETY: both descriptors are open for the call (borrowed), the
-        // null offsets mean "the files' own positions", and no memory of
-        // ours is passed.
-        let n = unsafe {
-            libc::splice(
-                from.as_raw_fd(),
-                std::ptr::null_mut(),
-                to.as_raw_fd(),
-                std::ptr::null_mut(),
-                len,
-                libc::SPLICE_F_MOVE,
-            )
-        };
-        match usize::try_from(n) {
+        match usize::try_from(call()) {
             Ok(n) => return Ok(n),
             Err(_) => {
                 let e = io::Error::last_os_error();
@@ -56,6 +44,25 @@ fn splice(from: BorrowedFd<'_>, to: BorrowedFd<'_>, len: usize) -> io::Result<us
             }
         }
     }
+}
+
+/// `splice(from, NULL, to, NULL, len, SPLICE_F_MOVE)`, again on `EINTR`.
+fn splice(from: BorrowedFd<'_>, to: BorrowedFd<'_>, len: usize) -> io::Result<usize> {
+    moved(|| {
+        // SAFETY: both descriptors are open for the call (borrowed), the
+        // null offsets mean "the files' own positions", and no memory of
+        // ours is passed.
+        unsafe {
+            libc::splice(
+                from.as_raw_fd(),
+                std::ptr::null_mut(),
+                to.as_raw_fd(),
+                std::ptr::null_mut(),
+                len,
+                libc::SPLICE_F_MOVE,
+            )
+        }
+    })
 }
 
 impl Topic {
@@ -168,27 +175,18 @@ impl Topic {
     /// pass one `write()` in this file's mode, copied once from the page
     /// cache into the ring. Returns the bytes moved; 0 at the file's end.
     pub fn sendfile_in(&self, input: BorrowedFd<'_>, len: usize) -> io::Result<usize> {
-        loop {
+        moved(|| {
             // SAFETY: both descriptors are open for the call; a null offset
             // means the input's own position.
-            let n = unsafe {
+            unsafe {
                 libc::sendfile(
                     self.file.as_raw_fd(),
                     input.as_raw_fd(),
                     std::ptr::null_mut(),
                     len,
                 )
-            };
-            match usize::try_from(n) {
-                Ok(n) => return Ok(n),
-                Err(_) => {
-                    let e = io::Error::last_os_error();
-                    if e.kind() != io::ErrorKind::Interrupted {
-                        return Err(e);
-                    }
-                }
             }
-        }
+        })
     }
 
     /// Moves what one `read()` of this file would return (at most `len`

@@ -328,6 +328,47 @@ impl Mapped {
     where
         F: FnMut(&mut Vec<u8>, &RecordHeader, &[u8]),
     {
+        self.rounds(limit, |m, head, progress| {
+            let start = m.pos;
+            let end = head.min(start.saturating_add(m.chunk.max(m.want)));
+            m.copy_out(start, end)?;
+            let tail2 = m.tail_after_copy()?;
+            if tail2 > start {
+                // Lapped during the copy: what is below the new tail may be
+                // torn; what is above it is good.
+                m.pos = tail2;
+                m.exact = false;
+                if tail2 >= end {
+                    return Ok(false);
+                }
+            }
+            let delivered = progress.records;
+            let copied = Copied { start, end, head };
+            m.walk(copied, out, limit, progress, &mut format)?;
+            if progress.records > delivered || progress.records >= limit {
+                return Ok(true);
+            }
+            if m.pos == start && m.want > end - start && end < head {
+                // A record larger than the chunk: copy it whole next round.
+                return Ok(false);
+            }
+            if m.pos == start {
+                // Nothing at all walked from a position that was not lapped:
+                // impossible, since a copy holds at least a whole record.
+                return Err(no_progress(m.pos));
+            }
+            Ok(false)
+        })
+    }
+
+    /// Reads in rounds (at most [`MAX_ROUNDS`], at most `limit` records):
+    /// each round that has something to read from `pos` up to a head calls
+    /// `round(self, head, progress)`, which reads and says whether to
+    /// return now (`true`) or go on with the next round.
+    fn rounds<R>(&mut self, limit: u64, mut round: R) -> io::Result<Progress>
+    where
+        R: FnMut(&mut Self, u64, &mut Progress) -> io::Result<bool>,
+    {
         let mut progress = Progress::default();
         if limit == 0 {
             return Ok(progress);
@@ -338,33 +379,8 @@ impl Mapped {
                 Round::Again => continue,
                 Round::From(head) => head,
             };
-            let start = self.pos;
-            let end = head.min(start.saturating_add(self.chunk.max(self.want)));
-            self.copy_out(start, end)?;
-            let tail2 = self.tail_after_copy()?;
-            if tail2 > start {
-                // Lapped during the copy: what is below the new tail may be
-                // torn; what is above it is good.
-                self.pos = tail2;
-                self.exact = false;
-                if tail2 >= end {
-                    continue;
-                }
-            }
-            let delivered = progress.records;
-            let copied = Copied { start, end, head };
-            self.walk(copied, out, limit, &mut progress, &mut format)?;
-            if progress.records > delivered || progress.records >= limit {
+            if round(self, head, &mut progress)? {
                 return Ok(progress);
-            }
-            if self.pos == start && self.want > end - start && end < head {
-                // A record larger than the chunk: copy it whole next round.
-                continue;
-            }
-            if self.pos == start {
-                // Nothing at all walked from a position that was not lapped:
-                // impossible, since a copy holds at least a whole record.
-                return Err(no_progress(self.pos));
             }
         }
         Ok(progress)

@@ -2,7 +2,7 @@
 //! to the caller's buffer, walking the ring in place and trusting nothing
 //! read until the tail says the writer did not reach it.
 
-use super::{bad_record, no_progress, Mapped, Next, Progress, Round, HDR, MAX_ROUNDS, WALK};
+use super::{bad_record, no_progress, Mapped, Next, Progress, HDR, WALK};
 use crate::abi::{RecordHeader, RECORD_HEADER_SIZE};
 use std::io;
 
@@ -33,42 +33,33 @@ impl Mapped {
     where
         F: FnMut(&mut Vec<u8>, &RecordHeader),
     {
-        let mut progress = Progress::default();
-        if limit == 0 {
-            return Ok(progress);
-        }
-        for _ in 0..MAX_ROUNDS {
-            let head = match self.begin_round(&mut progress)? {
-                Round::End => return Ok(progress),
-                Round::Again => continue,
-                Round::From(head) => head,
-            };
-            let start = self.pos;
-            let saved = (self.seq, self.exact, self.unreported, out.len(), progress);
-            let walked = self.walk_in_place(head, out, limit, &mut progress, &mut after);
-            let tail2 = self.tail_after_copy()?;
+        self.rounds(limit, |m, head, progress| {
+            let start = m.pos;
+            let saved = (m.seq, m.unreported, out.len(), *progress);
+            let walked = m.walk_in_place(head, out, limit, progress, &mut after);
+            let tail2 = m.tail_after_copy()?;
             if tail2 > start {
                 // Lapped during the walk: any of it may be torn, even the
                 // headers that led it. Take it all back and go on from the
                 // new tail.
-                let (seq, _, unreported, len, before) = saved;
+                let (seq, unreported, len, before) = saved;
                 out.truncate(len);
-                (self.seq, self.unreported, progress) = (seq, unreported, before);
-                self.pos = tail2;
-                self.exact = false;
-                continue;
+                (m.seq, m.unreported, *progress) = (seq, unreported, before);
+                m.pos = tail2;
+                m.exact = false;
+                return Ok(false);
             }
             // The tail did not move past the walk: it read intact bytes, so
             // a bad record is really bad.
             walked?;
-            if progress.records > saved.4.records || progress.records >= limit {
-                return Ok(progress);
+            if progress.records > saved.3.records || progress.records >= limit {
+                return Ok(true);
             }
-            if self.pos == start {
-                return Err(no_progress(self.pos));
+            if m.pos == start {
+                return Err(no_progress(m.pos));
             }
-        }
-        Ok(progress)
+            Ok(false)
+        })
     }
 
     /// Walks the ring itself from `self.pos` towards `head`, at most about

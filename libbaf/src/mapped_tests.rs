@@ -480,6 +480,29 @@ fn overwritten_during_copy_is_dropped() {
     assert_eq!(got.last().map(|g| g.seq), Some(49));
 }
 
+/// Sets the copy hook: it counts the words copied, and when `fire(i,
+/// count)` says so (the word's index in its copy, the words so far), the
+/// writer appends `n` records of 40 bytes. Returns the count.
+fn lap_after(
+    w: &Rc<RefCell<Writer>>,
+    fire: impl Fn(usize, usize) -> bool + 'static,
+    n: usize,
+) -> Rc<Cell<usize>> {
+    let ww = w.clone();
+    let words = Rc::new(Cell::new(0usize));
+    let count = words.clone();
+    set_hook(Some(Box::new(move |i| {
+        count.set(count.get() + 1);
+        if fire(i, count.get()) {
+            let mut w = ww.borrow_mut();
+            for _ in 0..n {
+                w.append(40, false);
+            }
+        }
+    })));
+    words
+}
+
 #[test]
 fn partly_overwritten_copy_keeps_the_intact_part() {
     let w = Rc::new(RefCell::new(Writer::new(4096)));
@@ -489,18 +512,7 @@ fn partly_overwritten_copy_keeps_the_intact_part() {
     let mut m = w.borrow().mapped(0);
     // After 10 words of the first copy, the writer evicts a few of the
     // oldest records and overwrites their bytes.
-    let ww = w.clone();
-    let words = Rc::new(Cell::new(0usize));
-    let count = words.clone();
-    set_hook(Some(Box::new(move |i| {
-        count.set(count.get() + 1);
-        if i == 10 && count.get() == 11 {
-            let mut w = ww.borrow_mut();
-            for _ in 0..20 {
-                w.append(40, false);
-            }
-        }
-    })));
+    let words = lap_after(&w, |i, count| i == 10 && count == 11, 20);
     let (got, lost, _) = drain(&mut m, u64::MAX);
     set_hook(None);
     let w = w.borrow();
@@ -531,18 +543,7 @@ fn payloads_overwritten_during_the_walk_are_taken_back() {
         let mut m = w.borrow().mapped(0);
         // After `at` payload words the writer laps the reader, overwriting
         // what the walk has read and what it is about to read.
-        let ww = w.clone();
-        let words = Rc::new(Cell::new(0usize));
-        let count = words.clone();
-        set_hook(Some(Box::new(move |_| {
-            count.set(count.get() + 1);
-            if count.get() == at {
-                let mut w = ww.borrow_mut();
-                for _ in 0..30 {
-                    w.append(40, false);
-                }
-            }
-        })));
+        lap_after(&w, move |_, count| count == at, 30);
         let (got, lost, _) = drain_payloads(&mut m, u64::MAX);
         set_hook(None);
         let w = w.borrow();
