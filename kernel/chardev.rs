@@ -32,21 +32,43 @@ use kernel::{
 /// code: the module's exit waits for this to reach 0 ([`wait_released`]).
 static NODES: Atomic<u64> = Atomic::new(0);
 
+/// 1 while the class is registered and not yet released. Its kobject's
+/// release, too, may run after `class_unregister` returns (seconds later
+/// with `CONFIG_DEBUG_KOBJECT_RELEASE`), and it reads `CLASS`, which is in
+/// this module's memory: so the region waits for it ([`class_released`])
+/// before the module goes. The debug kernel's reload test caught the
+/// release reading the unloaded module's `CLASS`.
+static CLASS_HELD: Atomic<u64> = Atomic::new(0);
+
 /// Waits (up to 30 s, logging if that runs out) until every node ever made
 /// has been released, so no `node_release` can run after the module is
 /// gone. Called at unload, after every node was unregistered.
 pub(crate) fn wait_released() {
+    wait_zero(&NODES, "device nodes");
+}
+
+/// Waits (up to 30 s, logging if that runs out) until `count` is 0.
+fn wait_zero(count: &Atomic<u64>, what: &str) {
     for _ in 0..3000 {
-        if NODES.load(Acquire) == 0 {
+        if count.load(Acquire) == 0 {
             return;
         }
         // SAFETY: Process context (module exit), where sleeping is allowed.
         unsafe { bindings::msleep(10) };
     }
     pr_err!(
-        "{} device nodes still not released at unload\n",
-        NODES.load(Acquire)
+        "{} {what} still not released at unload\n",
+        count.load(Acquire)
     );
+}
+
+/// # Safety
+/// Called by the driver core once, when the class's last reference is gone.
+unsafe extern "C" fn class_released(_class: *const bindings::class) {
+    // Last: the module's exit may go on once this is 0. What the driver
+    // core does after this call (freeing its own private data) does not
+    // touch `CLASS`.
+    CLASS_HELD.store(0, Release);
 }
 
 /// Minors of the region: the control device plus up to 4095 topics.
@@ -396,6 +418,7 @@ static CONTROL_TYPE: Static<bindings::device_type> = Static(bindings::device_typ
 
 static CLASS: Static<bindings::class> = Static(bindings::class {
     name: cptr(c"baf"),
+    class_release: Some(class_released),
     // SAFETY: All-zero is a valid `class` (every callback optional).
     ..unsafe { core::mem::zeroed() }
 });
@@ -421,14 +444,21 @@ impl Region {
         control_fops: &'static bindings::file_operations,
         topic_fops: &'static bindings::file_operations,
     ) -> Result<Self> {
+        // Held from before the registration, so the release cannot be
+        // missed; a failed registration releases nothing.
+        CLASS_HELD.store(1, Release);
         // SAFETY: `CLASS` is a static, valid class description.
-        to_result(unsafe { bindings::class_register(&CLASS.0) })?;
+        if let Err(e) = to_result(unsafe { bindings::class_register(&CLASS.0) }) {
+            CLASS_HELD.store(0, Release);
+            return Err(e);
+        }
         // SAFETY: Major 0 asks for a free major; name and fops are static.
         let major =
             unsafe { bindings::__register_chrdev(0, 0, 1, NAME.as_char_ptr(), control_fops) };
         let Ok(major) = u32::try_from(major) else {
             // SAFETY: The class was registered above.
             unsafe { bindings::class_unregister(&CLASS.0) };
+            wait_zero(&CLASS_HELD, "device classes");
             return Err(Error::from_errno(major));
         };
         // SAFETY: As above, for the topic minors of the same major.
@@ -441,6 +471,7 @@ impl Region {
                 bindings::__unregister_chrdev(major, 0, 1, NAME.as_char_ptr());
                 bindings::class_unregister(&CLASS.0);
             }
+            wait_zero(&CLASS_HELD, "device classes");
             return Err(Error::from_errno(rc));
         }
         Ok(Self { major })
@@ -463,6 +494,9 @@ impl Drop for Region {
             bindings::__unregister_chrdev(self.major, 0, 1, NAME.as_char_ptr());
             bindings::class_unregister(&CLASS.0);
         }
+        // The class's release reads `CLASS`: wait for it before the module
+        // (and `CLASS` with it) goes.
+        wait_zero(&CLASS_HELD, "device classes");
     }
 }
 

@@ -1,7 +1,7 @@
 //! VM tests of `splice` and `sendfile` (ABI 7): a topic file as either end,
 //! with the meaning of `write()` (into it) and `read()` (out of it), in
 //! every mode; a record that does not fit the pipe's room, a lapped
-//! reader, and a removed topic.
+//! reader, and `sendfile` out of a topic into a file refused.
 
 use super::*;
 use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
@@ -215,17 +215,26 @@ pub(crate) fn splice_out_of_a_topic_is_a_read(cx: &Ctx) -> Result<()> {
     );
     ensure!(last == Some(total - 1), "the newest record is missing");
 
-    // sendfile out of a topic into a regular file.
-    put(&w, b"to a file")?;
+    // sendfile out of a topic: into a pipe it is a splice; into a file or a
+    // socket the kernel wants a regular file as the input (EINVAL), and the
+    // record stays unread.
+    put(&w, b"to a pipe")?;
+    let n = sendfile(pw.as_fd(), bytes.file().as_fd(), 1 << 20).context("sendfile to a pipe")?;
+    ensure!(n == 9, "sendfile to a pipe: {n} bytes");
+    ensure!(take(&pr, n)? == b"to a pipe", "sendfile: bytes differ");
+    put(&w, b"not to a file")?;
     let path = Path::new("/tmp/splice-sink");
     let f = File::create(path)?;
-    let n = sendfile(f.as_fd(), bytes.file().as_fd(), 1 << 20)?;
-    ensure!(n == 9, "sendfile to a file: {n} bytes");
-    ensure!(
-        std::fs::read(path)? == b"to a file",
-        "sendfile: bytes differ"
-    );
+    expect_errno(
+        sendfile(f.as_fd(), bytes.file().as_fd(), 1 << 20),
+        libc::EINVAL,
+        "sendfile from a topic into a file",
+    )?;
     std::fs::remove_file(path)?;
+    ensure!(
+        get(&bytes, 100)? == b"not to a file",
+        "a refused sendfile consumed the record"
+    );
     drain(&recm)?;
     Ok(())
 }
