@@ -525,3 +525,93 @@ pub(crate) fn abi3_programs_keep_32_byte_headers(cx: &Ctx) -> Result<()> {
     );
     Ok(())
 }
+
+/// A record-mode read with the ring's own 40-byte headers, in the initial
+/// namespaces, copies runs of whole records in one go (`kernel/read.rs`,
+/// `run_end`). It must give exactly what the record-by-record path gives a
+/// reader of 32-byte headers: the same records, headers and payloads, and
+/// zero padding even after batch frames padded with junk, at buffer sizes
+/// that end a run anywhere, and across the padding at the ring's end.
+pub(crate) fn record_runs_match_record_by_record_reads(_cx: &Ctx) -> Result<()> {
+    const NAME: &str = "wid/runs";
+    let path = fresh_topic(NAME, 16384)?;
+    let runs = nb_reader(&path)?;
+    runs.set_flags(abi::FLAG_RECORD)?;
+    let one = nb_reader(&path)?;
+    set_flags_v3(&one, abi::FLAG_RECORD)?;
+    let w = writer(&path)?;
+    let b = Topic::open(&path, true, true)?;
+    set_flags_v3(&b, abi::FLAG_BATCH)?;
+    let mut x = 11u64;
+    let mut want = Vec::new();
+    let (mut got_runs, mut got_one) = (Vec::new(), Vec::new());
+    for round in 0..80usize {
+        // Under 6 KiB a round: neither reader is lapped in 16 KiB.
+        for _ in 0..20 {
+            let p = pattern(3, want.len() as u32, 1 + (xorshift(&mut x) % 200) as usize);
+            put(&w, &p)?;
+            want.push(p);
+        }
+        let mut frames = Vec::new();
+        for _ in 0..10 {
+            let p = pattern(4, want.len() as u32, 1 + (xorshift(&mut x) % 61) as usize);
+            frames.extend(frame_v3(p.len() as u32, &p, 0));
+            want.push(p);
+        }
+        ensure!(
+            b.file().write(&frames)? == frames.len(),
+            "round {round}: batch"
+        );
+        let cap = [240usize, 241, 500, 1000, 4096, 65536][round % 6];
+        loop {
+            let buf = match get(&runs, cap) {
+                Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => break,
+                r => r.with_context(|| format!("round {round}: read {cap}"))?,
+            };
+            let mut at = 0;
+            while at < buf.len() {
+                let h = RecordHeader::from_bytes(&buf[at..]).context("a cut header")?;
+                let len = h.len as usize;
+                let span = abi::record_span(len);
+                let rec = buf.get(at..at + span).context("a cut record")?;
+                ensure!(
+                    rec[abi::RECORD_HEADER_SIZE + len..].iter().all(|&c| c == 0),
+                    "round {round}, record {}: padding not zero",
+                    h.seq
+                );
+                got_runs.push((h, rec[abi::RECORD_HEADER_SIZE..][..len].to_vec()));
+                at += span;
+            }
+        }
+        got_one.extend(records_v3(&get(&one, 65536)?));
+    }
+    ensure!(
+        runs.info()?.lost == 0 && one.info()?.lost == 0,
+        "a reader was lapped"
+    );
+    ensure!(
+        got_runs.len() == want.len() && got_one.len() == want.len(),
+        "{} and {} records of {}",
+        got_runs.len(),
+        got_one.len(),
+        want.len()
+    );
+    let first = got_runs[0].0.seq;
+    for (k, ((h, p), (h3, p3))) in got_runs.iter().zip(&got_one).enumerate() {
+        let same = (h.len, h.flags, h.seq, h.timestamp_ns, h.pid, h.uid)
+            == (h3.len, h3.flags, h3.seq, h3.timestamp_ns, h3.pid, h3.uid);
+        ensure!(
+            same && h.seq == first + k as u64 && h.writer != 0 && h3.writer == 0,
+            "record {k}: {h:?} / {h3:?}"
+        );
+        ensure!(*p == want[k] && *p3 == want[k], "record {k}: payload");
+    }
+    let wrapped = want
+        .iter()
+        .map(|p| abi::record_span(p.len()))
+        .sum::<usize>()
+        / 16384;
+    println!("  {} records, the ring wrapped {wrapped} times", want.len());
+    baf::control::remove(NAME)?;
+    Ok(())
+}

@@ -322,6 +322,10 @@ fn main() {
             writer_id::abi3_programs_keep_32_byte_headers,
         ),
         (
+            "record mode: runs copied whole match record-by-record reads",
+            writer_id::record_runs_match_record_by_record_reads,
+        ),
+        (
             "RWF_NOWAIT and io_uring: EAGAIN instead of sleeping, blocking reads wait",
             nowait::rwf_nowait_and_io_uring,
         ),
