@@ -17,7 +17,8 @@
 //!   record checks with a read barrier that the tail did not pass its start
 //!   (the seqcount pattern). Where a record-mode read returns the ring's
 //!   own bytes (its 40-byte headers, to a task in the initial namespaces),
-//!   a run of records is copied in one go and checked once. The records that pass are delivered; a record
+//!   each run of records (up to 16 KiB) is copied in one go and checked
+//!   once. The records that pass are delivered; a record
 //!   the writer overwrote during its copy is dropped and counted as lost, and
 //!   reading goes on from the oldest record.
 //!

@@ -17,6 +17,12 @@ use kernel::{
 /// Zero padding after a payload in record mode.
 static ZEROS: [u8; 8] = [0; 8];
 
+/// Most bytes of a run of records copied in one go (one record larger than
+/// this is a run of its own). The tail is checked after each run, and a
+/// torn run is given back whole: the bound keeps a writer that laps the
+/// reader from undoing more than this much of a `read()`.
+const RUN_MAX: usize = 16 * 1024;
+
 /// What one pass over the ring produced.
 enum Pass {
     /// `n` bytes delivered (0 only at end of file).
@@ -188,7 +194,7 @@ impl OpenFile {
                 break;
             }
             if whole {
-                let (end, end_seq) = self.run_end(pos, need, seq, head, limit - out);
+                let (end, end_seq) = self.run_end(pos, need, seq, head, (limit - out).min(RUN_MAX));
                 let bytes = (end - pos) as usize;
                 let before = iov.len();
                 let ok = mem.copy_out(off as usize, bytes, iov) == bytes;
@@ -281,13 +287,12 @@ impl OpenFile {
     }
 
     /// The end of the run of records that starts with the one at `pos`
-    /// (`span` bytes, sequence number `seq`, already checked, and at most
-    /// `room` bytes):
-    /// the records after it that are in sequence, before `head` and the end
-    /// of the ring, and fit `room` in all; returns the position and
-    /// sequence number after the run. Headers read here may be torn by a
-    /// writer: the caller checks the tail after copying the run, which
-    /// covers them.
+    /// (`span` bytes, sequence number `seq`, already checked): the records
+    /// after it that are in sequence, before `head` and the end of the
+    /// ring, and fit `room` bytes with it (the first always counts).
+    /// Returns the position and sequence number after the run. Headers
+    /// read here may be torn by a writer: the caller checks the tail after
+    /// copying the run, which covers them.
     fn run_end(&self, pos: u64, span: usize, seq: u64, head: u64, room: usize) -> (u64, u64) {
         let mem = &self.topic.mem;
         let mask = mem.size() as u64 - 1;
