@@ -118,8 +118,8 @@ pub fn open_topic(arg: &str, create: bool) -> Result<(Topic, String)> {
 }
 
 /// Checks that `topic` is a baf topic whose module speaks batch writes.
-/// Returns the topic's record limit.
-pub fn check(topic: &Topic, shown: &str) -> Result<usize> {
+/// Returns what the module says of it (record limit, ABI version).
+pub fn check(topic: &Topic, shown: &str) -> Result<abi::Info> {
     let info = match topic.info() {
         Ok(i) => i,
         Err(e) if e.raw_os_error() == Some(libc::ENOTTY) => {
@@ -130,14 +130,14 @@ pub fn check(topic: &Topic, shown: &str) -> Result<usize> {
         Err(e) => return Err(e).with_context(|| format!("cannot query topic {shown}")),
     };
     baf::device::check_abi(&info)?;
-    Ok(info.record_max.max(1) as usize)
+    Ok(info)
 }
 
 /// Takes the topic's publisher lock, with a one-line error when another
-/// pubmsg has it (or the module is too old for batch writes). Returns the
-/// topic's record limit.
-pub fn claim(topic: &Topic, shown: &str) -> Result<usize> {
-    let record_max = check(topic, shown)?;
+/// pubmsg has it (or the module is too old for batch writes). Returns what
+/// [`check`] does.
+pub fn claim(topic: &Topic, shown: &str) -> Result<abi::Info> {
+    let info = check(topic, shown)?;
     match topic.claim_publisher() {
         Ok(()) => {}
         Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
@@ -147,7 +147,7 @@ pub fn claim(topic: &Topic, shown: &str) -> Result<usize> {
         }
         Err(e) => return Err(e).with_context(|| format!("cannot claim topic {shown}")),
     }
-    Ok(record_max)
+    Ok(info)
 }
 
 /// Waits until topic `shown` has `n` lossless readers, saying so on stderr
@@ -571,11 +571,12 @@ pub fn run(opts: &Options) -> Result<()> {
         _ => None,
     };
     let (topic, shown) = open_topic(&opts.topic, opts.create)?;
-    let record_max = if opts.shared {
+    let info = if opts.shared {
         check(&topic, &shown)?
     } else {
         claim(&topic, &shown)?
     };
+    let record_max = info.record_max.max(1) as usize;
     let messages = match &opts.input {
         Input::Messages(m) => Some(message_records(m, opts.framing, record_max)?),
         _ => None,
@@ -590,7 +591,7 @@ pub fn run(opts: &Options) -> Result<()> {
     // Raw chunks of the input: plain writes, a record each; from a pipe or
     // a file, spliced where the module has it.
     let raw = messages.is_none() && opts.framing == Framing::Raw;
-    let splice = raw && topic.info().is_ok_and(|i| i.abi_version >= abi::ABI_SPLICE);
+    let splice = raw && info.abi_version >= abi::ABI_SPLICE;
     let source = |fd: BorrowedFd<'_>| source_of(fd).filter(|_| splice);
     match lines {
         Some(delim) => line_mode(&topic, &shown, delim)?,
