@@ -193,61 +193,49 @@ impl OpenFile {
                 }
                 break;
             }
-            if whole {
-                let (end, end_seq) = self.run_end(pos, need, seq, head, (limit - out).min(RUN_MAX));
+            let (ok, delivered, end, end_seq) = if whole {
+                let room = (limit - out).min(RUN_MAX);
+                let (end, end_seq) = self.run_end(pos, need, seq, head, room);
                 let bytes = (end - pos) as usize;
-                let before = iov.len();
                 let ok = mem.copy_out(off as usize, bytes, iov) == bytes;
-                let intact = mem.tail_after_copy() <= rec_start;
-                if !ok || !intact {
-                    // Give back the whole run: the next pass (or the
-                    // caller's next read) starts again at its first record.
-                    // SAFETY: `before - iov.len()` bytes of this run were
-                    // copied into `iov` just above.
-                    unsafe { iov.revert(before - iov.len()) };
-                    faulted = !ok && intact;
-                    torn = !intact;
-                    break;
+                (ok, bytes, end, end_seq)
+            } else {
+                let mut ok = true;
+                if let Some(v) = &viewer {
+                    let hb = RecordHeader {
+                        len: h.len,
+                        flags: 0,
+                        seq: h.seq,
+                        timestamp_ns: h.timestamp_ns,
+                        pid: v.pid(h.pid, h.writer),
+                        uid: v.uid(h.uid),
+                        writer: h.writer,
+                    }
+                    .to_bytes();
+                    let hb = hb.get(..hsize).unwrap_or_default();
+                    ok = iov.copy_to_iter(hb) == hsize;
                 }
-                out += bytes;
-                pos = end;
-                seq = end_seq;
-                rec_start = pos;
-                continue;
-            }
-            let mut ok = true;
-            if let Some(v) = &viewer {
-                let hb = RecordHeader {
-                    len: h.len,
-                    flags: 0,
-                    seq: h.seq,
-                    timestamp_ns: h.timestamp_ns,
-                    pid: v.pid(h.pid, h.writer),
-                    uid: v.uid(h.uid),
-                    writer: h.writer,
+                ok = ok && mem.copy_out(body, len, iov) == len;
+                if record_mode && ok {
+                    let pad = need - hsize - len;
+                    ok = iov.copy_to_iter(ZEROS.get(..pad).unwrap_or_default()) == pad;
                 }
-                .to_bytes();
-                let hb = hb.get(..hsize).unwrap_or_default();
-                ok = iov.copy_to_iter(hb) == hsize;
-            }
-            ok = ok && mem.copy_out(body, len, iov) == len;
-            if record_mode && ok {
-                let pad = need - hsize - len;
-                ok = iov.copy_to_iter(ZEROS.get(..pad).unwrap_or_default()) == pad;
-            }
+                (ok, need, pos + record_span(len) as u64, seq + 1)
+            };
             let intact = mem.tail_after_copy() <= rec_start;
             if !ok || !intact {
-                // Give back this record's bytes; the ones before it stand.
-                // SAFETY: `before - iov.len()` bytes of this record were
-                // copied into `iov` just above.
+                // Give back this record's (or run's) bytes; the ones before
+                // it stand, and the next pass starts again at it.
+                // SAFETY: `before - iov.len()` bytes of this record (or run)
+                // were copied into `iov` just above.
                 unsafe { iov.revert(before - iov.len()) };
                 faulted = !ok && intact;
                 torn = !intact;
                 break;
             }
-            out += need;
-            pos += record_span(len) as u64;
-            seq += 1;
+            out += delivered;
+            pos = end;
+            seq = end_seq;
             rec_start = pos;
         }
         if out == 0 {
