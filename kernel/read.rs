@@ -197,8 +197,19 @@ impl OpenFile {
                 let room = (limit - out).min(RUN_MAX);
                 let (end, end_seq) = self.run_end(pos, need, seq, head, room);
                 let bytes = (end - pos) as usize;
-                let ok = mem.copy_out(off as usize, bytes, iov) == bytes;
-                (ok, bytes, end, end_seq)
+                let copied = mem.copy_out(off as usize, bytes, iov);
+                if copied == bytes || copied < need {
+                    (copied == bytes, bytes, end, end_seq)
+                } else {
+                    // A fault part-way (the caller's buffer runs into a
+                    // hole): the whole records before it stand.
+                    let (end, end_seq) = self.run_end(pos, need, seq, head, copied);
+                    let kept = (end - pos) as usize;
+                    // SAFETY: `copied - kept` of the bytes just copied into
+                    // `iov`.
+                    unsafe { iov.revert(copied - kept) };
+                    (true, kept, end, end_seq)
+                }
             } else {
                 let mut ok = true;
                 if let Some(v) = &viewer {
