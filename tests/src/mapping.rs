@@ -194,6 +194,11 @@ impl<'a> MapReader<'a> {
                 self.pos = tail;
                 self.seq_known = false;
                 self.laps += 1;
+                if tail >= head {
+                    // The writer moved on since `head` was loaded: this tail
+                    // is past it, so load the head again.
+                    continue;
+                }
             }
             let mut p = self.pos;
             let mut next = self.seq_known.then_some(self.seq);
