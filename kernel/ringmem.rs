@@ -24,6 +24,13 @@ use kernel::{
 /// Size of the control page (and offset of the ring's bytes in the area).
 pub(crate) const CTRL_SIZE: usize = bindings::PAGE_SIZE;
 
+/// Payloads up to this many bytes are copied into the ring by 8-byte words
+/// rather than by `memcpy`. In the emulated CPU of our benchmarks `memcpy`
+/// is `rep movsb`, which costs per byte: words took a fifth off each line
+/// of a line-mode `write()` there (620 to 500 ns for 64-byte lines). On
+/// hardware a short word loop costs about what `memcpy` does.
+const WORD_COPY_MAX: usize = 256;
+
 /// A topic's vmalloc area: the control page, then `size` ring bytes.
 ///
 /// # Invariants
@@ -163,7 +170,46 @@ impl RingMem {
     /// Copies `src` into ring offset `off`; false (nothing copied) if it is
     /// not inside the ring. The caller owns the reservation covering these
     /// bytes, so no reader takes them as a record yet.
+    ///
+    /// A payload of up to [`WORD_COPY_MAX`] bytes at an 8-aligned offset
+    /// (every payload's: records start 8-aligned and the header is 40
+    /// bytes) is stored a word at a time, its last word filled up with
+    /// zeroes: those bytes are the record's padding, which the commit
+    /// zeroes anyway, inside the same reservation.
     pub(crate) fn copy_from_kernel(&self, off: usize, src: &[u8]) -> bool {
+        if src.len() <= WORD_COPY_MAX && off % 8 == 0 {
+            if let Some(dst) = self.data(off, (src.len() + 7) & !7) {
+                let mut words = src.chunks_exact(8);
+                let mut at = dst.cast::<u64>();
+                for w in &mut words {
+                    let Ok(b) = <[u8; 8]>::try_from(w) else {
+                        break;
+                    };
+                    // SAFETY: `at` is inside `dst`, which has
+                    // `src.len()` rounded up to 8 writable bytes (checked by
+                    // `data`), one word per chunk of `src`; it is 8-aligned
+                    // (the area is page aligned and `off` is a multiple of
+                    // 8). Volatile so that the loop stays word stores rather
+                    // than becoming a `memcpy` call; the bytes are shared
+                    // memory, as for the `memcpy` below.
+                    unsafe {
+                        at.write_volatile(u64::from_ne_bytes(b));
+                        at = at.add(1);
+                    }
+                }
+                let rest = words.remainder();
+                if !rest.is_empty() {
+                    let mut w = 0u64;
+                    for i in (0..rest.len()).rev() {
+                        w = (w << 8) | u64::from(rest.get(i).copied().unwrap_or(0));
+                    }
+                    // SAFETY: As above: the last word of `dst`. Its bytes
+                    // in memory are `rest`, then zeroes.
+                    unsafe { at.write_volatile(u64::from_ne_bytes(w.to_le_bytes())) };
+                }
+                return true;
+            }
+        }
         let Some(dst) = self.data(off, src.len()) else {
             return false;
         };
