@@ -292,7 +292,14 @@ where
 
     /// Skips padding at `pos`: returns where the next real header starts
     /// (or `limit`, if the padding reaches it).
-    fn skip_pad<M: Mem>(&self, mem: &M, mut pos: u64, limit: u64) -> u64 {
+    fn skip_pad<M: Mem>(&self, mem: &M, pos: u64, limit: u64) -> u64 {
+        self.next_record(mem, pos, limit).0
+    }
+
+    /// [`Ring::skip_pad`], with the payload length of the record found
+    /// there (0 when the padding reaches `limit`), from the one read of its
+    /// header.
+    fn next_record<M: Mem>(&self, mem: &M, mut pos: u64, limit: u64) -> (u64, u32) {
         while pos < limit {
             let off = pos & self.mask;
             let room = self.size() - off;
@@ -302,11 +309,11 @@ where
             }
             let h = mem.header(off as usize);
             if h.flags & PAD_FLAG == 0 {
-                break;
+                return (pos, h.len);
             }
             pos = pos.saturating_add((record_span(h.len as usize) as u64).min(room));
         }
-        pos
+        (pos, 0)
     }
 
     /// Reserves room for a record of `len` bytes (1..=`max_payload(size)`)
@@ -331,9 +338,10 @@ where
         }
         let span = record_span(len) as u64;
         let pad = self.end_pad(span);
-        let (pos, evicted) = self
-            .make_room(mem, pad, span, floor)
+        let planned = self
+            .plan(mem, pad + span, floor)
             .map_err(|_| RingError::Full)?;
+        let (pos, evicted) = self.make_room(mem, pad, span, planned);
         Ok(Reservation { pos, len, evicted })
     }
 
@@ -366,7 +374,28 @@ where
             if free >= need {
                 return Ok((tail, seq));
             }
-            let start = self.skip_pad(mem, tail, self.head);
+            // A stride at a time while that is not yet enough: the next
+            // indexed record starts after every record before it, so if
+            // freeing up to it is still too little, and it starts at or
+            // before the floor, each of those records would be evicted one
+            // by one anyway (a big reservation, such as a batch's or a
+            // line-mode block's, evicts hundreds of small records).
+            let next = (seq / INDEX_STRIDE)
+                .saturating_add(1)
+                .saturating_mul(INDEX_STRIDE);
+            if next < self.next_seq {
+                if let Some(&pos) = self.index.get(self.slot(next)) {
+                    if pos > tail
+                        && pos <= floor
+                        && self.size() - self.head.saturating_sub(pos) < need
+                    {
+                        tail = pos;
+                        seq = next;
+                        continue;
+                    }
+                }
+            }
+            let (start, len) = self.next_record(mem, tail, self.head);
             if start >= self.head {
                 // Only padding is left: all of the ring is free.
                 return Ok((self.head, seq));
@@ -375,27 +404,25 @@ where
                 // Padding before the floor's record can still go.
                 return Err(self.size() - (self.head - start));
             }
-            let h = mem.header((start & self.mask) as usize);
-            tail = start.saturating_add(record_span(h.len as usize) as u64);
+            tail = start.saturating_add(record_span(len as usize) as u64);
             seq = seq.saturating_add(1);
         }
     }
 
-    /// Evicts the oldest records (none at or after `floor`) until
-    /// `pad + len` bytes are free after the head, tells `mem` the new tail
-    /// before writing anything, marks the `pad` bytes at the end of the ring
-    /// as padding, and reserves `len` bytes after them. Returns the reserved
-    /// position and the records evicted, or, changing nothing, the most
-    /// bytes that could be freed.
+    /// Evicts the oldest records up to `planned`, the tail and its
+    /// sequence number that [`Ring::plan`] gave for `pad + len` bytes, tells
+    /// `mem` the new tail before writing anything, marks the `pad` bytes at
+    /// the end of the ring as padding, and reserves `len` bytes after them.
+    /// Returns the reserved position and the records evicted.
     fn make_room<M: Mem>(
         &mut self,
         mem: &M,
         pad: u64,
         len: u64,
-        floor: u64,
-    ) -> Result<(u64, u64), u64> {
+        planned: (u64, u64),
+    ) -> (u64, u64) {
         let before = self.tail_seq;
-        let (tail, tail_seq) = self.plan(mem, pad + len, floor)?;
+        let (tail, tail_seq) = planned;
         self.tail = tail;
         self.tail_seq = tail_seq;
         mem.evicted(self.tail, self.tail_seq);
@@ -409,7 +436,7 @@ where
         }
         let pos = self.head.saturating_add(pad);
         self.reserved = pos.saturating_add(len);
-        Ok((pos, self.tail_seq - before))
+        (pos, self.tail_seq - before)
     }
 
     /// Where the tail has to be for a record of `len` bytes to fit after the
@@ -501,17 +528,20 @@ where
             (0, room_to_end)
         };
         let mut len = want.min(room);
-        if let Err(free) = self.plan(mem, pad + len, floor) {
-            // Frames are multiples of 8 bytes.
-            let fits = free.saturating_sub(pad) & !7;
-            if fits < need {
-                return Err(RingError::Full);
+        let planned = match self.plan(mem, pad + len, floor) {
+            Ok(planned) => planned,
+            Err(free) => {
+                // Frames are multiples of 8 bytes.
+                let fits = free.saturating_sub(pad) & !7;
+                if fits < need {
+                    return Err(RingError::Full);
+                }
+                len = len.min(fits);
+                self.plan(mem, pad + len, floor)
+                    .map_err(|_| RingError::Full)?
             }
-            len = len.min(fits);
-        }
-        let (pos, _) = self
-            .make_room(mem, pad, len, floor)
-            .map_err(|_| RingError::Full)?;
+        };
+        let (pos, _) = self.make_room(mem, pad, len, planned);
         Ok(Chunk { pos, len })
     }
 

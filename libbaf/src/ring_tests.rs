@@ -889,3 +889,67 @@ fn cancel_publishes_nothing() {
     assert_eq!((ring.head(), ring.next_seq()), (head, seq));
     assert_eq!(ring.reserve(&mem, 300, NO_FLOOR).unwrap().pos, r.pos);
 }
+
+/// A reservation that evicts hundreds of small records goes a stride of
+/// the sparse index at a time, reading few headers, and evicts exactly
+/// what evicting record by record would: `World::append` checks that every
+/// record below the new tail had to go and that none at or above it went.
+#[test]
+fn a_big_reservation_evicts_whole_strides_at_once() {
+    let size = 1usize << 15;
+    let mut w = World::new(size);
+    // Small records, some aborted (padding between records), until the
+    // ring has wrapped.
+    for i in 0..1500usize {
+        w.append(1 + i % 5, i as u8, i % 97 == 0, None);
+    }
+    for big in [max_payload(size), 7777, 7000] {
+        let oldest = w.ring.oldest_seq();
+        w.mem.start_tracking();
+        w.append(big, 7, false, None);
+        let (reads, _) = w.mem.stop_tracking();
+        let evicted = w.ring.oldest_seq() - oldest;
+        assert!(evicted >= 2 * INDEX_STRIDE, "{big}: evicted {evicted}");
+        assert!(
+            (reads as u64) < evicted / 2,
+            "{big}: {reads} header reads to evict {evicted} records"
+        );
+        for i in 0..700usize {
+            w.append(1 + i % 5, i as u8, i % 89 == 0, None);
+        }
+    }
+    for i in 0..w.readers.len() {
+        w.read(i, usize::MAX);
+    }
+}
+
+/// A stride is not skipped past a lossless reader's floor: a batch chunk
+/// evicts the small records before the floor and none after it.
+#[test]
+fn strides_stop_at_the_floor() {
+    let size = 1usize << 15;
+    let mut ring = Ring::new(size, vec![0u64; index_len(size)]).unwrap();
+    let mem = VecMem::new(size);
+    let p = payload(0, 3, 1);
+    let mut positions = Vec::new();
+    for seq in 0..1000u64 {
+        let r = ring.reserve(&mem, 3, NO_FLOOR).unwrap();
+        mem.write(r.payload_off(ring.mask()), &p);
+        positions.push(r.pos);
+        ring.commit(&mem, &r, stamp(seq));
+    }
+    // A lossless reader at a record 150 records past the oldest, which is
+    // not on a stride boundary.
+    let k = (ring.oldest_seq() + 150) as usize;
+    assert_ne!(k as u64 % INDEX_STRIDE, 0);
+    let floor = positions[k];
+    let c = ring
+        .reserve_bytes(&mem, size as u64 / 2, record_span(8) as u64, floor)
+        .unwrap();
+    assert_eq!(ring.oldest_seq(), k as u64, "evicted up to the floor only");
+    assert_eq!(ring.tail(), floor);
+    assert_eq!(
+        c.len,
+        (size as u64 - (ring.head() - floor)).min(size as u64 / 2) & !7
+    );
+}
