@@ -20,9 +20,16 @@ const BATCH_CHUNK: usize = 256 * 1024;
 /// are copied straight into their reservation, outside the lock.
 const SMALL: usize = 256;
 
-/// Bytes of the caller's buffer cut into lines at a time in line mode: the
-/// size of the file's line buffer.
+/// Bytes of the caller's buffer cut into lines at a time in line mode.
 const LINE_BLOCK: usize = 64 * 1024;
+
+/// Lines published with one reservation at most, in line mode: their
+/// lengths, found once, are kept after the block in the file's line buffer
+/// (4 bytes each) until they are written into the ring.
+const LINES_MAX: usize = 1024;
+
+/// The size of the file's line buffer: a block, then the lengths.
+const LINE_BUF: usize = LINE_BLOCK + 4 * LINES_MAX;
 
 /// Where the first `delim` byte of `b` is, looked for 8 bytes at a time.
 fn find_byte(b: &[u8], delim: u8) -> Option<usize> {
@@ -296,9 +303,9 @@ impl OpenFile {
     ) -> Result {
         let mut buf = core::mem::take(&mut *self.lines.lock());
         let r = (|| {
-            if buf.len() < LINE_BLOCK {
+            if buf.len() < LINE_BUF {
                 buf.clear();
-                buf.resize(LINE_BLOCK, 0, GFP_KERNEL_ACCOUNT)?;
+                buf.resize(LINE_BUF, 0, GFP_KERNEL_ACCOUNT)?;
             }
             self.write_line_blocks(&mut buf, w, iov, delim, stamp, nonblock, p)
         })();
@@ -331,10 +338,11 @@ impl OpenFile {
             if want == 0 {
                 return Ok(());
             }
-            let got = iov.copy_from_iter(buf.get_mut(..want).ok_or(EINVAL)?);
+            let (block_buf, lens) = buf.split_at_mut_checked(LINE_BLOCK).ok_or(EINVAL)?;
+            let got = iov.copy_from_iter(block_buf.get_mut(..want).ok_or(EINVAL)?);
             // A block that ends the caller's buffer ends its last record.
             let at_end = got == want && iov.is_empty();
-            let block = buf.get(..got).unwrap_or_default();
+            let block = block_buf.get(..got).unwrap_or_default();
             let line = |at: usize| {
                 block
                     .get(at..)
@@ -343,11 +351,13 @@ impl OpenFile {
             // The first byte of the block not yet published.
             let mut start = 0;
             loop {
-                // The lines that fit one reservation...
+                // The lines that fit one reservation, their lengths noted...
                 let mut span = 0u64;
                 let mut end = start;
                 let mut first = 0u64;
-                while let Some(len) = line(end) {
+                let mut n = 0;
+                for slot in lens.chunks_exact_mut(4) {
+                    let Some(len) = line(end) else { break };
                     let s = record_span(len) as u64;
                     if span + s > cap {
                         break;
@@ -355,6 +365,12 @@ impl OpenFile {
                     if span == 0 {
                         first = s;
                     }
+                    let Ok(slot) = <&mut [u8; 4]>::try_from(slot) else {
+                        break;
+                    };
+                    // A line is at most `LINE_BLOCK` bytes.
+                    *slot = (len as u32).to_ne_bytes();
+                    n += 1;
                     span += s;
                     end += len;
                 }
@@ -369,8 +385,8 @@ impl OpenFile {
                 let mut off = 0u64;
                 let mut at = start;
                 let mut bad = false;
-                while at < end {
-                    let Some(len) = line(at) else { break };
+                for slot in lens.chunks_exact(4).take(n) {
+                    let len = slot.try_into().map_or(0, u32::from_ne_bytes) as usize;
                     let s = record_span(len) as u64;
                     if off + s > c.len {
                         break;

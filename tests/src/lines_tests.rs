@@ -206,6 +206,26 @@ pub(crate) fn line_mode_cuts_writes_into_lines(cx: &Ctx) -> Result<()> {
         "NUL items: {got:?}"
     );
 
+    // More short lines in one block than one reservation takes (1024):
+    // 3000 lines of 1 to 12 bytes, each a record, in order.
+    let mut data = Vec::new();
+    for i in 0..3000usize {
+        data.extend(std::iter::repeat_n(b'a' + (i % 26) as u8, i % 12));
+        data.push(b'\n');
+    }
+    let want = cut(&data, b'\n', RECORD_MAX);
+    ensure!(want.len() == 3000, "{} short lines", want.len());
+    ensure!(w.file().write(&data)? == data.len(), "short lines: short");
+    let got: Vec<Vec<u8>> = drain(&rec)?.into_iter().map(|(_, p)| p).collect();
+    ensure!(
+        got == want,
+        "short lines: {} records, the first differing at {:?}",
+        got.len(),
+        got.iter().zip(&want).position(|(g, w)| g != w)
+    );
+    ensure!(drain_bytes(&bytes)? == data, "short lines: bytes differ");
+    drain_v3(&old)?;
+
     // Clearing the flag: plain records again.
     w.set_flags(0)?;
     ensure!(w.file().write(b"p\nq\n")? == 4, "plain write");
