@@ -208,6 +208,8 @@ pub(crate) fn line_mode_cuts_writes_into_lines(cx: &Ctx) -> Result<()> {
 
     // More short lines in one block than one reservation takes (1024):
     // 3000 lines of 1 to 12 bytes, each a record, in order.
+    drain_bytes(&bytes)?;
+    drain_v3(&old)?;
     let mut data = Vec::new();
     for i in 0..3000usize {
         data.extend(std::iter::repeat_n(b'a' + (i % 26) as u8, i % 12));
