@@ -149,7 +149,7 @@ impl OpenFile {
                 continue;
             }
             let len = h.len as usize;
-            if h.seq != seq || len == 0 || len > self.topic.record_max {
+            if !self.is_record(&h, seq) {
                 if mem.tail_after_copy() <= rec_start {
                     // A damaged header the tail does not explain: never
                     // loop on it.
@@ -285,6 +285,12 @@ impl OpenFile {
         })
     }
 
+    /// Whether `h` (not padding) is the header of record `seq` as the ring
+    /// commits it: one the writer has not torn or overwritten.
+    fn is_record(&self, h: &RecordHeader, seq: u64) -> bool {
+        h.seq == seq && h.len != 0 && h.len as usize <= self.topic.record_max
+    }
+
     /// The end of the run of records that starts with the one at `pos`
     /// (`span` bytes, sequence number `seq`, already checked): the records
     /// after it that are in sequence, before `head` and the end of the
@@ -302,7 +308,7 @@ impl OpenFile {
         while end + HDR <= limit {
             let h = mem.header((end & mask) as usize);
             let len = h.len as usize;
-            if h.flags != 0 || h.seq != next || len == 0 || len > self.topic.record_max {
+            if h.flags != 0 || !self.is_record(&h, next) {
                 break;
             }
             let span = record_span(len) as u64;
