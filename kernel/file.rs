@@ -50,13 +50,13 @@ use kernel::{
     bindings,
     fs::File,
     mm::virt::VmaNew,
-    new_spinlock,
+    new_mutex, new_spinlock,
     prelude::*,
     seq_file::SeqFile,
     seq_print,
     sync::{
         atomic::{Acquire, Atomic, Relaxed, Release},
-        Arc, SpinLock, SpinLockGuard,
+        Arc, Mutex, SpinLock, SpinLockGuard,
     },
 };
 
@@ -145,12 +145,12 @@ pub(crate) struct OpenFile {
     /// Held by the thread reading (or seeking) through this file: the
     /// cursor is its alone.
     read_turn: Turn,
-    /// Line mode's block of the caller's bytes (see `write.rs`), allocated
-    /// by the first line-mode `write()`. Taken out while it is used, so no
-    /// copy happens under the spinlock (writers of a topic take turns, so
-    /// it is never wanted twice at once).
+    /// Line mode's buffers (see `write.rs`), allocated by the first
+    /// line-mode `write()`. A sleeping lock, held across the copies of a
+    /// whole `write()`; it never makes anyone wait, because only a writer
+    /// holding the topic's writer turn takes it.
     #[pin]
-    lines: SpinLock<KVVec<u8>>,
+    lines: Mutex<write::LineBuf>,
 }
 
 impl OpenFile {
@@ -192,7 +192,7 @@ impl OpenFile {
                 cursor_seq: Atomic::new(cursor.seq),
                 split_pending: Atomic::new(false),
                 read_turn: Turn::new(),
-                lines <- new_spinlock!(KVVec::new(), "fanout_lines"),
+                lines <- new_mutex!(write::LineBuf::default(), "fanout_lines"),
             }? Error),
             GFP_KERNEL_ACCOUNT,
         )?;

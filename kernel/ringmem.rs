@@ -167,60 +167,6 @@ impl RingMem {
         unsafe { bindings::_copy_from_iter(dst.cast::<c_void>(), len, iov.as_raw()) }
     }
 
-    /// Copies `src` into ring offset `off`; false (nothing copied) if it is
-    /// not inside the ring. The caller owns the reservation covering these
-    /// bytes, so no reader takes them as a record yet.
-    ///
-    /// A payload of up to [`WORD_COPY_MAX`] bytes at an 8-aligned offset
-    /// (every payload's: records start 8-aligned and the header is 40
-    /// bytes) is stored a word at a time, its last word filled up with
-    /// zeroes: those bytes are the record's padding, which the commit
-    /// zeroes anyway, inside the same reservation.
-    pub(crate) fn copy_from_kernel(&self, off: usize, src: &[u8]) -> bool {
-        if src.len() <= WORD_COPY_MAX && off % 8 == 0 {
-            if let Some(dst) = self.data(off, (src.len() + 7) & !7) {
-                let mut words = src.chunks_exact(8);
-                let mut at = dst.cast::<u64>();
-                for w in &mut words {
-                    let Ok(b) = <[u8; 8]>::try_from(w) else {
-                        break;
-                    };
-                    // SAFETY: `at` is inside `dst`, which has
-                    // `src.len()` rounded up to 8 writable bytes (checked by
-                    // `data`), one word per chunk of `src`; it is 8-aligned
-                    // (the area is page aligned and `off` is a multiple of
-                    // 8). Volatile so that the loop stays word stores rather
-                    // than becoming a `memcpy` call; the bytes are shared
-                    // memory, as for the `memcpy` below.
-                    unsafe {
-                        at.write_volatile(u64::from_ne_bytes(b));
-                        at = at.add(1);
-                    }
-                }
-                let rest = words.remainder();
-                if !rest.is_empty() {
-                    let mut w = 0u64;
-                    for i in (0..rest.len()).rev() {
-                        w = (w << 8) | u64::from(rest.get(i).copied().unwrap_or(0));
-                    }
-                    // SAFETY: As above: the last word of `dst`. Its bytes
-                    // in memory are `rest`, then zeroes.
-                    unsafe { at.write_volatile(u64::from_ne_bytes(w.to_le_bytes())) };
-                }
-                return true;
-            }
-        }
-        let Some(dst) = self.data(off, src.len()) else {
-            return false;
-        };
-        // SAFETY: `dst..dst + src.len()` is inside the area (checked by
-        // `data`) and does not overlap `src`, a buffer of the caller's.
-        // Readers may be copying these bytes out concurrently; they validate
-        // against the tail published before the reservation was made.
-        unsafe { core::ptr::copy_nonoverlapping(src.as_ptr(), dst, src.len()) };
-        true
-    }
-
     /// Copies `len` bytes at ring offset `off` to the user; returns how many
     /// were copied. A writer may overwrite them meanwhile: the caller must
     /// validate with [`RingMem::tail_after_copy`] before delivering them.
@@ -283,7 +229,8 @@ impl Mem for RingMem {
             return;
         };
         // SAFETY: `dst` has `RECORD_HEADER_SIZE` writable bytes (checked by
-        // `data`); only the lock holder writes headers. The layout written
+        // `data`); only the lock holder, or the writer holding the
+        // reservation these bytes are in, writes headers. The layout written
         // is the ring's header format, as for `header` above.
         unsafe { core::ptr::write_unaligned(dst.cast::<RecordHeader>(), *h) };
     }
@@ -296,6 +243,63 @@ impl Mem for RingMem {
             // SAFETY: `dst` has `len` writable bytes (checked by `data`).
             unsafe { core::ptr::write_bytes(dst, 0, len) };
         }
+    }
+
+    /// Copies `src` into ring offset `off`, and zeroes what follows it up to
+    /// the next multiple of 8 bytes (the record's padding); false (nothing
+    /// copied) if that is not inside the ring. The caller owns the
+    /// reservation covering these bytes, so no reader takes them as a
+    /// record yet.
+    ///
+    /// A payload of up to [`WORD_COPY_MAX`] bytes at an 8-aligned offset
+    /// (every payload's: records start 8-aligned and the header is 40
+    /// bytes) is stored a word at a time, its last word filled up with
+    /// zeroes.
+    fn put(&self, off: usize, src: &[u8]) -> bool {
+        let padded = (src.len() + 7) & !7;
+        let Some(dst) = self.data(off, padded) else {
+            return false;
+        };
+        if src.len() <= WORD_COPY_MAX && off % 8 == 0 {
+            let mut words = src.chunks_exact(8);
+            let mut at = dst.cast::<u64>();
+            for w in &mut words {
+                let Ok(b) = <[u8; 8]>::try_from(w) else {
+                    break;
+                };
+                // SAFETY: `at` is inside `dst`, which has `padded` writable
+                // bytes (checked by `data`), one word per chunk of `src`; it
+                // is 8-aligned (the area is page aligned and `off` is a
+                // multiple of 8). Volatile so that the loop stays word
+                // stores rather than becoming a `memcpy` call; the bytes are
+                // shared memory, as for the `memcpy` below.
+                unsafe {
+                    at.write_volatile(u64::from_ne_bytes(b));
+                    at = at.add(1);
+                }
+            }
+            let rest = words.remainder();
+            if !rest.is_empty() {
+                let mut w = 0u64;
+                for i in (0..rest.len()).rev() {
+                    w = (w << 8) | u64::from(rest.get(i).copied().unwrap_or(0));
+                }
+                // SAFETY: As above: the last word of `dst`. Its bytes in
+                // memory are `rest`, then zeroes.
+                unsafe { at.write_volatile(u64::from_ne_bytes(w.to_le_bytes())) };
+            }
+            return true;
+        }
+        // SAFETY: `dst..dst + padded` is inside the area (checked by
+        // `data`) and does not overlap `src`, a buffer of the caller's;
+        // `src.len() <= padded`. Readers may be copying these bytes out
+        // concurrently; they validate against the tail published before the
+        // reservation was made.
+        unsafe {
+            core::ptr::copy_nonoverlapping(src.as_ptr(), dst, src.len());
+            core::ptr::write_bytes(dst.add(src.len()), 0, padded - src.len());
+        }
+        true
     }
 
     fn evicted(&self, tail: u64, tail_seq: u64) {

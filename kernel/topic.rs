@@ -22,7 +22,9 @@ pub(crate) use lossless::Lossless;
 use lossless::StallTimer;
 
 use crate::abi;
-use crate::ring::{index_len, Chunk, Cursor, Frames, Reservation, Ring, RingError, Stamp};
+use crate::ring::{
+    index_len, Chunk, Cursor, Frames, Mem, Reservation, Ring, RingError, Stamp, Stamper,
+};
 use crate::ringmem::RingMem;
 use crate::waitq::{Turn, TurnGuard, WaitQueue};
 use kernel::{
@@ -294,7 +296,7 @@ impl Topic {
         let r = ring.reserve(mem, payload.len(), floor)?;
         // The reservation is inside the ring, so the copy cannot fail; if
         // it did, nothing is published.
-        if !mem.copy_from_kernel(r.payload_off(mask), payload) {
+        if !mem.put(r.payload_off(mask), payload) {
             ring.abort(mem, &r);
             mem.publish_head(ring.head(), ring.next_seq());
             return Err(RingError::BadLength);
@@ -327,14 +329,33 @@ impl Topic {
         copied: u64,
         stamp: Stamp,
     ) -> Result<Frames> {
+        self.commit_chunk(|ring, mem| ring.commit_frames(mem, c, copied, self.record_max, stamp))
+    }
+
+    /// Publishes the records a [`Stamper`] wrote into a chunk (see
+    /// `Ring::commit_stamped`); `ENODEV` as [`Topic::commit_frames`].
+    pub(crate) fn commit_stamped(
+        &self,
+        _w: &WriterGuard<'_>,
+        c: &Chunk,
+        s: &Stamper<'_>,
+    ) -> Result<Frames> {
+        self.commit_chunk(|ring, mem| ring.commit_stamped(mem, c, s, self.record_max))
+    }
+
+    /// Commits the open chunk with `commit` under the topic lock and
+    /// publishes the head; `ENODEV`, giving the chunk back, once the topic
+    /// was removed.
+    fn commit_chunk(
+        &self,
+        commit: impl FnOnce(&mut Ring<KVec<u64>>, &RingMem) -> Frames,
+    ) -> Result<Frames> {
         let mut st = self.state.lock();
         if st.dead {
             st.ring.cancel();
             return Err(ENODEV);
         }
-        let f = st
-            .ring
-            .commit_frames(&self.mem, c, copied, self.record_max, stamp);
+        let f = commit(&mut st.ring, &self.mem);
         self.mem.publish_head(st.ring.head(), st.ring.next_seq());
         Ok(f)
     }

@@ -7,7 +7,7 @@ use super::{OpenFile, HDR};
 use crate::abi::{self, record_span, RecordHeader};
 use crate::compat;
 use crate::provenance;
-use crate::ring::{Mem, Stamp};
+use crate::ring::{Stamp, Stamper, INDEX_STRIDE};
 use crate::topic::{WriterGuard, KEY_IN};
 use core::mem::MaybeUninit;
 use kernel::{bindings, current, iov::IovIterSource, prelude::*, sync::atomic::Relaxed};
@@ -30,6 +30,20 @@ const LINES_MAX: usize = 1024;
 
 /// The size of the file's line buffer: a block, then the lengths.
 const LINE_BUF: usize = LINE_BLOCK + 4 * LINES_MAX;
+
+/// The positions of the records of one reservation noted for the sparse
+/// index (`ring::Stamper`): one every `INDEX_STRIDE` lines, and one more.
+const NOTES: usize = LINES_MAX / INDEX_STRIDE as usize + 1;
+
+/// An open file's line-mode buffers, allocated by its first line-mode
+/// `write()`.
+#[derive(Default)]
+pub(super) struct LineBuf {
+    /// A block of the caller's bytes, then the lengths of its lines.
+    bytes: KVVec<u8>,
+    /// Positions noted for the sparse index while the lines are written.
+    notes: KVVec<u64>,
+}
 
 /// Where the first `delim` byte of `b` is, looked for 8 bytes at a time.
 fn find_byte(b: &[u8], delim: u8) -> Option<usize> {
@@ -287,8 +301,10 @@ impl OpenFile {
     /// `delim` (and every `record_max` bytes of a longer line; the end of
     /// the buffer ends a record too). They are copied [`LINE_BLOCK`] bytes
     /// at a time into the file's line buffer, and the lines of a block are
-    /// written into the ring as frames of its own format, in one
-    /// reservation, and published in one commit (as a batch's are). A line
+    /// written into the ring as whole records, stamped as they are written
+    /// (`ring::Stamper`), in one reservation, and published in one commit
+    /// that only moves the head (unlike a batch's, whose frames the commit
+    /// checks and stamps). A line
     /// cut by the end of a block is read again with the next one; a line
     /// longer than a block goes through [`Self::write_long_line`]. Errors as
     /// `write_batch`: after one, only `p` counts.
@@ -301,24 +317,23 @@ impl OpenFile {
         nonblock: bool,
         p: &mut Progress,
     ) -> Result {
-        let mut buf = core::mem::take(&mut *self.lines.lock());
-        let r = (|| {
-            if buf.len() < LINE_BUF {
-                buf.clear();
-                buf.resize(LINE_BUF, 0, GFP_KERNEL_ACCOUNT)?;
-            }
-            self.write_line_blocks(&mut buf, w, iov, delim, stamp, nonblock, p)
-        })();
-        let empty = core::mem::replace(&mut *self.lines.lock(), buf);
-        drop(empty);
-        r
+        let mut buf = self.lines.lock();
+        if buf.bytes.len() < LINE_BUF {
+            buf.bytes.clear();
+            buf.bytes.resize(LINE_BUF, 0, GFP_KERNEL_ACCOUNT)?;
+        }
+        if buf.notes.len() < NOTES {
+            buf.notes.clear();
+            buf.notes.resize(NOTES, 0, GFP_KERNEL_ACCOUNT)?;
+        }
+        self.write_line_blocks(&mut buf, w, iov, delim, stamp, nonblock, p)
     }
 
     /// [`Self::write_lines`] with the line buffer `buf` in hand.
     #[allow(clippy::too_many_arguments)]
     fn write_line_blocks(
         &self,
-        buf: &mut KVVec<u8>,
+        buf: &mut LineBuf,
         w: &WriterGuard<'_>,
         iov: &mut IovIterSource<'_>,
         delim: u8,
@@ -338,7 +353,7 @@ impl OpenFile {
             if want == 0 {
                 return Ok(());
             }
-            let (block_buf, lens) = buf.split_at_mut_checked(LINE_BLOCK).ok_or(EINVAL)?;
+            let (block_buf, lens) = buf.bytes.split_at_mut_checked(LINE_BLOCK).ok_or(EINVAL)?;
             let got = iov.copy_from_iter(block_buf.get_mut(..want).ok_or(EINVAL)?);
             // A block that ends the caller's buffer ends its last record.
             let at_end = got == want && iov.is_empty();
@@ -380,36 +395,29 @@ impl OpenFile {
                 // Room for the first line at least, so a short stretch
                 // before the ring's end is used rather than padded.
                 let c = self.topic.reserve_bytes(w, span, first, nonblock)?;
-                // ...written as frames, as many as the chunk holds (it may
-                // be shorter: the ring's end, or a lossless reader's hold).
-                let mut off = 0u64;
+                // ...written as records, stamped as they go, as many as
+                // the chunk holds (it may be shorter: the ring's end, or a
+                // lossless reader's hold), and published with no second
+                // look at them.
+                let mut stamper = Stamper::new(&c, mask, stamp, &mut buf.notes);
                 let mut at = start;
                 let mut bad = false;
                 for slot in lens.chunks_exact(4).take(n) {
                     let len = slot.try_into().map_or(0, u32::from_ne_bytes) as usize;
-                    let s = record_span(len) as u64;
-                    if off + s > c.len {
-                        break;
-                    }
-                    let ring_at = ((c.pos + off) & mask) as usize;
-                    mem.set_header(
-                        ring_at,
-                        &RecordHeader {
-                            len: len as u32,
-                            ..RecordHeader::default()
-                        },
-                    );
                     let payload = block.get(at..at + len).unwrap_or_default();
-                    if !mem.copy_from_kernel(ring_at + HDR as usize, payload) {
-                        // Inside the reservation, so this cannot happen;
-                        // if it did, nothing of this line is published.
-                        bad = true;
-                        break;
+                    match stamper.push(mem, payload) {
+                        Ok(true) => at += len,
+                        Ok(false) => break,
+                        // Not a line, or not inside the ring: cannot happen;
+                        // if it did, nothing from this line on is published.
+                        Err(_) => {
+                            bad = true;
+                            break;
+                        }
                     }
-                    off += s;
-                    at += len;
                 }
-                let f = self.topic.commit_frames(w, &c, off, stamp)?;
+                let off = stamper.used();
+                let f = self.topic.commit_stamped(w, &c, &stamper)?;
                 p.done += f.bytes as usize;
                 p.records += f.records;
                 p.bytes += f.bytes;
@@ -439,7 +447,7 @@ impl OpenFile {
             }
             // A whole block without a delimiter, and shorter than
             // `record_max`: a long line.
-            let len = self.write_long_line(buf, w, iov, delim, stamp, nonblock)?;
+            let len = self.write_long_line(&mut buf.bytes, w, iov, delim, stamp, nonblock)?;
             p.done += len;
             p.records += 1;
             p.bytes += len as u64;

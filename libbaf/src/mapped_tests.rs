@@ -76,6 +76,12 @@ impl Mem for RingBytes {
     fn zero(&self, off: usize, len: usize) {
         self.0.write(DATA + off, &vec![0; len]);
     }
+    fn put(&self, off: usize, src: &[u8]) -> bool {
+        let mut padded = src.to_vec();
+        padded.resize(src.len().next_multiple_of(8), 0);
+        self.0.write(DATA + off, &padded);
+        true
+    }
 }
 
 /// A writer doing what the module does: reserve (and publish the tail),
