@@ -63,3 +63,20 @@ bench_pipe() { # FILE: prints "CENTISECONDS BYTES" of cat FILE | cat | wc -c
   echo "$((t1 - t0)) $(bench_count /tmp/bench.count)"
   rm -f /tmp/bench.count
 }
+
+# Rounds of each side of a shell benchmark row, run in turn (this VM's
+# speed drifts by 2x or more within a run, so one round of each side can
+# compare a fast moment with a slow one).
+BENCH_ROUNDS=${BENCH_ROUNDS:-3}
+# bench_pick: reads the lines "CENTISECONDS BYTES [LOST]" of a side's rounds
+# on stdin; prints the median time, the fewest bytes any round delivered
+# and (when given) the records all rounds lost together, in that format.
+bench_pick() {
+  runs=$(grep -v '^ *$')
+  n=$(echo "$runs" | wc -l)
+  med=$(echo "$runs" | sort -n | sed -n "$(((n + 1) / 2))p" | cut -d' ' -f1)
+  echo "$runs" | awk -v med="$med" '{
+    if (NR == 1 || $2 < b) b = $2
+    if (NF > 2) { has = 1; if ($3 ~ /^[0-9]+$/) l += $3; else q = 1 }
+  } END { printf "%s %s", med, b; if (has) printf " %s", q ? "?" : l; print "" }'
+}

@@ -4,7 +4,9 @@
 # Markdown table: | what | baf | pipe | ratio | baf records lost | output
 # bytes |  (ratio = baf / pipe; above 1, baf is faster). Everything submsg
 # writes is consumed and counted; the time runs until it has all been
-# counted, the same way for both.
+# counted, the same way for both. Each row runs its two sides in turn
+# BENCH_ROUNDS times (3) and shows each side's median round, with the
+# records lost in all rounds and the fewest bytes a round delivered.
 #
 # The topics have rings that hold the whole run, so a slow moment of the
 # reader should not lose records; the loss is shown all the same (the
@@ -63,29 +65,43 @@ bench_tee8() { # FILE
   echo "$((t1 - t0)) $total"
 }
 
+# bench_alt BAF_CMD PIPE_CMD: runs the two commands in turn BENCH_ROUNDS
+# times; sets $baf and $pipe to the picked round of each (bench_pick).
+bench_alt() {
+  bafs="" pipes="" r=0
+  while [ $r -lt "$BENCH_ROUNDS" ]; do
+    pipes="$pipes
+$(eval "$2")"
+    bafs="$bafs
+$(eval "$1")" || return 1
+    r=$((r + 1))
+  done
+  baf=$(echo "$bafs" | bench_pick)
+  pipe=$(echo "$pipes" | bench_pick)
+}
+
 tools_bench() {
   echo "| what | baf | pipe | ratio | baf records lost | submsg output bytes | pipe output bytes |"
   echo "| --- | --- | --- | --- | --- | --- | --- |"
   lines=200000
   bench_lines $lines /tmp/bench.lines
   size=$((lines * 64))
-  pipe=$(bench_pipe /tmp/bench.lines)
   baf-setup remove bench-lines > /dev/null 2>&1
-  baf-setup create bench-lines --size 64M > /dev/null 2>&1 || return 1
-  baf=$(bench_baf bench-lines /tmp/bench.lines $lines)
+  bench_alt 'baf-setup create bench-lines --size 64M > /dev/null 2>&1 &&
+    bench_baf bench-lines /tmp/bench.lines $lines' 'bench_pipe /tmp/bench.lines' || return 1
   bench_row "pubmsg \\| submsg, 64 B lines, a record each (vs cat \\| cat)" "lines/s" $lines $size "$baf" "$pipe"
   # The same lines with --raw: records are whatever each read of stdin
   # returns, so the cost per line is no longer a write() per line.
   # Records of up to 64 KiB: pubmsg reads the file 64 KiB at a time.
-  baf-setup create bench-lines --size 64M --record-max 64K > /dev/null 2>&1 || return 1
-  baf=$(bench_baf bench-lines /tmp/bench.lines $(((size + 65535) / 65536)) --raw)
+  bench_alt 'baf-setup create bench-lines --size 64M --record-max 64K > /dev/null 2>&1 &&
+    bench_baf bench-lines /tmp/bench.lines $(((size + 65535) / 65536)) --raw' \
+    'bench_pipe /tmp/bench.lines' || return 1
   bench_row "pubmsg --raw \\| submsg, 64 B lines in chunks (vs cat \\| cat)" "lines/s" $lines $size "$baf" "$pipe"
   # The same lines to 8 consumers (8 x the bytes out), against tee.
-  baf-setup create bench-lines --size 64M > /dev/null 2>&1 || return 1
-  baf=$(bench_baf8 bench-lines /tmp/bench.lines $lines)
-  baf-setup remove bench-lines > /dev/null 2>&1
-  tee8=$(bench_tee8 /tmp/bench.lines)
-  bench_row "pubmsg \| 8 x submsg, 64 B lines (vs cat \| tee into 8)" "lines/s" $lines $((size * 8)) "$baf" "$tee8"
+  bench_alt 'baf-setup create bench-lines --size 64M > /dev/null 2>&1 &&
+    bench_baf8 bench-lines /tmp/bench.lines $lines &&
+    baf-setup remove bench-lines > /dev/null 2>&1' 'bench_tee8 /tmp/bench.lines' || return 1
+  bench_row "pubmsg \| 8 x submsg, 64 B lines (vs cat \| tee into 8)" "lines/s" $lines $((size * 8)) "$baf" "$pipe"
   rm -f /tmp/bench.lines
 
   # 64 KiB raw chunks: records of exactly 64 KiB (the topic's record limit),
@@ -93,10 +109,9 @@ tools_bench() {
   chunks=512
   size=$((chunks * 65536))
   dd if=/dev/zero of=/tmp/bench.raw bs=65536 count=$chunks 2> /dev/null
-  pipe=$(bench_pipe /tmp/bench.raw)
   baf-setup remove bench-raw > /dev/null 2>&1
-  baf-setup create bench-raw --size 64M --record-max 64K > /dev/null 2>&1 || return 1
-  baf=$(bench_baf bench-raw /tmp/bench.raw $chunks --raw)
+  bench_alt 'baf-setup create bench-raw --size 64M --record-max 64K > /dev/null 2>&1 &&
+    bench_baf bench-raw /tmp/bench.raw $chunks --raw' 'bench_pipe /tmp/bench.raw' || return 1
   bench_row "pubmsg --raw \\| submsg, 64 KiB chunks (vs cat \\| cat)" "B/s" $size $size "$baf" "$pipe"
   rm -f /tmp/bench.raw
 }
