@@ -7,8 +7,6 @@
 //! What changed in the kernel crate between 7.2 and 7.3, as used here:
 //! - the owning module's pointer: `module::this_module::<LocalModule>()`
 //!   (7.3) instead of the `THIS_MODULE` static the `module!` macro made;
-//! - barriers: `smp_mb(Full | Read | Write)` (7.3) instead of `smp_mb()`,
-//!   `smp_rmb()` and `smp_wmb()`;
 //! - module parameters: `value()` returns a copy (7.3) instead of a
 //!   reference (7.3 calls that `value_ref()`);
 //! - 7.2 has no `EBADMSG` and `ENAMETOOLONG` constants.
@@ -25,33 +23,6 @@ pub(crate) const fn this_module() -> *mut bindings::module {
 #[cfg(not(baf_kernel_7_3))]
 pub(crate) const fn this_module() -> *mut bindings::module {
     crate::THIS_MODULE.as_ptr()
-}
-
-/// A full memory barrier (`smp_mb()`).
-#[inline(always)]
-pub(crate) fn smp_mb() {
-    #[cfg(baf_kernel_7_3)]
-    kernel::sync::barrier::smp_mb(kernel::sync::barrier::Full);
-    #[cfg(not(baf_kernel_7_3))]
-    kernel::sync::barrier::smp_mb();
-}
-
-/// A read barrier (`smp_rmb()`).
-#[inline(always)]
-pub(crate) fn smp_rmb() {
-    #[cfg(baf_kernel_7_3)]
-    kernel::sync::barrier::smp_mb(kernel::sync::barrier::Read);
-    #[cfg(not(baf_kernel_7_3))]
-    kernel::sync::barrier::smp_rmb();
-}
-
-/// A write barrier (`smp_wmb()`).
-#[inline(always)]
-pub(crate) fn smp_wmb() {
-    #[cfg(baf_kernel_7_3)]
-    kernel::sync::barrier::smp_mb(kernel::sync::barrier::Write);
-    #[cfg(not(baf_kernel_7_3))]
-    kernel::sync::barrier::smp_wmb();
 }
 
 /// The value of a module parameter.

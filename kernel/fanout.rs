@@ -22,6 +22,7 @@ use kernel::{bindings, prelude::*, str::CString};
 // their items are public API; here they are crate-internal.
 #[allow(unreachable_pub, dead_code)]
 mod abi;
+mod atomics;
 mod chardev;
 mod compat;
 mod control;

@@ -42,6 +42,7 @@ mod read;
 mod write;
 
 use crate::abi::{self, RECORD_HEADER_SIZE};
+use crate::atomics::{Acquire, AtomicBool, AtomicU32, AtomicU64, Relaxed, Release};
 use crate::provenance;
 use crate::ring::Cursor;
 use crate::topic::{Lossless, Topic, KEY_IN, KEY_OUT};
@@ -54,10 +55,7 @@ use kernel::{
     prelude::*,
     seq_file::SeqFile,
     seq_print,
-    sync::{
-        atomic::{Acquire, Atomic, Relaxed, Release},
-        Arc, Mutex, SpinLock, SpinLockGuard,
-    },
+    sync::{Arc, Mutex, SpinLock, SpinLockGuard},
 };
 
 /// The size of a record header in the ring.
@@ -137,11 +135,11 @@ pub(crate) struct OpenFile {
     #[pin]
     rs: SpinLock<ReadState>,
     /// `abi::FLAG_*` of this file.
-    flags: Atomic<u32>,
+    flags: AtomicU32,
     /// Copy of `rs.cursor.seq`, for `poll` and sleeping readers.
-    cursor_seq: Atomic<u64>,
+    cursor_seq: AtomicU64,
     /// Whether `rs.split` holds unread bytes.
-    split_pending: Atomic<bool>,
+    split_pending: AtomicBool,
     /// Held by the thread reading (or seeking) through this file: the
     /// cursor is its alone.
     read_turn: Turn,
@@ -188,9 +186,9 @@ impl OpenFile {
                     slot: None,
                     was_demoted: false,
                 }, "fanout_file"),
-                flags: Atomic::new(0),
-                cursor_seq: Atomic::new(cursor.seq),
-                split_pending: Atomic::new(false),
+                flags: AtomicU32::new(0),
+                cursor_seq: AtomicU64::new(cursor.seq),
+                split_pending: AtomicBool::new(false),
                 read_turn: Turn::new(),
                 lines <- new_mutex!(write::LineBuf::default(), "fanout_lines"),
             }? Error),
@@ -198,10 +196,10 @@ impl OpenFile {
         )?;
         let stats = &this.topic.stats;
         if can_read {
-            stats.readers.add(1, Relaxed);
+            stats.readers.add(1);
         }
         if can_write {
-            stats.writers.add(1, Relaxed);
+            stats.writers.add(1);
         }
         Ok(this)
     }
@@ -403,10 +401,10 @@ impl PinnedDrop for OpenFile {
         }
         let stats = &self.topic.stats;
         if self.can_read {
-            stats.readers.fetch_sub(1, Relaxed);
+            stats.readers.sub(1);
         }
         if self.can_write {
-            stats.writers.fetch_sub(1, Relaxed);
+            stats.writers.sub(1);
         }
     }
 }

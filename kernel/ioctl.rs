@@ -4,10 +4,10 @@
 
 use super::OpenFile;
 use crate::abi;
+use crate::atomics::{Acquire, Relaxed};
 use crate::topic::{Lossless, Topic, KEY_IN};
 use kernel::{
     prelude::*,
-    sync::atomic::{Acquire, Relaxed},
     transmute::AsBytes,
     uaccess::{UserPtr, UserSlice},
 };
@@ -209,7 +209,7 @@ impl OpenFile {
         rs.counted = rs.counted.max(m.seq);
         rs.lost = rs.lost.saturating_add(m.lost);
         self.move_cursor(rs, c);
-        self.topic.stats.lost.add(m.lost, Relaxed);
+        self.topic.stats.lost.add(m.lost);
         Ok(isize::from(lapped))
     }
 
@@ -234,10 +234,10 @@ impl OpenFile {
             oldest_seq: st.ring.oldest_seq(),
             next_seq: st.ring.next_seq(),
             lost,
-            topic_lost: self.topic.stats.lost.load(Relaxed),
+            topic_lost: self.topic.stats.lost.get(),
             topic_flags: self.topic.flags,
             stall_ms: self.topic.stall_ms,
-            lossless_readers: self.topic.stats.lossless_readers.load(Relaxed),
+            lossless_readers: self.topic.stats.lossless_readers.get(),
         }
     }
 }

@@ -20,7 +20,7 @@
 
 use super::{State, Topic, KEY_IN, KEY_OUT};
 use crate::abi;
-use crate::compat::smp_mb;
+use crate::atomics::{full_barrier, Acquire, AtomicBool, AtomicU64, Relaxed, Release, SeqCst};
 use crate::ring::{Ring, RingError, NO_FLOOR};
 use crate::ringmem::RingMem;
 use kernel::{
@@ -28,10 +28,7 @@ use kernel::{
     bindings,
     ffi::{c_long, c_ulong},
     prelude::*,
-    sync::{
-        atomic::{Acquire, Atomic, Full, Relaxed, Release},
-        Arc,
-    },
+    sync::Arc,
     types::Opaque,
 };
 
@@ -51,22 +48,22 @@ impl State {
 pub(crate) struct Lossless {
     /// The oldest ring position this reader still needs. Moved forward by
     /// the reader alone (release), and backward only under the topic lock.
-    pub(crate) pos: Atomic<u64>,
+    pub(crate) pos: AtomicU64,
     /// Set (under the topic lock, as the slot leaves the list) when the
     /// stall timeout demoted this reader to lossy.
-    pub(crate) demoted: Atomic<bool>,
+    pub(crate) demoted: AtomicBool,
     /// `pos` when the stall clock last started (under the topic lock): a
     /// reader still there when it runs out read nothing all that time.
-    mark: Atomic<u64>,
+    mark: AtomicU64,
 }
 
 impl Lossless {
     pub(crate) fn new() -> Result<Arc<Self>> {
         Ok(Arc::new(
             Self {
-                pos: Atomic::new(0),
-                demoted: Atomic::new(false),
-                mark: Atomic::new(u64::MAX),
+                pos: AtomicU64::new(0),
+                demoted: AtomicBool::new(false),
+                mark: AtomicU64::new(u64::MAX),
             },
             GFP_KERNEL_ACCOUNT,
         )?)
@@ -200,7 +197,7 @@ impl Topic {
                 return Err(EAGAIN);
             }
             if !counted {
-                self.stats.writer_waits.add(1, Relaxed);
+                self.stats.writer_waits.add(1);
                 counted = true;
                 // Readers must see what this call wrote so far, or a
                 // lossless one would never come to make room.
@@ -264,7 +261,7 @@ impl Topic {
     /// [`Topic::released`].
     fn want_room(&self) {
         self.room_wanted.store(true, Release);
-        smp_mb();
+        full_barrier();
     }
 
     /// Demotes, when the stall clock ran out, the lossless readers whose
@@ -285,16 +282,16 @@ impl Topic {
             false
         });
         let n = (before - st.lossless.len()) as u64;
-        self.stats.demoted.add(n, Relaxed);
-        self.stats.lossless_readers.fetch_sub(n, Relaxed);
+        self.stats.demoted.add(n);
+        self.stats.lossless_readers.sub(n);
         n
     }
 
     /// Called by a lossless reader after it moved its slot forward: wakes
     /// the writers if one of them wants room.
     pub(crate) fn released(&self) {
-        smp_mb();
-        if self.room_wanted.load(Relaxed) && self.room_wanted.xchg(false, Full) {
+        full_barrier();
+        if self.room_wanted.load(Relaxed) && self.room_wanted.swap(false, SeqCst) {
             self.writers.wake(KEY_OUT);
         }
     }
@@ -357,7 +354,7 @@ impl Topic {
             .push_within_capacity(slot.clone())
             .map_err(|_| ENOSPC)?;
         drop(st);
-        self.stats.lossless_readers.add(1, Relaxed);
+        self.stats.lossless_readers.add(1);
         // A publisher may wait for lossless readers.
         self.writers.wake(KEY_OUT);
         Ok(())
@@ -373,7 +370,7 @@ impl Topic {
         };
         if let Some(l) = gone {
             drop(l);
-            self.stats.lossless_readers.fetch_sub(1, Relaxed);
+            self.stats.lossless_readers.sub(1);
             self.released();
         }
     }
@@ -394,7 +391,7 @@ impl Topic {
         if n > 0 && self.flags & abi::TOPIC_LOSSLESS == 0 {
             return Err(EPERM);
         }
-        let enough = || self.stats.lossless_readers.load(Relaxed) >= n;
+        let enough = || self.stats.lossless_readers.get() >= n;
         if !enough() && nonblock {
             return Err(EAGAIN);
         }

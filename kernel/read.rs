@@ -5,14 +5,10 @@
 
 use super::{OpenFile, Split, HDR, SPLIT_KEEP};
 use crate::abi::{self, record_span, RecordHeader};
+use crate::atomics::{Relaxed, Release};
 use crate::provenance::{self, Viewer};
 use crate::ring::{Cursor, Mem, PAD_FLAG};
-use kernel::{
-    current,
-    iov::IovIterDest,
-    prelude::*,
-    sync::atomic::{Relaxed, Release},
-};
+use kernel::{current, iov::IovIterDest, prelude::*};
 
 /// Zero padding after a payload in record mode.
 static ZEROS: [u8; 8] = [0; 8];
@@ -82,7 +78,7 @@ impl OpenFile {
         rs.lost = rs.lost.saturating_add(lost);
         rs.counted = rs.counted.max(oldest.seq);
         drop(rs);
-        self.topic.stats.lost.add(lost, Relaxed);
+        self.topic.stats.lost.add(lost);
         if lost > 0 && flags & abi::FLAG_STRICT != 0 {
             return Err(EPIPE);
         }

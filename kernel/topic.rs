@@ -22,6 +22,7 @@ pub(crate) use lossless::Lossless;
 use lossless::StallTimer;
 
 use crate::abi;
+use crate::atomics::AtomicBool;
 use crate::ring::{
     index_len, Chunk, Cursor, Frames, Mem, Reservation, Ring, RingError, Stamp, Stamper,
 };
@@ -53,33 +54,39 @@ pub(crate) struct State {
     stall: Option<(c_ulong, u64)>,
 }
 
-/// Counters of a topic, kept outside the lock.
-pub(crate) struct Stats {
-    pub(crate) records: Atomic<u64>,
-    pub(crate) bytes: Atomic<u64>,
-    pub(crate) lost: Atomic<u64>,
-    pub(crate) readers: Atomic<u64>,
-    pub(crate) writers: Atomic<u64>,
-    pub(crate) lossless_readers: Atomic<u64>,
-    /// Times a writer waited for a lossless reader.
-    pub(crate) writer_waits: Atomic<u64>,
-    /// Lossless readers demoted by the stall timeout.
-    pub(crate) demoted: Atomic<u64>,
+/// A statistics counter. Nothing is ordered against it, so it is a `core`
+/// atomic, updated in place: the kernel crate's `Atomic` calls a C helper
+/// out of line for each operation, and every `write()` makes two.
+#[derive(Default)]
+pub(crate) struct Counter(crate::atomics::AtomicU64);
+
+impl Counter {
+    pub(crate) fn add(&self, n: u64) {
+        self.0.fetch_add(n, crate::atomics::Relaxed);
+    }
+
+    pub(crate) fn sub(&self, n: u64) {
+        self.0.fetch_sub(n, crate::atomics::Relaxed);
+    }
+
+    pub(crate) fn get(&self) -> u64 {
+        self.0.load(crate::atomics::Relaxed)
+    }
 }
 
-impl Stats {
-    fn new() -> Self {
-        Self {
-            records: Atomic::new(0),
-            bytes: Atomic::new(0),
-            lost: Atomic::new(0),
-            readers: Atomic::new(0),
-            writers: Atomic::new(0),
-            lossless_readers: Atomic::new(0),
-            writer_waits: Atomic::new(0),
-            demoted: Atomic::new(0),
-        }
-    }
+/// Counters of a topic, kept outside the lock.
+#[derive(Default)]
+pub(crate) struct Stats {
+    pub(crate) records: Counter,
+    pub(crate) bytes: Counter,
+    pub(crate) lost: Counter,
+    pub(crate) readers: Counter,
+    pub(crate) writers: Counter,
+    pub(crate) lossless_readers: Counter,
+    /// Times a writer waited for a lossless reader.
+    pub(crate) writer_waits: Counter,
+    /// Lossless readers demoted by the stall timeout.
+    pub(crate) demoted: Counter,
 }
 
 /// Topics alive right now (made and not yet freed). Checked at unload: a
@@ -129,7 +136,7 @@ pub(crate) struct Topic {
     stall_timer: StallTimer,
     /// A writer or poller found no room: the next lossless reader to make
     /// progress wakes the writers' queue.
-    room_wanted: Atomic<bool>,
+    room_wanted: AtomicBool,
 }
 /// Holds the topic's writer lock; dropping it lets the next writer in.
 pub(crate) struct WriterGuard<'a> {
@@ -175,7 +182,7 @@ impl Topic {
                 readers <- WaitQueue::new(c"fanout_readers", kernel::static_lock_class!()),
                 writers <- WaitQueue::new(c"fanout_writers", kernel::static_lock_class!()),
                 record_max,
-                stats: Stats::new(),
+                stats: Stats::default(),
                 publisher: Atomic::new(0),
                 writer_turn: Turn::new(),
                 flags,
@@ -184,7 +191,7 @@ impl Topic {
                 uid,
                 gid,
                 stall_timer <- StallTimer::new(),
-                room_wanted: Atomic::new(false),
+                room_wanted: AtomicBool::new(false),
             }? Error),
             GFP_KERNEL_ACCOUNT,
         )?;

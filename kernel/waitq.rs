@@ -8,17 +8,14 @@
 //! entries that did not ask for that event are not woken. A topic has one
 //! queue for readers and one for writers.
 
-use crate::compat::smp_mb;
+use crate::atomics::{full_barrier, Acquire, AtomicU32, Relaxed, Release, SeqCst};
 use core::ptr;
 use kernel::{
     bindings,
     ffi::{c_int, c_long, c_ulong, c_void},
     fs::File,
     prelude::*,
-    sync::{
-        atomic::{Acquire, Atomic, Full as FullOrder, Relaxed, Release},
-        LockClassKey,
-    },
+    sync::LockClassKey,
     types::Opaque,
 };
 
@@ -59,7 +56,7 @@ impl WaitQueue {
     /// caller's earlier stores (the condition sleepers test) before the
     /// check; pairs with the barrier in `prepare_to_wait_event`.
     pub(crate) fn has_sleeper(&self) -> bool {
-        smp_mb();
+        full_barrier();
         let wq = self.raw();
         // SAFETY: `wq` is initialized (type invariant). Reading the list
         // head's `next` without the queue lock is what `waitqueue_active`
@@ -183,9 +180,9 @@ impl PinnedDrop for WaitQueue {
 /// through one open file.
 pub(crate) struct Turn {
     /// 1 while held.
-    busy: Atomic<u32>,
+    busy: AtomicU32,
     /// Tasks sleeping for it.
-    waiting: Atomic<u32>,
+    waiting: AtomicU32,
 }
 
 /// Holds a [`Turn`]; dropping it wakes the sleepers, if any, with `key`.
@@ -198,8 +195,8 @@ pub(crate) struct TurnGuard<'a> {
 impl Turn {
     pub(crate) fn new() -> Self {
         Self {
-            busy: Atomic::new(0),
-            waiting: Atomic::new(0),
+            busy: AtomicU32::new(0),
+            waiting: AtomicU32::new(0),
         }
     }
 
@@ -219,18 +216,18 @@ impl Turn {
         nonblock: bool,
         give_up: impl Fn() -> bool,
     ) -> Result<Option<TurnGuard<'a>>> {
-        let take = || self.busy.cmpxchg(0, 1, FullOrder).is_ok();
+        let take = || self.busy.compare_exchange(0, 1, SeqCst, SeqCst).is_ok();
         if !take() {
             if nonblock {
                 return Err(EAGAIN);
             }
-            self.waiting.fetch_add(1, FullOrder);
+            self.waiting.fetch_add(1, SeqCst);
             let mut got = false;
             let r = wq.wait_interruptible(|| {
                 got = take();
                 got || give_up()
             });
-            self.waiting.fetch_sub(1, FullOrder);
+            self.waiting.fetch_sub(1, SeqCst);
             if !got {
                 r?;
                 return Ok(None);
@@ -249,7 +246,7 @@ impl Drop for TurnGuard<'_> {
         self.turn.busy.store(0, Release);
         // Orders the release before the check of waiters; pairs with the
         // full barrier of the waiters' increment.
-        smp_mb();
+        full_barrier();
         if self.turn.waiting.load(Relaxed) != 0 {
             self.wq.wake(self.key);
         }

@@ -5,12 +5,13 @@
 
 use super::{OpenFile, HDR};
 use crate::abi::{self, record_span, RecordHeader};
+use crate::atomics::Relaxed;
 use crate::compat;
 use crate::provenance;
 use crate::ring::{Stamp, Stamper, INDEX_STRIDE};
 use crate::topic::{WriterGuard, KEY_IN};
 use core::mem::MaybeUninit;
-use kernel::{bindings, current, iov::IovIterSource, prelude::*, sync::atomic::Relaxed};
+use kernel::{bindings, current, iov::IovIterSource, prelude::*};
 
 /// Bytes of a batch copied into the ring in one go (at most half the ring).
 const BATCH_CHUNK: usize = 256 * 1024;
@@ -173,8 +174,8 @@ impl OpenFile {
         };
         drop(w);
         if p.records > 0 {
-            self.topic.stats.records.add(p.records, Relaxed);
-            self.topic.stats.bytes.add(p.bytes, Relaxed);
+            self.topic.stats.records.add(p.records);
+            self.topic.stats.bytes.add(p.bytes);
             // One wakeup for the whole call, and none if nobody waits.
             self.topic.readers.wake(KEY_IN);
         }
@@ -205,8 +206,8 @@ impl OpenFile {
                 self.topic.publish_small(&w, payload, stamp, nonblock)?;
             }
         }
-        self.topic.stats.records.add(1, Relaxed);
-        self.topic.stats.bytes.add(len as u64, Relaxed);
+        self.topic.stats.records.add(1);
+        self.topic.stats.bytes.add(len as u64);
         self.topic.readers.wake(KEY_IN);
         Ok(len)
     }
