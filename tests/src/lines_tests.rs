@@ -231,7 +231,9 @@ pub(crate) fn line_mode_cuts_writes_into_lines(cx: &Ctx) -> Result<()> {
     // Seeks land on those lines: the sparse index the line-mode commit
     // filled in (a position every 64th record) is right, at and around
     // its entries and across reservations.
-    for k in [0u64, 1, 63, 64, 65, 1000, 1023, 1024, 1025, 2047, 2048, 2999] {
+    for k in [
+        0u64, 1, 63, 64, 65, 1000, 1023, 1024, 1025, 2047, 2048, 2999,
+    ] {
         let seq = first + k;
         ensure!(
             rec.seek(abi::SEEK_SEQ, seq)? == seq,
