@@ -11,7 +11,7 @@
 //! number, so an old binary keeps getting the layout it was built with.
 
 /// Grows whenever anything in this file changes meaning or grows.
-pub const ABI_VERSION: u32 = 7;
+pub const ABI_VERSION: u32 = 8;
 
 /// The first [`ABI_VERSION`] whose topic files can be either end of
 /// `splice` and `sendfile` (before it, both fail with `EINVAL`).
@@ -55,6 +55,17 @@ pub const INFO_V2_SIZE: usize = 64;
 /// fewer, `ENODEV` once the topic is removed, `EPERM` when `n > 0` and the
 /// topic does not allow lossless readers.
 pub const IOC_WAIT_READERS: u32 = ioc(IOC_WRITE, 6, core::mem::size_of::<u32>());
+
+/// Set this file's wake threshold (ABI 8), as `SO_RCVLOWAT`: `poll` reports
+/// `POLLIN`, and a blocking `read()` that found nothing wakes, only once at
+/// least that many ring bytes (headers and padding included) are unread, or
+/// the topic is removed. Argument: pointer to a `u32`; 0 and 1 mean any
+/// record; more than half the ring is taken as half. Returns the threshold
+/// in effect. `EBADF` on a file not open for reading.
+pub const IOC_SET_LOWAT: u32 = ioc(IOC_WRITE, 7, core::mem::size_of::<u32>());
+
+/// The first [`ABI_VERSION`] that knows [`IOC_SET_LOWAT`].
+pub const ABI_LOWAT: u32 = 8;
 
 /// Claim the topic's publisher lock for this open file (no argument):
 /// `EBUSY` while another open file holds it. The lock is released when the

@@ -138,6 +138,11 @@ pub(crate) struct OpenFile {
     flags: AtomicU32,
     /// Copy of `rs.cursor.seq`, for `poll` and sleeping readers.
     cursor_seq: AtomicU64,
+    /// Copy of `rs.cursor.pos`, for the wake threshold.
+    cursor_pos: AtomicU64,
+    /// The wake threshold in ring bytes (`IOC_SET_LOWAT`), 1 to half the
+    /// ring; 1 means any record.
+    lowat: AtomicU64,
     /// Whether `rs.split` holds unread bytes.
     split_pending: AtomicBool,
     /// Held by the thread reading (or seeking) through this file: the
@@ -188,6 +193,8 @@ impl OpenFile {
                 }, "fanout_file"),
                 flags: AtomicU32::new(0),
                 cursor_seq: AtomicU64::new(cursor.seq),
+                cursor_pos: AtomicU64::new(cursor.pos),
+                lowat: AtomicU64::new(1),
                 split_pending: AtomicBool::new(false),
                 read_turn: Turn::new(),
                 lines <- new_mutex!(write::LineBuf::default(), "fanout_lines"),
@@ -210,8 +217,41 @@ impl OpenFile {
             || self.topic.mem.removed()
     }
 
+    /// Whether a reader about to sleep (in `poll` or a blocking `read()`)
+    /// should not: as [`OpenFile::has_unread`], with unread records only
+    /// counting once they reach the wake threshold. Asks the topic first to
+    /// be woken at that point ([`OpenFile::want_wake`]), so a write that
+    /// this test misses wakes the caller, which must already be on the
+    /// readers' queue.
+    fn ready_to_wake(&self) -> bool {
+        self.want_wake();
+        if self.split_pending.load(Acquire) || self.topic.mem.removed() {
+            return true;
+        }
+        let lowat = self.lowat.load(Relaxed);
+        self.topic.mem.head_seq() != self.cursor_seq.load(Acquire)
+            && (lowat <= 1
+                || self
+                    .topic
+                    .mem
+                    .head()
+                    .wrapping_sub(self.cursor_pos.load(Relaxed))
+                    >= lowat)
+    }
+
+    /// Tells the topic the head at which this file wants its readers'
+    /// queue woken: its cursor plus its wake threshold.
+    pub(crate) fn want_wake(&self) {
+        let at = self
+            .cursor_pos
+            .load(Relaxed)
+            .saturating_add(self.lowat.load(Relaxed));
+        self.topic.want_wake(at);
+    }
+
     fn set_cursor(&self, rs: &mut ReadState, c: Cursor) {
         rs.cursor = c;
+        self.cursor_pos.store(c.pos, Relaxed);
         self.cursor_seq.store(c.seq, Release);
     }
 
@@ -297,7 +337,7 @@ impl OpenFile {
         if self.can_write && !dead && self.topic.has_room() {
             mask |= KEY_OUT;
         }
-        if self.can_read && self.has_unread() && !dead {
+        if self.can_read && self.ready_to_wake() && !dead {
             mask |= KEY_IN;
         }
         if dead {
@@ -376,7 +416,7 @@ impl OpenFile {
         };
         seq_print!(
             m,
-            "fanout_mode:\t{}{}{}\nfanout_cursor_seq:\t{}\nfanout_lost:\t{}\nfanout_oldest_seq:\t{}\nfanout_next_seq:\t{}\nfanout_ring_size:\t{}\nfanout_record_max:\t{}\n",
+            "fanout_mode:\t{}{}{}\nfanout_cursor_seq:\t{}\nfanout_lost:\t{}\nfanout_oldest_seq:\t{}\nfanout_next_seq:\t{}\nfanout_ring_size:\t{}\nfanout_record_max:\t{}\nfanout_lowat:\t{}\n",
             mode,
             batch,
             lossless,
@@ -385,7 +425,8 @@ impl OpenFile {
             i.oldest_seq,
             i.next_seq,
             i.ring_size,
-            i.record_max
+            i.record_max,
+            self.lowat.load(Relaxed),
         );
     }
 }

@@ -21,6 +21,7 @@ const _: () = {
     assert!(abi::IOC_INFO == _IOR::<abi::Info>(abi::IOC_TYPE, 3));
     assert!(abi::IOC_MAPPED_SYNC == _IOW::<abi::MappedSync>(abi::IOC_TYPE, 5));
     assert!(abi::IOC_WAIT_READERS == _IOW::<u32>(abi::IOC_TYPE, 6));
+    assert!(abi::IOC_SET_LOWAT == _IOW::<u32>(abi::IOC_TYPE, 7));
     assert!(abi::INFO_V2_SIZE == core::mem::offset_of!(abi::Info, topic_flags));
     assert!(abi::RECORD_HEADER_SIZE == 40);
     assert!(abi::CTRL_HEADER_SIZE + 4 <= abi::CTRL_HEAD);
@@ -106,6 +107,10 @@ impl OpenFile {
                     .writer()
                     .write_slice(bytes)?;
             }
+            abi::IOC_SET_LOWAT => {
+                let n: u32 = UserSlice::new(ptr, size_of::<u32>()).reader().read()?;
+                return self.set_lowat(n);
+            }
             abi::IOC_WAIT_READERS => {
                 let n: u32 = UserSlice::new(ptr, size_of::<u32>()).reader().read()?;
                 self.topic.wait_readers(u64::from(n), nonblock)?;
@@ -113,6 +118,21 @@ impl OpenFile {
             _ => return Err(ENOTTY),
         }
         Ok(0)
+    }
+
+    /// `IOC_SET_LOWAT`: this file's wake threshold, 1 to half the ring (0
+    /// means 1). Returns the threshold in effect.
+    fn set_lowat(&self, n: u32) -> Result<isize> {
+        if !self.can_read {
+            return Err(EBADF);
+        }
+        let half = (self.topic.mem.size() / 2) as u64;
+        let v = u64::from(n).min(half).max(1);
+        self.lowat.store(v, Relaxed);
+        // A reader of this file sleeping in `poll` or `read` with the old
+        // threshold looks again.
+        self.topic.readers.wake(KEY_IN);
+        isize::try_from(v).map_err(|_| EINVAL)
     }
 
     /// `IOC_SET_FLAGS`. Nothing changes on an error.

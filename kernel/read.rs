@@ -44,7 +44,13 @@ impl OpenFile {
                 self.read_once(iov)?
             };
             match pass {
-                Pass::Done(n) => return Ok(n),
+                Pass::Done(n) => {
+                    // A reader that does not read until `EAGAIN` before it
+                    // waits (edge-triggered epoll after a partial read) is
+                    // still woken by the next write.
+                    self.want_wake();
+                    return Ok(n);
+                }
                 // Lapped: the next pass counts the loss and starts again at
                 // the oldest record.
                 Pass::Overrun => {
@@ -56,11 +62,18 @@ impl OpenFile {
                 Pass::Nothing => {}
             }
             if nonblock {
+                // An edge-triggered epoll waiter sleeps after this without
+                // calling `poll`: ask for the wakeup, then look once more,
+                // so a write this pass missed is either seen or wakes it.
+                self.want_wake();
+                if self.has_unread() {
+                    continue;
+                }
                 return Err(EAGAIN);
             }
             self.topic
                 .readers
-                .wait_interruptible(|| self.has_unread())?;
+                .wait_interruptible(|| self.ready_to_wake())?;
         }
     }
 

@@ -22,7 +22,7 @@ pub(crate) use lossless::Lossless;
 use lossless::StallTimer;
 
 use crate::abi;
-use crate::atomics::AtomicBool;
+use crate::atomics::{full_barrier, AtomicBool, AtomicU64, Relaxed as CoreRelaxed, SeqCst};
 use crate::ring::{
     index_len, Chunk, Cursor, Frames, Mem, Reservation, Ring, RingError, Stamp, Stamper,
 };
@@ -137,6 +137,12 @@ pub(crate) struct Topic {
     /// A writer or poller found no room: the next lossless reader to make
     /// progress wakes the writers' queue.
     room_wanted: AtomicBool,
+    /// The lowest head (ring position) at which a reader asked since the
+    /// last wakeup to have the readers' queue woken; `u64::MAX` for none.
+    /// A reader asks before every test that may send it to sleep, and in
+    /// every `read()` ([`Topic::want_wake`]); a write wakes the queue only
+    /// when its head reaches this ([`Topic::wake_readers`]).
+    wake_at: AtomicU64,
 }
 /// Holds the topic's writer lock; dropping it lets the next writer in.
 pub(crate) struct WriterGuard<'a> {
@@ -192,6 +198,7 @@ impl Topic {
                 gid,
                 stall_timer <- StallTimer::new(),
                 room_wanted: AtomicBool::new(false),
+                wake_at: AtomicU64::new(u64::MAX),
             }? Error),
             GFP_KERNEL_ACCOUNT,
         )?;
@@ -411,6 +418,39 @@ impl Topic {
     /// Releases the publisher lock if `holder` has it.
     pub(crate) fn release_publisher(&self, holder: usize) {
         let _ = self.publisher.cmpxchg(holder, 0, Full);
+    }
+
+    /// Asks for the readers' queue to be woken once the head reaches `at`,
+    /// then orders that wish before the caller's next look at the head.
+    /// The caller is already on the readers' queue, or about to look at
+    /// the head again before it sleeps.
+    ///
+    /// With [`Topic::wake_readers`] this is the store-buffering pattern:
+    /// the writer stores the head, then (after a full barrier) loads the
+    /// wish; the reader stores the wish, then (after a full barrier) loads
+    /// the head. One of them sees the other's store, so either the writer
+    /// wakes the reader or the reader sees the new head and does not sleep.
+    pub(crate) fn want_wake(&self, at: u64) {
+        if self.wake_at.load(CoreRelaxed) > at {
+            self.wake_at.fetch_min(at, SeqCst);
+        }
+        full_barrier();
+    }
+
+    /// After a write published records: wakes the readers' queue (key
+    /// `POLLIN`) if the new head reaches the lowest wish made since the
+    /// last wakeup, and takes every wish made so far. A reader whose wish
+    /// is taken was on the queue when it made it, so this wakeup reaches
+    /// it, and it asks again before it sleeps again; a reader already
+    /// woken and not yet running has made no new wish, so the writes
+    /// until it runs skip the queue.
+    pub(crate) fn wake_readers(&self) {
+        full_barrier();
+        if self.mem.head() < self.wake_at.load(CoreRelaxed) {
+            return;
+        }
+        self.wake_at.swap(u64::MAX, SeqCst);
+        self.readers.wake(KEY_IN);
     }
 
     /// Marks the topic removed and wakes everyone waiting on it.

@@ -9,7 +9,7 @@ use crate::atomics::Relaxed;
 use crate::compat;
 use crate::provenance;
 use crate::ring::{Stamp, Stamper, INDEX_STRIDE};
-use crate::topic::{WriterGuard, KEY_IN};
+use crate::topic::WriterGuard;
 use core::mem::MaybeUninit;
 use kernel::{bindings, current, iov::IovIterSource, prelude::*};
 
@@ -177,7 +177,7 @@ impl OpenFile {
             self.topic.stats.records.add(p.records);
             self.topic.stats.bytes.add(p.bytes);
             // One wakeup for the whole call, and none if nobody waits.
-            self.topic.readers.wake(KEY_IN);
+            self.topic.wake_readers();
         }
         match result {
             Err(e) if p.done == 0 => Err(e),
@@ -208,7 +208,7 @@ impl OpenFile {
         }
         self.topic.stats.records.add(1);
         self.topic.stats.bytes.add(len as u64);
-        self.topic.readers.wake(KEY_IN);
+        self.topic.wake_readers();
         Ok(len)
     }
 

@@ -19,15 +19,16 @@ pub struct Topic {
 }
 
 fn ioctl<T>(file: &File, request: u32, arg: *mut T) -> io::Result<()> {
+    ioctl_value(file, request, arg).map(|_| ())
+}
+
+/// As [`ioctl`], returning the call's (non-negative) result.
+fn ioctl_value<T>(file: &File, request: u32, arg: *mut T) -> io::Result<u32> {
     // SAFETY: `request` is one of the fanout ioctls, whose argument is a `T`
     // as declared in `abi.rs`; `arg` points to a live, properly aligned `T`
     // that the kernel may read and write for the duration of the call.
     let rc = unsafe { libc::ioctl(file.as_raw_fd(), request as _, arg) };
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
+    u32::try_from(rc).map_err(|_| io::Error::last_os_error())
 }
 
 /// The byte count a moving system call (`splice`, `sendfile`) returned,
@@ -197,6 +198,16 @@ impl Topic {
     /// new. `EPIPE` when `out` has no reader.
     pub fn splice_out(&self, out: BorrowedFd<'_>, len: usize) -> io::Result<usize> {
         splice(self.file.as_fd(), out, len)
+    }
+
+    /// Sets this file's wake threshold (ABI 8, `IOC_SET_LOWAT`): `poll`
+    /// reports it readable, and a blocking `read()` that found nothing
+    /// wakes, only once `bytes` ring bytes (headers included) are unread.
+    /// Returns the threshold in effect (at most half the ring). `ENOTTY`
+    /// from a module older than ABI 8.
+    pub fn set_lowat(&self, bytes: u32) -> io::Result<u32> {
+        let mut n = bytes;
+        ioctl_value(&self.file, abi::IOC_SET_LOWAT, &mut n)
     }
 
     /// Waits until the topic has at least `n` lossless readers (ABI 3).
