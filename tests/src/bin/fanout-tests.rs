@@ -3,7 +3,8 @@
 //! with `ring_size=262144` (and the default record_max, a quarter of it).
 //!
 //! Each test prints `BAF-TEST ok NAME` or its error and `BAF-TEST FAILED
-//! NAME`; `tests/vm.sh` counts those lines.
+//! NAME`; `tests/vm.sh` counts those lines. `BAF_TESTS_ONLY=A|B` runs
+//! only the tests whose names hold A or B.
 
 use anyhow::{bail, ensure, Context, Result};
 use baf::abi::{self, RecordHeader};
@@ -354,6 +355,14 @@ fn main() {
             waiting::poll_and_epoll_wake_every_waiter,
         ),
         (
+            "wake threshold (ABI 8): poll, epoll and blocking reads wait for it, non-blocking reads do not",
+            waiting::wake_threshold_holds_poll_and_blocking_reads,
+        ),
+        (
+            "every write reaches sleeping readers: blocking, poll, epoll (level and edge), thresholded",
+            waiting::writes_always_reach_sleeping_readers,
+        ),
+        (
             "bad user pointers give EFAULT and change nothing",
             rw::bad_user_pointers_give_efault,
         ),
@@ -494,7 +503,11 @@ fn main() {
             hardening::opens_do_not_wait_for_a_big_ring,
         ),
     ];
-    for (name, test) in tests {
+    // `BAF_TESTS_ONLY=TEXT|TEXT...` runs only the tests whose names hold
+    // one of the TEXTs (to check tests against a mutated module by hand).
+    let only = std::env::var("BAF_TESTS_ONLY").unwrap_or_default();
+    let wanted = |n: &str| only.split('|').any(|w| n.contains(w));
+    for (name, test) in tests.iter().filter(|(n, _)| wanted(n)) {
         match test(&cx) {
             Ok(()) => println!("BAF-TEST ok {name}"),
             Err(e) => println!("  {e:#}\nBAF-TEST FAILED {name}"),
