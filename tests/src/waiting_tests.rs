@@ -243,7 +243,7 @@ pub(crate) fn wake_threshold_holds_poll_and_blocking_reads(cx: &Ctx) -> Result<(
     thread::sleep(Duration::from_millis(300));
     ensure!(!t.is_finished(), "a blocking read woke below the threshold");
     put(&w, &PAYLOAD)?;
-    let (got, r) = t.join().map_err(|_| anyhow::anyhow!("reader panicked"))??;
+    let (got, r) = join_within(t, 10)?;
     ensure!(
         got.len() == 1 + 7 * PAYLOAD.len(),
         "woken read got {} bytes",
@@ -276,6 +276,20 @@ pub(crate) fn wake_threshold_holds_poll_and_blocking_reads(cx: &Ctx) -> Result<(
     Ok(())
 }
 
+/// Joins the reader thread `t` if it returns within `secs` seconds; a
+/// reader never woken fails the test instead of hanging it.
+fn join_within<T>(t: thread::JoinHandle<io::Result<T>>, secs: u64) -> Result<T> {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !t.is_finished() {
+        ensure!(
+            Instant::now() < deadline,
+            "a blocking reader not woken in {secs} s"
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
+    Ok(t.join().map_err(|_| anyhow::anyhow!("reader panicked"))??)
+}
+
 /// Lowers the wake threshold of the open file behind `fd` (owned by the
 /// reader `t` sleeping in `read()`) to 1 and checks that `t` then returns
 /// `len` bytes.
@@ -289,7 +303,7 @@ fn lower_and_join(
     // the argument is a `u32`, as `IOC_SET_LOWAT` takes.
     let rc = unsafe { libc::ioctl(fd, abi::IOC_SET_LOWAT as _, &one) };
     ensure!(rc == 1, "IOC_SET_LOWAT 1: {rc}");
-    let (got, _r) = t.join().map_err(|_| anyhow::anyhow!("reader panicked"))??;
+    let (got, _r) = join_within(t, 10)?;
     ensure!(got.len() == len, "woken read got {} bytes", got.len());
     Ok(())
 }
@@ -387,10 +401,10 @@ pub(crate) fn writes_always_reach_sleeping_readers(cx: &Ctx) -> Result<()> {
     }
     let w = writer(&cx.a)?;
     start.wait();
-    let deadline = Instant::now() + Duration::from_secs(120);
     for n in 0..total {
         put(&w, &n.to_le_bytes())?;
         if n < LOCKSTEP {
+            let deadline = Instant::now() + Duration::from_secs(15);
             // Wait until every reader but the thresholded one has the
             // record (it waits for 4 KiB, or 20 ms).
             while seen

@@ -13,6 +13,10 @@
 //!   reading one pipe and writing every chunk into one pipe per reader) and
 //!   a Unix-socket broker (the writer sends every record to one socket per
 //!   reader);
+//! - at 64 B, readers that ask to be woken a buffer's worth at a time
+//!   (`IOC_SET_LOWAT` of 64 KiB, ABI 8) and wait in `poll()` at most 10 ms,
+//!   as a consumer of many small records that accepts that latency would,
+//!   against the same pipe baselines;
 //! - the same with lossless readers (`FLAG_LOSSLESS` on a topic that
 //!   allows them: the writer waits for the readers and nothing is lost),
 //!   against the pipe and the `tee`;
@@ -62,6 +66,11 @@ const READ_BUF: usize = 64 * 1024;
 const BATCH: usize = 512;
 /// Most round trips of a latency case (it also stops after `RUN`).
 const MAX_ROUNDS: usize = 20_000;
+/// The wake threshold of the readers of the `lowat` rows: a buffer's
+/// worth (`IOC_SET_LOWAT`, ABI 8).
+const LOWAT: u32 = READ_BUF as u32;
+/// How long those readers wait in `poll()` at most: the latency they accept.
+const LOWAT_WAIT_MS: i32 = 10;
 
 fn cpu_ns() -> f64 {
     // SAFETY: getrusage fills a zeroed rusage.
@@ -187,11 +196,13 @@ fn join<T>(h: JoinHandle<Result<T>>) -> Result<T> {
 // ------------------------------------------------------------ fanout ----
 
 /// A `read()` reader of a topic in record mode; returns payload bytes and
-/// records lost. Record `seq` must carry `(seq - first) % modulus`.
+/// records lost. Record `seq` must carry `(seq - first) % modulus`. It
+/// reads until `EAGAIN`, then `poll()`s for at most `wait_ms`.
 fn topic_reader(
     t: Topic,
     size: usize,
     modulus: u64,
+    wait_ms: i32,
     start: Arc<Barrier>,
     done: Arc<AtomicBool>,
 ) -> JoinHandle<Result<(u64, u64)>> {
@@ -220,7 +231,7 @@ fn topic_reader(
                         }
                         continue;
                     }
-                    poll_in(t.file().as_raw_fd(), 100);
+                    poll_in(t.file().as_raw_fd(), wait_ms);
                 }
                 Err(e) => return Err(e).context("read"),
             }
@@ -270,13 +281,17 @@ fn topic_writer(dev: &Path, size: usize, batch: bool, until: Instant) -> Result<
 
 /// One writer, `readers` readers of `dev`; with `lossless` the readers set
 /// `FLAG_LOSSLESS` (the topic must allow it), so the writer waits for them
-/// and nothing may be lost.
+/// and nothing may be lost. With `lowat` the readers set that wake
+/// threshold ([`LOWAT`]) and bound their wait with [`LOWAT_WAIT_MS`], as a
+/// consumer of many small records that wants them in buffer-sized bites
+/// would.
 fn topic_case(
     dev: &Path,
     size: usize,
     readers: usize,
     batch: bool,
     lossless: bool,
+    lowat: bool,
 ) -> Result<Measured> {
     let done = Arc::new(AtomicBool::new(false));
     let start = Arc::new(Barrier::new(readers + 1));
@@ -290,7 +305,20 @@ fn topic_case(
                 abi::FLAG_RECORD
             };
             t.set_flags(flags)?;
-            Ok(topic_reader(t, size, modulus, start.clone(), done.clone()))
+            let wait_ms = if lowat {
+                t.set_lowat(LOWAT).context("IOC_SET_LOWAT")?;
+                LOWAT_WAIT_MS
+            } else {
+                100
+            };
+            Ok(topic_reader(
+                t,
+                size,
+                modulus,
+                wait_ms,
+                start.clone(),
+                done.clone(),
+            ))
         })
         .collect::<Result<Vec<_>>>()?;
     let clock = Clock::start();
@@ -848,16 +876,24 @@ fn run(dev: &Path, pong: &Path, lossless: &Path) -> Result<()> {
     println!("| case | baf MB/s | baseline MB/s | ratio | baf lost | baf CPU ns/byte | baseline CPU ns/byte |");
     println!("|---|---:|---:|---:|---:|---:|---:|");
     let mut pipe_64 = None;
+    let abi_version = Topic::open(dev, false, true)?.info()?.abi_version;
+    let lowat_known = abi_version >= abi::ABI_LOWAT;
+    if !lowat_known {
+        eprintln!("fanout-bench: the module is ABI {abi_version}: no wake-threshold rows");
+    }
     for size in [64usize, 4096, 65536] {
         let s = size_name(size);
         let (baf1, pipe1) = if size == 64 {
             alternate(
-                || topic_case(dev, size, 1, false, false),
+                || topic_case(dev, size, 1, false, false, false),
                 || pipe_case(size, 1),
                 Measured::mb_s,
             )?
         } else {
-            (topic_case(dev, size, 1, false, false)?, pipe_case(size, 1)?)
+            (
+                topic_case(dev, size, 1, false, false, false)?,
+                pipe_case(size, 1)?,
+            )
         };
         let unix1 = unix_case(size, 1)?;
         row(&format!("{s}, 1 reader: read() vs pipe"), &baf1, &pipe1);
@@ -868,13 +904,13 @@ fn run(dev: &Path, pong: &Path, lossless: &Path) -> Result<()> {
         );
         let (baf8, pipes8) = if size == 64 {
             let (b, p) = alternate(
-                || topic_case(dev, size, 8, false, false),
+                || topic_case(dev, size, 8, false, false, false),
                 || pipes_case(size, 8),
                 Measured::mb_s,
             )?;
             (b, Some(p))
         } else {
-            (topic_case(dev, size, 8, false, false)?, None)
+            (topic_case(dev, size, 8, false, false, false)?, None)
         };
         let tee8 = tee_case(size, 8)?;
         let unix8 = unix_case(size, 8)?;
@@ -904,24 +940,50 @@ fn run(dev: &Path, pong: &Path, lossless: &Path) -> Result<()> {
         }
         // The same with lossless readers: the writer waits for them, as a
         // pipe writer (and tee) does.
-        let ll1 = topic_case(lossless, size, 1, false, true)?;
+        let ll1 = topic_case(lossless, size, 1, false, true, false)?;
         row(
             &format!("{s}, 1 lossless reader: read() vs pipe"),
             &ll1,
             &pipe1,
         );
-        let ll8 = topic_case(lossless, size, 8, false, true)?;
+        let ll8 = topic_case(lossless, size, 8, false, true, false)?;
         row(
             &format!("{s}, 8 lossless readers: read() vs tee into 8 pipes"),
             &ll8,
             &tee8,
         );
+        if size == 64 && lowat_known {
+            // Readers that ask to be woken a buffer's worth at a time
+            // (ABI 8), against the same baselines in turn.
+            let (lw1, p1) = alternate(
+                || topic_case(dev, size, 1, false, false, true),
+                || pipe_case(size, 1),
+                Measured::mb_s,
+            )?;
+            row(
+                &format!("{s}, 1 reader, woken at 64 KiB: read() vs pipe"),
+                &lw1,
+                &p1,
+            );
+            let (lw8, p8) = alternate(
+                || topic_case(dev, size, 8, false, false, true),
+                || pipes_case(size, 8),
+                Measured::mb_s,
+            )?;
+            row(
+                &format!(
+                    "{s}, 8 readers, woken at 64 KiB: read() vs a writer into 8 pipes, a write per record each"
+                ),
+                &lw8,
+                &p8,
+            );
+        }
         if size == 64 {
             pipe_64 = Some(pipe1);
         }
     }
     let (batch, pipe_batched) = alternate(
-        || topic_case(dev, 64, 1, true, false),
+        || topic_case(dev, 64, 1, true, false, false),
         || pipe_case(64, BATCH),
         Measured::mb_s,
     )?;
