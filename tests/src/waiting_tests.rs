@@ -236,6 +236,9 @@ pub(crate) fn wake_threshold_holds_poll_and_blocking_reads(cx: &Ctx) -> Result<(
     // A blocking read that finds nothing sleeps until the threshold is
     // reached, then gets all of it in one read.
     let t = thread::spawn(move || get(&r, 1 << 16).map(|b| (b, r)));
+    // Asleep in `read()` before anything comes.
+    thread::sleep(Duration::from_millis(300));
+    ensure!(!t.is_finished(), "a blocking read of nothing returned");
     put(&w, b"x")?;
     for _ in 0..6 {
         put(&w, &PAYLOAD)?;
@@ -252,6 +255,7 @@ pub(crate) fn wake_threshold_holds_poll_and_blocking_reads(cx: &Ctx) -> Result<(
 
     // Lowering the threshold wakes a reader sleeping with the old one.
     let t = thread::spawn(move || get(&r, 1 << 16).map(|b| (b, r)));
+    thread::sleep(Duration::from_millis(300));
     put(&w, &PAYLOAD)?;
     thread::sleep(Duration::from_millis(300));
     ensure!(!t.is_finished(), "a blocking read woke below the threshold");
