@@ -211,18 +211,19 @@ impl OpenFile {
         Ok(this)
     }
 
-    fn has_unread(&self) -> bool {
-        self.split_pending.load(Acquire)
-            || self.topic.mem.head_seq() != self.cursor_seq.load(Acquire)
-            || self.topic.mem.removed()
-    }
-
     /// Whether a reader about to sleep (in `poll` or a blocking `read()`)
-    /// should not: as [`OpenFile::has_unread`], with unread records only
-    /// counting once they reach the wake threshold. Asks the topic first to
+    /// should not: the topic was removed, a record is half handed over, or
+    /// unread records reach the wake threshold. Asks the topic first to
     /// be woken at that point ([`OpenFile::want_wake`]), so a write that
     /// this test misses wakes the caller, which must already be on the
     /// readers' queue.
+    ///
+    /// This is the only place a reader asks, and it is enough: every way
+    /// to sleep on the readers' queue passes here after it joined the
+    /// queue and before it sleeps: a blocking `read()` on each turn of its
+    /// wait, `poll` and `select` on each pass, and epoll when a file is
+    /// added and each time a wakeup put it on the ready list (epoll then
+    /// calls `poll` to learn the events before it reports or drops them).
     fn ready_to_wake(&self) -> bool {
         self.want_wake();
         if self.split_pending.load(Acquire) || self.topic.mem.removed() {
@@ -241,7 +242,7 @@ impl OpenFile {
 
     /// Tells the topic the head at which this file wants its readers'
     /// queue woken: its cursor plus its wake threshold.
-    pub(crate) fn want_wake(&self) {
+    fn want_wake(&self) {
         let at = self
             .cursor_pos
             .load(Relaxed)

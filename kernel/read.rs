@@ -44,13 +44,7 @@ impl OpenFile {
                 self.read_once(iov)?
             };
             match pass {
-                Pass::Done(n) => {
-                    // A reader that does not read until `EAGAIN` before it
-                    // waits (edge-triggered epoll after a partial read) is
-                    // still woken by the next write.
-                    self.want_wake();
-                    return Ok(n);
-                }
+                Pass::Done(n) => return Ok(n),
                 // Lapped: the next pass counts the loss and starts again at
                 // the oldest record.
                 Pass::Overrun => {
@@ -62,13 +56,10 @@ impl OpenFile {
                 Pass::Nothing => {}
             }
             if nonblock {
-                // An edge-triggered epoll waiter sleeps after this without
-                // calling `poll`: ask for the wakeup, then look once more,
-                // so a write this pass missed is either seen or wakes it.
-                self.want_wake();
-                if self.has_unread() {
-                    continue;
-                }
+                // Nothing to ask for here: whoever sleeps next does so in
+                // `poll` (epoll looks at a woken file through it before it
+                // reports or drops it) or in a blocking `read()`, and both
+                // ask for their wakeup before they look.
                 return Err(EAGAIN);
             }
             self.topic

@@ -139,9 +139,9 @@ pub(crate) struct Topic {
     room_wanted: AtomicBool,
     /// The lowest head (ring position) at which a reader asked since the
     /// last wakeup to have the readers' queue woken; `u64::MAX` for none.
-    /// A reader asks before every test that may send it to sleep, and in
-    /// every `read()` ([`Topic::want_wake`]); a write wakes the queue only
-    /// when its head reaches this ([`Topic::wake_readers`]).
+    /// A reader asks before every test that may send it to sleep
+    /// ([`Topic::want_wake`]); a write wakes the queue only when its head
+    /// reaches this ([`Topic::wake_readers`]).
     wake_at: AtomicU64,
 }
 /// Holds the topic's writer lock; dropping it lets the next writer in.
@@ -422,8 +422,7 @@ impl Topic {
 
     /// Asks for the readers' queue to be woken once the head reaches `at`,
     /// then orders that wish before the caller's next look at the head.
-    /// The caller is already on the readers' queue, or about to look at
-    /// the head again before it sleeps.
+    /// The caller is already on the readers' queue.
     ///
     /// With [`Topic::wake_readers`] this is the store-buffering pattern:
     /// the writer stores the head, then (after a full barrier) loads the
