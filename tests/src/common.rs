@@ -22,14 +22,16 @@ pub(crate) fn put(w: &File, data: &[u8]) -> Result<()> {
     Ok(())
 }
 
-pub(crate) fn poll_in(fd: i32, timeout_ms: i32) {
+/// Waits up to `timeout_ms` for `fd` to be readable; whether it is.
+pub(crate) fn poll_in(fd: i32, timeout_ms: i32) -> bool {
     let mut p = libc::pollfd {
         fd,
         events: libc::POLLIN,
         revents: 0,
     };
     // SAFETY: polling one valid pollfd.
-    unsafe { libc::poll(&mut p, 1, timeout_ms) };
+    let n = unsafe { libc::poll(&mut p, 1, timeout_ms) };
+    n == 1 && p.revents & libc::POLLIN != 0
 }
 
 pub(crate) fn le32(p: &[u8], at: usize) -> u32 {

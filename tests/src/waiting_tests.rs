@@ -125,18 +125,6 @@ pub(crate) fn poll_and_epoll_wake_every_waiter(cx: &Ctx) -> Result<()> {
     Ok(())
 }
 
-/// Whether `fd` is readable now, or within `ms` milliseconds.
-fn readable(fd: i32, ms: i32) -> bool {
-    let mut p = libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: polling one valid pollfd.
-    let n = unsafe { libc::poll(&mut p, 1, ms) };
-    n == 1 && p.revents & libc::POLLIN != 0
-}
-
 /// An epoll instance watching `fd` for `EPOLLIN` (`et`: edge-triggered).
 struct Epoll(i32);
 
@@ -205,7 +193,7 @@ pub(crate) fn wake_threshold_holds_poll_and_blocking_reads(cx: &Ctx) -> Result<(
         put(&w, &PAYLOAD)?;
     }
     ensure!(
-        !readable(fd, 300),
+        !poll_in(fd, 300),
         "readable with 6 records below the threshold"
     );
     ensure!(
@@ -213,7 +201,7 @@ pub(crate) fn wake_threshold_holds_poll_and_blocking_reads(cx: &Ctx) -> Result<(
         "epoll ready with 6 records below the threshold"
     );
     put(&w, &PAYLOAD)?;
-    ensure!(readable(fd, 0), "not readable at the threshold");
+    ensure!(poll_in(fd, 0), "not readable at the threshold");
     ensure!(ep.wait(0), "epoll not ready at the threshold");
     ensure!(
         get(&r, 1 << 16)?.len() == 7 * PAYLOAD.len(),
@@ -407,7 +395,7 @@ fn readers_keep_up(cx: &Ctx, waits: &[Wait], lockstep: u64, free: u64) -> Result
                 };
                 let woken = match &ep {
                     Some(ep) => ep.wait(ms),
-                    None => readable(fd, ms),
+                    None => poll_in(fd, ms),
                 };
                 let i = t.info()?;
                 let unread = i.next_seq - i.cursor_seq;

@@ -454,7 +454,9 @@ fn mapped_reader(
                 }
                 if seq_known {
                     match t.seek(abi::SEEK_SEQ, seq) {
-                        Ok(_) => poll_in(t.file().as_raw_fd(), 100),
+                        Ok(_) => {
+                            poll_in(t.file().as_raw_fd(), 100);
+                        }
                         Err(e) if e.raw_os_error() == Some(libc::ERANGE) => {}
                         Err(e) => return Err(e).context("SEEK_SEQ"),
                     }
@@ -955,28 +957,29 @@ fn run(dev: &Path, pong: &Path, lossless: &Path) -> Result<()> {
         if size == 64 && lowat_known {
             // Readers that ask to be woken a buffer's worth at a time
             // (ABI 8), against the same baselines in turn.
-            let (lw1, p1) = alternate(
-                || topic_case(dev, size, 1, false, false, true),
-                || pipe_case(size, 1),
-                Measured::mb_s,
-            )?;
-            row(
-                &format!("{s}, 1 reader, woken at 64 KiB: read() vs pipe"),
-                &lw1,
-                &p1,
-            );
-            let (lw8, p8) = alternate(
-                || topic_case(dev, size, 8, false, false, true),
-                || pipes_case(size, 8),
-                Measured::mb_s,
-            )?;
-            row(
-                &format!(
-                    "{s}, 8 readers, woken at 64 KiB: read() vs a writer into 8 pipes, a write per record each"
-                ),
-                &lw8,
-                &p8,
-            );
+            for (readers, baseline) in [
+                (1, "pipe"),
+                (8, "a writer into 8 pipes, a write per record each"),
+            ] {
+                let (lw, base) = alternate(
+                    || topic_case(dev, size, readers, false, false, true),
+                    || match readers {
+                        1 => pipe_case(size, 1),
+                        n => pipes_case(size, n),
+                    },
+                    Measured::mb_s,
+                )?;
+                let who = if readers == 1 {
+                    "1 reader"
+                } else {
+                    "8 readers"
+                };
+                row(
+                    &format!("{s}, {who}, woken at 64 KiB: read() vs {baseline}"),
+                    &lw,
+                    &base,
+                );
+            }
         }
         if size == 64 {
             pipe_64 = Some(pipe1);
