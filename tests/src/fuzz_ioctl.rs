@@ -80,8 +80,9 @@ impl Ptr {
     }
 }
 
-const TOPIC_IOCS: [(u32, usize); 7] = [
+const TOPIC_IOCS: [(u32, usize); 8] = [
     (abi::IOC_SET_FLAGS, 4),
+    (abi::IOC_SET_LOWAT, 4),
     (abi::IOC_SEEK, size_of::<abi::Seek>()),
     (abi::IOC_INFO, size_of::<abi::Info>()),
     (abi::IOC_INFO_V2, abi::INFO_V2_SIZE),
@@ -171,6 +172,14 @@ fn plausible(rng: &mut Rng, cmd: u32, info: &abi::Info, buf: usize) {
             poke(8, &near(rng).to_ne_bytes());
         }
         abi::IOC_WAIT_READERS => poke(0, &(rng.below(3) as u32).to_ne_bytes()),
+        abi::IOC_SET_LOWAT => {
+            let n = match rng.below(3) {
+                0 => rng.below(2) as u32,
+                1 => rng.below(1 << 21) as u32,
+                _ => rng.next() as u32,
+            };
+            poke(0, &n.to_ne_bytes());
+        }
         abi::IOC_MAPPED_SYNC => {
             poke(0, &near(rng).to_ne_bytes());
             poke(8, &rng.below(4).to_ne_bytes());
@@ -404,6 +413,19 @@ pub(crate) fn ioctl_fuzz(stop: &AtomicBool, static_topic: &Path, mut rng: Rng) -
                 "{}: want EFAULT, EINVAL or ERANGE",
                 what()
             );
+        } else if cmd == abi::IOC_SET_LOWAT {
+            // Any value is taken (clamped to 1..=half the ring, which it
+            // returns) by a reader; a file that cannot read gets EBADF.
+            let half = info_before.map_or(u64::MAX, |i| i.ring_size / 2);
+            if f.read {
+                ensure!(
+                    rc >= 1 && rc as u64 <= half,
+                    "{}: want the threshold in effect",
+                    what()
+                );
+            } else {
+                ensure!(rc == -1 && e == libc::EBADF, "{}: want EBADF", what());
+            }
         } else if f.control {
             let ok = if kind != Ptr::Plausible {
                 rc == -1 && matches!(e, libc::EINVAL | libc::ENAMETOOLONG)
