@@ -444,12 +444,14 @@ impl Topic {
     /// woken and not yet running has made no new wish, so the writes
     /// until it runs skip the queue.
     pub(crate) fn wake_readers(&self) {
+        // Also the barrier the queue check below needs after the head's
+        // store (as `wq_has_sleeper`'s), so that check adds none.
         full_barrier();
         if self.mem.head() < self.wake_at.load(CoreRelaxed) {
             return;
         }
         self.wake_at.swap(u64::MAX, SeqCst);
-        self.readers.wake(KEY_IN);
+        self.readers.wake_fenced(KEY_IN);
     }
 
     /// Marks the topic removed and wakes everyone waiting on it.

@@ -57,6 +57,12 @@ impl WaitQueue {
     /// check; pairs with the barrier in `prepare_to_wait_event`.
     pub(crate) fn has_sleeper(&self) -> bool {
         full_barrier();
+        self.queued()
+    }
+
+    /// Whether anyone waits here, for a caller that ran [`full_barrier`]
+    /// after its last store to the condition sleepers test.
+    fn queued(&self) -> bool {
         let wq = self.raw();
         // SAFETY: `wq` is initialized (type invariant). Reading the list
         // head's `next` without the queue lock is what `waitqueue_active`
@@ -70,17 +76,29 @@ impl WaitQueue {
     /// Wakes every waiter with the poll mask `key`, but only if anyone waits.
     pub(crate) fn wake(&self, key: u32) {
         if self.has_sleeper() {
-            // SAFETY: `wq` is initialized; `key` is a poll mask passed as the
-            // wakeup key, as `wake_up_interruptible_poll` does.
-            unsafe {
-                bindings::__wake_up(
-                    self.raw(),
-                    bindings::TASK_NORMAL,
-                    0,
-                    key as usize as *mut c_void,
-                )
-            };
+            self.wake_all(key);
         }
+    }
+
+    /// As [`WaitQueue::wake`], for a caller that ran [`full_barrier`] after
+    /// its last store to the condition sleepers test (no second barrier).
+    pub(crate) fn wake_fenced(&self, key: u32) {
+        if self.queued() {
+            self.wake_all(key);
+        }
+    }
+
+    fn wake_all(&self, key: u32) {
+        // SAFETY: `wq` is initialized; `key` is a poll mask passed as the
+        // wakeup key, as `wake_up_interruptible_poll` does.
+        unsafe {
+            bindings::__wake_up(
+                self.raw(),
+                bindings::TASK_NORMAL,
+                0,
+                key as usize as *mut c_void,
+            )
+        };
     }
 
     /// Sleeps (interruptibly) until `ready()` is true. `ERESTARTSYS` when a
