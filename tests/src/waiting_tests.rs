@@ -399,9 +399,8 @@ fn readers_keep_up(cx: &Ctx, waits: &[Wait], lockstep: u64, free: u64) -> Result
                 };
                 let i = t.info()?;
                 let unread = i.next_seq - i.cursor_seq;
-                // Each record takes 48 ring bytes (40 of header).
                 let enough = match how {
-                    Wait::Threshold => unread * 48 >= LOWAT,
+                    Wait::Threshold => unread * abi::record_span(8) as u64 >= LOWAT,
                     _ => unread > 0,
                 };
                 ensure!(
