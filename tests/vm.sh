@@ -132,7 +132,7 @@ list="$run/initramfs.list"
   echo "file /init $REPO/tests/vm/init 755 0 0"
   for f in "$REPO"/tests/vm/*.sh; do echo "file /tests/$(basename "$f") $f 644 0 0"; done
   echo "file /lib/fanout.ko $installed 644 0 0"
-  for b in pubmsg submsg baf-setup baf-bridge baf-bridge-bench baf-record fanout-tests fanout-fuzz fanout-bench; do echo "file /bin/$b $bins/$b 755 0 0"; done
+  for b in pubmsg submsg baf-setup baf-bridge baf-bridge-bench baf-record fanout-tests fanout-fuzz fanout-bench bench-io; do echo "file /bin/$b $bins/$b 755 0 0"; done
   printf 'root:x:0:0:root:/root:/bin/sh\nbaf-user:x:1000:1000::/tmp:/bin/sh\n' > "$run/passwd"
   printf 'root:x:0:\nbaf:x:900:\nbaf-user:x:1000:\n' > "$run/group"
   echo "file /etc/passwd $run/passwd 644 0 0"

@@ -1,6 +1,8 @@
 # Helpers of the VM's shell benchmarks (busybox sh, sourced by
-# tools-bench.sh and peer-bench.sh): time, rates, and a watchdog.
-# Timing uses /proc/uptime (10 ms steps); each run takes seconds.
+# tools-bench.sh and peer-bench.sh; record-bench.sh, run after them, uses
+# them too): time, rates, and a watchdog. bench_now uses /proc/uptime
+# (10 ms steps), for runs of seconds; the rows timed by their consumer
+# (bench_span) have microseconds.
 
 bench_now() { # centiseconds since boot
   read -r up _ < /proc/uptime
@@ -20,47 +22,56 @@ bench_human() { # N [UNIT]: 1234567 -> 1.23 M
 bench_lines() { # N FILE: N lines of 64 B (63 characters and a newline)
   awk -v n="$1" 'BEGIN { s = sprintf("%063d", 0); for (i = 0; i < n; i++) print s }' > "$2"
 }
-bench_count() { # FILE: the number wc -c wrote into FILE
-  read -r c < "$1"
-  echo $((c + 0))
+# The consumer of the tools rows is `bench-io count` (tests/src/bin): it
+# reads 64 KiB a read() and prints "BYTES FIRST_US LAST_US", the bytes and
+# the monotonic clock in microseconds at its first data and at the end.
+# Until 2026-12-07 it was `wc -c`, which in this VM counts about 30 ns a
+# byte: both sides then measured mostly wc, and their ratio sat near 1.
+#
+# bench_span FILE...: prints "MICROSECONDS BYTES" of the `bench-io count`
+# outputs in FILEs: from the first byte any of them got to the last end,
+# and the bytes of all together (0 0 if none printed).
+bench_span() {
+  cat "$@" 2> /dev/null | awk 'NF == 3 { b += $1; if (!f || $2 < f) f = $2; if ($3 > l) l = $3 }
+    END { printf "%d %d\n", (l > f ? l - f : 0), b }'
 }
-# Both sides are timed the same way: from the start of the writer until the
-# consumer, `wc -c`, has counted everything and exited. submsg exits by
-# itself after the records it was told to expect (`-n`), as a consumer that
-# knows its input does; nothing else runs in the timed part (no polling, no
-# `baf-setup remove`). A watchdog ends a submsg that waits too long
-# (records lost).
+# bench_rate_us UNITS MICROSECONDS: units per second
+bench_rate_us() { awk -v n="$1" -v us="$2" 'BEGIN { if (us < 1) us = 1; printf "%.0f", n * 1000000 / us }'; }
+# Both sides are timed the same way, inside the consumer, from the first
+# byte it receives to the last: no process start-up, no polling, no
+# `baf-setup remove` and no fork for a clock are in the timed part.
+# submsg exits by itself after the records it was told to expect (`-n`),
+# as a consumer that knows its input does. A watchdog ends a submsg that
+# waits too long (records lost).
 bench_watch() { # PID: kill PID after 300 s
   ( sleep 300; kill "$1" 2> /dev/null ) > /dev/null 2>&1 &
   echo $!
 }
 # bench_baf TOPIC FILE RECORDS PUBMSG-ARGS...: `pubmsg ARGS TOPIC < FILE`
-# into `submsg -n RECORDS TOPIC | wc -c`; prints "CENTISECONDS BYTES LOST":
-# the time until wc has counted everything, the bytes it counted, and the
-# records the topic's readers lost (sysfs `lost`).
+# into `submsg -n RECORDS TOPIC | bench-io count`; prints "MICROSECONDS
+# BYTES LOST": the consumer's time from first byte to last, the bytes it
+# counted, and the records the topic's readers lost (sysfs `lost`).
 bench_baf() {
   topic=$1 file=$2 records=$3; shift 3
   rm -f /tmp/bench.count /tmp/bench.pid
-  ( submsg -n "$records" "$topic" 2> /tmp/bench.err & echo $! > /tmp/bench.pid; wait ) | wc -c > /tmp/bench.count & wp=$!
+  ( submsg -n "$records" "$topic" 2> /tmp/bench.err & echo $! > /tmp/bench.pid; wait ) | bench-io count > /tmp/bench.count & wp=$!
   n=0
   while [ "$(bench_readers "$topic")" -lt 1 ] && [ $n -lt 100 ]; do sleep 0.1; n=$((n + 1)); done
   dog=$(bench_watch "$(cat /tmp/bench.pid)")
-  t0=$(bench_now)
   pubmsg "$@" "$topic" < "$file"
   wait $wp 2> /dev/null
-  t1=$(bench_now)
   kill $dog 2> /dev/null
   lost=$(cat "/sys/class/baf/$topic/lost" 2> /dev/null || echo "?")
   baf-setup remove "$topic" > /dev/null 2>&1
   if [ -s /tmp/bench.err ]; then cat /tmp/bench.err >&2; fi
-  echo "$((t1 - t0)) $(bench_count /tmp/bench.count) $lost"
+  echo "$(bench_span /tmp/bench.count) $lost"
   rm -f /tmp/bench.count /tmp/bench.pid
 }
-bench_pipe() { # FILE: prints "CENTISECONDS BYTES" of cat FILE | cat | wc -c
-  t0=$(bench_now)
-  cat "$1" | cat | wc -c > /tmp/bench.count
-  t1=$(bench_now)
-  echo "$((t1 - t0)) $(bench_count /tmp/bench.count)"
+# bench_pipe FILE: prints "MICROSECONDS BYTES" of
+# `cat FILE | cat | bench-io count`.
+bench_pipe() {
+  cat "$1" | cat | bench-io count > /tmp/bench.count
+  bench_span /tmp/bench.count
   rm -f /tmp/bench.count
 }
 
@@ -68,7 +79,7 @@ bench_pipe() { # FILE: prints "CENTISECONDS BYTES" of cat FILE | cat | wc -c
 # speed drifts by 2x or more within a run, so one round of each side can
 # compare a fast moment with a slow one).
 BENCH_ROUNDS=${BENCH_ROUNDS:-3}
-# bench_pick: reads the lines "CENTISECONDS BYTES [LOST]" of a side's rounds
+# bench_pick: reads the lines "TIME BYTES [LOST]" of a side's rounds
 # on stdin; prints the median time, the fewest bytes any round delivered
 # and (when given) the records all rounds lost together, in that format.
 bench_pick() {

@@ -51,22 +51,20 @@ pb_shell() {
   # mosquitto_sub -C N exits after N messages, as submsg -n N does; it
   # prints each with a newline, as submsg does.
   rm -f /tmp/pb.count
-  ( mosquitto_sub -h 127.0.0.1 -t pb/lines -C $lines & echo $! > /tmp/pb.pid; wait ) | wc -c > /tmp/pb.count & wp=$!
+  ( mosquitto_sub -h 127.0.0.1 -t pb/lines -C $lines & echo $! > /tmp/pb.pid; wait ) | bench-io count > /tmp/pb.count & wp=$!
   sleep 1
   dog=$(bench_watch "$(cat /tmp/pb.pid)")
-  t0=$(bench_now)
   mosquitto_pub -h 127.0.0.1 -t pb/lines -l < /tmp/pb.lines
   wait $wp 2> /dev/null
-  t1=$(bench_now)
   kill $dog 2> /dev/null
-  mq="$((t1 - t0)) $(bench_count /tmp/pb.count)"
+  mq=$(bench_span /tmp/pb.count)"
   echo "| shell path, 64 B lines | lines/s | output bytes (of $size) | / cat \\| cat |"
   echo "| --- | ---: | ---: | ---: |"
   for row in "cat | cat:$pipe" "pubmsg | submsg:$baf" "mosquitto_pub -l | mosquitto_sub:$mq"; do
     what=${row%%:*}; set -- ${row#*:}
-    r=$(bench_rate $lines "$1")
+    r=$(bench_rate_us $lines "$1")
     set -- $pipe
-    p=$(bench_rate $lines "$1")
+    p=$(bench_rate_us $lines "$1")
     set -- ${row#*:}
     echo "| $(echo "$what" | sed 's/|/\\|/g') | $(bench_human "$r") | $2 | $(awk -v a="$r" -v b="$p" 'BEGIN { if (b < 1) b = 1; printf "%.2f", a / b }') |"
   done
