@@ -23,8 +23,9 @@ bench_lines() { # N FILE: N lines of 64 B (63 characters and a newline)
   awk -v n="$1" 'BEGIN { s = sprintf("%063d", 0); for (i = 0; i < n; i++) print s }' > "$2"
 }
 # The consumer of the tools rows is `bench-io count` (tests/src/bin): it
-# reads 64 KiB a read() and prints "BYTES FIRST_US LAST_US", the bytes and
-# the monotonic clock in microseconds at its first data and at the end.
+# reads 64 KiB a read() and prints "BYTES FIRST_US LAST_US READS", the
+# bytes, the monotonic clock in microseconds at its first data and at the
+# end, and its reads.
 # Until 2026-12-07 it was `wc -c`, which in this VM counts about 30 ns a
 # byte: both sides then measured mostly wc, and their ratio sat near 1.
 #
@@ -32,7 +33,7 @@ bench_lines() { # N FILE: N lines of 64 B (63 characters and a newline)
 # outputs in FILEs: from the first byte any of them got to the last end,
 # and the bytes of all together (0 0 if none printed).
 bench_span() {
-  cat "$@" 2> /dev/null | awk 'NF == 3 { b += $1; if (!f || $2 < f) f = $2; if ($3 > l) l = $3 }
+  cat "$@" 2> /dev/null | awk 'NF >= 3 { b += $1; if (!f || $2 < f) f = $2; if ($3 > l) l = $3 }
     END { printf "%d %d\n", (l > f ? l - f : 0), b }'
 }
 # bench_rate_us UNITS MICROSECONDS: units per second

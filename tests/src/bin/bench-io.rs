@@ -52,14 +52,15 @@ fn read_all(mut each: impl FnMut(&[u8]) -> Result<()>) -> Result<()> {
 }
 
 fn count() -> Result<()> {
-    let (mut total, mut first) = (0u64, None);
+    let (mut total, mut first, mut reads) = (0u64, None, 0u64);
     read_all(|chunk| {
         first.get_or_insert_with(now_us);
         total += chunk.len() as u64;
+        reads += 1;
         Ok(())
     })?;
     let last = now_us();
-    println!("{total} {} {last}", first.unwrap_or(last));
+    println!("{total} {} {last} {reads}", first.unwrap_or(last));
     Ok(())
 }
 
