@@ -48,6 +48,18 @@ step "baf-record's MCAP files read by the Python mcap package" bash scripts/mcap
 # moves messages both ways through MQTT, NATS, Zenoh and iceoryx2.
 step "the peer benchmark's harness moves messages through each peer" bash scripts/peer-smoke.sh
 
+# The VM's shell scripts parse in the VM's shell (busybox sh): the bench
+# scripts run in no test, so a syntax error there would show only when
+# scripts/bench.sh dies half-way.
+vm_scripts_parse() {
+  local f ok=0
+  for f in "$REPO"/tests/vm/init "$REPO"/tests/vm/*.sh; do
+    busybox sh -n "$f" || { echo "does not parse: $f"; ok=1; }
+  done
+  return $ok
+}
+step "the VM's shell scripts parse in busybox sh" vm_scripts_parse
+
 # The documentation against the code: ABI version, exit codes, module
 # parameters, in README.md, docs/, kernel/ABI.md and the tools' --help; links.
 step "docs name only the ABI version, exit codes and module parameters the code has" bash tests/docs-test.sh

@@ -57,7 +57,7 @@ pb_shell() {
   mosquitto_pub -h 127.0.0.1 -t pb/lines -l < /tmp/pb.lines
   wait $wp 2> /dev/null
   kill $dog 2> /dev/null
-  mq=$(bench_span /tmp/pb.count)"
+  mq=$(bench_span /tmp/pb.count)
   echo "| shell path, 64 B lines | lines/s | output bytes (of $size) | / cat \\| cat |"
   echo "| --- | ---: | ---: | ---: |"
   for row in "cat | cat:$pipe" "pubmsg | submsg:$baf" "mosquitto_pub -l | mosquitto_sub:$mq"; do
