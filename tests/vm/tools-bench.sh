@@ -16,7 +16,7 @@
 
 . /tests/bench-lib.sh
 
-# bench_row WHAT UNIT COUNT INPUT_BYTES "BAF_CS BAF_BYTES LOST" "PIPE_CS PIPE_BYTES"
+# bench_row WHAT UNIT COUNT INPUT_BYTES "BAF_US BAF_BYTES LOST" "PIPE_US PIPE_BYTES"
 bench_row() {
   set -- "$1" "$2" "$3" "$4" $5 $6
   b=$(bench_rate_us "$3" "$5"); p=$(bench_rate_us "$3" "$8")

@@ -2,10 +2,10 @@
 //! (tests/vm/bench-lib.sh, tests/vm/tools-bench.sh):
 //!
 //! - `bench-io count` reads its standard input to the end, 64 KiB a
-//!   `read()` as a real consumer does, and prints `BYTES FIRST_US LAST_US`:
-//!   the bytes it read, and `CLOCK_MONOTONIC` in microseconds when its first
-//!   read returned data and when it saw the end (both the end time if
-//!   nothing came).
+//!   `read()` as a real consumer does, and prints `BYTES FIRST_US LAST_US
+//!   READS`: the bytes it read, `CLOCK_MONOTONIC` in microseconds when its
+//!   first read returned data and when it saw the end (both the end time
+//!   if nothing came), and the `read()`s that returned data.
 //! - `bench-io tee FILE...` copies its standard input to its standard
 //!   output and to each FILE (FIFOs, in the benchmark), 64 KiB a `read()`
 //!   and one `write()` of each chunk to each output.
