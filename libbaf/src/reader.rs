@@ -7,6 +7,11 @@
 //! reader counts every gap in the sequence numbers before a record as that
 //! record's loss, so what a subscriber makes of them does not depend on how
 //! they were read.
+//!
+//! A third way hands over payloads only, and never to this process: a
+//! reader switched to [`Reader::use_splice`] moves them with `splice` from
+//! the topic straight into a pipe (ABI 7), copied once, by the kernel
+//! (`submsg t | consumer`). The kernel counts that reader's loss itself.
 
 use crate::abi::{self, RecordHeader};
 use crate::device::{Record, Topic};
@@ -15,6 +20,7 @@ use crate::subscribe::{self, Lossless, Opened, StartAt};
 use anyhow::{Context, Result};
 use std::collections::HashSet;
 use std::io;
+use std::os::fd::BorrowedFd;
 use std::path::Path;
 
 /// A topic open for reading ([`Reader::open`]).
@@ -28,7 +34,24 @@ pub struct Reader {
     expect: u64,
     lossless: bool,
     refused: bool,
+    /// Set by [`Reader::use_splice`].
+    spliced: Option<Spliced>,
 }
+
+/// A spliced reader's loss accounting.
+#[derive(Clone, Copy, Debug)]
+struct Spliced {
+    /// The file's `lost` count seen last.
+    lost_seen: u64,
+    /// Records before where the file stood when switched that the start
+    /// point wanted (`--from seq:N` below the oldest): lost already, and
+    /// counted in the first batch.
+    gap: u64,
+}
+
+/// The most bytes one [`Reader::splice_payloads`] asks for (the pipe's
+/// room bounds it too).
+pub const SPLICE_LEN: usize = 1 << 20;
 
 /// What one [`Reader::read`] did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -103,6 +126,7 @@ impl Reader {
             expect,
             lossless,
             refused,
+            spliced: None,
         };
         Ok((reader, warning))
     }
@@ -125,6 +149,81 @@ impl Reader {
     /// Whether it is read through a mapping of its ring.
     pub fn is_mapped(&self) -> bool {
         self.mapped.is_some()
+    }
+
+    /// Whether its payloads go out with `splice` ([`Reader::use_splice`]).
+    pub fn is_spliced(&self) -> bool {
+        self.spliced.is_some()
+    }
+
+    /// Switches this reader, before its first read, to moving payloads
+    /// into a pipe with `splice` ([`Reader::splice_payloads`]): the
+    /// mapping, if any, is dropped and the file goes to bytes mode, where
+    /// a `read()` (and so a `splice`) returns the payloads of whole
+    /// records and nothing else. False, changing nothing, where that
+    /// cannot be: a module older than ABI 7, or a lossless reader (kept on
+    /// record-mode `read()`s, so that `EPIPE` can only mean the stall
+    /// timeout, never a closed pipe).
+    pub fn use_splice(&mut self) -> Result<bool> {
+        if self.info.abi_version < abi::ABI_SPLICE || self.lossless {
+            return Ok(false);
+        }
+        let fail = |e: io::Error, what: &str| {
+            anyhow::Error::new(e).context(format!("cannot {what} topic {}", self.name))
+        };
+        self.topic
+            .set_flags(0)
+            .map_err(|e| fail(e, "switch to bytes mode on"))?;
+        let info = self.topic.info().map_err(|e| fail(e, "query"))?;
+        self.mapped = None;
+        self.spliced = Some(Spliced {
+            lost_seen: info.lost,
+            gap: info.cursor_seq.saturating_sub(self.expect),
+        });
+        Ok(true)
+    }
+
+    /// For a reader switched by [`Reader::use_splice`]: one `splice` of
+    /// what a `read()` would return now, straight from the ring into the
+    /// pipe `out` (at most [`SPLICE_LEN`] bytes and the pipe's room). A
+    /// record larger than that room goes in pieces over the following
+    /// calls, as for `read()`; the batch counts it at its first piece. The
+    /// records moved and those lost before them come from the file's
+    /// cursor and loss count (`IOC_INFO`) after the move. Waits for room
+    /// in `out` if it is a blocking pipe. `EPIPE` means `out` has no
+    /// reader; any other error is returned as it is.
+    pub fn splice_payloads(&mut self, out: BorrowedFd<'_>) -> io::Result<Batch> {
+        let mut batch = Batch::default();
+        let Some(Spliced { lost_seen, gap }) = self.spliced else {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        };
+        match self.topic.splice_out(out, SPLICE_LEN) {
+            Ok(0) => {
+                // Removed, and everything it had moved (each move before
+                // this one was counted after it).
+                batch.step = Step::Gone;
+                return Ok(batch);
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENODEV) => {
+                batch.step = Step::Gone;
+                return Ok(batch);
+            }
+            Ok(_) => batch.step = Step::Data,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(batch),
+            Err(e) => return Err(e),
+        }
+        let info = self.topic.info()?;
+        batch.lost = info.lost.saturating_sub(lost_seen).saturating_add(gap);
+        batch.records = info
+            .cursor_seq
+            .saturating_sub(self.expect)
+            .saturating_sub(batch.lost);
+        self.spliced = Some(Spliced {
+            lost_seen: info.lost,
+            gap: 0,
+        });
+        self.expect = info.cursor_seq;
+        Ok(batch)
     }
 
     /// Whether it reads losslessly.

@@ -311,6 +311,20 @@ pub fn run(cfg: &Config) -> Result<()> {
         }
     }
 
+    // One topic and no more to come (no --follow), its payloads as they
+    // are, to a pipe, with no count to stop at: the kernel moves them into
+    // the pipe itself (`splice`), copied once, with nothing to split (a
+    // record larger than the pipe's room goes in pieces, which another
+    // topic's records must not come between, hence one topic).
+    let plain = cfg.format == Format::Raw && !cfg.nul && cfg.count.is_none();
+    if plain && !cfg.lossless && !cfg.no_mmap && sub.watcher.is_none() {
+        if let [token] = sub.topics.tokens()[..] {
+            if sub.out.is_blocking_pipe() {
+                sub.use_splice(token)?;
+            }
+        }
+    }
+
     // -W counts from here, once every topic is subscribed (as
     // mosquitto_sub's counts from its connection).
     sub.deadline = cfg.timeout.map(|t| Instant::now() + t);

@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use std::fs::File;
 use std::io::{self, IoSlice, Write};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 
 /// Stdout, written in large pieces.
 pub(crate) struct Output {
@@ -30,6 +30,18 @@ impl Output {
             buf: Vec::with_capacity(FLUSH_AT + 128 * 1024),
             closed: false,
         })
+    }
+
+    /// Whether stdout is a pipe (or FIFO) in blocking mode: where a topic's
+    /// payloads may go with `splice`, which waits for room as `write()`
+    /// does (on a non-blocking pipe its `EAGAIN` would mean either a full
+    /// pipe or an empty topic).
+    pub(crate) fn is_blocking_pipe(&self) -> bool {
+        let fifo = nix::sys::stat::fstat(self.file.as_raw_fd())
+            .is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFIFO);
+        let blocking = nix::fcntl::fcntl(self.file.as_raw_fd(), nix::fcntl::FcntlArg::F_GETFL)
+            .is_ok_and(|fl| fl & libc::O_NONBLOCK == 0);
+        fifo && blocking
     }
 
     pub(crate) fn flush(&mut self) -> Result<()> {

@@ -18,6 +18,7 @@ use nix::sys::epoll::EpollEvent;
 use nix::sys::signal::Signal;
 use nix::sys::signalfd::SignalFd;
 use std::collections::HashSet;
+use std::os::fd::AsFd;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -156,6 +157,15 @@ impl<'a> Subscriber<'a> {
         }
     }
 
+    /// Switches topic `token` to `splice` ([`Reader::use_splice`]), where
+    /// it can be; says whether it was.
+    pub(crate) fn use_splice(&mut self, token: u64) -> Result<bool> {
+        match self.topics.get_mut(token) {
+            Some(sub) => sub.reader.use_splice(),
+            None => Ok(false),
+        }
+    }
+
     fn drop_sub(&mut self, token: u64) {
         self.topics.remove(token);
     }
@@ -179,6 +189,36 @@ impl<'a> Subscriber<'a> {
         let Some(sub) = topics.get_mut(token) else {
             return Ok(Step::Gone);
         };
+        if sub.reader.is_spliced() {
+            // Payloads as they are, moved by the kernel into the stdout
+            // pipe; anything buffered goes first.
+            if !out.buf.is_empty() {
+                out.flush()?;
+            }
+            if out.closed {
+                return Ok(Step::Idle);
+            }
+            let batch = match sub.reader.splice_payloads(out.file.as_fd()) {
+                Ok(b) => b,
+                // `submsg t | head -1`: the reader is done, so are we.
+                Err(e) if e.raw_os_error() == Some(libc::EPIPE) => {
+                    out.closed = true;
+                    return Ok(Step::Idle);
+                }
+                Err(e) => {
+                    return Err(anyhow::Error::new(e).context(format!(
+                        "moving the records of topic {} to stdout",
+                        sub.label.name
+                    )))
+                }
+            };
+            loss.add(&sub.label.name, batch.lost);
+            *received += batch.records;
+            if batch.step == Step::Gone {
+                self.drop_sub(token);
+            }
+            return Ok(batch.step);
+        }
         let style = *style;
         let direct = !sub.reader.is_mapped()
             && matches!(style.format, Format::Raw | Format::Len32)
