@@ -24,14 +24,14 @@ bench_lines() { # N FILE: N lines of 64 B (63 characters and a newline)
 }
 # The consumer of the tools rows is `bench-io count` (tests/src/bin): it
 # reads 64 KiB a read() and prints "BYTES FIRST_US LAST_US READS", the
-# bytes, the monotonic clock in microseconds at its first data and at the
-# end, and its reads.
+# bytes, the monotonic clock in microseconds at its first data and at its
+# last, and its reads.
 # Until 2026-12-07 it was `wc -c`, which in this VM counts about 30 ns a
 # byte: both sides then measured mostly wc, and their ratio sat near 1.
 #
 # bench_span FILE...: prints "MICROSECONDS BYTES" of the `bench-io count`
-# outputs in FILEs: from the first byte any of them got to the last end,
-# and the bytes of all together (0 0 if none printed).
+# outputs in FILEs: from the first byte any of them got to the last byte
+# any got, and the bytes of all together (0 0 if none printed).
 bench_span() {
   cat "$@" 2> /dev/null | awk 'NF >= 3 { b += $1; if (!f || $2 < f) f = $2; if ($3 > l) l = $3 }
     END { printf "%d %d\n", (l > f ? l - f : 0), b }'
@@ -41,32 +41,40 @@ bench_rate_us() { awk -v n="$1" -v us="$2" 'BEGIN { if (us < 1) us = 1; printf "
 # Both sides are timed the same way, inside the consumer, from the first
 # byte it receives to the last: no process start-up, no polling, no
 # `baf-setup remove` and no fork for a clock are in the timed part.
-# submsg exits by itself after the records it was told to expect (`-n`),
-# as a consumer that knows its input does. A watchdog ends a submsg that
-# waits too long (records lost).
+# submsg runs as users type it, `submsg TOPIC | consumer`, with no count
+# to stop at (which would keep it off `splice`): once the writer is done
+# the topic is removed, and submsg ends after reading what is left. A
+# watchdog ends a submsg that waits too long.
 bench_watch() { # PID: kill PID after 300 s
   ( sleep 300; kill "$1" 2> /dev/null ) > /dev/null 2>&1 &
   echo $!
 }
-# bench_baf TOPIC FILE RECORDS PUBMSG-ARGS...: `pubmsg ARGS TOPIC < FILE`
-# into `submsg -n RECORDS TOPIC | bench-io count`; prints "MICROSECONDS
-# BYTES LOST": the consumer's time from first byte to last, the bytes it
-# counted, and the records the topic's readers lost (sysfs `lost`).
+# bench_lost FILE...: the records submsg said it lost, in its reports on
+# stderr saved in FILEs ("lost N records on topic ..."; the topic's sysfs
+# `lost` is gone with the topic by the time the readers are done).
+bench_lost() {
+  cat "$@" 2> /dev/null | awk '{ for (i = 1; i < NF; i++) if ($i == "lost" && $(i + 1) ~ /^[0-9]+$/) { n += $(i + 1); break } }
+    END { print n + 0 }'
+}
+# bench_baf TOPIC FILE PUBMSG-ARGS...: `pubmsg ARGS TOPIC < FILE` into
+# `submsg TOPIC | bench-io count`; prints "MICROSECONDS BYTES LOST": the
+# consumer's time from first byte to last, the bytes it counted, and the
+# records submsg lost (bench_lost).
 bench_baf() {
-  topic=$1 file=$2 records=$3; shift 3
-  rm -f /tmp/bench.count /tmp/bench.pid
-  ( submsg -n "$records" "$topic" 2> /tmp/bench.err & echo $! > /tmp/bench.pid; wait ) | bench-io count > /tmp/bench.count & wp=$!
+  topic=$1 file=$2; shift 2
+  rm -f /tmp/bench.count /tmp/bench.pid /tmp/bench.err
+  ( submsg "$topic" 2> /tmp/bench.err & echo $! > /tmp/bench.pid; wait ) | bench-io count > /tmp/bench.count & wp=$!
   n=0
   while [ "$(bench_readers "$topic")" -lt 1 ] && [ $n -lt 100 ]; do sleep 0.1; n=$((n + 1)); done
   dog=$(bench_watch "$(cat /tmp/bench.pid)")
   pubmsg "$@" "$topic" < "$file"
+  baf-setup remove "$topic" > /dev/null 2>&1
   wait $wp 2> /dev/null
   kill $dog 2> /dev/null
-  lost=$(cat "/sys/class/baf/$topic/lost" 2> /dev/null || echo "?")
-  baf-setup remove "$topic" > /dev/null 2>&1
+  lost=$(bench_lost /tmp/bench.err)
   if [ -s /tmp/bench.err ]; then cat /tmp/bench.err >&2; fi
   echo "$(bench_span /tmp/bench.count) $lost"
-  rm -f /tmp/bench.count /tmp/bench.pid
+  rm -f /tmp/bench.count /tmp/bench.pid /tmp/bench.err
 }
 # bench_pipe FILE: prints "MICROSECONDS BYTES" of
 # `cat FILE | cat | bench-io count`.

@@ -47,9 +47,9 @@ pb_shell() {
   pipe=$(bench_pipe /tmp/pb.lines)
   baf-setup remove pb-lines > /dev/null 2>&1
   baf-setup create pb-lines --size 64M > /dev/null 2>&1 || return 1
-  baf=$(bench_baf pb-lines /tmp/pb.lines $lines)
-  # mosquitto_sub -C N exits after N messages, as submsg -n N does; it
-  # prints each with a newline, as submsg does.
+  baf=$(bench_baf pb-lines /tmp/pb.lines)
+  # mosquitto_sub -C N exits after N messages; it prints each with a
+  # newline, as submsg does.
   rm -f /tmp/pb.count
   ( mosquitto_sub -h 127.0.0.1 -t pb/lines -C $lines & echo $! > /tmp/pb.pid; wait ) | bench-io count > /tmp/pb.count & wp=$!
   sleep 1

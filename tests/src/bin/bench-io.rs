@@ -4,8 +4,11 @@
 //! - `bench-io count` reads its standard input to the end, 64 KiB a
 //!   `read()` as a real consumer does, and prints `BYTES FIRST_US LAST_US
 //!   READS`: the bytes it read, `CLOCK_MONOTONIC` in microseconds when its
-//!   first read returned data and when it saw the end (both the end time
-//!   if nothing came), and the `read()`s that returned data.
+//!   first and its last read returned data (both the time it saw the end
+//!   if nothing came), and the `read()`s that returned data. The last
+//!   data, not the end: a topic's reader ends when the topic is removed,
+//!   which the benchmark does after the writer is done, and that step is
+//!   not the tools' work.
 //! - `bench-io tee FILE...` copies its standard input to its standard
 //!   output and to each FILE (FIFOs, in the benchmark), 64 KiB a `read()`
 //!   and one `write()` of each chunk to each output.
@@ -52,15 +55,21 @@ fn read_all(mut each: impl FnMut(&[u8]) -> Result<()>) -> Result<()> {
 }
 
 fn count() -> Result<()> {
-    let (mut total, mut first, mut reads) = (0u64, None, 0u64);
+    let (mut total, mut first, mut last, mut reads) = (0u64, None, None, 0u64);
     read_all(|chunk| {
-        first.get_or_insert_with(now_us);
+        let now = now_us();
+        first.get_or_insert(now);
+        last = Some(now);
         total += chunk.len() as u64;
         reads += 1;
         Ok(())
     })?;
-    let last = now_us();
-    println!("{total} {} {last} {reads}", first.unwrap_or(last));
+    let end = now_us();
+    println!(
+        "{total} {} {} {reads}",
+        first.unwrap_or(end),
+        last.unwrap_or(end)
+    );
     Ok(())
 }
 
