@@ -45,8 +45,10 @@ status 0.
 
 Topics are read through a read-only mapping of their rings where the module
 allows it (not inside a container's pid or user namespace), else with
-read(); --no-mmap forces read(). The output is the same either way. The
-fanout module must have ABI version 6 or later.
+read(); --no-mmap forces read(). One topic printed as it is (no -n, -0,
+--lossless or format option) into a pipe goes there by splice: the kernel
+copies the payloads from the ring into the pipe itself. The output is the
+same either way. The fanout module must have ABI version 6 or later.
 
 A device path must be a baf topic's character device: anything else (a
 regular file, a FIFO, another driver's device) is refused without being
@@ -119,7 +121,7 @@ struct Args {
     no_wait: bool,
     /// Read topics with read() only, not through a read-only mapping of
     /// their rings (which is used when allowed: not inside a container's
-    /// pid or user namespace).
+    /// pid or user namespace), nor by splice into a pipe.
     #[arg(long)]
     no_mmap: bool,
     /// Lose nothing: writers wait for this reader, as for a pipe, rather
