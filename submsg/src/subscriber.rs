@@ -157,13 +157,13 @@ impl<'a> Subscriber<'a> {
         }
     }
 
-    /// Switches topic `token` to `splice` ([`Reader::use_splice`]), where
-    /// it can be; says whether it was.
-    pub(crate) fn use_splice(&mut self, token: u64) -> Result<bool> {
-        match self.topics.get_mut(token) {
-            Some(sub) => sub.reader.use_splice(),
-            None => Ok(false),
+    /// Switches topic `token` to `splice` where it can be
+    /// ([`Reader::use_splice`]); it stays as it is where it cannot.
+    pub(crate) fn use_splice(&mut self, token: u64) -> Result<()> {
+        if let Some(sub) = self.topics.get_mut(token) {
+            sub.reader.use_splice()?;
         }
+        Ok(())
     }
 
     fn drop_sub(&mut self, token: u64) {

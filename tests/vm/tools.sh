@@ -304,14 +304,20 @@ splice_pipe() {
   mode=$(submsg_mode "$(cat /tmp/sp.pid)")
   [ "$mode" = bytes ] || { echo "submsg's topic file is in mode '$mode', not bytes (splice)"; stop "$(cat /tmp/sp.pid)"; return 1; }
   seq 3001 6000 | pubmsg sp || return 1
+  # One record of 200000 bytes (one write(); the record limit is 256 KiB),
+  # three times what the pipe holds: it goes in pieces, nothing between.
+  head -c 200000 /dev/urandom > /tmp/sp.big
+  dd if=/tmp/sp.big of=/dev/baf/sp bs=200000 conv=notrunc 2> /dev/null || return 1
+  echo end | pubmsg sp || return 1
+  { seq 1 6000; cat /tmp/sp.big; echo end; } > /tmp/sp.want
   # Removed once the writer is done: submsg moves what is left and ends.
-  wait_for 20 sh -c '[ "$(wc -l < /tmp/sp.out)" -ge 6000 ]'
+  wait_for 20 sh -c '[ "$(wc -c < /tmp/sp.out)" -ge "$(wc -c < /tmp/sp.want)" ]'
   rm_topic sp
   wait $w
   [ "$(cat /tmp/sub.rc)" = 0 ] && ! [ -s /tmp/sub.err ] || { echo "status $(cat /tmp/sub.rc), stderr: $(cat /tmp/sub.err)"; return 1; }
-  seq 1 6000 | cmp - /tmp/sp.out
+  cmp /tmp/sp.want /tmp/sp.out
 }
-check "submsg TOPIC | consumer: payloads moved by splice, all of them, in order; ends with the topic" splice_pipe
+check "submsg TOPIC | consumer: payloads moved by splice, all of them, in order, a record larger than the pipe whole; ends with the topic" splice_pipe
 splice_loss() {
   # A 64 KiB ring and a consumer that waits 3 s: submsg fills the pipe
   # and waits for room while the writer laps it. What comes out is whole
