@@ -49,17 +49,11 @@ bench_watch() { # PID: kill PID after 300 s
   ( sleep 300; kill "$1" 2> /dev/null ) > /dev/null 2>&1 &
   echo $!
 }
-# bench_lost FILE...: the records submsg said it lost, in its reports on
-# stderr saved in FILEs ("lost N records on topic ..."; the topic's sysfs
-# `lost` is gone with the topic by the time the readers are done).
-bench_lost() {
-  cat "$@" 2> /dev/null | awk '{ for (i = 1; i < NF; i++) if ($i == "lost" && $(i + 1) ~ /^[0-9]+$/) { n += $(i + 1); break } }
-    END { print n + 0 }'
-}
 # bench_baf TOPIC FILE PUBMSG-ARGS...: `pubmsg ARGS TOPIC < FILE` into
 # `submsg TOPIC | bench-io count`; prints "MICROSECONDS BYTES LOST": the
 # consumer's time from first byte to last, the bytes it counted, and the
-# records submsg lost (bench_lost).
+# records submsg reported lost (submsg_lost, lib.sh: the topic's sysfs
+# `lost` is gone with the topic by the time the readers are done).
 bench_baf() {
   topic=$1 file=$2; shift 2
   rm -f /tmp/bench.count /tmp/bench.pid /tmp/bench.err
@@ -71,7 +65,7 @@ bench_baf() {
   baf-setup remove "$topic" > /dev/null 2>&1
   wait $wp 2> /dev/null
   kill $dog 2> /dev/null
-  lost=$(bench_lost /tmp/bench.err)
+  lost=$(submsg_lost /tmp/bench.err)
   if [ -s /tmp/bench.err ]; then cat /tmp/bench.err >&2; fi
   echo "$(bench_span /tmp/bench.count) $lost"
   rm -f /tmp/bench.count /tmp/bench.pid /tmp/bench.err

@@ -13,6 +13,12 @@ wait_for() {
   while [ $n -gt 0 ]; do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; n=$((n - 1)); done
   return 1
 }
+# submsg_lost FILE...: the records submsg said it lost, summed over its
+# reports on stderr saved in FILEs ("lost N records on topic ...").
+submsg_lost() {
+  cat "$@" 2> /dev/null | awk '{ for (i = 1; i < NF; i++) if ($i == "lost" && $(i + 1) ~ /^[0-9]+$/) { n += $(i + 1); break } }
+    END { print n + 0 }'
+}
 # run_extras: the users' own tests (tests/vm.sh --extra DIR), one result each.
 run_extras() {
   for t in /extra/*; do

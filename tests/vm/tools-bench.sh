@@ -12,7 +12,7 @@
 #
 # The topics have rings that hold the whole run, so a slow moment of the
 # reader should not lose records; the loss is shown all the same (what
-# submsg reported lost, bench_lost).
+# submsg reported lost, submsg_lost).
 
 . /tests/bench-lib.sh
 
@@ -44,7 +44,7 @@ bench_baf8() {
   pubmsg "$topic" < "$file"
   baf-setup remove "$topic" > /dev/null 2>&1
   wait $w1 $w2 $w3 $w4 $w5 $w6 $w7 $w8 2> /dev/null
-  lost=$(bench_lost /tmp/bench.err)
+  lost=$(submsg_lost /tmp/bench.err)
   if [ -s /tmp/bench.err ]; then cat /tmp/bench.err >&2; fi
   echo "$(bench_span /tmp/bench.c.*) $lost"
   rm -f /tmp/bench.c.* /tmp/bench.err

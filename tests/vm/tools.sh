@@ -332,7 +332,7 @@ splice_loss() {
   sleep 4
   rm_topic spl
   wait $w
-  lost=$(awk '{ for (i = 1; i < NF; i++) if ($i == "lost" && $(i + 1) ~ /^[0-9]+$/) { n += $(i + 1); break } } END { print n + 0 }' /tmp/spl.err)
+  lost=$(submsg_lost /tmp/spl.err)
   got=$(wc -l < /tmp/spl.out)
   awk 'BEGIN { p = 0 } $0 !~ /^[0-9]+$/ || $1 <= p { bad = 1 } { p = $1 } END { exit bad }' /tmp/spl.out || { echo "a line torn or out of order"; return 1; }
   [ "$lost" -gt 0 ] && [ $((got + lost)) = 20000 ] || { echo "got $got lines, reported $lost lost: $(cat /tmp/spl.err)"; return 1; }
