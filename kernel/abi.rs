@@ -11,7 +11,7 @@
 //! number, so an old binary keeps getting the layout it was built with.
 
 /// Grows whenever anything in this file changes meaning or grows.
-pub const ABI_VERSION: u32 = 8;
+pub const ABI_VERSION: u32 = 9;
 
 /// The first [`ABI_VERSION`] whose topic files can be either end of
 /// `splice` and `sendfile` (before it, both fail with `EINVAL`).
@@ -250,16 +250,31 @@ pub const FLAG_LINES: u32 = 1 << 5;
 /// Write flag (ABI 6), only with [`FLAG_LINES`] (`EINVAL` otherwise): cut
 /// after each NUL byte instead of each newline.
 pub const FLAG_NUL: u32 = 1 << 6;
+/// Write flag (ABI 9), only with [`FLAG_LINES`] (`EINVAL` otherwise): a
+/// `write()` takes whole lines of at most `record_max` bytes only, and stops
+/// before a line the buffer ends inside of or one longer than `record_max`
+/// (returning 0 when the buffer starts with it). For `splice` and
+/// `sendfile` into a topic, whose passes end anywhere.
+pub const FLAG_WHOLE_LINES: u32 = 1 << 7;
+/// The first [`ABI_VERSION`] that knows [`FLAG_WHOLE_LINES`].
+pub const ABI_WHOLE_LINES: u32 = 9;
 /// Every flag this ABI version knows; others are refused with `EINVAL`.
-pub const FLAGS_ALL: u32 =
-    FLAG_RECORD | FLAG_STRICT | FLAG_BATCH | FLAG_LOSSLESS | FLAG_WRITER_ID | FLAG_LINES | FLAG_NUL;
+pub const FLAGS_ALL: u32 = FLAG_RECORD
+    | FLAG_STRICT
+    | FLAG_BATCH
+    | FLAG_LOSSLESS
+    | FLAG_WRITER_ID
+    | FLAG_LINES
+    | FLAG_NUL
+    | FLAG_WHOLE_LINES;
 
 /// Whether `flags` is a combination [`IOC_SET_FLAGS`] accepts: only known
-/// flags, line mode not with batches, and [`FLAG_NUL`] only in line mode.
+/// flags, line mode not with batches, and [`FLAG_NUL`] and
+/// [`FLAG_WHOLE_LINES`] only in line mode.
 pub const fn flags_valid(flags: u32) -> bool {
     flags & !FLAGS_ALL == 0
         && !(flags & FLAG_LINES != 0 && flags & FLAG_BATCH != 0)
-        && !(flags & FLAG_NUL != 0 && flags & FLAG_LINES == 0)
+        && !(flags & (FLAG_NUL | FLAG_WHOLE_LINES) != 0 && flags & FLAG_LINES == 0)
 }
 
 /// The delimiter after which a `write()` on a file with `flags` is cut

@@ -410,6 +410,11 @@ impl OpenFile {
             Some(_) => ",lines",
             None => "",
         };
+        let whole = if i.flags & abi::FLAG_WHOLE_LINES != 0 {
+            ",whole"
+        } else {
+            ""
+        };
         let lossless = if i.flags & abi::FLAG_LOSSLESS != 0 {
             ",lossless"
         } else {
@@ -417,9 +422,10 @@ impl OpenFile {
         };
         seq_print!(
             m,
-            "fanout_mode:\t{}{}{}\nfanout_cursor_seq:\t{}\nfanout_lost:\t{}\nfanout_oldest_seq:\t{}\nfanout_next_seq:\t{}\nfanout_ring_size:\t{}\nfanout_record_max:\t{}\nfanout_lowat:\t{}\n",
+            "fanout_mode:\t{}{}{}{}\nfanout_cursor_seq:\t{}\nfanout_lost:\t{}\nfanout_oldest_seq:\t{}\nfanout_next_seq:\t{}\nfanout_ring_size:\t{}\nfanout_record_max:\t{}\nfanout_lowat:\t{}\n",
             mode,
             batch,
+            whole,
             lossless,
             i.cursor_seq,
             i.lost,

@@ -79,12 +79,14 @@ fn find_byte(b: &[u8], delim: u8) -> Option<usize> {
 /// first `delim`, at most `record_max` bytes; all of `b` when it ends the
 /// caller's buffer (`at_end`). `None` when `b` is empty, or when the line
 /// may go on past `b` (no delimiter in it, shorter than `record_max`, and
-/// more input follows).
-fn next_line(b: &[u8], delim: u8, record_max: usize, at_end: bool) -> Option<usize> {
+/// more input follows). With `whole` (`FLAG_WHOLE_LINES`), only a line
+/// ended by `delim` within `record_max` bytes is one (and `at_end` is
+/// false).
+fn next_line(b: &[u8], delim: u8, record_max: usize, at_end: bool, whole: bool) -> Option<usize> {
     let window = b.get(..record_max.min(b.len()))?;
     match find_byte(window, delim) {
         Some(i) => Some(i + 1),
-        None if window.is_empty() => None,
+        None if window.is_empty() || whole => None,
         None if window.len() == record_max || at_end => Some(window.len()),
         None => None,
     }
@@ -116,6 +118,15 @@ fn copy_small<'b>(
         return Err(EFAULT);
     }
     Ok(payload)
+}
+
+/// How line mode cuts a `write()`: after each `delim`, and with `whole`
+/// (`FLAG_WHOLE_LINES`, ABI 9) taking whole lines of at most `record_max`
+/// bytes only, stopping before anything else.
+#[derive(Clone, Copy)]
+struct Cut {
+    delim: u8,
+    whole: bool,
 }
 
 /// What a `write()` call has published so far.
@@ -150,7 +161,9 @@ impl OpenFile {
         let stamp = provenance::stamp();
         let mut p = Progress::default();
         let result = if let Some(delim) = lines {
-            self.write_lines(&w, iov, delim, stamp, nonblock, &mut p)
+            let whole = flags & abi::FLAG_WHOLE_LINES != 0;
+            let cut = Cut { delim, whole };
+            self.write_lines(&w, iov, cut, stamp, nonblock, &mut p)
         } else if batch && flags & abi::FLAG_WRITER_ID != 0 {
             self.write_batch(&w, iov, stamp, nonblock, &mut p)
         } else if batch {
@@ -307,13 +320,15 @@ impl OpenFile {
     /// that only moves the head (unlike a batch's, whose frames the commit
     /// checks and stamps). A line
     /// cut by the end of a block is read again with the next one; a line
-    /// longer than a block goes through [`Self::write_long_line`]. Errors as
+    /// longer than a block goes through [`Self::write_long_line`]. With
+    /// `cut.whole`, it stops (`Ok`) before a line the buffer ends inside
+    /// of or one longer than `record_max`, taking nothing of it. Errors as
     /// `write_batch`: after one, only `p` counts.
     fn write_lines(
         &self,
         w: &WriterGuard<'_>,
         iov: &mut IovIterSource<'_>,
-        delim: u8,
+        cut: Cut,
         stamp: Stamp,
         nonblock: bool,
         p: &mut Progress,
@@ -327,7 +342,7 @@ impl OpenFile {
             buf.notes.clear();
             buf.notes.resize(NOTES, 0, GFP_KERNEL_ACCOUNT)?;
         }
-        self.write_line_blocks(&mut buf, w, iov, delim, stamp, nonblock, p)
+        self.write_line_blocks(&mut buf, w, iov, cut, stamp, nonblock, p)
     }
 
     /// [`Self::write_lines`] with the line buffer `buf` in hand.
@@ -337,11 +352,12 @@ impl OpenFile {
         buf: &mut LineBuf,
         w: &WriterGuard<'_>,
         iov: &mut IovIterSource<'_>,
-        delim: u8,
+        cut: Cut,
         stamp: Stamp,
         nonblock: bool,
         p: &mut Progress,
     ) -> Result {
+        let Cut { delim, whole } = cut;
         let mem = &self.topic.mem;
         let mask = mem.size() as u64 - 1;
         let record_max = self.topic.record_max;
@@ -356,13 +372,15 @@ impl OpenFile {
             }
             let (block_buf, lens) = buf.bytes.split_at_mut_checked(LINE_BLOCK).ok_or(EINVAL)?;
             let got = iov.copy_from_iter(block_buf.get_mut(..want).ok_or(EINVAL)?);
-            // A block that ends the caller's buffer ends its last record.
-            let at_end = got == want && iov.is_empty();
+            // A block that ends the caller's buffer ends its last record
+            // (not with whole lines only).
+            let last = got == want && iov.is_empty();
+            let at_end = last && !whole;
             let block = block_buf.get(..got).unwrap_or_default();
             let line = |at: usize| {
                 block
                     .get(at..)
-                    .and_then(|b| next_line(b, delim, record_max, at_end))
+                    .and_then(|b| next_line(b, delim, record_max, at_end, whole))
             };
             // The first byte of the block not yet published.
             let mut start = 0;
@@ -441,6 +459,12 @@ impl OpenFile {
             }
             // SAFETY: the last `rest` bytes copied from `iov` above.
             unsafe { iov.revert(rest) };
+            if whole && (last || rest >= record_max) {
+                // Whole lines only: `rest` begins with a line the buffer
+                // ends inside of, or with more than `record_max` bytes
+                // without a delimiter. Not taken: the caller has it.
+                return Ok(());
+            }
             if rest < got {
                 // A line cut by the end of the block: read it again with
                 // the next one.
@@ -448,7 +472,10 @@ impl OpenFile {
             }
             // A whole block without a delimiter, and shorter than
             // `record_max`: a long line.
-            let len = self.write_long_line(&mut buf.bytes, w, iov, delim, stamp, nonblock)?;
+            let Some(len) = self.write_long_line(&mut buf.bytes, w, iov, cut, stamp, nonblock)?
+            else {
+                return Ok(());
+            };
             p.done += len;
             p.records += 1;
             p.bytes += len as u64;
@@ -462,25 +489,33 @@ impl OpenFile {
     /// ahead (through `buf`) to its delimiter, its `record_max`-th byte or
     /// the end of the caller's buffer, goes back, and publishes that many
     /// bytes as one record, copied straight into the ring
-    /// ([`Self::write_record`]). Returns its length.
+    /// ([`Self::write_record`]). Returns its length; `None`, publishing
+    /// nothing, when `cut.whole` and no delimiter ends it within
+    /// `record_max` bytes and the caller's buffer.
     fn write_long_line(
         &self,
         buf: &mut KVVec<u8>,
         w: &WriterGuard<'_>,
         iov: &mut IovIterSource<'_>,
-        delim: u8,
+        cut: Cut,
         stamp: Stamp,
         nonblock: bool,
-    ) -> Result<usize> {
+    ) -> Result<Option<usize>> {
         let record_max = self.topic.record_max;
         let mut seen = 0;
         let len = loop {
             let want = iov.len().min(LINE_BLOCK).min(record_max - seen);
             if want == 0 {
+                if cut.whole {
+                    // SAFETY: `seen` bytes were copied from `iov` in this
+                    // loop.
+                    unsafe { iov.revert(seen) };
+                    return Ok(None);
+                }
                 break seen;
             }
             let got = iov.copy_from_iter(buf.get_mut(..want).ok_or(EINVAL)?);
-            let found = buf.get(..got).and_then(|b| find_byte(b, delim));
+            let found = buf.get(..got).and_then(|b| find_byte(b, cut.delim));
             seen += got;
             if let Some(i) = found {
                 break seen - got + i + 1;
@@ -494,7 +529,7 @@ impl OpenFile {
         // SAFETY: `seen` bytes were copied from `iov` in the loop above.
         unsafe { iov.revert(seen) };
         self.write_record(w, iov, len, stamp, nonblock)?;
-        Ok(len)
+        Ok(Some(len))
     }
 
     /// A batch whose frames have the 32-byte ABI 3 header (a program built
