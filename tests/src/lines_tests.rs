@@ -8,7 +8,7 @@ use super::*;
 
 /// The records a line-mode `write()` of `data` makes: cut just after each
 /// `delim`, every `max` bytes of a longer line, and at the end.
-fn cut(data: &[u8], delim: u8, max: usize) -> Vec<Vec<u8>> {
+pub(crate) fn cut(data: &[u8], delim: u8, max: usize) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     let mut rest = data;
     while !rest.is_empty() {
@@ -47,7 +47,7 @@ fn drain_v3(t: &Topic) -> Result<Vec<Vec<u8>>> {
 }
 
 /// Bytes of a non-blocking bytes-mode file, read until `EAGAIN`.
-fn drain_bytes(t: &Topic) -> Result<Vec<u8>> {
+pub(crate) fn drain_bytes(t: &Topic) -> Result<Vec<u8>> {
     let mut out = Vec::new();
     loop {
         match get(t, 1 << 16) {
@@ -58,7 +58,7 @@ fn drain_bytes(t: &Topic) -> Result<Vec<u8>> {
     }
 }
 
-fn fdinfo_mode(t: &Topic) -> Result<String> {
+pub(crate) fn fdinfo_mode(t: &Topic) -> Result<String> {
     let s = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", t.file().as_raw_fd()))?;
     s.lines()
         .find_map(|l| l.strip_prefix("fanout_mode:\t"))

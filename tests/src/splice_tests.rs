@@ -238,3 +238,165 @@ pub(crate) fn splice_out_of_a_topic_is_a_read(cx: &Ctx) -> Result<()> {
     drain(&recm)?;
     Ok(())
 }
+
+/// The records a whole-lines `write()` of `data` makes: its lines up to
+/// the last `delim`, cut as [`super::lines::cut`] cuts them.
+fn whole_prefix(data: &[u8], delim: u8) -> &[u8] {
+    data.iter()
+        .rposition(|&b| b == delim)
+        .map_or(&data[..0], |i| &data[..=i])
+}
+
+pub(crate) fn whole_lines_leave_the_cut_line(cx: &Ctx) -> Result<()> {
+    use super::lines::{cut, fdinfo_mode};
+    let rec = nb_reader(&cx.a)?;
+    rec.set_flags(abi::FLAG_RECORD)?;
+    let bytes = nb_reader(&cx.a)?;
+    let w = Topic::open(&cx.a, true, false)?;
+    let records = |what: &str| -> Result<Vec<Vec<u8>>> {
+        let got: Vec<Vec<u8>> = drain(&rec)?.into_iter().map(|(_, p)| p).collect();
+        let b = super::lines::drain_bytes(&bytes).with_context(|| what.to_string())?;
+        ensure!(b == got.concat(), "{what}: the bytes-mode reader differs");
+        Ok(got)
+    };
+
+    // Only with line mode; a refused flag changes nothing.
+    for bad in [
+        abi::FLAG_WHOLE_LINES,
+        abi::FLAG_WHOLE_LINES | abi::FLAG_NUL,
+        abi::FLAG_WHOLE_LINES | abi::FLAG_LINES | abi::FLAG_BATCH,
+    ] {
+        expect_errno(w.set_flags(bad), libc::EINVAL, "whole lines, bad flags")?;
+    }
+    ensure!(
+        fdinfo_mode(&w)? == "bytes",
+        "a refused flag changed the mode"
+    );
+    w.set_flags(abi::FLAG_LINES | abi::FLAG_WHOLE_LINES)?;
+    let mode = fdinfo_mode(&w)?;
+    ensure!(mode == "bytes,lines,whole", "fdinfo: {mode}");
+
+    // write(): the whole lines, not the unended one after them.
+    ensure!(w.file().write(b"a\nbb\nccc")? == 5, "a\\nbb\\nccc: not 5");
+    let got = records("a\\nbb\\nccc")?;
+    ensure!(got == [&b"a\n"[..], b"bb\n"], "records {got:?}");
+    // No whole line at the start: 0, nothing published.
+    let seq = rec.info()?.next_seq;
+    ensure!(w.file().write(b"ccc")? == 0, "an unended line was taken");
+    // A line of record_max bytes (newline included) is one; a longer one
+    // is not taken, nor anything after it.
+    let mut exact = vec![b'x'; RECORD_MAX - 1];
+    exact.push(b'\n');
+    let mut long = vec![b'y'; RECORD_MAX];
+    long.extend_from_slice(b"\nz\n");
+    ensure!(w.file().write(&long)? == 0, "a line over record_max taken");
+    ensure!(rec.info()?.next_seq == seq, "a refused stretch published");
+    let data = [&b"p\n"[..], &exact, &long].concat();
+    let n = w.file().write(&data)?;
+    ensure!(n == 2 + RECORD_MAX, "lines before a long one: {n}");
+    let got = records("before a long line")?;
+    ensure!(got == [b"p\n".to_vec(), exact], "before a long line");
+
+    // Lines across the kernel's 64 KiB blocks, binary bytes among them,
+    // ending inside a line: every whole line, one record each.
+    let mut rng = 0x3a11_u64;
+    let mut data = Vec::new();
+    while data.len() < 150_000 {
+        let len = (xorshift(&mut rng) % 500) as usize;
+        data.extend((0..len).map(|_| match xorshift(&mut rng) as u8 {
+            b'\n' => 0,
+            b => b,
+        }));
+        data.push(b'\n');
+    }
+    data.extend_from_slice(b"an unended line");
+    let whole = whole_prefix(&data, b'\n');
+    let n = w.file().write(&data)?;
+    ensure!(n == whole.len(), "took {n} of {} whole", whole.len());
+    ensure!(
+        records("random lines")? == cut(whole, b'\n', RECORD_MAX),
+        "random lines: records differ"
+    );
+
+    // splice: a pass takes its whole lines; the cut one stays in the pipe
+    // and goes with the rest of its line.
+    let (pr, mut pw) = owned_pipe()?;
+    pw.write_all(b"one\ntwo\nthr")?;
+    ensure!(w.splice_in(pr.as_fd(), 1 << 20)? == 8, "splice: not 8");
+    let got = records("splice")?;
+    ensure!(got == [&b"one\n"[..], b"two\n"], "splice: {got:?}");
+    ensure!(
+        w.splice_in(pr.as_fd(), 1 << 20)? == 0,
+        "splice of 'thr' not 0"
+    );
+    ensure!(records("splice 0")?.is_empty(), "a splice of 0 published");
+    pw.write_all(b"ee\nfour")?;
+    ensure!(
+        w.splice_in(pr.as_fd(), 1 << 20)? == 6,
+        "splice: 'thr' was lost"
+    );
+    ensure!(records("splice 2")? == [b"three\n"], "splice: three");
+    drop(pw);
+    let mut rest = Vec::new();
+    (&pr).read_to_end(&mut rest)?;
+    ensure!(rest == b"four", "the pipe held {rest:?}, not four");
+
+    // sendfile: the file's offset ends just past the last whole line, and
+    // passes of 64 KiB ending anywhere lose no byte and cut no line.
+    let path = Path::new("/tmp/splice-lines");
+    std::fs::write(path, &data)?;
+    let f = File::open(path)?;
+    let mut moved = 0;
+    loop {
+        let n = sendfile(w.file().as_fd(), f.as_fd(), 1 << 20)?;
+        if n == 0 {
+            break;
+        }
+        moved += n;
+    }
+    // SAFETY: lseek on our own open file.
+    let off = unsafe { libc::lseek(f.as_raw_fd(), 0, libc::SEEK_CUR) };
+    ensure!(
+        moved == whole.len() && off == whole.len() as i64,
+        "sendfile: moved {moved}, offset {off}, want {}",
+        whole.len()
+    );
+    ensure!(
+        records("sendfile")? == cut(whole, b'\n', RECORD_MAX),
+        "sendfile: records differ"
+    );
+    std::fs::remove_file(path)?;
+
+    // NUL-ended items: the same at each NUL.
+    w.set_flags(abi::FLAG_LINES | abi::FLAG_NUL | abi::FLAG_WHOLE_LINES)?;
+    ensure!(w.file().write(b"a\0b\nc")? == 2, "NUL: not 2");
+    ensure!(records("NUL")? == [b"a\0"], "NUL: records");
+
+    // A line longer than a block (64 KiB) but within the record limit (1
+    // MiB): taken whole when it ends, not when the buffer ends first.
+    let big = super::fresh_topic("whole-big", 4 << 20)?;
+    let rb = nb_reader(&big)?;
+    rb.set_flags(abi::FLAG_RECORD)?;
+    let wb = Topic::open(&big, true, false)?;
+    wb.set_flags(abi::FLAG_LINES | abi::FLAG_WHOLE_LINES)?;
+    let mut data = vec![b'a'; 200_000];
+    data.push(b'\n');
+    data.extend(vec![b'b'; 300_000]);
+    ensure!(wb.file().write(&data)? == 200_001, "big: not the long line");
+    ensure!(
+        wb.file().write(&data[200_001..])? == 0,
+        "big: unended taken"
+    );
+    let mut lens = Vec::new();
+    loop {
+        match get(&rb, 2 << 20) {
+            Ok(buf) => lens.extend(strict_records(&buf)?.iter().map(|(_, p)| p.len())),
+            Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => break,
+            Err(e) => return Err(e).context("read, big topic"),
+        }
+    }
+    ensure!(lens == [200_001], "big: records of {lens:?}");
+    drop((rb, wb));
+    baf::control::remove("whole-big")?;
+    Ok(())
+}

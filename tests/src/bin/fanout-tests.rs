@@ -435,6 +435,10 @@ fn main() {
             splice::splice_into_a_topic_is_a_write,
         ),
         (
+            "whole lines only (ABI 9): write(), splice and sendfile take whole lines and leave the cut one; a long line refused; bad flags refused",
+            splice::whole_lines_leave_the_cut_line,
+        ),
+        (
             "splice and sendfile out of a topic: a read() into the pipe (bytes and record mode, a record larger than the pipe, a lapped reader)",
             splice::splice_out_of_a_topic_is_a_read,
         ),
