@@ -34,7 +34,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 mod splice;
-pub use splice::{publish_spliced, source_of, Source};
+pub use splice::{publish_spliced, publish_spliced_lines, source_of, Source};
 
 /// What is published.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -75,7 +75,8 @@ pub struct Stats {
     /// Records written by [`publish`], [`publish_records`] and
     /// [`publish_raw`]; 0 from [`publish_lines`], where the kernel cuts the
     /// records and pubmsg does not count them (that would be work per line),
-    /// and from [`publish_spliced`], where one `splice` may write several.
+    /// and from [`publish_spliced`] and [`publish_spliced_lines`], where one
+    /// `splice` may write several.
     pub records: u64,
     /// `write()`s (whole batches or blocks; retries after a short write are
     /// not counted).
@@ -337,74 +338,116 @@ pub const LINE_READ: usize = 256 * 1024;
 /// a read error, the lines before it have been published.
 pub fn publish_lines<R: Read, W: Write>(
     mut input: R,
-    mut out: W,
+    out: W,
     delim: u8,
     record_max: usize,
     mut warn: impl FnMut(&str),
 ) -> Result<Stats> {
-    let record_max = record_max.max(1);
-    let mut buf = vec![0u8; LINE_READ];
-    let mut stats = Stats::default();
-    // Bytes at the start of `buf`: the line not yet ended.
-    let mut filled = 0usize;
-    // Bytes of that line already written, `record_max` at a time.
-    let mut line_written = 0usize;
-    let send = |out: &mut W, bytes: &[u8], stats: &mut Stats| -> Result<()> {
-        out.write_all(bytes).context("writing to the topic")?;
-        stats.writes += 1;
-        stats.bytes += bytes.len() as u64;
+    let mut lines = LineWriter::new(out, delim, record_max);
+    while lines.step(&mut input, &mut warn)? {}
+    Ok(lines.stats)
+}
+
+/// [`publish_lines`] one read at a time, so that [`publish_spliced_lines`]
+/// can read a stretch of its input itself and then splice again.
+pub struct LineWriter<W> {
+    out: W,
+    delim: u8,
+    record_max: usize,
+    buf: Vec<u8>,
+    /// Bytes at the start of `buf`: the line not yet ended.
+    filled: usize,
+    /// Bytes of that line already written, `record_max` at a time.
+    line_written: usize,
+    /// What was written.
+    pub stats: Stats,
+}
+
+impl<W: Write> LineWriter<W> {
+    /// A writer of lines ended by `delim` into `out`, a topic file in line
+    /// mode whose record limit is `record_max`.
+    pub fn new(out: W, delim: u8, record_max: usize) -> Self {
+        Self {
+            out,
+            delim,
+            record_max: record_max.max(1),
+            buf: vec![0u8; LINE_READ],
+            filled: 0,
+            line_written: 0,
+            stats: Stats::default(),
+        }
+    }
+
+    /// Whether a line read is not written yet (it has not ended).
+    pub fn pending(&self) -> bool {
+        self.filled > 0
+    }
+
+    fn send(&mut self, end: usize) -> Result<()> {
+        let bytes = self.buf.get(..end).unwrap_or_default();
+        self.out.write_all(bytes).context("writing to the topic")?;
+        self.stats.writes += 1;
+        self.stats.bytes += bytes.len() as u64;
         Ok(())
-    };
-    loop {
-        if filled == buf.len() {
+    }
+
+    /// One read of `input`, and the `write()`s it allows. `Ok(false)` at
+    /// the end of input, everything written.
+    pub fn step<R: Read>(&mut self, input: &mut R, warn: &mut impl FnMut(&str)) -> Result<bool> {
+        let (delim, record_max) = (self.delim, self.record_max);
+        if self.filled == self.buf.len() {
             // A full buffer without a delimiter: a line longer than it.
-            let whole = filled / record_max * record_max;
+            let whole = self.filled / record_max * record_max;
             if whole == 0 {
                 // The record limit is larger than the buffer: grow it.
-                buf.resize(buf.len().saturating_mul(2), 0);
-                continue;
+                let len = self.buf.len().saturating_mul(2);
+                self.buf.resize(len, 0);
+                return Ok(true);
             }
-            if line_written == 0 {
-                stats.lines_split += 1;
-                if stats.lines_split == 1 {
+            if self.line_written == 0 {
+                self.stats.lines_split += 1;
+                if self.stats.lines_split == 1 {
                     warn(&long_line_warning(record_max));
                 }
             }
-            send(&mut out, buf.get(..whole).unwrap_or_default(), &mut stats)?;
-            buf.copy_within(whole..filled, 0);
-            filled -= whole;
-            line_written += whole;
+            self.send(whole)?;
+            self.buf.copy_within(whole..self.filled, 0);
+            self.filled -= whole;
+            self.line_written += whole;
         }
-        let n = match input.read(buf.get_mut(filled..).unwrap_or_default()) {
+        let filled = self.filled;
+        let n = match input.read(self.buf.get_mut(filled..).unwrap_or_default()) {
             Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(true),
             Err(e) => return Err(e).context("reading stdin"),
         };
         let eof = n == 0;
-        let new = buf.get(filled..filled + n).unwrap_or_default();
+        let new = self.buf.get(filled..filled + n).unwrap_or_default();
         let end = match memchr::memrchr(delim, new) {
             _ if eof => filled,
             Some(i) => filled + i + 1,
             None => {
-                filled += n;
-                continue;
+                self.filled += n;
+                return Ok(true);
             }
         };
-        let chunk = buf.get(..end).unwrap_or_default();
         if end > 0 {
-            let long = long_lines(chunk, delim, record_max, line_written);
-            if long > 0 && stats.lines_split == 0 {
+            let chunk = self.buf.get(..end).unwrap_or_default();
+            let long = long_lines(chunk, delim, record_max, self.line_written);
+            if long > 0 && self.stats.lines_split == 0 {
                 warn(&long_line_warning(record_max));
             }
-            stats.lines_split += long;
-            send(&mut out, chunk, &mut stats)?;
+            self.stats.lines_split += long;
+            self.send(end)?;
         }
         if eof {
-            return Ok(stats);
+            self.filled = 0;
+            return Ok(false);
         }
-        buf.copy_within(end..filled + n, 0);
-        filled = filled + n - end;
-        line_written = 0;
+        self.buf.copy_within(end..filled + n, 0);
+        self.filled = filled + n - end;
+        self.line_written = 0;
+        Ok(true)
     }
 }
 
@@ -464,15 +507,19 @@ pub fn long_lines(chunk: &[u8], delim: u8, record_max: usize, before: usize) -> 
     }
 }
 
+/// The flags of line mode cutting at `delim` (ABI 6): `FLAG_LINES`, and
+/// `FLAG_NUL` for a `delim` of 0.
+pub fn line_flags(delim: u8) -> u32 {
+    match delim {
+        0 => abi::FLAG_LINES | abi::FLAG_NUL,
+        _ => abi::FLAG_LINES,
+    }
+}
+
 /// Switches `topic` to line mode, cutting at `delim` (ABI 6).
 pub fn line_mode(topic: &Topic, shown: &str, delim: u8) -> Result<()> {
-    let flags = if delim == 0 {
-        abi::FLAG_LINES | abi::FLAG_NUL
-    } else {
-        abi::FLAG_LINES
-    };
     topic
-        .set_flags(flags)
+        .set_flags(line_flags(delim))
         .with_context(|| format!("cannot switch topic {shown} to line mode"))
 }
 
@@ -593,6 +640,10 @@ pub fn run(opts: &Options) -> Result<()> {
     let raw = messages.is_none() && opts.framing == Framing::Raw;
     let splice = raw && info.abi_version >= abi::ABI_SPLICE;
     let source = |fd: BorrowedFd<'_>| source_of(fd).filter(|_| splice);
+    // Lines from a pipe or a file: spliced too, where the module takes
+    // whole lines a pass.
+    let splice_lines = info.abi_version >= abi::ABI_WHOLE_LINES;
+    let line_source = |fd: BorrowedFd<'_>| source_of(fd).filter(|_| splice_lines);
     match lines {
         Some(delim) => line_mode(&topic, &shown, delim)?,
         None if raw => {}
@@ -605,10 +656,20 @@ pub fn run(opts: &Options) -> Result<()> {
     let warn = |msg: &str| eprintln!("pubmsg: warning: {msg}");
     let done = match (messages, file, lines) {
         (Some(records), _, _) => publish_records(&records, topic.file()),
-        (None, Some(f), Some(delim)) => publish_lines(&f, topic.file(), delim, record_max, warn),
-        (None, None, Some(delim)) => {
-            publish_lines(io::stdin().lock(), topic.file(), delim, record_max, warn)
-        }
+        (None, Some(f), Some(delim)) => match line_source(f.as_fd()) {
+            Some(src) => {
+                let flags = line_flags(delim);
+                publish_spliced_lines(f.as_fd(), src, &topic, flags, delim, record_max, warn)
+            }
+            None => publish_lines(&f, topic.file(), delim, record_max, warn),
+        },
+        (None, None, Some(delim)) => match line_source(io::stdin().as_fd()) {
+            Some(src) => {
+                let (stdin, flags) = (io::stdin(), line_flags(delim));
+                publish_spliced_lines(stdin.as_fd(), src, &topic, flags, delim, record_max, warn)
+            }
+            None => publish_lines(io::stdin().lock(), topic.file(), delim, record_max, warn),
+        },
         (None, Some(f), None) if raw => match source(f.as_fd()) {
             Some(src) => publish_spliced(f.as_fd(), src, &topic, record_max),
             None => publish_raw(&f, topic.file(), record_max),

@@ -31,7 +31,10 @@ each record whole.
 
 Lines (and -0 items) go out in line mode: each read of stdin is written up
 to its last newline (NUL) in one write, as soon as it is read, and the
-kernel cuts it into records. --raw writes each read of stdin as one record;
+kernel cuts it into records. From a pipe or a file, where the module can,
+the kernel moves them itself (splice, sendfile), taking whole lines only;
+pubmsg reads a stretch itself only where a line has not ended yet or is
+longer than the record limit. --raw writes each read of stdin as one record;
 --len32 frames and -m messages go out in batch writes. The fanout module
 must have ABI version 6 or later.
 

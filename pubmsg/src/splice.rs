@@ -1,8 +1,10 @@
-//! `--raw` input moved into the topic by the kernel (ABI 7): `splice` from
-//! a pipe, `sendfile` from a regular file, so pubmsg never copies the bytes.
+//! Input moved into the topic by the kernel: `splice` from a pipe,
+//! `sendfile` from a regular file, so pubmsg never copies the bytes. `--raw`
+//! (ABI 7), and lines (ABI 9, whole lines a pass).
 
-use crate::{publish_raw, Stats};
+use crate::{publish_raw, LineWriter, Stats};
 use anyhow::{Context, Result};
+use baf::abi;
 use baf::device::Topic;
 use std::fs::File;
 use std::os::fd::{AsRawFd, BorrowedFd};
@@ -69,3 +71,75 @@ pub fn publish_spliced(
         }
     }
 }
+
+/// Line mode from a pipe or a regular file, where the module takes whole
+/// lines from a pass (`FLAG_WHOLE_LINES`, ABI 9): the input moves into the
+/// topic with `splice` or `sendfile`, and the kernel cuts it into lines as
+/// it copies it from the pipe's or the page cache's pages into the ring, so
+/// pubmsg never touches the bytes. A pass takes only its whole lines; a
+/// line it cuts stays in the pipe (or is read again from the file) for the
+/// next pass. A pass that takes nothing (the input's end, a line not ended
+/// yet, or one longer than `record_max`) returns 0: pubmsg then reads that
+/// stretch itself ([`LineWriter`], `flags` without `FLAG_WHOLE_LINES`),
+/// until what it read ends with a whole line, and splices again. `flags`
+/// is the file's line mode (`FLAG_LINES`, maybe `FLAG_NUL`).
+pub fn publish_spliced_lines(
+    input: BorrowedFd<'_>,
+    source: Source,
+    topic: &Topic,
+    flags: u32,
+    delim: u8,
+    record_max: usize,
+    mut warn: impl FnMut(&str),
+) -> Result<Stats> {
+    let mode = |whole: bool| {
+        let f = if whole {
+            flags | abi::FLAG_WHOLE_LINES
+        } else {
+            flags
+        };
+        topic
+            .set_flags(f)
+            .context("switching the topic file's line mode")
+    };
+    let mut reader = File::from(input.try_clone_to_owned()?);
+    let mut lines = LineWriter::new(topic.file(), delim, record_max);
+    let mut moved_any = false;
+    mode(true)?;
+    loop {
+        let moved = match source {
+            Source::Pipe => topic.splice_in(input, SPLICE_LINES),
+            Source::File => topic.sendfile_in(input, SPLICE_LINES),
+        };
+        match moved {
+            Ok(0) => {
+                // The end, or a stretch that is not whole lines: read it.
+                mode(false)?;
+                loop {
+                    if !lines.step(&mut reader, &mut warn)? {
+                        return Ok(lines.stats);
+                    }
+                    if !lines.pending() {
+                        break;
+                    }
+                }
+                mode(true)?;
+            }
+            Ok(n) => {
+                moved_any = true;
+                lines.stats.writes += 1;
+                lines.stats.bytes += n as u64;
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) && !moved_any => {
+                mode(false)?;
+                while lines.step(&mut reader, &mut warn)? {}
+                return Ok(lines.stats);
+            }
+            Err(e) => return Err(e).context("moving the input into the topic with splice"),
+        }
+    }
+}
+
+/// Bytes asked of one `splice` or `sendfile` of lines: a pipe hands over
+/// what it holds (64 KiB unless it was made larger), a file 64 KiB a pass.
+const SPLICE_LINES: usize = 1 << 20;
