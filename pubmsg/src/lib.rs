@@ -394,6 +394,36 @@ impl<W: Write> LineWriter<W> {
     /// One read of `input`, and the `write()`s it allows. `Ok(false)` at
     /// the end of input, everything written.
     pub fn step<R: Read>(&mut self, input: &mut R, warn: &mut impl FnMut(&str)) -> Result<bool> {
+        Ok(self.read_step(input, usize::MAX, warn)?.is_some())
+    }
+
+    /// Reads exactly `n` more bytes of `input` (fewer at its end), and
+    /// writes what they end. For a caller that knows the `n`-th byte ends
+    /// the line not yet ended: then nothing is left [`Self::pending`].
+    /// `Ok(false)` at the end of input, everything written.
+    pub fn read_exactly<R: Read>(
+        &mut self,
+        input: &mut R,
+        mut n: usize,
+        warn: &mut impl FnMut(&str),
+    ) -> Result<bool> {
+        while n > 0 {
+            match self.read_step(input, n, warn)? {
+                Some(got) => n -= got.min(n),
+                None => return Ok(false),
+            }
+        }
+        Ok(true)
+    }
+
+    /// [`Self::step`], reading at most `limit` bytes: `Some` of the bytes
+    /// read, `None` at the end of input.
+    fn read_step<R: Read>(
+        &mut self,
+        input: &mut R,
+        limit: usize,
+        warn: &mut impl FnMut(&str),
+    ) -> Result<Option<usize>> {
         let (delim, record_max) = (self.delim, self.record_max);
         if self.filled == self.buf.len() {
             // A full buffer without a delimiter: a line longer than it.
@@ -402,7 +432,7 @@ impl<W: Write> LineWriter<W> {
                 // The record limit is larger than the buffer: grow it.
                 let len = self.buf.len().saturating_mul(2);
                 self.buf.resize(len, 0);
-                return Ok(true);
+                return Ok(Some(0));
             }
             if self.line_written == 0 {
                 self.stats.lines_split += 1;
@@ -416,9 +446,10 @@ impl<W: Write> LineWriter<W> {
             self.line_written += whole;
         }
         let filled = self.filled;
-        let n = match input.read(self.buf.get_mut(filled..).unwrap_or_default()) {
+        let room = self.buf.len().min(filled.saturating_add(limit));
+        let n = match input.read(self.buf.get_mut(filled..room).unwrap_or_default()) {
             Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(Some(0)),
             Err(e) => return Err(e).context("reading stdin"),
         };
         let eof = n == 0;
@@ -428,7 +459,7 @@ impl<W: Write> LineWriter<W> {
             Some(i) => filled + i + 1,
             None => {
                 self.filled += n;
-                return Ok(true);
+                return Ok(Some(n));
             }
         };
         if end > 0 {
@@ -442,12 +473,12 @@ impl<W: Write> LineWriter<W> {
         }
         if eof {
             self.filled = 0;
-            return Ok(false);
+            return Ok(None);
         }
         self.buf.copy_within(end..filled + n, 0);
         self.filled = filled + n - end;
         self.line_written = 0;
-        Ok(true)
+        Ok(Some(n))
     }
 }
 

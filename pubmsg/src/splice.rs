@@ -7,7 +7,8 @@ use anyhow::{Context, Result};
 use baf::abi;
 use baf::device::Topic;
 use std::fs::File;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::io::{self, Read};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd};
 
 /// Where `--raw` input comes from, for [`publish_spliced`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -103,6 +104,10 @@ pub fn publish_spliced_lines(
             .context("switching the topic file's line mode")
     };
     let mut reader = File::from(input.try_clone_to_owned()?);
+    let mut peek = match source {
+        Source::Pipe => Peek::new().ok(),
+        Source::File => None,
+    };
     let mut lines = LineWriter::new(topic.file(), delim, record_max);
     let mut moved_any = false;
     mode(true)?;
@@ -113,7 +118,10 @@ pub fn publish_spliced_lines(
         };
         match moved {
             Ok(0) => {
-                // The end, or a stretch that is not whole lines: read it.
+                // The end, or a stretch that is not whole lines: read it,
+                // until what was read ends with a whole line. From a pipe,
+                // the rest of a line already in it is read exactly, so
+                // that the next read does not end inside a line again.
                 mode(false)?;
                 loop {
                     if !lines.step(&mut reader, &mut warn)? {
@@ -121,6 +129,19 @@ pub fn publish_spliced_lines(
                     }
                     if !lines.pending() {
                         break;
+                    }
+                    let Some(peek) = peek.as_mut() else {
+                        continue;
+                    };
+                    if let Some(end) = peek.line_end(input, delim) {
+                        if !lines.read_exactly(&mut reader, end, &mut warn)? {
+                            return Ok(lines.stats);
+                        }
+                        // Unless another reader of the pipe took some of
+                        // it first: then read on.
+                        if !lines.pending() {
+                            break;
+                        }
                     }
                 }
                 mode(true)?;
@@ -143,3 +164,63 @@ pub fn publish_spliced_lines(
 /// Bytes asked of one `splice` or `sendfile` of lines: a pipe hands over
 /// what it holds (64 KiB unless it was made larger), a file 64 KiB a pass.
 const SPLICE_LINES: usize = 1 << 20;
+
+/// Looks into a pipe without taking anything from it: `tee` duplicates
+/// what the pipe holds into a pipe of our own (no copy), which is then
+/// read and emptied.
+struct Peek {
+    r: File,
+    w: File,
+    buf: Vec<u8>,
+    /// A read of our pipe failed, so it may hold stale bytes: no more
+    /// looking.
+    broken: bool,
+}
+
+impl Peek {
+    fn new() -> io::Result<Self> {
+        let mut fds = [0; 2];
+        // SAFETY: `pipe2` writes two descriptors into the valid `fds`.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `pipe2` just made both descriptors, owned by nothing else.
+        let (r, w) = unsafe { (File::from_raw_fd(fds[0]), File::from_raw_fd(fds[1])) };
+        Ok(Self {
+            r,
+            w,
+            buf: vec![0; PEEK],
+            broken: false,
+        })
+    }
+
+    /// How many bytes of the pipe `input`, as it holds them now, go up to
+    /// and including its first `delim`: `None` when what it holds has
+    /// none (or it is empty, or anything fails: the caller reads on).
+    fn line_end(&mut self, input: BorrowedFd<'_>, delim: u8) -> Option<usize> {
+        if self.broken {
+            return None;
+        }
+        // SAFETY: both descriptors are open pipes for the call; `tee`
+        // passes no memory of ours. Non-blocking: an empty pipe is EAGAIN.
+        let n = unsafe {
+            libc::tee(
+                input.as_raw_fd(),
+                self.w.as_raw_fd(),
+                PEEK,
+                libc::SPLICE_F_NONBLOCK,
+            )
+        };
+        let n = usize::try_from(n).ok().filter(|&n| n > 0)?;
+        let seen = self.buf.get_mut(..n)?;
+        if self.r.read_exact(seen).is_err() {
+            self.broken = true;
+            return None;
+        }
+        memchr::memchr(delim, seen).map(|i| i + 1)
+    }
+}
+
+/// Bytes of a pipe [`Peek`] looks at, at most: what a pipe holds by
+/// default.
+const PEEK: usize = 64 * 1024;

@@ -533,3 +533,41 @@ fn raw_reads_are_records_each_within_the_limit() {
     assert!(lens.iter().all(|&n| (1..=1024).contains(&n)));
     assert_eq!((stats.records, stats.bytes), (lens.len() as u64, 5000));
 }
+
+#[test]
+fn line_writer_reads_exactly_to_a_line_end_and_leaves_nothing_pending() {
+    // What the spliced path does after a pass took nothing: read the rest
+    // of the unended line exactly (its end found by a peek), so nothing
+    // is left pending and the next bytes go back to splice.
+    let mut sink = LineSink {
+        delim: b'\n',
+        max: 100,
+        records: Vec::new(),
+        short: false,
+        calls: 0,
+    };
+    // (Choppy's reads are interrupted every other time: retried.)
+    let mut input = Choppy::new(b"tw", vec![2]);
+    let mut warn = |_: &str| {};
+    let mut lines = LineWriter::new(&mut sink, b'\n', 100);
+    for _ in 0..2 {
+        assert!(lines.step(&mut input, &mut warn).unwrap());
+    }
+    assert!(lines.pending(), "an unended line is pending");
+    let mut input = Choppy::new(b"o\nthree\nfo", vec![1, 10]);
+    assert!(lines.read_exactly(&mut input, 2, &mut warn).unwrap());
+    assert!(!lines.pending(), "the line's end was read");
+    // The rest is still in the input, untouched.
+    for _ in 0..2 {
+        assert!(lines.step(&mut input, &mut warn).unwrap());
+    }
+    assert!(lines.pending());
+    let mut steps = 0;
+    while lines.step(&mut input, &mut warn).unwrap() {
+        steps += 1;
+        assert!(steps < 5, "no end");
+    }
+    let stats = lines.stats;
+    assert_eq!(stats.bytes, 12);
+    assert_eq!(sink.records, [&b"two\n"[..], b"three\n", b"fo"]);
+}

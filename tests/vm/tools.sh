@@ -245,6 +245,53 @@ raw_spliced() {
 }
 check "cat FILE | pubmsg --raw (spliced): records within the record limit, the bytes intact" raw_spliced
 
+# --- pubmsg lines from a pipe or a file: spliced, whole lines a pass (ABI 9) ----------
+splicing_lines() { # PID: the pubmsg's topic file takes whole lines only
+  [ "$(grep -h '^fanout_mode' /proc/"$1"/fdinfo/* 2> /dev/null | head -1 | cut -f2)" = bytes,lines,whole ]
+}
+lines_spliced_pipe() {
+  # pubmsg splices lines from its pipe (fdinfo: whole lines), and the
+  # producer's writes end inside lines: a line cut by a pass is one record
+  # all the same; a line longer than the record limit is cut there, with
+  # one warning; the last line, without its newline, is a record.
+  baf-setup create lsp --size 1M --record-max 1K > /dev/null || return 1
+  rm -f /tmp/lsp.pid
+  { sleep 2; printf 'one\ntw'; sleep 0.3; printf 'o\nthree\n'; sleep 0.3
+    head -c 3000 /dev/zero | tr '\000' x; sleep 0.3; printf '\nfour\nla'; sleep 0.3; printf 'st'
+  } | { pubmsg lsp 2> /tmp/lsp.err & echo $! > /tmp/lsp.pid; wait; } & w=$!
+  wait_for 5 test -s /tmp/lsp.pid || return 1
+  # Waiting for its input, pubmsg is in splice, whole lines only.
+  wait_for 5 splicing_lines "$(cat /tmp/lsp.pid)"; spliced=$?
+  wait $w || { echo "pubmsg failed: $(cat /tmp/lsp.err)"; return 1; }
+  [ $spliced = 0 ] || { echo "pubmsg's topic file was never in mode bytes,lines,whole (splice)"; return 1; }
+  # one, two, three, the long line in 3 records, four, last: 8.
+  [ "$(sysfs lsp records)" = 8 ] || { echo "records: $(sysfs lsp records)"; return 1; }
+  [ "$(wc -l < /tmp/lsp.err)" = 1 ] && grep -q "record limit (1024 bytes)" /tmp/lsp.err || { cat /tmp/lsp.err; return 1; }
+  { printf 'one\ntwo\nthree\n'; head -c 3000 /dev/zero | tr '\000' x; printf '\nfour\nlast'; } > /tmp/lsp.want
+  submsg lsp --from oldest -n 8 > /tmp/lsp.out && cmp /tmp/lsp.want /tmp/lsp.out
+}
+check "lines from a pipe (spliced, whole lines a pass): lines cut by the producer's writes whole, a long one cut at the limit with a warning, the last without newline" lines_spliced_pipe
+lines_spliced_file() {
+  # From a regular file pubmsg sendfiles the lines, 64 KiB a pass, and the
+  # passes end inside lines: each line is still one record, and the last
+  # one, without its newline, too. The same from a pipe (cat moves the
+  # file into it in pieces that end anywhere), and NUL-ended items (-0).
+  baf-setup create lsf --size 4M > /dev/null || return 1
+  { seq 1 100000; printf end; } > /tmp/lsf.in
+  pubmsg lsf < /tmp/lsf.in || return 1
+  [ "$(sysfs lsf records)" = 100001 ] || { echo "file: records $(sysfs lsf records)"; return 1; }
+  submsg lsf --from oldest -n 100001 > /tmp/lsf.out && cmp /tmp/lsf.in /tmp/lsf.out || return 1
+  cat /tmp/lsf.in | pubmsg lsf || return 1
+  [ "$(sysfs lsf records)" = 200002 ] || { echo "pipe: records $(sysfs lsf records)"; return 1; }
+  tr '\n' '\000' < /tmp/lsf.in > /tmp/lsf.nul
+  pubmsg -0 lsf < /tmp/lsf.nul || return 1
+  [ "$(sysfs lsf records)" = 300003 ] || { echo "-0: records $(sysfs lsf records)"; return 1; }
+  submsg lsf --from oldest -n 300003 > /tmp/lsf.out || return 1
+  cat /tmp/lsf.in /tmp/lsf.in /tmp/lsf.nul | cmp - /tmp/lsf.out
+}
+check "lines from a file (sendfile), a pipe and -0: passes end inside lines, every line one record, the bytes intact" lines_spliced_file
+rm -f /tmp/lsf.in /tmp/lsf.out /tmp/lsf.nul /tmp/lsp.want /tmp/lsp.out
+
 json_lost() {
   mk ov2 64K
   sub_bg /tmp/o2 --json ov2; p=$SUB
