@@ -254,10 +254,10 @@ lines_spliced_pipe() {
   # producer's writes end inside lines: a line cut by a pass is one record
   # all the same; a line longer than the record limit is cut there, with
   # one warning; the last line, without its newline, is a record.
-  baf-setup create lsp --size 1M --record-max 1K > /dev/null || return 1
+  baf-setup create lsp --size 1M --record-max 4K > /dev/null || return 1
   rm -f /tmp/lsp.pid
   { sleep 2; printf 'one\ntw'; sleep 0.3; printf 'o\nthree\n'; sleep 0.3
-    head -c 3000 /dev/zero | tr '\000' x; sleep 0.3; printf '\nfour\nla'; sleep 0.3; printf 'st'
+    head -c 10000 /dev/zero | tr '\000' x; sleep 0.3; printf '\nfour\nla'; sleep 0.3; printf 'st'
   } | { pubmsg lsp 2> /tmp/lsp.err & echo $! > /tmp/lsp.pid; wait; } & w=$!
   wait_for 5 test -s /tmp/lsp.pid || return 1
   # Waiting for its input, pubmsg is in splice, whole lines only.
@@ -266,8 +266,8 @@ lines_spliced_pipe() {
   [ $spliced = 0 ] || { echo "pubmsg's topic file was never in mode bytes,lines,whole (splice)"; return 1; }
   # one, two, three, the long line in 3 records, four, last: 8.
   [ "$(sysfs lsp records)" = 8 ] || { echo "records: $(sysfs lsp records)"; return 1; }
-  [ "$(wc -l < /tmp/lsp.err)" = 1 ] && grep -q "record limit (1024 bytes)" /tmp/lsp.err || { cat /tmp/lsp.err; return 1; }
-  { printf 'one\ntwo\nthree\n'; head -c 3000 /dev/zero | tr '\000' x; printf '\nfour\nlast'; } > /tmp/lsp.want
+  [ "$(wc -l < /tmp/lsp.err)" = 1 ] && grep -q "record limit (4096 bytes)" /tmp/lsp.err || { cat /tmp/lsp.err; return 1; }
+  { printf 'one\ntwo\nthree\n'; head -c 10000 /dev/zero | tr '\000' x; printf '\nfour\nlast'; } > /tmp/lsp.want
   submsg lsp --from oldest -n 8 > /tmp/lsp.out && cmp /tmp/lsp.want /tmp/lsp.out
 }
 check "lines from a pipe (spliced, whole lines a pass): lines cut by the producer's writes whole, a long one cut at the limit with a warning, the last without newline" lines_spliced_pipe
@@ -276,7 +276,8 @@ lines_spliced_file() {
   # passes end inside lines: each line is still one record, and the last
   # one, without its newline, too. The same from a pipe (cat moves the
   # file into it in pieces that end anywhere), and NUL-ended items (-0).
-  baf-setup create lsf --size 4M > /dev/null || return 1
+  # 16 MiB hold the 300003 records of 48 bytes, all read from the oldest.
+  baf-setup create lsf --size 16M > /dev/null || return 1
   { seq 1 100000; printf end; } > /tmp/lsf.in
   pubmsg lsf < /tmp/lsf.in || return 1
   [ "$(sysfs lsf records)" = 100001 ] || { echo "file: records $(sysfs lsf records)"; return 1; }
