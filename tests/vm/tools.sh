@@ -246,8 +246,11 @@ raw_spliced() {
 check "cat FILE | pubmsg --raw (spliced): records within the record limit, the bytes intact" raw_spliced
 
 # --- pubmsg lines from a pipe or a file: spliced, whole lines a pass (ABI 9) ----------
-splicing_lines() { # PID: the pubmsg's topic file takes whole lines only
-  [ "$(grep -h '^fanout_mode' /proc/"$1"/fdinfo/* 2> /dev/null | head -1 | cut -f2)" = bytes,lines,whole ]
+splicing_lines() { # a running pubmsg's topic file takes whole lines only
+  for p in $(pidof pubmsg); do
+    [ "$(grep -h '^fanout_mode' /proc/"$p"/fdinfo/* 2> /dev/null | head -1 | cut -f2)" = bytes,lines,whole ] && return 0
+  done
+  return 1
 }
 lines_spliced_pipe() {
   # pubmsg splices lines from its pipe (fdinfo: whole lines), and the
@@ -255,13 +258,11 @@ lines_spliced_pipe() {
   # all the same; a line longer than the record limit is cut there, with
   # one warning; the last line, without its newline, is a record.
   baf-setup create lsp --size 1M --record-max 4K > /dev/null || return 1
-  rm -f /tmp/lsp.pid
   { sleep 2; printf 'one\ntw'; sleep 0.3; printf 'o\nthree\n'; sleep 0.3
     head -c 10000 /dev/zero | tr '\000' x; sleep 0.3; printf '\nfour\nla'; sleep 0.3; printf 'st'
-  } | { pubmsg lsp 2> /tmp/lsp.err & echo $! > /tmp/lsp.pid; wait; } & w=$!
-  wait_for 5 test -s /tmp/lsp.pid || return 1
+  } | pubmsg lsp 2> /tmp/lsp.err & w=$!
   # Waiting for its input, pubmsg is in splice, whole lines only.
-  wait_for 5 splicing_lines "$(cat /tmp/lsp.pid)"; spliced=$?
+  wait_for 5 splicing_lines; spliced=$?
   wait $w || { echo "pubmsg failed: $(cat /tmp/lsp.err)"; return 1; }
   [ $spliced = 0 ] || { echo "pubmsg's topic file was never in mode bytes,lines,whole (splice)"; return 1; }
   # one, two, three, the long line in 3 records, four, last: 8.
