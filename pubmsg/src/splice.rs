@@ -212,12 +212,17 @@ impl Peek {
             )
         };
         let n = usize::try_from(n).ok().filter(|&n| n > 0)?;
-        let seen = self.buf.get_mut(..n)?;
-        if self.r.read_exact(seen).is_err() {
+        // Our pipe now holds those `n` bytes: all of them are read out,
+        // or it is never looked at again.
+        let read = match self.buf.get_mut(..n) {
+            Some(seen) => self.r.read_exact(seen).is_ok(),
+            None => false,
+        };
+        if !read {
             self.broken = true;
             return None;
         }
-        memchr::memchr(delim, seen).map(|i| i + 1)
+        memchr::memchr(delim, self.buf.get(..n)?).map(|i| i + 1)
     }
 }
 
