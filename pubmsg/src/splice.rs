@@ -133,6 +133,10 @@ pub fn publish_spliced_lines(
                     let Some(peek) = peek.as_mut() else {
                         continue;
                     };
+                    // The read above took all the pipe held: wait for
+                    // more, and look for the line's end in it before
+                    // taking any.
+                    peek.wait(input);
                     if let Some(end) = peek.line_end(input, delim) {
                         if !lines.read_exactly(&mut reader, end, &mut warn)? {
                             return Ok(lines.stats);
@@ -192,6 +196,18 @@ impl Peek {
             buf: vec![0; PEEK],
             broken: false,
         })
+    }
+
+    /// Waits until the pipe `input` has something to read, or has no
+    /// writer left (or a signal comes: the caller reads on either way).
+    fn wait(&self, input: BorrowedFd<'_>) {
+        let mut p = libc::pollfd {
+            fd: input.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: `p` is one valid `pollfd` for the call.
+        unsafe { libc::poll(&mut p, 1, -1) };
     }
 
     /// How many bytes of the pipe `input`, as it holds them now, go up to
