@@ -23,6 +23,23 @@ pub(crate) fn cut(data: &[u8], delim: u8, max: usize) -> Vec<Vec<u8>> {
     out
 }
 
+/// At least `total` bytes of lines of 0 to `max_len - 1` random bytes
+/// (NUL bytes among them, newlines only at their ends), each ended by a
+/// newline, from `seed`.
+pub(crate) fn random_lines(seed: u64, max_len: u64, total: usize) -> Vec<u8> {
+    let mut rng = seed;
+    let mut data = Vec::new();
+    while data.len() < total {
+        let len = (xorshift(&mut rng) % max_len) as usize;
+        data.extend((0..len).map(|_| match xorshift(&mut rng) as u8 {
+            b'\n' => 0,
+            b => b,
+        }));
+        data.push(b'\n');
+    }
+    data
+}
+
 /// The payloads of a non-blocking record-mode file with 32-byte headers,
 /// read until `EAGAIN`.
 fn drain_v3(t: &Topic) -> Result<Vec<Vec<u8>>> {
@@ -108,16 +125,7 @@ pub(crate) fn line_mode_cuts_writes_into_lines(cx: &Ctx) -> Result<()> {
     // side by side at the end of the first 64 KiB block (one ends it, one
     // starts the next as a line of its own), lines across the other block
     // edges, and no newline at the end.
-    let mut rng = 0x5eed_u64;
-    let mut data = Vec::new();
-    while data.len() < 150_000 {
-        let len = (xorshift(&mut rng) % 300) as usize;
-        data.extend((0..len).map(|_| match xorshift(&mut rng) as u8 {
-            b'\n' => 0,
-            b => b,
-        }));
-        data.push(b'\n');
-    }
+    let mut data = random_lines(0x5eed, 300, 150_000);
     data[65535] = b'\n';
     data[65536] = b'\n';
     data.extend_from_slice(b"no newline at the end");

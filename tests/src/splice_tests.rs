@@ -299,16 +299,7 @@ pub(crate) fn whole_lines_leave_the_cut_line(cx: &Ctx) -> Result<()> {
 
     // Lines across the kernel's 64 KiB blocks, binary bytes among them,
     // ending inside a line: every whole line, one record each.
-    let mut rng = 0x3a11_u64;
-    let mut data = Vec::new();
-    while data.len() < 150_000 {
-        let len = (xorshift(&mut rng) % 500) as usize;
-        data.extend((0..len).map(|_| match xorshift(&mut rng) as u8 {
-            b'\n' => 0,
-            b => b,
-        }));
-        data.push(b'\n');
-    }
+    let mut data = super::lines::random_lines(0x3a11, 500, 150_000);
     data.extend_from_slice(b"an unended line");
     let whole = whole_prefix(&data, b'\n');
     let n = w.file().write(&data)?;
