@@ -292,7 +292,20 @@ lines_spliced_file() {
   cat /tmp/lsf.in /tmp/lsf.in /tmp/lsf.nul | cmp - /tmp/lsf.out
 }
 check "lines from a file (sendfile), a pipe and -0: passes end inside lines, every line one record, the bytes intact" lines_spliced_file
-rm -f /tmp/lsf.in /tmp/lsf.out /tmp/lsf.nul /tmp/lsp.want /tmp/lsp.out
+lines_spliced_removed() {
+  # The topic is removed while pubmsg splices into it: the next line fails
+  # with exit 3 and one line saying so; the line before it was published.
+  [ $HAVE_SETUP = 1 ] || return 0
+  mk lsr 64K
+  { echo first; sleep 2; echo second; } | pubmsg lsr > /tmp/lsr.out 2> /tmp/lsr.err & w=$!
+  wait_for 5 sh -c '[ "$(cat /sys/class/baf/lsr/records 2> /dev/null)" = 1 ]' || { wait $w; return 1; }
+  baf-setup remove lsr > /dev/null || { wait $w; return 1; }
+  wait $w; rc=$?
+  cat /tmp/lsr.err
+  [ $rc = 3 ] && [ "$(wc -l < /tmp/lsr.err)" = 1 ] && grep -q "topic lsr was removed while publishing" /tmp/lsr.err
+}
+check "lines spliced into a topic that is removed meanwhile: exit 3, one line" lines_spliced_removed
+rm -f /tmp/lsf.in /tmp/lsf.out /tmp/lsf.nul /tmp/lsp.want /tmp/lsp.out /tmp/lsr.out /tmp/lsr.err
 
 json_lost() {
   mk ov2 64K
