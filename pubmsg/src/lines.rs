@@ -19,7 +19,7 @@ pub const LINE_READ: usize = 256 * 1024;
 /// line is never cut by the end of a `write()`); the rest waits for the
 /// next read, and at the end of input it goes out as the final record. A
 /// line longer than `record_max` is written `record_max` bytes at a time
-/// (the records the framing of [`publish`] would make), and `warn` is
+/// (the records the framing of [`crate::publish`] would make), and `warn` is
 /// called once for the first one. Loops on `EINTR` and short writes; after
 /// a read error, the lines before it have been published.
 pub fn publish_lines<R: Read, W: Write>(
@@ -34,7 +34,7 @@ pub fn publish_lines<R: Read, W: Write>(
     Ok(lines.stats)
 }
 
-/// [`publish_lines`] one read at a time, so that [`publish_spliced_lines`]
+/// [`publish_lines`] one read at a time, so that [`crate::publish_spliced_lines`]
 /// can read a stretch of its input itself and then splice again.
 pub struct LineWriter<W> {
     out: W,
