@@ -499,16 +499,13 @@ pub fn run(opts: &Options) -> Result<()> {
     let done = match (messages, file, lines) {
         (Some(records), _, _) => publish_records(&records, topic.file()),
         (None, Some(f), Some(delim)) => match line_source(f.as_fd()) {
-            Some(src) => {
-                let flags = line_flags(delim);
-                publish_spliced_lines(f.as_fd(), src, &topic, flags, delim, record_max, warn)
-            }
+            Some(src) => publish_spliced_lines(f.as_fd(), src, &topic, delim, record_max, warn),
             None => publish_lines(&f, topic.file(), delim, record_max, warn),
         },
         (None, None, Some(delim)) => match line_source(io::stdin().as_fd()) {
             Some(src) => {
-                let (stdin, flags) = (io::stdin(), line_flags(delim));
-                publish_spliced_lines(stdin.as_fd(), src, &topic, flags, delim, record_max, warn)
+                let stdin = io::stdin();
+                publish_spliced_lines(stdin.as_fd(), src, &topic, delim, record_max, warn)
             }
             None => publish_lines(io::stdin().lock(), topic.file(), delim, record_max, warn),
         },

@@ -2,7 +2,7 @@
 //! `sendfile` from a regular file, so pubmsg never copies the bytes. `--raw`
 //! (ABI 7), and lines (ABI 9, whole lines a pass).
 
-use crate::{publish_raw, LineWriter, Stats};
+use crate::{line_flags, publish_raw, LineWriter, Stats};
 use anyhow::{Context, Result};
 use baf::abi;
 use baf::device::Topic;
@@ -17,6 +17,17 @@ pub enum Source {
     Pipe,
     /// A regular file: `sendfile`.
     File,
+}
+
+impl Source {
+    /// One move of up to `len` bytes of `input` into `topic`: `splice` from
+    /// a pipe, `sendfile` from a file.
+    fn pass(self, topic: &Topic, input: BorrowedFd<'_>, len: usize) -> io::Result<usize> {
+        match self {
+            Source::Pipe => topic.splice_in(input, len),
+            Source::File => topic.sendfile_in(input, len),
+        }
+    }
 }
 
 /// What `input` is, for [`publish_spliced`]: a pipe, a regular file, or
@@ -54,10 +65,7 @@ pub fn publish_spliced(
     let len = record_max.clamp(1, 1 << 20);
     let mut stats = Stats::default();
     loop {
-        let moved = match source {
-            Source::Pipe => topic.splice_in(input, len),
-            Source::File => topic.sendfile_in(input, len),
-        };
+        let moved = source.pass(topic, input, len);
         match moved {
             Ok(0) => return Ok(stats),
             Ok(n) => {
@@ -81,18 +89,17 @@ pub fn publish_spliced(
 /// line it cuts stays in the pipe (or is read again from the file) for the
 /// next pass. A pass that takes nothing (the input's end, a line not ended
 /// yet, or one longer than `record_max`) returns 0: pubmsg then reads that
-/// stretch itself ([`LineWriter`], `flags` without `FLAG_WHOLE_LINES`),
-/// until what it read ends with a whole line, and splices again. `flags`
-/// is the file's line mode (`FLAG_LINES`, maybe `FLAG_NUL`).
+/// stretch itself ([`LineWriter`], in plain line mode),
+/// until what it read ends with a whole line, and splices again.
 pub fn publish_spliced_lines(
     input: BorrowedFd<'_>,
     source: Source,
     topic: &Topic,
-    flags: u32,
     delim: u8,
     record_max: usize,
     mut warn: impl FnMut(&str),
 ) -> Result<Stats> {
+    let flags = line_flags(delim);
     let mode = |whole: bool| {
         let f = if whole {
             flags | abi::FLAG_WHOLE_LINES
@@ -112,10 +119,7 @@ pub fn publish_spliced_lines(
     let mut moved_any = false;
     mode(true)?;
     loop {
-        let moved = match source {
-            Source::Pipe => topic.splice_in(input, SPLICE_LINES),
-            Source::File => topic.sendfile_in(input, SPLICE_LINES),
-        };
+        let moved = source.pass(topic, input, SPLICE_LINES);
         match moved {
             Ok(0) => {
                 // The end, or a stretch that is not whole lines: read it,
