@@ -36,6 +36,8 @@
 
 #[path = "ioctl.rs"]
 mod ioctl;
+#[path = "pages.rs"]
+mod pages;
 #[path = "read.rs"]
 mod read;
 #[path = "write.rs"]

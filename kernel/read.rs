@@ -3,6 +3,7 @@
 //! from the ring (see `file.rs` for how it stays intact), and the pieces of
 //! a record larger than the caller's buffer.
 
+use super::pages::PageDest;
 use super::{OpenFile, Split, HDR, SPLIT_KEEP};
 use crate::abi::{self, record_span, RecordHeader};
 use crate::atomics::{Relaxed, Release};
@@ -127,6 +128,16 @@ impl OpenFile {
         // one go ([`Self::run_end`]), not three copies a record.
         let whole = record_mode && hsize as u64 == HDR && provenance::in_initial_namespaces();
         let viewer = (record_mode && !whole).then(Viewer::current);
+        // Bytes mode into kernel pages (`splice`): payloads are put into
+        // the pages directly (`pages.rs`), and `iov` moves once, at the end.
+        let mut dest = if record_mode {
+            None
+        } else {
+            // SAFETY: `dest` lives in this call only, and `iov` moves only
+            // after its last use (below the loop), or through the split
+            // path, which runs only while nothing was put.
+            unsafe { PageDest::new(iov) }
+        };
         let mut out = 0usize;
         let mut pos = c.pos;
         let mut seq = c.seq;
@@ -226,7 +237,11 @@ impl OpenFile {
                     let hb = hb.get(..hsize).unwrap_or_default();
                     ok = iov.copy_to_iter(hb) == hsize;
                 }
-                ok = ok && mem.copy_out(body, len, iov) == len;
+                ok = ok
+                    && match dest.as_mut() {
+                        Some(d) => d.put(mem, body, len),
+                        None => mem.copy_out(body, len, iov) == len,
+                    };
                 if record_mode && ok {
                     let pad = need - hsize - len;
                     ok = iov.copy_to_iter(ZEROS.get(..pad).unwrap_or_default()) == pad;
@@ -240,6 +255,9 @@ impl OpenFile {
                 // SAFETY: `before - iov.len()` bytes of this record (or run)
                 // were copied into `iov` just above.
                 unsafe { iov.revert(before - iov.len()) };
+                if let Some(d) = dest.as_mut() {
+                    d.unfill(out);
+                }
                 faulted = !ok && intact;
                 torn = !intact;
                 break;
@@ -248,6 +266,9 @@ impl OpenFile {
             pos = end;
             seq = end_seq;
             rec_start = pos;
+        }
+        if let Some(d) = &dest {
+            iov.advance(d.filled());
         }
         if out == 0 {
             if torn {

@@ -189,6 +189,19 @@ impl RingMem {
         unsafe { bindings::_copy_to_iter(src.cast::<c_void>().cast_const(), len, iov.as_raw()) }
     }
 
+    /// The words of the payload of `len` bytes at ring offset `off`, padding
+    /// included: `None` unless `off` is 8-aligned and they are inside the
+    /// ring. A writer may overwrite them while they are read: the caller
+    /// validates with [`RingMem::tail_after_copy`], as for `copy_out`.
+    pub(crate) fn words(&self, off: usize, len: usize) -> Option<*const u64> {
+        if off % 8 != 0 {
+            return None;
+        }
+        // The area is page aligned, so an 8-aligned offset is an 8-aligned
+        // address.
+        Some(self.data(off, (len + 7) & !7)?.cast_const().cast::<u64>())
+    }
+
     /// Copies `dst.len()` bytes at ring offset `off` into `dst`; false (and
     /// nothing copied) if they are not inside the ring. A writer may
     /// overwrite them meanwhile: the caller must validate with
