@@ -391,3 +391,84 @@ pub(crate) fn whole_lines_leave_the_cut_line(cx: &Ctx) -> Result<()> {
     baf::control::remove("whole-big")?;
     Ok(())
 }
+
+/// The length of record `counter` in [`splice_out_under_a_writer`]: 8 to
+/// 307 bytes, odd and even, so that payloads end anywhere in a word and
+/// cross the pipe's page boundaries anywhere.
+fn varied_len(counter: u32) -> usize {
+    8 + (counter as usize * 37) % 300
+}
+
+/// Bytes-mode `splice` puts payloads into the pipe's pages itself, a word
+/// at a time (`kernel/pages.rs`): under a writer that laps the reader,
+/// every payload arrives whole and in order, across page boundaries and at
+/// every alignment, and what is missing is what the reader was told it
+/// lost. Each pass starts lapped, so the writer tears records while they
+/// are copied.
+pub(crate) fn splice_out_under_a_writer(cx: &Ctx) -> Result<()> {
+    let r = nb_reader(&cx.b)?;
+    let w = writer(&cx.b)?;
+    let (pr, pw) = owned_pipe()?;
+    let total = 40_000u32;
+    let writing = std::thread::spawn(move || -> Result<()> {
+        for i in 0..total {
+            put(&w, &pattern(2, i, varied_len(i)))?;
+        }
+        Ok(())
+    });
+    let mut data = Vec::new();
+    let mut pass = 0usize;
+    loop {
+        let done = writing.is_finished();
+        // Each pass starts lapped, at the oldest record, which the writer
+        // is busy overwriting: records torn in the middle of a pass.
+        let info = r.info()?;
+        if !done && info.oldest_seq <= info.cursor_seq {
+            std::thread::yield_now();
+            continue;
+        }
+        // Ask for different amounts, so passes end inside records and the
+        // pipe's pages fill from different offsets.
+        let want = 1 + (pass * 7919) % 70_000;
+        pass += 1;
+        match r.splice_out(pw.as_fd(), want) {
+            Ok(n) => data.extend(take(&pr, n)?),
+            Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {
+                if done {
+                    break;
+                }
+                std::thread::yield_now();
+            }
+            Err(e) => return Err(e).context("splice out under a writer"),
+        }
+    }
+    writing
+        .join()
+        .map_err(|_| anyhow::anyhow!("the writer panicked"))??;
+    let (mut at, mut got, mut last) = (0, 0u64, None);
+    while at < data.len() {
+        let head = data.get(at..at + 8).context("a torn record at the end")?;
+        let counter = u32::from_le_bytes(head[4..8].try_into()?);
+        let len = varied_len(counter);
+        let rec = data
+            .get(at..at + len)
+            .with_context(|| format!("record {counter} cut at the end"))?;
+        let (writer, c) = parse_pattern(rec).with_context(|| format!("at byte {at}"))?;
+        ensure!(writer == 2 && c == counter, "record {c} of writer {writer}");
+        ensure!(
+            last.is_none_or(|l| counter > l),
+            "record {counter} after {last:?}"
+        );
+        last = Some(counter);
+        at += len;
+        got += 1;
+    }
+    let lost = r.info()?.lost;
+    ensure!(lost > 0, "the reader was not lapped");
+    ensure!(
+        got + lost == u64::from(total),
+        "{got} delivered and {lost} lost of {total}"
+    );
+    ensure!(last == Some(total - 1), "the newest record is missing");
+    Ok(())
+}

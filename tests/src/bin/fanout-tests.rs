@@ -443,6 +443,10 @@ fn main() {
             splice::splice_out_of_a_topic_is_a_read,
         ),
         (
+            "splice out of a topic under a writer that laps it: whole payloads in order, at every alignment and page boundary, and the loss counted",
+            splice::splice_out_under_a_writer,
+        ),
+        (
             "lossless: only with the owner's consent (EPERM, EBADF); ABI 2 structs still work",
             lossless::lossless_needs_the_owners_consent,
         ),
