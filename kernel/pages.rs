@@ -33,6 +33,10 @@ pub(super) struct PageDest {
     /// byte: bytes are put in order.
     seg: usize,
     seg_start: usize,
+    /// The page mapped last (`kmap_local_page`) and where: kept mapped
+    /// while records go into it, undone when the next page is mapped and
+    /// on drop.
+    mapped: Option<(*mut bindings::page, *mut u8)>,
 }
 
 impl PageDest {
@@ -78,6 +82,7 @@ impl PageDest {
             filled: 0,
             seg: 0,
             seg_start: 0,
+            mapped: None,
         };
         let mut left = len;
         for i in 0..nr {
@@ -143,6 +148,30 @@ impl PageDest {
         }
     }
 
+    /// `page` mapped, the page mapped before undone.
+    fn map(&mut self, page: *mut bindings::page) -> *mut u8 {
+        match self.mapped {
+            Some((p, base)) if p == page => base,
+            _ => {
+                self.unmap();
+                // SAFETY: `page` is a page of the iterator's, kept by its
+                // maker (see `new`); the mapping is undone by `unmap`, the
+                // only mapping this makes at a time.
+                let base = unsafe { bindings::kmap_local_page(page) }.cast::<u8>();
+                self.mapped = Some((page, base));
+                base
+            }
+        }
+    }
+
+    /// Undoes the mapping [`PageDest::map`] made, if any.
+    fn unmap(&mut self) {
+        if let Some((_, base)) = self.mapped.take() {
+            // SAFETY: `base` is the mapping `map` made, not undone yet.
+            unsafe { bindings::kunmap_local(base.cast::<c_void>().cast_const()) };
+        }
+    }
+
     /// Puts the `len` payload bytes at ring offset `off` (8-aligned, as
     /// every payload is) next; false, putting nothing, if they do not fit
     /// or are not inside the ring. The ring's bytes may be overwritten
@@ -161,20 +190,22 @@ impl PageDest {
                 return false;
             };
             let n = held.min(len - done);
-            // SAFETY: `page` is a page of the iterator's, kept by its maker
-            // (see `new`); the mapping is undone below.
-            let base = unsafe { bindings::kmap_local_page(page) }.cast::<u8>();
+            let base = self.map(page);
             // SAFETY: `at + n <= PAGE_SIZE` (checked in `new`): inside the
             // mapped page, which nothing else reads or writes until
             // `read_iter` returns. `src` has the words holding payload
             // bytes `done..done + n` (`words`).
             unsafe { copy_words(src, done, n, base.add(at)) };
-            // SAFETY: `base` is the mapping made above.
-            unsafe { bindings::kunmap_local(base.cast::<c_void>().cast_const()) };
             done += n;
         }
         self.filled += len;
         true
+    }
+}
+
+impl Drop for PageDest {
+    fn drop(&mut self) {
+        self.unmap();
     }
 }
 
