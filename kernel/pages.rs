@@ -3,7 +3,8 @@
 //! fills: what `splice` and `sendfile` out of a topic hand it
 //! (`copy_splice_read` allocates the pipe's pages and makes one of them).
 //! A bytes-mode read copies each payload into those pages itself, a word
-//! at a time, instead of calling `_copy_to_iter` for each record.
+//! at a time (up to 256 bytes; larger ones by `memcpy`), instead of
+//! calling `_copy_to_iter` for each record.
 //!
 //! In the emulated CPU of our benchmarks a `memcpy` is `rep movsb`, which
 //! costs by the byte, and a reader of 64-byte records spent more time in
@@ -13,7 +14,7 @@
 //! (`ringmem.rs`); this is the same for the reader. On hardware a short
 //! word loop costs about what `memcpy` does.
 
-use crate::ringmem::RingMem;
+use crate::ringmem::{RingMem, WORD_COPY_MAX};
 use kernel::{bindings, ffi::c_void, iov::IovIterDest};
 
 /// The part of a page iterator not yet filled, copied into by
@@ -195,7 +196,18 @@ impl PageDest {
             // mapped page, which nothing else reads or writes until
             // `read_iter` returns. `src` has the words holding payload
             // bytes `done..done + n` (`words`).
-            unsafe { copy_words(src, done, n, base.add(at)) };
+            unsafe {
+                let dst = base.add(at);
+                if len <= WORD_COPY_MAX {
+                    copy_words(src, done, n, dst);
+                } else {
+                    // A larger payload: one `memcpy` a page, which costs
+                    // less than words from a few hundred bytes on. The
+                    // ring's bytes are shared memory, as for any copy out
+                    // of it; the caller checks the tail after.
+                    core::ptr::copy_nonoverlapping(src.cast::<u8>().add(done), dst, n);
+                }
+            }
             done += n;
         }
         self.filled += len;

@@ -33,12 +33,13 @@ use core::sync::atomic::{
 /// Size of the control page (and offset of the ring's bytes in the area).
 pub(crate) const CTRL_SIZE: usize = bindings::PAGE_SIZE;
 
-/// Payloads up to this many bytes are copied into the ring by 8-byte words
-/// rather than by `memcpy`. In the emulated CPU of our benchmarks `memcpy`
-/// is `rep movsb`, which costs per byte: words took a fifth off each line
-/// of a line-mode `write()` there (620 to 500 ns for 64-byte lines). On
-/// hardware a short word loop costs about what `memcpy` does.
-const WORD_COPY_MAX: usize = 256;
+/// Payloads up to this many bytes are copied into the ring (and out of it
+/// into a spliced pipe's pages, `pages.rs`) by 8-byte words rather than by
+/// `memcpy`. In the emulated CPU of our benchmarks `memcpy` is `rep movsb`,
+/// which costs per byte: words took a fifth off each line of a line-mode
+/// `write()` there (620 to 500 ns for 64-byte lines). On hardware a short
+/// word loop costs about what `memcpy` does.
+pub(crate) const WORD_COPY_MAX: usize = 256;
 
 /// A topic's vmalloc area: the control page, then `size` ring bytes.
 ///
