@@ -119,10 +119,9 @@ impl PageDest {
     /// Takes back what was put after the first `to` bytes (a record the
     /// writer tore: the next `put` writes over it).
     pub(super) fn unfill(&mut self, to: usize) {
-        if to < self.filled {
-            self.filled = to;
-            (self.seg, self.seg_start) = (0, 0);
-        }
+        // `locate` starts over from the first segment when it is asked
+        // for a byte before the one it found last.
+        self.filled = self.filled.min(to);
     }
 
     /// Where byte `at` goes: its segment, its offset in the segment's
